@@ -1,0 +1,67 @@
+"""Start the embedded MongoDB wire-protocol stand-in (nx-27017) for local runs and tests.
+
+Only used when no MONGO_URI is given: the services talk plain pymongo either way, so a real
+MongoDB is a configuration change, not a code change.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+
+
+def wait_until_up(uri, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500)
+            client.admin.command("ping")
+            client.close()
+            return
+        except pymongo.errors.PyMongoError as exc:  # not listening yet
+            last = exc
+            time.sleep(0.2)
+    raise RuntimeError(f"MongoDB stand-in did not answer at {uri}: {last}")
+
+
+def start(data_dir, port, host="127.0.0.1"):
+    """Start nx-27017 with one SQLite file per database under data_dir; return the process."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("nx-27017")
+    cmd = [
+        str(exe), "--data-dir", str(data_dir), "--host", host, "-p", str(port),
+        # its defaults are shared /tmp paths: keep each instance's own files apart
+        "--log-file", str(data_dir / "nx-27017.log"),
+        "--pid-file", str(data_dir / "nx-27017.pid"),
+    ]
+    log = open(data_dir / "stdout.log", "ab")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"mongodb://{host}:{port}"
+    try:
+        wait_until_up(uri)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, uri
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", default=os.environ.get("MONGO_DATA_DIR", "var/mongo"))
+    parser.add_argument("--port", type=int, default=27017)
+    args = parser.parse_args()
+    proc, uri = start(args.data_dir, args.port)
+    print(f"MongoDB stand-in at {uri}, data in {args.data_dir}", flush=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+
+
+if __name__ == "__main__":
+    main()

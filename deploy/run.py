@@ -1,0 +1,140 @@
+"""Run the whole system locally: `make run` (and the end-to-end tests) start it through here.
+
+Starts the embedded MongoDB stand-in unless MONGO_URI is set, each service as its own
+`nameko run` process and the public gateway, loads the demo opening plan into an empty slots
+database, prints the URLs, and stops everything on Ctrl-C.
+"""
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "deploy" / "config.yaml"
+VAR = ROOT / "var"
+
+# one `nameko run` process each: a crash or a restart of one leaves the others running
+PROCESSES = {
+    "slots": "services.slots.service",
+    "booking": "services.booking.service",
+    "public_gateway": "gateway.public.service",
+}
+
+
+def token_secret():
+    """BOOKING_TOKEN_SECRET from the environment, else a local secret made once under var/."""
+    if os.environ.get("BOOKING_TOKEN_SECRET"):
+        return os.environ["BOOKING_TOKEN_SECRET"]
+    path = VAR / "booking_token_secret"
+    if not path.exists():
+        VAR.mkdir(exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def start_service(name, env, log_dir=None):
+    out = open(Path(log_dir) / f"{name}.log", "ab") if log_dir else None
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("nameko")), "run", "--config", str(CONFIG),
+         PROCESSES[name]],
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+    )
+
+
+def wait_for_http(url, timeout=60.0, procs=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a process exited early (code {proc.returncode})")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:g} s")
+
+
+def rpc_proxy(env, timeout=30):
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    return ClusterRpcProxy({"AMQP_URI": env["AMQP_URI"]}, timeout=timeout)
+
+
+def demo_plans(today=None):
+    spec = json.loads((ROOT / "deploy" / "demo_plan.json").read_text())
+    first = (today or date.today()) + timedelta(days=1)
+    last = first + timedelta(weeks=spec["weeks"])
+    return [dict(plan, **{"from": first.isoformat(), "to": last.isoformat()})
+            for plan in spec["plans"]]
+
+
+def load_demo_plan_if_empty(env):
+    with rpc_proxy(env) as rpc:
+        if not rpc.slots.is_empty():
+            return 0
+        return sum(rpc.slots.create_from_plan(plan)["created"] for plan in demo_plans())
+
+
+def stop_all(procs, timeout=15):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main():
+    env = dict(os.environ)
+    env.setdefault("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+    env["BOOKING_TOKEN_SECRET"] = token_secret()
+    procs, backing = [], []
+    try:
+        if not env.get("MONGO_URI"):
+            from deploy import embedded_mongo
+
+            mongo, env["MONGO_URI"] = embedded_mongo.start(VAR / "mongo", 27017)
+            backing.append(mongo)
+            print(f"embedded MongoDB stand-in at {env['MONGO_URI']} (data in var/mongo)")
+        port = env.get("WEB_SERVER_ADDRESS", "0.0.0.0:8000").rsplit(":", 1)[1]
+        services = [start_service(name, env) for name in PROCESSES]
+        procs.extend(services)
+        wait_for_http(f"http://127.0.0.1:{port}/health", procs=services)
+        created = load_demo_plan_if_empty(env)
+        if created:
+            print(f"loaded the demo opening plan: {created} slots")
+        print(
+            "\nThe system is up:\n"
+            f"  public API        http://127.0.0.1:{port}/api/procedures\n"
+            f"  free slots        http://127.0.0.1:{port}/api/slots?procedure=renewal\n"
+            "  RabbitMQ (bus)    http://127.0.0.1:15672  (guest/guest)\n"
+            f"  MongoDB           {env['MONGO_URI']}\n"
+            "Ctrl-C stops everything.\n", flush=True)
+        while all(p.poll() is None for p in services):
+            time.sleep(0.5)
+        print("a service stopped; stopping the others", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("stopping...", flush=True)
+        stop_all(procs)
+        stop_all(backing)  # the store last, once nothing writes to it
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Validation of what applicants send to the public gateway (query strings, paths, headers)."""
+from datetime import datetime, timedelta
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate
+
+from services.common.reference_data import PROCEDURES
+from services.common.schemas import REFERENCE, SafeString
+from services.common.timeutil import PARIS
+
+MAX_RANGE_DAYS = 92
+
+
+class SlotQuerySchema(Schema):
+    procedure = SafeString(required=True, validate=validate.OneOf(sorted(PROCEDURES)))
+    from_ = fields.Date(data_key="from", load_default=None)
+    to = fields.Date(load_default=None)
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1000))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+    @post_load
+    def _range(self, data, **kwargs):
+        first = data.get("from_") or datetime.now(PARIS).date()
+        last = data.get("to") or first + timedelta(days=MAX_RANGE_DAYS - 1)
+        if last < first:
+            raise ValidationError("Must not be before 'from'.", "to")
+        if (last - first).days >= MAX_RANGE_DAYS:
+            raise ValidationError(f"At most {MAX_RANGE_DAYS} days at a time.", "to")
+        data["from_"], data["to"] = first, last
+        return data
+
+
+class BookingAccessSchema(Schema):
+    """A booking reference and the secret token that proves it is yours."""
+
+    reference = SafeString(required=True, validate=REFERENCE)
+    token = SafeString(required=True, validate=validate.Length(min=1, max=128))

@@ -1,0 +1,88 @@
+"""Public gateway: the JSON API applicants use (DESIGN.md section 6)."""
+from nameko.dependency_providers import Config
+
+from gateway.http import json_http, read_json
+from gateway.public.client import client_of, parse_trusted
+from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
+from services.common.errors import InvalidRequest
+from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
+from services.common.rpc import BoundedRpcProxy
+from services.common.schemas import BookingRequestSchema, load_or_raise
+
+TOKEN_HEADER = "X-Booking-Token"
+
+
+def _walk_in(procedure):
+    return PROCEDURES[procedure].get("walk_in")
+
+
+class PublicGateway:
+    name = "public_gateway"
+
+    slots = BoundedRpcProxy("slots")
+    booking = BoundedRpcProxy("booking")
+    config = Config()
+
+    @json_http("GET", "/health")
+    def health(self, request):
+        return {"status": "ok"}
+
+    @json_http("GET", "/api/procedures")
+    def procedures(self, request):
+        return {"procedures": [procedure_view(code) for code in PROCEDURES],
+                "notice": FREE_NOTICE}
+
+    @json_http("GET", "/api/slots")
+    def list_slots(self, request):
+        query = load_or_raise(SlotQuerySchema(), request.args.to_dict(), InvalidRequest)
+        found = self.slots.list_open(
+            query["procedure"], query["from_"].isoformat(), query["to"].isoformat(),
+            query["page"], query["per_page"],
+        )
+        answer = {
+            "slots": [
+                {key: slot[key] for key in ("id", "site", "procedure", "start", "end", "free")}
+                for slot in found["slots"]
+            ],
+            "page": found["page"],
+            "per_page": found["per_page"],
+            "has_more": found["has_more"],
+            "notice": FREE_NOTICE,
+        }
+        if _walk_in(query["procedure"]):
+            answer["walk_in"] = _walk_in(query["procedure"])
+        return answer
+
+    @json_http("POST", "/api/bookings")
+    def create_booking(self, request):
+        body = read_json(request)
+        # validated here to answer 400 without a round trip; the booking service checks again
+        load_or_raise(BookingRequestSchema(), body, InvalidRequest)
+        client = client_of(request, parse_trusted(self.config.get("TRUSTED_PROXIES")))
+        created = self.booking.create(body, client)
+        slot = created["slot"]
+        answer = {
+            "reference": created["reference"],
+            "token": created["token"],
+            "status": created["status"],
+            "slot": dict(slot, site_address=SITES.get(slot["site"], {}).get("address")),
+            "notice": FREE_NOTICE,
+        }
+        if _walk_in(slot["procedure"]):
+            answer["walk_in"] = _walk_in(slot["procedure"])
+        return 201, answer
+
+    @json_http("GET", "/api/bookings/<reference>")
+    def get_booking(self, request, reference):
+        access = self._access(request, reference)
+        return dict(self.booking.get(access["reference"], access["token"]), notice=FREE_NOTICE)
+
+    @json_http("DELETE", "/api/bookings/<reference>")
+    def cancel_booking(self, request, reference):
+        access = self._access(request, reference)
+        return dict(self.booking.cancel(access["reference"], access["token"]), notice=FREE_NOTICE)
+
+    def _access(self, request, reference):
+        token = request.headers.get(TOKEN_HEADER) or request.args.get("token") or ""
+        return load_or_raise(BookingAccessSchema(), {"reference": reference, "token": token},
+                             InvalidRequest)

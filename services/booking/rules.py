@@ -1,0 +1,150 @@
+"""Booking rules as plain functions: references, tokens, what events and applicants see."""
+import hashlib
+import hmac
+import secrets
+import uuid
+from base64 import urlsafe_b64encode
+
+from services.common.events import envelope
+from services.common.normalise import normalise_email, normalise_name
+from services.common.timeutil import iso_paris, iso_utc
+
+ACTIVE = "active"
+CANCELLED = "cancelled"
+CHECKED_IN = "checked_in"
+
+CANCEL_REASONS = (
+    "applicant",
+    "multiple_bookings_same_email",
+    "name_not_exact",
+    "slot_grabbing",
+    "name_mismatch",
+    "staff",
+)
+
+# Crockford's alphabet: no I, L, O, U, so a reference read aloud at a counter is unambiguous.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_reference():
+    chars = "".join(secrets.choice(_ALPHABET) for _ in range(8))
+    return f"RDV-{chars[:4]}-{chars[4:]}"
+
+
+class TokenSigner:
+    """Booking tokens are HMACs of the reference and a per-booking salt under a configured key.
+
+    Only a hash of the token is stored, yet the outbox relay can rebuild the token for a
+    delayed `booking_created` (notify puts the cancel link in the confirmation) without the
+    plaintext ever sitting in the database.
+    """
+
+    def __init__(self, secret):
+        self._key = secret.encode()
+
+    def token_for(self, reference, salt):
+        digest = hmac.new(self._key, f"{reference}:{salt}".encode(), hashlib.sha256).digest()
+        return urlsafe_b64encode(digest).decode().rstrip("=")
+
+    @staticmethod
+    def hash_token(token):
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def matches(self, token, token_hash):
+        if not isinstance(token, str) or not token:
+            return False
+        return hmac.compare_digest(self.hash_token(token), token_hash)
+
+
+def new_salt():
+    return secrets.token_hex(8)
+
+
+def seconds_after_publication(published_at, booked_at):
+    if published_at is None:
+        return None
+    return round((booked_at - published_at).total_seconds(), 3)
+
+
+def identity_fields(booking):
+    identity = booking["identity"]
+    return {
+        "family_name": identity["family_name"],
+        "given_names": identity["given_names"],
+        "family_name_normalised": normalise_name(identity["family_name"]),
+        "given_names_normalised": normalise_name(identity["given_names"]),
+        "birth_date": identity["birth_date"],
+        "foreigner_number": identity.get("foreigner_number"),
+    }
+
+
+def _common_fields(booking):
+    slot = booking["slot"]
+    return {
+        "reference": booking["_id"],
+        "procedure": booking["procedure"],
+        "slot_id": slot["id"],
+        "site": slot["site"],
+        "slot_start": iso_utc(slot["start"]),
+        "slot_end": iso_utc(slot["end"]),
+        "email": booking["email"],
+        "email_normalised": normalise_email(booking["email"]),
+        "phone": booking.get("phone"),
+        "identity": identity_fields(booking),
+    }
+
+
+def created_event(booking, token):
+    """`booking_created`: what fraud and notify need, rebuilt identically on every (re)send."""
+    return envelope(
+        event_id=booking["created_event_id"],
+        occurred_at=booking["created_at"],
+        **_common_fields(booking),
+        published_at=iso_utc(booking["slot"]["published_at"]) if booking["slot"].get("published_at") else None,
+        seconds_after_publication=booking.get("seconds_after_publication"),
+        client=booking.get("client") or {},
+        # for the cancel link in the confirmation; the bus is internal
+        token=token,
+    )
+
+
+def cancellation(reason, evidence, actor, now):
+    """The record of a cancellation, kept as one sub-document of the booking."""
+    return {"reason": reason, "evidence": evidence, "by": actor, "at": now,
+            "event_id": str(uuid.uuid4())}
+
+
+def cancelled_event(booking):
+    cancelled = booking["cancellation"]
+    return envelope(
+        event_id=cancelled["event_id"],
+        occurred_at=cancelled["at"],
+        **_common_fields(booking),
+        reason=cancelled["reason"],
+        evidence=cancelled.get("evidence") or {},
+        cancelled_by=cancelled.get("by"),
+    )
+
+
+def applicant_view(booking):
+    """What the applicant (holder of the token) sees of their booking."""
+    slot = booking["slot"]
+    identity = booking["identity"]
+    view = {
+        "reference": booking["_id"],
+        "status": booking["status"],
+        "procedure": booking["procedure"],
+        "slot": {"id": slot["id"], "site": slot["site"],
+                 "start": iso_paris(slot["start"]), "end": iso_paris(slot["end"])},
+        "family_name": identity["family_name"],
+        "given_names": identity["given_names"],
+        "birth_date": identity["birth_date"],
+        "foreigner_number": identity.get("foreigner_number"),
+        "email": booking["email"],
+        "phone": booking.get("phone"),
+        "created_at": iso_paris(booking["created_at"]),
+    }
+    if booking["status"] == CANCELLED:
+        view["cancel_reason"] = booking["cancellation"]["reason"]
+        view["cancelled_at"] = iso_paris(booking["cancellation"]["at"])
+    return view

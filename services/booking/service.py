@@ -1,0 +1,177 @@
+"""Booking service: create, read and cancel bookings; announce them on the bus."""
+import logging
+import uuid
+from datetime import timedelta
+
+from nameko.dependency_providers import Config
+from nameko.events import EventDispatcher
+from nameko.exceptions import ConfigurationError
+from nameko.extensions import DependencyProvider
+from nameko.rpc import rpc
+from nameko.timer import timer
+
+from services.booking import rules
+from services.booking.store import BookingStore
+from services.common.errors import EXPECTED, InvalidRequest, NotFound, ServiceUnavailable
+from services.common.mongo import MongoStore
+from services.common.rpc import BoundedRpcProxy
+from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
+from services.common.timeutil import parse_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+NOT_FOUND = "No booking with this reference and token."
+
+
+class Tokens(DependencyProvider):
+    """The token signer, keyed from configuration; the service refuses to start without a key."""
+
+    def setup(self):
+        secret = self.container.config.get("BOOKING_TOKEN_SECRET")
+        if not secret or len(str(secret)) < 16:
+            raise ConfigurationError(
+                "BOOKING_TOKEN_SECRET must be set to a secret of at least 16 characters")
+        self.signer = rules.TokenSigner(str(secret))
+
+    def get_dependency(self, worker_ctx):
+        return self.signer
+
+
+class BookingService:
+    name = "booking"
+
+    store = MongoStore("booking", BookingStore)
+    slots = BoundedRpcProxy("slots")
+    dispatch = EventDispatcher()
+    tokens = Tokens()
+    config = Config()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create(self, request, client):
+        """Book a place: hold it on the slot, store the booking, announce `booking_created`."""
+        data = load_or_raise(BookingRequestSchema(), request, InvalidRequest)
+        client = load_or_raise(ClientSchema(), client, InvalidRequest)
+        reference = rules.new_reference()
+        slot = self.slots.hold(data["slot_id"], reference, data["procedure"])
+        now = utcnow()
+        published_at = parse_iso(slot["published_at"]) if slot.get("published_at") else None
+        salt = rules.new_salt()
+        token = self.tokens.token_for(reference, salt)
+        booking = {
+            "_id": reference,
+            "status": rules.ACTIVE,
+            "procedure": data["procedure"],
+            "slot": {"id": slot["id"], "site": slot["site"], "start": parse_iso(slot["start"]),
+                     "end": parse_iso(slot["end"]), "published_at": published_at},
+            "identity": {
+                "family_name": data["family_name"],
+                "given_names": data["given_names"],
+                "birth_date": data["birth_date"].isoformat(),
+                "foreigner_number": data.get("foreigner_number"),
+            },
+            "email": data["email"],
+            "phone": data.get("phone"),
+            "client": client,
+            "created_at": now,
+            "seconds_after_publication": rules.seconds_after_publication(published_at, now),
+            "token_hash": rules.TokenSigner.hash_token(token),
+            "token_salt": salt,
+            "hold_id": reference,
+            "created_event_id": str(uuid.uuid4()),
+            "created_event_sent": False,
+        }
+        try:
+            self.store.insert(booking)
+        except Exception:
+            log.exception("could not store booking %s; giving its place back", reference)
+            self._release_quietly(reference)
+            raise ServiceUnavailable("The booking could not be saved. Please try again.")
+        self._announce_created(booking, token)
+        return {
+            "reference": reference,
+            "token": token,
+            "status": rules.ACTIVE,
+            "slot": {k: slot[k] for k in ("id", "site", "procedure", "start", "end")},
+        }
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get(self, reference, token):
+        return rules.applicant_view(self._owned(reference, token))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def cancel(self, reference, token):
+        """The applicant cancels with their token; cancelling again changes nothing."""
+        self._owned(reference, token)
+        return rules.applicant_view(self._cancel(reference, "applicant", {}, "applicant"))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def system_cancel(self, reference, reason, evidence=None, actor="system"):
+        """Cancel on behalf of fraud or staff, with a reason code and its evidence."""
+        if reason not in rules.CANCEL_REASONS:
+            raise InvalidRequest("Unknown cancel reason.", {"reason": [f"One of {', '.join(rules.CANCEL_REASONS)}."]})
+        if self.store.get(reference) is None:
+            raise NotFound("No booking with this reference.")
+        booking = self._cancel(reference, reason, evidence or {}, actor)
+        return {"reference": reference, "status": booking["status"],
+                "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
+
+    @timer(interval=1)
+    def relay_outbox(self):
+        """Send the events whose dispatch did not happen (crash, broker down) and finish releases."""
+        grace = self.config.get("OUTBOX_GRACE_SECONDS")
+        grace = 5.0 if grace is None else float(grace)
+        cutoff = utcnow() - timedelta(seconds=grace)
+        for booking in self.store.unsent_created(cutoff):
+            token = self.tokens.token_for(booking["_id"], booking["token_salt"])
+            self._announce_created(booking, token)
+        for booking in self.store.unsent_cancelled(cutoff):
+            self._finish_cancel(booking)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _owned(self, reference, token):
+        booking = self.store.get(reference) if isinstance(reference, str) else None
+        # unknown reference and wrong token get the same answer: references are not guessable
+        # by probing
+        if booking is None or not self.tokens.matches(token, booking["token_hash"]):
+            raise NotFound(NOT_FOUND)
+        return booking
+
+    def _cancel(self, reference, reason, evidence, actor):
+        booking = self.store.cancel(reference, rules.cancellation(reason, evidence, actor, utcnow()))
+        if booking is None:
+            # already cancelled (or checked in): nothing to do, say how it stands
+            return self.store.get(reference)
+        self._finish_cancel(booking)
+        return booking
+
+    def _finish_cancel(self, booking):
+        if not booking.get("place_released"):
+            try:
+                self.slots.release(booking["hold_id"])
+                self.store.mark(booking["_id"], place_released=True)
+            except Exception:
+                log.warning("place of %s not yet given back; the relay retries", booking["_id"],
+                            exc_info=True)
+                return
+        self._send(booking["_id"], "booking_cancelled", rules.cancelled_event(booking),
+                   "cancel_event_sent")
+
+    def _announce_created(self, booking, token):
+        self._send(booking["_id"], "booking_created", rules.created_event(booking, token),
+                   "created_event_sent")
+
+    def _send(self, reference, event_type, payload, sent_flag):
+        try:
+            self.dispatch(event_type, payload)
+        except Exception:
+            log.warning("%s for %s not dispatched; the relay retries", event_type, reference,
+                        exc_info=True)
+            return
+        self.store.mark(reference, **{sent_flag: True})
+
+    def _release_quietly(self, hold_id):
+        try:
+            self.slots.release(hold_id)
+        except Exception:
+            log.exception("could not give back the place held by %s", hold_id)

@@ -1,0 +1,1 @@
+"""Helpers shared by every service and gateway (a library, not a service)."""

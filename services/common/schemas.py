@@ -1,0 +1,103 @@
+"""Validation shared by the gateways and the services that receive the same requests.
+
+Every string field refuses what looks like a MongoDB operator ("$gt"), control characters and
+absurd lengths; unknown keys (including "$where" and friends) are refused by marshmallow's
+default RAISE; a dict where a string is expected fails the String type check.
+"""
+import re
+import unicodedata
+from datetime import date
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+from services.common.reference_data import PROCEDURES
+
+
+class SafeString(fields.String):
+    default_error_messages = {
+        "operator": "Must not start with '$'.",
+        "control": "Must not contain control characters.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if text.lstrip().startswith("$"):
+            raise self.make_error("operator")
+        if any(unicodedata.category(c) == "Cc" for c in text):
+            raise self.make_error("control")
+        return text
+
+
+def no_future_date(value):
+    if value > date.today():
+        raise ValidationError("Must not be in the future.")
+    if value.year < 1900:
+        raise ValidationError("Must be after 1900.")
+
+
+SLOT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Not a valid slot id.")
+REFERENCE = validate.Regexp(r"^RDV-[0-9A-Z]{4}-[0-9A-Z]{4}$", error="Not a valid booking reference.")
+FOREIGNER_NUMBER = re.compile(r"^\d{10}$")
+PHONE = validate.Regexp(r"^\+?[0-9][0-9 .()-]{5,24}$", error="Not a valid phone number.")
+
+
+class BookingRequestSchema(Schema):
+    """What an applicant gives to book a slot (DESIGN.md section 3)."""
+
+    procedure = SafeString(required=True, validate=validate.OneOf(sorted(PROCEDURES)))
+    slot_id = SafeString(required=True, validate=SLOT_ID)
+    family_name = SafeString(required=True, validate=validate.Length(min=1, max=100))
+    # some passports carry no given name: an empty string is allowed, a missing field is not
+    given_names = SafeString(required=True, validate=validate.Length(max=150))
+    birth_date = fields.Date(required=True, validate=no_future_date)
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    phone = SafeString(load_default=None, allow_none=True, validate=PHONE)
+    foreigner_number = SafeString(load_default=None, allow_none=True)
+
+    @validates("family_name")
+    def _family_name_not_blank(self, value, **kwargs):
+        if not value.strip():
+            raise ValidationError("Give your family name exactly as on your passport or permit.")
+
+    @validates("foreigner_number")
+    def _foreigner_number_digits(self, value, **kwargs):
+        if value is not None and not FOREIGNER_NUMBER.match(value):
+            raise ValidationError("The foreigner number (AGDREF) has exactly 10 digits.")
+
+    @validates_schema
+    def _foreigner_number_for_renewals(self, data, **kwargs):
+        entry = PROCEDURES.get(data.get("procedure"))
+        if entry and entry["requires_foreigner_number"] and not data.get("foreigner_number"):
+            raise ValidationError(
+                "Required for renewals: the 10-digit number on your residence permit.",
+                "foreigner_number",
+            )
+
+
+class ClientSchema(Schema):
+    """The client as the gateway saw it (its address behind the trusted proxy, user agent)."""
+
+    ip = SafeString(required=True, validate=validate.Length(max=64))
+    user_agent = fields.String(load_default="", validate=validate.Length(max=1024))
+
+
+def load_or_raise(schema, data, error_cls):
+    """Validate with `schema`; raise `error_cls(message, fields)` with per-field reasons."""
+    if not isinstance(data, dict):
+        raise error_cls("The request body must be a JSON object.", {"_schema": ["Not an object."]})
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise error_cls("Some fields are not valid.", _flatten(messages))
+
+
+def _flatten(messages):
+    flat = {}
+    for key, value in messages.items():
+        if isinstance(value, dict):
+            for sub, reasons in _flatten(value).items():
+                flat[f"{key}.{sub}"] = reasons
+        else:
+            flat[key] = list(value) if isinstance(value, (list, tuple)) else [str(value)]
+    return flat

@@ -1,0 +1,42 @@
+"""Validation of opening plans sent by staff."""
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from services.common.reference_data import PROCEDURES, SITES
+from services.common.schemas import SafeString
+from services.slots.plan import WEEKDAYS, parse_hours
+
+
+def _hours(value):
+    try:
+        opens, closes = parse_hours(value)
+    except ValueError:
+        raise ValidationError("Use HH:MM-HH:MM, for example 08:30-12:00.")
+    if opens >= closes:
+        raise ValidationError("Opening must come before closing.")
+
+
+class OpeningPlanSchema(Schema):
+    site = SafeString(required=True, validate=validate.OneOf(sorted(SITES)))
+    procedure = SafeString(required=True, validate=validate.OneOf(sorted(PROCEDURES)))
+    from_ = fields.Date(required=True, data_key="from")
+    to = fields.Date(required=True)
+    weekdays = fields.List(SafeString(validate=validate.OneOf(WEEKDAYS)), required=True,
+                           validate=validate.Length(min=1, max=7))
+    hours = fields.List(SafeString(validate=_hours), required=True,
+                        validate=validate.Length(min=1, max=6))
+    slot_minutes = fields.Integer(required=True, validate=validate.Range(min=5, max=240))
+    desks = fields.Integer(required=True, validate=validate.Range(min=1, max=50))
+
+    @validates_schema
+    def _range(self, data, **kwargs):
+        if "from_" in data and "to" in data:
+            if data["to"] < data["from_"]:
+                raise ValidationError("Must not be before 'from'.", "to")
+            if (data["to"] - data["from_"]).days > 366:
+                raise ValidationError("A plan covers at most one year.", "to")
+
+    @post_load
+    def _shape(self, data, **kwargs):
+        data["from"] = data.pop("from_")
+        data["hours"] = [parse_hours(h) for h in data["hours"]]
+        return data
