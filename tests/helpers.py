@@ -1,0 +1,100 @@
+"""Test helpers: a raw listener on the bus, and plan/booking builders."""
+import json
+import queue
+import threading
+from datetime import date, timedelta
+
+from kombu import Connection, Exchange, Queue
+
+
+class BusListener:
+    """Binds its own queue to a service's event exchange and collects what is published.
+
+    Plain kombu, not nameko: it sees exactly what any other subscriber would see on the bus.
+    """
+
+    def __init__(self, amqp_uri, service, event_type="#"):
+        self.received = queue.Queue()
+        self.connection = Connection(amqp_uri)
+        exchange = Exchange(f"{service}.events", type="topic", durable=True)
+        self.queue = Queue(exclusive=True, exchange=exchange, routing_key=event_type,
+                           auto_delete=True)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self):
+        with self.connection.Consumer(self.queue, callbacks=[self._on_message], accept=["json"]):
+            self._ready.set()
+            while not self._stop.is_set():
+                try:
+                    self.connection.drain_events(timeout=0.2)
+                except (TimeoutError, OSError):
+                    continue
+                except Exception:
+                    if self._stop.is_set():
+                        return
+                    raise
+
+    def _on_message(self, body, message):
+        payload = json.loads(body) if isinstance(body, (str, bytes)) else body
+        self.received.put((message.delivery_info["routing_key"], payload))
+        message.ack()
+
+    def wait_for(self, predicate=lambda event_type, payload: True, timeout=10):
+        """The first (event_type, payload) matching predicate, or AssertionError."""
+        seen = []
+        try:
+            while True:
+                event_type, payload = self.received.get(timeout=timeout)
+                seen.append(event_type)
+                if predicate(event_type, payload):
+                    return event_type, payload
+        except queue.Empty:
+            raise AssertionError(f"no matching event within {timeout} s (saw {seen})")
+
+    def drain(self, settle=1.0):
+        """Everything received until nothing more arrives for `settle` seconds."""
+        events = []
+        try:
+            while True:
+                events.append(self.received.get(timeout=settle))
+        except queue.Empty:
+            return events
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(5)
+        self.connection.release()
+
+
+def plan(procedure="renewal", desks=3, days=14, weekdays=None, hours=None, site="montpellier",
+         slot_minutes=30, start=None):
+    first = start or date.today() + timedelta(days=1)
+    return {
+        "site": site,
+        "procedure": procedure,
+        "from": first.isoformat(),
+        "to": (first + timedelta(days=days - 1)).isoformat(),
+        "weekdays": weekdays or ["monday", "tuesday", "wednesday", "thursday", "friday"],
+        "hours": hours or ["09:00-12:00"],
+        "slot_minutes": slot_minutes,
+        "desks": desks,
+    }
+
+
+def applicant(slot_id, procedure="renewal", **overrides):
+    request = {
+        "procedure": procedure,
+        "slot_id": slot_id,
+        "family_name": "Benali",
+        "given_names": "Yasmine",
+        "birth_date": "1988-03-14",
+        "email": "yasmine.benali@example.org",
+        "phone": "+33 6 12 34 56 78",
+        "foreigner_number": "0123456789",
+    }
+    request.update(overrides)
+    return request

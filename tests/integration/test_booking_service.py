@@ -1,0 +1,179 @@
+"""Booking service with the real slots service, RabbitMQ and the store; events seen on the bus."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from nameko.exceptions import ConfigurationError
+from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.testing.services import replace_dependencies
+
+from services.booking.service import BookingService
+from services.common.errors import InvalidRequest, NotFound, ServiceUnavailable, SlotFull
+from services.slots.service import SlotsService
+from tests.helpers import applicant, plan
+
+CLIENT = {"ip": "203.0.113.7", "user_agent": "pytest"}
+
+
+@pytest.fixture
+def system(container_factory, config):
+    """slots + booking running; returns an RPC proxy to the cluster and a free slot."""
+    container_factory(SlotsService, config).start()
+    container_factory(BookingService, config).start()
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        rpc.slots.create_from_plan(plan(desks=2))
+        yield rpc
+
+
+def a_slot(rpc, procedure="renewal"):
+    today = datetime.now(timezone.utc).date()
+    return rpc.slots.list_open(procedure, today.isoformat(),
+                               (today + timedelta(days=30)).isoformat())["slots"][0]
+
+
+def test_booking_is_stored_held_and_announced(system, bus, mongo):
+    listener = bus("booking", "booking_created")
+    slot = a_slot(system)
+    created = system.booking.create(applicant(slot["id"]), CLIENT)
+
+    event_type, event = listener.wait_for()
+    assert event_type == "booking_created"
+    assert event["reference"] == created["reference"]
+    assert event["slot_id"] == slot["id"] and event["site"] == "montpellier"
+    assert event["email_normalised"] == "yasmine.benali@example.org"
+    assert event["identity"]["family_name"] == "Benali"
+    assert event["client"] == CLIENT
+    assert event["seconds_after_publication"] >= 0
+    assert event["token"] == created["token"]
+    assert event["event_id"] and event["occurred_at"].endswith("Z")
+
+    stored = mongo("booking")["bookings"].find_one({"_id": created["reference"]})
+    assert stored["status"] == "active" and stored["created_event_sent"]
+    assert created["token"] not in str(stored)  # only a hash of the token is kept
+    assert system.slots.holds(slot["id"]) == [created["reference"]]
+    assert system.slots.get(slot["id"])["booked"] == 1
+
+
+def test_get_needs_the_right_token(system):
+    slot = a_slot(system)
+    created = system.booking.create(applicant(slot["id"]), CLIENT)
+    seen = system.booking.get(created["reference"], created["token"])
+    assert seen["status"] == "active" and seen["family_name"] == "Benali"
+    for reference, token in [(created["reference"], "wrong"), ("RDV-0000-0000", created["token"]),
+                             (created["reference"], None), (created["reference"], {"$ne": ""})]:
+        with pytest.raises(NotFound) as caught:
+            system.booking.get(reference, token)
+        assert caught.value.message == "No booking with this reference and token."
+
+
+def test_cancel_gives_the_place_back_once_and_announces_it_once(system, bus):
+    listener = bus("booking", "booking_cancelled")
+    slot = a_slot(system)
+    created = system.booking.create(applicant(slot["id"]), CLIENT)
+    first = system.booking.cancel(created["reference"], created["token"])
+    second = system.booking.cancel(created["reference"], created["token"])
+    assert first["status"] == second["status"] == "cancelled"
+    assert first["cancel_reason"] == "applicant"
+    events = listener.drain(settle=2)
+    assert [e[1]["reason"] for e in events] == ["applicant"]
+    assert events[0][1]["reference"] == created["reference"]
+    after = system.slots.get(slot["id"])
+    assert (after["booked"], after["free"]) == (0, 2)
+
+
+def test_system_cancel_records_reason_and_evidence(system, bus):
+    listener = bus("booking", "booking_cancelled")
+    slot = a_slot(system)
+    created = system.booking.create(applicant(slot["id"]), CLIENT)
+    with pytest.raises(InvalidRequest):
+        system.booking.system_cancel(created["reference"], "because")
+    with pytest.raises(NotFound):
+        system.booking.system_cancel("RDV-0000-0000", "staff")
+    result = system.booking.system_cancel(created["reference"], "multiple_bookings_same_email",
+                                          {"other_bookings": ["RDV-AAAA-BBBB"]}, "fraud")
+    assert result == {"reference": created["reference"], "status": "cancelled",
+                      "cancel_reason": "multiple_bookings_same_email"}
+    _, event = listener.wait_for()
+    assert event["evidence"] == {"other_bookings": ["RDV-AAAA-BBBB"]}
+    assert event["cancelled_by"] == "fraud"
+    seen = system.booking.get(created["reference"], created["token"])
+    assert seen["cancel_reason"] == "multiple_bookings_same_email"
+
+
+def test_full_slot_and_invalid_request(system):
+    slot = a_slot(system)
+    system.booking.create(applicant(slot["id"]), CLIENT)
+    system.booking.create(applicant(slot["id"], email="other@example.org"), CLIENT)
+    with pytest.raises(SlotFull):
+        system.booking.create(applicant(slot["id"], email="third@example.org"), CLIENT)
+    with pytest.raises(InvalidRequest) as caught:
+        system.booking.create(applicant(slot["id"], email={"$gt": ""}), CLIENT)
+    assert "email" in caught.value.fields
+
+
+def test_no_operation_renames_a_booking():
+    # the only writes to a booking after creation are status moves and delivery flags
+    rpc_methods = {name for name, member in vars(BookingService).items()
+                   if hasattr(member, "__call__") and not name.startswith("_")}
+    assert rpc_methods == {"create", "get", "cancel", "system_cancel", "relay_outbox"}
+
+
+def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):
+    """The dispatch step dies after the booking is written: the event still goes out later."""
+    listener = bus("booking", "booking_created")
+    container_factory(SlotsService, config).start()
+    crashing = container_factory(BookingService, config)
+    dispatch = replace_dependencies(crashing, "dispatch")
+    dispatch.side_effect = RuntimeError("process killed before dispatch")
+    crashing.start()
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        rpc.slots.create_from_plan(plan(desks=2))
+        created = rpc.booking.create(applicant(a_slot(rpc)["id"]), {"ip": "198.51.100.2"})
+        crashing.kill()
+        assert listener.drain(settle=1) == []
+        stored = mongo("booking")["bookings"].find_one({"_id": created["reference"]})
+        assert not stored["created_event_sent"]
+
+        # the service comes back: its outbox relay sends what was never announced
+        container_factory(BookingService, config).start()
+        _, event = listener.wait_for(timeout=15)
+        assert event["reference"] == created["reference"]
+        assert event["event_id"] == stored["created_event_id"]
+        assert event["token"] == created["token"]
+        assert listener.drain(settle=2) == []  # once sent, not again
+        assert mongo("booking")["bookings"].find_one({"_id": created["reference"]})["created_event_sent"]
+
+
+def test_cancel_while_slots_is_down_releases_the_place_later(container_factory, config, bus):
+    listener = bus("booking", "booking_cancelled")
+    slots = container_factory(SlotsService, config)
+    slots.start()
+    container_factory(BookingService, config).start()
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        rpc.slots.create_from_plan(plan(desks=2))
+        slot = a_slot(rpc)
+        created = rpc.booking.create(applicant(slot["id"]), {"ip": "198.51.100.2"})
+        slots.stop()
+        cancelled = rpc.booking.cancel(created["reference"], created["token"])
+        assert cancelled["status"] == "cancelled"
+        container_factory(SlotsService, config).start()
+        _, event = listener.wait_for(timeout=20)
+        assert event["reference"] == created["reference"]
+        assert rpc.slots.get(slot["id"])["booked"] == 0
+
+
+def test_create_answers_unavailable_when_slots_does_not_answer(container_factory, config):
+    slots = container_factory(SlotsService, config)
+    slots.start()
+    container_factory(BookingService, dict(config, RPC_TIMEOUT=1)).start()
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        rpc.slots.create_from_plan(plan(desks=2))
+        slot = a_slot(rpc)
+        slots.stop()  # its queue stays: calls wait, and must not wait forever
+        with pytest.raises(ServiceUnavailable):
+            rpc.booking.create(applicant(slot["id"]), {"ip": "198.51.100.2"})
+
+
+def test_booking_refuses_to_start_without_a_token_secret(container_factory, config):
+    container = container_factory(BookingService, dict(config, BOOKING_TOKEN_SECRET=None))
+    with pytest.raises(ConfigurationError):
+        container.start()

@@ -1,0 +1,189 @@
+from datetime import date, datetime, time, timedelta, timezone
+
+import pytest
+
+from gateway.public.client import client_address, parse_trusted
+from services.booking import rules as booking_rules
+from services.common.errors import InvalidRequest, NotFound, SlotFull, SlotNotBookable
+from services.common.normalise import normalise_email, normalise_name
+from services.slots import rules as slot_rules
+from services.slots.plan import expand_plan
+
+UTC = timezone.utc
+
+
+def a_plan(**overrides):
+    base = {"site": "montpellier", "procedure": "renewal", "from": date(2027, 3, 22),
+            "to": date(2027, 3, 28), "weekdays": ["monday", "wednesday"],
+            "hours": [(time(8, 30), time(10, 0)), (time(14, 0), time(15, 0))],
+            "slot_minutes": 30, "desks": 2}
+    base.update(overrides)
+    return base
+
+
+def test_plan_expands_chosen_weekdays_and_windows_in_paris_time():
+    slots = list(expand_plan(a_plan()))
+    # Monday 22 and Wednesday 24 March: 3 morning + 2 afternoon slots each
+    assert len(slots) == 10
+    first = slots[0]
+    assert first["start"] == datetime(2027, 3, 22, 7, 30, tzinfo=UTC)  # 08:30 CET
+    assert first["end"] - first["start"] == timedelta(minutes=30)
+    assert {s["start"].date().isoformat() for s in slots} == {"2027-03-22", "2027-03-24"}
+    assert all(s["free"] == 2 and s["capacity"] == 2 and s["booked"] == 0 for s in slots)
+
+
+def test_plan_follows_daylight_saving_time():
+    # 29 March 2027 is after the switch to summer time (CEST, UTC+2)
+    slots = list(expand_plan(a_plan(**{"from": date(2027, 3, 29), "to": date(2027, 3, 29)})))
+    assert slots[0]["start"] == datetime(2027, 3, 29, 6, 30, tzinfo=UTC)
+
+
+def test_plan_slot_ids_are_stable_and_distinct():
+    first = [s["_id"] for s in expand_plan(a_plan())]
+    again = [s["_id"] for s in expand_plan(a_plan())]
+    assert first == again and len(set(first)) == len(first)
+    other = [s["_id"] for s in expand_plan(a_plan(procedure="duplicate"))]
+    assert not set(first) & set(other)
+
+
+def test_a_slot_that_does_not_fit_its_window_is_not_made():
+    slots = list(expand_plan(a_plan(hours=[(time(9, 0), time(9, 50))], slot_minutes=30,
+                                    weekdays=["monday"])))
+    assert len(slots) == 1
+
+
+def slot(**overrides):
+    base = {"_id": "s1", "procedure": "renewal", "state": "open", "free": 1,
+            "start": datetime(2030, 1, 1, 8, tzinfo=UTC)}
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize("candidate, expected", [
+    (None, NotFound),
+    (slot(procedure="duplicate"), InvalidRequest),
+    (slot(state="closed"), SlotNotBookable),
+    (slot(state="scheduled"), SlotNotBookable),
+    (slot(start=datetime(2020, 1, 1, tzinfo=UTC)), SlotNotBookable),
+    (slot(free=0), SlotFull),
+])
+def test_slot_refusals(candidate, expected):
+    assert isinstance(slot_rules.refusal(candidate, "renewal", datetime.now(UTC)), expected)
+
+
+def test_a_bookable_slot_has_no_refusal():
+    assert slot_rules.refusal(slot(), "renewal", datetime.now(UTC)) is None
+
+
+def test_references_are_readable_and_unambiguous():
+    refs = {booking_rules.new_reference() for _ in range(2000)}
+    assert len(refs) == 2000
+    for ref in refs:
+        assert ref.startswith("RDV-") and len(ref) == 13
+        assert not set(ref[4:]) & set("ILOU")
+
+
+def test_tokens_match_only_their_booking_and_key():
+    signer = booking_rules.TokenSigner("k" * 32)
+    token = signer.token_for("RDV-AAAA-BBBB", "salt1")
+    stored = signer.hash_token(token)
+    assert stored != token
+    assert signer.matches(token, stored)
+    assert not signer.matches(signer.token_for("RDV-AAAA-BBBC", "salt1"), stored)
+    assert not signer.matches(signer.token_for("RDV-AAAA-BBBB", "salt2"), stored)
+    assert not booking_rules.TokenSigner("j" * 32).matches(
+        booking_rules.TokenSigner("j" * 32).token_for("RDV-AAAA-BBBB", "salt1"), stored)
+    assert not signer.matches(None, stored) and not signer.matches({"$ne": ""}, stored)
+
+
+def test_seconds_after_publication():
+    published = datetime(2027, 1, 1, 10, tzinfo=UTC)
+    assert booking_rules.seconds_after_publication(published, published + timedelta(seconds=2.5)) == 2.5
+    assert booking_rules.seconds_after_publication(None, published) is None
+
+
+def a_booking():
+    now = datetime(2027, 1, 4, 9, tzinfo=UTC)
+    return {
+        "_id": "RDV-AAAA-BBBB", "status": "active", "procedure": "renewal",
+        "slot": {"id": "s1", "site": "montpellier", "start": now + timedelta(days=3),
+                 "end": now + timedelta(days=3, minutes=20), "published_at": now - timedelta(seconds=4)},
+        "identity": {"family_name": "Nguyễn", "given_names": "Thị Mai", "birth_date": "1990-04-12",
+                     "foreigner_number": "1234567890"},
+        "email": " Mai.Nguyen+rdv@GMail.com ", "phone": None,
+        "client": {"ip": "203.0.113.7", "user_agent": "UA"},
+        "created_at": now, "seconds_after_publication": 4.0, "created_event_id": "e-1",
+    }
+
+
+def test_created_event_carries_what_fraud_and_notify_need_and_is_rebuilt_identically():
+    event = booking_rules.created_event(a_booking(), "tok")
+    assert event == booking_rules.created_event(a_booking(), "tok")  # relay resends the same
+    assert event["event_id"] == "e-1"
+    assert event["occurred_at"] == "2027-01-04T09:00:00Z"
+    assert event["email_normalised"] == "mainguyen@gmail.com"
+    assert event["identity"]["family_name"] == "Nguyễn"
+    assert event["identity"]["family_name_normalised"] == "nguyen"
+    assert event["client"]["ip"] == "203.0.113.7"
+    assert event["seconds_after_publication"] == 4.0
+    assert event["slot_start"] == "2027-01-07T09:00:00Z"
+    assert event["token"] == "tok"
+
+
+def test_cancelled_event_and_applicant_view():
+    booking = a_booking()
+    booking["status"] = "cancelled"
+    booking["cancellation"] = booking_rules.cancellation(
+        "multiple_bookings_same_email", {"others": ["RDV-X"]}, "fraud", datetime(2027, 1, 4, 9, 5, tzinfo=UTC))
+    event = booking_rules.cancelled_event(booking)
+    assert event["reason"] == "multiple_bookings_same_email"
+    assert event["evidence"] == {"others": ["RDV-X"]}
+    assert event["event_id"] == booking["cancellation"]["event_id"]
+    view = booking_rules.applicant_view(booking)
+    assert view["cancel_reason"] == "multiple_bookings_same_email"
+    assert view["slot"]["start"] == "2027-01-07T10:00:00+01:00"
+    assert "token_hash" not in view and "client" not in view
+
+
+TRUSTED = parse_trusted("127.0.0.1, ::1, 10.0.0.0/8, not-an-address")
+
+
+@pytest.mark.parametrize("peer, forwarded, expected", [
+    ("203.0.113.5", None, "203.0.113.5"),
+    ("203.0.113.5", "198.51.100.1", "203.0.113.5"),       # untrusted peer: header ignored
+    ("127.0.0.1", "198.51.100.1", "198.51.100.1"),        # trusted proxy: client from header
+    ("127.0.0.1", "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # spoofed left part never reached
+    ("127.0.0.1", "198.51.100.1, 10.1.2.3", "198.51.100.1"),  # chain of trusted proxies
+    ("127.0.0.1", "garbage", "127.0.0.1"),
+    ("127.0.0.1", None, "127.0.0.1"),
+    ("::1", "2001:db8::7", "2001:db8::7"),
+])
+def test_client_address(peer, forwarded, expected):
+    assert client_address(peer, forwarded, TRUSTED) == expected
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("  Jean.Dupont@Example.ORG ", "jean.dupont@example.org"),
+    ("jean.dupont+rdv2@gmail.com", "jeandupont@gmail.com"),
+    ("Jean.Dupont@googlemail.com", "jeandupont@gmail.com"),
+    ("jean+x@hotmail.fr", "jean@hotmail.fr"),
+    ("jean+x@example.org", "jean+x@example.org"),
+])
+def test_normalise_email(raw, expected):
+    assert normalise_email(raw) == expected
+
+
+def test_normalise_email_without_provider_rules():
+    assert normalise_email(" J.D+x@Gmail.com", provider_rules=False) == "j.d+x@gmail.com"
+
+
+@pytest.mark.parametrize("a, b", [
+    ("N'Diaye", "NDIAYE"), ("Jean-Pierre", "jean pierre"), ("Élodie", "ELODIE"),
+    ("Nguyễn", "Nguyen"), ("Müller", "MULLER"), ("Øster", "oster"), ("Straße", "STRASSE"),
+])
+def test_normalise_name_folds_case_accents_and_separators(a, b):
+    assert normalise_name(a) == normalise_name(b)
+
+
+def test_normalise_name_keeps_different_names_apart():
+    assert normalise_name("Li") != normalise_name("Lin")
