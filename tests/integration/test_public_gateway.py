@@ -1,0 +1,189 @@
+"""The public JSON API over real HTTP, in front of the real slots and booking services."""
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from gateway.public.service import PublicGateway
+from services.booking.service import BookingService
+from services.slots.service import SlotsService
+from tests.helpers import applicant, plan
+
+
+@pytest.fixture
+def gateway(container_factory, config):
+    container = container_factory(PublicGateway, config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def services(container_factory, config, gateway):
+    started = {cls.name: container_factory(cls, config) for cls in (SlotsService, BookingService)}
+    for container in started.values():
+        container.start()
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        rpc.slots.create_from_plan(plan(desks=1))
+        rpc.slots.create_from_plan(plan(procedure="renewal_10y", desks=1))
+    return started
+
+
+def first_slot_id(http, procedure="renewal"):
+    response = http.get("/api/slots", params={"procedure": procedure})
+    assert response.status_code == 200
+    return response.json()["slots"][0]["id"]
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["error"] == code and body["message"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def test_health_and_procedures(http, gateway):
+    assert http.get("/health").json() == {"status": "ok"}
+    body = http.get("/api/procedures").json()
+    by_code = {p["code"]: p for p in body["procedures"]}
+    assert {"first_application", "renewal", "renewal_10y", "change_of_status", "duplicate"} <= set(by_code)
+    assert by_code["renewal"]["label_fr"] and by_code["renewal"]["label_en"]
+    walk_in = by_code["renewal_10y"]["walk_in"]
+    assert "wednesday" not in walk_in["weekdays"] and "mercredi" in walk_in["fr"]
+    assert "walk_in" not in by_code["renewal"]
+    assert "gratuits" in body["notice"]["fr"] and "free" in body["notice"]["en"]
+
+
+def test_list_slots(http, services):
+    body = http.get("/api/slots", params={"procedure": "renewal", "per_page": 3}).json()
+    assert len(body["slots"]) == 3 and body["has_more"]
+    slot = body["slots"][0]
+    assert set(slot) == {"id", "site", "procedure", "start", "end", "free"}
+    assert slot["start"].endswith(("+01:00", "+02:00"))  # shown in Europe/Paris
+    assert [s["start"] for s in body["slots"]] == sorted(s["start"] for s in body["slots"])
+    assert "walk_in" not in body
+    assert "walk_in" in http.get("/api/slots", params={"procedure": "renewal_10y"}).json()
+
+
+@pytest.mark.parametrize("params, field", [
+    ({}, "procedure"),
+    ({"procedure": "renewal", "from": "2027-13-01"}, "from"),
+    ({"procedure": "renewal", "from": "2027-02-01", "to": "2027-01-01"}, "to"),
+    ({"procedure": "renewal", "per_page": "lots"}, "per_page"),
+    ({"procedure": "$gt"}, "procedure"),
+    ({"procedure": "renewal", "$where": "1"}, "$where"),
+])
+def test_list_slots_bad_query(http, gateway, params, field):
+    body = assert_error(http.get("/api/slots", params=params), 400, "invalid_request")
+    assert field in body["fields"]
+
+
+def test_book_read_and_cancel(http, services, bus):
+    listener = bus("booking", "booking_created")
+    slot_id = first_slot_id(http)
+    response = http.post("/api/bookings", json=applicant(slot_id),
+                         headers={"X-Forwarded-For": "198.51.100.23", "User-Agent": "Firefox/140"})
+    assert response.status_code == 201, response.text
+    booked = response.json()
+    assert booked["reference"].startswith("RDV-") and booked["token"]
+    assert booked["slot"]["id"] == slot_id and booked["slot"]["site_address"]
+    assert "gratuits" in booked["notice"]["fr"] and "free" in booked["notice"]["en"]
+    # the client address behind the trusted (loopback) proxy reaches the booking event
+    _, event = listener.wait_for()
+    assert event["client"] == {"ip": "198.51.100.23", "user_agent": "Firefox/140"}
+
+    url = f"/api/bookings/{booked['reference']}"
+    seen = http.get(url, headers={"X-Booking-Token": booked["token"]}).json()
+    assert seen["status"] == "active" and seen["family_name"] == "Benali"
+    assert http.get(url, params={"token": booked["token"]}).status_code == 200
+
+    cancelled = http.delete(url, headers={"X-Booking-Token": booked["token"]})
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = http.delete(url, headers={"X-Booking-Token": booked["token"]})
+    assert again.status_code == 200 and again.json()["cancel_reason"] == "applicant"
+    # the place is free again
+    assert first_slot_id(http) == slot_id
+
+
+def test_unknown_booking_and_wrong_token_get_the_same_404(http, services):
+    booked = http.post("/api/bookings", json=applicant(first_slot_id(http))).json()
+    wrong_token = http.get(f"/api/bookings/{booked['reference']}", headers={"X-Booking-Token": "x" * 43})
+    unknown = http.get("/api/bookings/RDV-0000-0000", headers={"X-Booking-Token": booked["token"]})
+    assert_error(wrong_token, 404, "not_found")
+    assert wrong_token.json() == unknown.json() and unknown.status_code == 404
+    assert_error(http.delete(f"/api/bookings/{booked['reference']}", params={"token": "x"}), 404, "not_found")
+    assert http.get(f"/api/bookings/{booked['reference']}",
+                    headers={"X-Booking-Token": booked["token"]}).json()["status"] == "active"
+
+
+def test_full_slot_is_409(http, services):
+    slot_id = first_slot_id(http)
+    assert http.post("/api/bookings", json=applicant(slot_id)).status_code == 201
+    body = assert_error(http.post("/api/bookings", json=applicant(slot_id, email="b@example.org")),
+                        409, "slot_full")
+    assert "full" in body["message"]
+
+
+def test_walk_in_rule_on_10_year_card_booking(http, services):
+    slot_id = first_slot_id(http, "renewal_10y")
+    booked = http.post("/api/bookings", json=applicant(slot_id, procedure="renewal_10y")).json()
+    assert "mercredi" in booked["walk_in"]["fr"] and "Wednesday" in booked["walk_in"]["en"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"procedure": "renewal"}, "slot_id"),
+    (dict(applicant("abc"), email={"$gt": ""}), "email"),
+    (dict(applicant("abc"), **{"$where": "1"}), "$where"),
+    (dict(applicant("abc"), birth_date="2999-01-01"), "birth_date"),
+    (dict(applicant("abc"), foreigner_number="12"), "foreigner_number"),
+    (dict(applicant("abc"), family_name="x" * 5000), "family_name"),
+])
+def test_bad_booking_input_is_400_with_fields(http, services, body, field):
+    found = assert_error(http.post("/api/bookings", json=body), 400, "invalid_request")
+    assert field in found["fields"]
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"\xff\xfe", b"{" + b" " * 20000 + b"}"])
+def test_malformed_bodies(http, gateway, raw):
+    assert_error(http.post("/api/bookings", data=raw), 400, "invalid_request")
+
+
+def test_wrong_procedure_for_slot_is_400(http, services):
+    slot_id = first_slot_id(http, "renewal_10y")
+    body = assert_error(http.post("/api/bookings", json=applicant(slot_id)), 400, "invalid_request")
+    assert "slot_id" in body["fields"]
+
+
+def test_unknown_slot_is_404(http, services):
+    assert_error(http.post("/api/bookings", json=applicant("0123456789abcdef")), 404, "not_found")
+
+
+def test_unknown_routes_and_methods_answer_json(http, gateway):
+    assert_error(http.get("/api/nothing"), 404, "not_found")
+    assert_error(http.put("/api/procedures"), 405, "method_not_allowed")
+
+
+def test_service_never_started_is_503_at_once(http, gateway):
+    started = time.monotonic()
+    body = assert_error(http.get("/api/slots", params={"procedure": "renewal"}), 503,
+                        "service_unavailable")
+    assert "slots" in body["message"]
+    assert time.monotonic() - started < 3
+
+
+def test_service_stopped_is_503_within_the_rpc_timeout(http, services, container_factory, config):
+    slot_id = first_slot_id(http)
+    services["booking"].stop()  # its queue remains: the call would wait forever unbounded
+    started = time.monotonic()
+    body = assert_error(http.post("/api/bookings", json=applicant(slot_id)), 503, "service_unavailable")
+    elapsed = time.monotonic() - started
+    assert 2.5 < elapsed < 6, elapsed  # RPC_TIMEOUT is 3 s in tests
+    assert "booking" in body["message"]
+    # the request the applicant was told failed expired in the queue: when booking comes
+    # back it does not book behind their back
+    container_factory(BookingService, config).start()
+    time.sleep(2)
+    slot = http.get("/api/slots", params={"procedure": "renewal"}).json()["slots"][0]
+    assert (slot["id"], slot["free"]) == (slot_id, 1)
