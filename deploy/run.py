@@ -40,8 +40,8 @@ def token_secret():
     return path.read_text().strip()
 
 
-def start_service(name, env, log_dir=None):
-    out = open(Path(log_dir) / f"{name}.log", "ab") if log_dir else None
+def start_service(name, env, log_file=None):
+    out = open(log_file, "ab") if log_file else None
     return subprocess.Popen(
         [str(Path(sys.executable).with_name("nameko")), "run", "--config", str(CONFIG),
          PROCESSES[name]],

@@ -1,0 +1,66 @@
+"""The system as `make run` starts it: each service its own `nameko run` process."""
+import os
+import time
+
+import pytest
+from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.exceptions import UnknownService
+
+from deploy import run
+from tests.conftest import TOKEN_SECRET
+
+
+class System:
+    def __init__(self, config, log_dir):
+        self.config = config
+        self.log_dir = log_dir
+        self.env = dict(
+            os.environ,
+            AMQP_URI=config["AMQP_URI"],
+            MONGO_URI=config["MONGO_URI"],
+            MONGO_DB_PREFIX=config["MONGO_DB_PREFIX"],
+            WEB_SERVER_ADDRESS=config["WEB_SERVER_ADDRESS"],
+            BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+            RPC_TIMEOUT="10",
+            OUTBOX_GRACE_SECONDS="2",
+            MAX_WORKERS="60",
+            LOG_LEVEL="WARNING",
+        )
+        self.procs = []
+
+    def start(self, name, instances=1):
+        for i in range(instances):
+            log_file = self.log_dir / f"{name}-{len(self.procs)}.log"
+            self.procs.append(run.start_service(name, self.env, log_file))
+
+    def wait_ready(self):
+        port = self.config["WEB_SERVER_ADDRESS"].rsplit(":", 1)[1]
+        run.wait_for_http(f"http://127.0.0.1:{port}/health", procs=self.procs)
+        deadline = time.monotonic() + 30
+        with self.rpc() as rpc:
+            while True:
+                try:
+                    rpc.slots.is_empty()
+                    rpc.booking.get("RDV-0000-0000", "x")
+                except UnknownService:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+                except Exception:  # NotFound: booking answers
+                    return
+
+    def rpc(self):
+        return ClusterRpcProxy(self.config, timeout=30)
+
+    def stop(self):
+        run.stop_all(self.procs)
+
+    def logs(self):
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.log_dir.iterdir())
+
+
+@pytest.fixture
+def system(config, tmp_path):
+    started = System(config, tmp_path)
+    yield started
+    started.stop()

@@ -1,0 +1,46 @@
+"""Book over HTTP against separately running services and see the event on the bus."""
+from datetime import date, timedelta
+
+from deploy import run
+from tests.helpers import applicant, plan
+
+
+def test_book_over_http_and_see_the_event_on_the_bus(system, http, bus):
+    for name in ("slots", "booking", "public_gateway"):
+        system.start(name)
+    system.wait_ready()
+    with system.rpc() as rpc:
+        rpc.slots.create_from_plan(plan(procedure="first_application", desks=2))
+    listener = bus("booking")
+
+    slots = http.get("/api/slots", params={"procedure": "first_application"}).json()["slots"]
+    assert slots, system.logs()
+    response = http.post("/api/bookings", json=applicant(
+        slots[0]["id"], procedure="first_application", foreigner_number=None,
+        family_name="Okonkwo", given_names="Chinedu Emmanuel", email="c.okonkwo@example.org"))
+    assert response.status_code == 201, response.text
+    booked = response.json()
+
+    event_type, event = listener.wait_for()
+    assert event_type == "booking_created"
+    assert event["reference"] == booked["reference"]
+    assert event["identity"]["family_name"] == "Okonkwo"
+    assert event["slot_id"] == slots[0]["id"]
+
+    gone = http.delete(f"/api/bookings/{booked['reference']}", headers={"X-Booking-Token": booked["token"]})
+    assert gone.json()["status"] == "cancelled"
+    event_type, event = listener.wait_for()
+    assert (event_type, event["reason"]) == ("booking_cancelled", "applicant")
+
+
+def test_demo_plan_loads_only_into_an_empty_database(system):
+    system.start("slots")
+    system.start("booking")
+    system.start("public_gateway")
+    system.wait_ready()
+    assert run.load_demo_plan_if_empty(system.env) > 0
+    assert run.load_demo_plan_if_empty(system.env) == 0
+    plans = run.demo_plans(date(2027, 1, 4))
+    assert plans[0]["from"] == "2027-01-05"
+    assert plans[0]["to"] == (date(2027, 1, 5) + timedelta(weeks=8)).isoformat()
+
