@@ -98,7 +98,13 @@ def stop_all(procs, timeout=15):
             proc.wait()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main():
+    # a terminal's Ctrl-C, or a supervisor's SIGTERM: either way stop the children cleanly
+    signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
     env.setdefault("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
     env["BOOKING_TOKEN_SECRET"] = token_secret()

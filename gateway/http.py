@@ -7,6 +7,7 @@ too, so a client never has to parse an HTML error page.
 import json
 import logging
 
+import eventlet
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
@@ -50,6 +51,17 @@ def _http_error(exc):
 class JsonWebServer(WebServer):
     def get_wsgi_app(self):
         return _JsonWsgiApp(self)
+
+    def start(self):
+        # nameko's start() with eventlet's default listen backlog of 50: a release brings
+        # hundreds of simultaneous connections, and those past the backlog were reset
+        if not self._starting:
+            self._starting = True
+            backlog = int(self.container.config.get("WEB_LISTEN_BACKLOG") or 1024)
+            self._sock = eventlet.listen(self.bind_addr, backlog=backlog)
+            self._sock.settimeout(None)  # as nameko: work around kombu issue 838
+            self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._gt = self.container.spawn_managed_thread(self.run)
 
 
 class JsonHttp(HttpRequestHandler):

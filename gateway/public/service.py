@@ -4,7 +4,8 @@ from nameko.dependency_providers import Config
 from gateway.http import json_http, read_json
 from gateway.public.client import client_of, parse_trusted
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
-from services.common.errors import InvalidRequest
+from gateway.public.full_slots import FullSlots
+from services.common.errors import InvalidRequest, SlotFull
 from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
 from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import BookingRequestSchema, load_or_raise
@@ -22,6 +23,7 @@ class PublicGateway:
     slots = BoundedRpcProxy("slots")
     booking = BoundedRpcProxy("booking")
     config = Config()
+    full_slots = FullSlots()
 
     @json_http("GET", "/health")
     def health(self, request):
@@ -58,8 +60,14 @@ class PublicGateway:
         body = read_json(request)
         # validated here to answer 400 without a round trip; the booking service checks again
         load_or_raise(BookingRequestSchema(), body, InvalidRequest)
+        if self.full_slots.recently_full(body["slot_id"]):
+            raise SlotFull()
         client = client_of(request, parse_trusted(self.config.get("TRUSTED_PROXIES")))
-        created = self.booking.create(body, client)
+        try:
+            created = self.booking.create(body, client)
+        except SlotFull:
+            self.full_slots.remember(body["slot_id"])
+            raise
         slot = created["slot"]
         answer = {
             "reference": created["reference"],

@@ -11,8 +11,10 @@ class DomainError(Exception):
 
     code = "error"
     status = 400
+    default_message = ""
 
-    def __init__(self, message="", fields=None):
+    def __init__(self, message=None, fields=None):
+        message = message or self.default_message
         # both args always JSON values: nameko rebuilds the exception from them on the caller side
         fields = fields if isinstance(fields, dict) else {}
         super().__init__(message, fields)
@@ -36,6 +38,7 @@ class NotFound(DomainError):
 class SlotFull(DomainError):
     code = "slot_full"
     status = 409
+    default_message = "This slot is full. Please choose another one."
 
 
 @deserialize_to_instance

@@ -21,5 +21,5 @@ def refusal(slot, procedure, now):
     if as_utc(slot["start"]) <= now:
         return SlotNotBookable("This slot has already started.")
     if slot["free"] <= 0:
-        return SlotFull("This slot is full. Please choose another one.")
+        return SlotFull()
     return None

@@ -77,9 +77,8 @@ class SlotsService:
         now = utcnow()
         slot = self.store.take_place(slot_id, procedure, now)
         if slot is None:
-            raise rules.refusal(self.store.get(slot_id), procedure, now) or SlotFull(
-                "This slot is full. Please choose another one."
-            )
+            # nothing taken, yet nothing to refuse: the last place went meanwhile
+            raise rules.refusal(self.store.get(slot_id), procedure, now) or SlotFull()
         if not self.store.record_hold(hold_id, slot_id, now):
             # the same hold asked twice: it already has its place, give this one back
             self.store.give_place_back(slot_id)

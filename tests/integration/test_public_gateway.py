@@ -187,3 +187,12 @@ def test_service_stopped_is_503_within_the_rpc_timeout(http, services, container
     time.sleep(2)
     slot = http.get("/api/slots", params={"procedure": "renewal"}).json()["slots"][0]
     assert (slot["id"], slot["free"]) == (slot_id, 1)
+
+
+def test_a_place_freed_after_full_is_bookable_once_the_memory_expires(http, services):
+    slot_id = first_slot_id(http)
+    first = http.post("/api/bookings", json=applicant(slot_id)).json()
+    assert http.post("/api/bookings", json=applicant(slot_id, email="b@example.org")).status_code == 409
+    http.delete(f"/api/bookings/{first['reference']}", headers={"X-Booking-Token": first["token"]})
+    time.sleep(1.1)  # FULL_SLOT_MEMORY_SECONDS defaults to 1
+    assert http.post("/api/bookings", json=applicant(slot_id, email="b@example.org")).status_code == 201

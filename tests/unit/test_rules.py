@@ -187,3 +187,18 @@ def test_normalise_name_folds_case_accents_and_separators(a, b):
 
 def test_normalise_name_keeps_different_names_apart():
     assert normalise_name("Li") != normalise_name("Lin")
+
+
+def test_full_slot_memory_forgets_after_its_time():
+    from gateway.public.full_slots import FullSlotMemory
+
+    now = [100.0]
+    memory = FullSlotMemory(1.0, clock=lambda: now[0])
+    assert not memory.recently_full("s1")
+    memory.remember("s1")
+    assert memory.recently_full("s1") and not memory.recently_full("s2")
+    now[0] += 1.01
+    assert not memory.recently_full("s1")
+    disabled = FullSlotMemory(0, clock=lambda: now[0])
+    disabled.remember("s1")
+    assert not disabled.recently_full("s1")

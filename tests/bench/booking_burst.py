@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Booking burst against the running system (`make run` in another terminal).
+
+Releases N fresh slots through the slots service, then fires M booking attempts over HTTP
+from C concurrent clients, as happens in the seconds after a release. Prints attempts/s,
+bookings/s, latency percentiles, overbooked places and the peak memory of each process.
+
+    .venv/bin/python tests/bench/booking_burst.py --slots 20 --desks 3 --attempts 2000 --clients 100
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from datetime import date, timedelta
+
+from nameko.standalone.rpc import ClusterRpcProxy
+
+
+def release_slots(amqp_uri, n_slots, desks):
+    """A plan on a random far weekday whose opening window holds exactly n_slots slots."""
+    day = date.today() + timedelta(days=random.randint(120, 360))
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    minutes = 5
+    start_h, start_m = 8, 0
+    end_total = start_h * 60 + start_m + n_slots * minutes
+    plan = {
+        "site": "beziers", "procedure": "duplicate",
+        "from": day.isoformat(), "to": day.isoformat(),
+        "weekdays": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+        "hours": [f"{start_h:02d}:{start_m:02d}-{end_total // 60:02d}:{end_total % 60:02d}"],
+        "slot_minutes": minutes, "desks": desks,
+    }
+    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
+        created = rpc.slots.create_from_plan(plan)
+        slots = rpc.slots.list_open("duplicate", day.isoformat(), day.isoformat(), 1, 200)["slots"]
+    if created["created"] != n_slots:
+        raise SystemExit(f"{day} already had slots; run again")
+    return day, [s["id"] for s in slots]
+
+
+def body(slot_id, i):
+    return json.dumps({
+        "procedure": "duplicate", "slot_id": slot_id, "family_name": f"Bench{i}",
+        "given_names": "Amina", "birth_date": "1990-01-01", "email": f"bench{i}@example.org",
+    }).encode()
+
+
+def fire(host, port, jobs, clients):
+    """Each client keeps one HTTP connection and takes jobs until none are left."""
+    results, lock = [], threading.Lock()
+    jobs = list(jobs)
+    barrier = threading.Barrier(clients)
+
+    def client():
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        barrier.wait()
+        while True:
+            with lock:
+                if not jobs:
+                    break
+                payload = jobs.pop()
+            started = time.perf_counter()
+            try:
+                conn.request("POST", "/api/bookings", payload, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=60)
+                status = "error"
+            with lock:
+                results.append((status, time.perf_counter() - started))
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - started
+
+
+def peak_memory():
+    """VmHWM (peak resident memory) of the system's processes, by what they are."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            continue
+        if "nameko run" in cmd:
+            name = cmd.split()[-1]
+        elif "nx-27017" in cmd or "nx_27017" in cmd:
+            name = "mongodb stand-in (nx-27017)"
+        elif "beam.smp" in cmd and "rabbit" in cmd:
+            name = "rabbitmq"
+        else:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                kb = int(line.split()[1])
+                found[f"{name} [{pid}]"] = kb
+    return found
+
+
+def pct(values, q):
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument("--slots", type=int, default=20)
+    parser.add_argument("--desks", type=int, default=3)
+    parser.add_argument("--attempts", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=100)
+    args = parser.parse_args()
+
+    host, port = args.url.split("://")[1].split(":")
+    day, slot_ids = release_slots(args.amqp_uri, args.slots, args.desks)
+    jobs = [body(random.choice(slot_ids), i) for i in range(args.attempts)]
+    results, elapsed = fire(host, int(port), jobs, args.clients)
+
+    statuses = Counter(status for status, _ in results)
+    latencies = sorted(latency for _, latency in results)
+    with ClusterRpcProxy({"AMQP_URI": args.amqp_uri}, timeout=60) as rpc:
+        slots = [rpc.slots.get(slot_id) for slot_id in slot_ids]
+    overbooked = sum(max(0, s["booked"] - s["capacity"]) for s in slots)
+    capacity = args.slots * args.desks
+
+    print(f"released {args.slots} slots x {args.desks} desks = {capacity} places on {day}")
+    print(f"{len(results)} attempts from {args.clients} concurrent clients in {elapsed:.2f} s")
+    print(f"attempts/s        {len(results) / elapsed:8.1f}")
+    print(f"bookings/s        {statuses.get(201, 0) / elapsed:8.1f}  ({statuses.get(201, 0)} booked)")
+    print(f"statuses          {dict(statuses)}")
+    print(f"latency p50       {pct(latencies, 50) * 1000:8.1f} ms")
+    print(f"latency p95       {pct(latencies, 95) * 1000:8.1f} ms")
+    print(f"latency p99       {pct(latencies, 99) * 1000:8.1f} ms")
+    for status in sorted(statuses, key=str):
+        of_status = sorted(latency for st, latency in results if st == status)
+        print(f"  {status}: p50 {pct(of_status, 50) * 1000:.1f} ms, p99 {pct(of_status, 99) * 1000:.1f} ms,"
+              f" max {of_status[-1] * 1000:.1f} ms")
+    print(f"booked places     {sum(s['booked'] for s in slots)} of {capacity}")
+    print(f"overbooked        {overbooked}")
+    print("peak memory (VmHWM):")
+    for name, kb in sorted(peak_memory().items()):
+        print(f"  {name:60s} {kb / 1024:8.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
