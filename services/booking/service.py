@@ -21,6 +21,8 @@ from services.common.timeutil import parse_iso, utcnow
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "No booking with this reference and token."
+# built once: a marshmallow Schema costs more to build than to load a request with
+BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
 
 
 class Tokens(DependencyProvider):
@@ -49,8 +51,8 @@ class BookingService:
     @rpc(expected_exceptions=EXPECTED)
     def create(self, request, client):
         """Book a place: hold it on the slot, store the booking, announce `booking_created`."""
-        data = load_or_raise(BookingRequestSchema(), request, InvalidRequest)
-        client = load_or_raise(ClientSchema(), client, InvalidRequest)
+        data = load_or_raise(BOOKING_REQUEST, request, InvalidRequest)
+        client = load_or_raise(CLIENT, client, InvalidRequest)
         reference = rules.new_reference()
         slot = self.slots.hold(data["slot_id"], reference, data["procedure"])
         now = utcnow()
