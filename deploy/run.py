@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ VAR = ROOT / "var"
 PROCESSES = {
     "slots": "services.slots.service",
     "booking": "services.booking.service",
+    "notify": "services.notify.service",
     "public_gateway": "gateway.public.service",
 }
 
@@ -47,6 +49,21 @@ def start_service(name, env, log_file=None):
          PROCESSES[name]],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
     )
+
+
+def start_mail_sink(maildir, port):
+    """The local SMTP server that keeps every message as a file (deploy/mail_sink.py)."""
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.mail_sink", "--port", str(port),
+                             "--maildir", str(maildir)], cwd=ROOT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"the SMTP sink did not start on port {port}")
 
 
 def wait_for_http(url, timeout=60.0, procs=()):
@@ -116,6 +133,10 @@ def main():
             mongo, env["MONGO_URI"] = embedded_mongo.start(VAR / "mongo", 27017)
             backing.append(mongo)
             print(f"embedded MongoDB stand-in at {env['MONGO_URI']} (data in var/mongo)")
+        if not env.get("SMTP_HOST"):
+            backing.append(start_mail_sink(VAR / "mail", 1025))
+            env["SMTP_HOST"], env["SMTP_PORT"] = "127.0.0.1", "1025"
+            print("SMTP sink on 127.0.0.1:1025, messages in var/mail/new/")
         port = env.get("WEB_SERVER_ADDRESS", "0.0.0.0:8000").rsplit(":", 1)[1]
         services = [start_service(name, env) for name in PROCESSES]
         procs.extend(services)
@@ -128,6 +149,8 @@ def main():
             f"  public API        http://127.0.0.1:{port}/api/procedures\n"
             f"  free slots        http://127.0.0.1:{port}/api/slots?procedure=renewal\n"
             "  RabbitMQ (bus)    http://127.0.0.1:15672  (guest/guest)\n"
+            f"  mail sent         {env['SMTP_HOST']}:{env['SMTP_PORT']}"
+            f"{' (files in var/mail/new/)' if (VAR / 'mail').exists() else ''}\n"
             f"  MongoDB           {env['MONGO_URI']}\n"
             "Ctrl-C stops everything.\n", flush=True)
         while all(p.poll() is None for p in services):

@@ -98,3 +98,84 @@ def applicant(slot_id, procedure="renewal", **overrides):
     }
     request.update(overrides)
     return request
+
+
+class MailSink:
+    """The project's SMTP sink (deploy/mail_sink.py) as a separate process, and its Maildir."""
+
+    def __init__(self, port, maildir, tempfail=0):
+        self.port, self.maildir, self.tempfail = port, maildir, tempfail
+        self.proc = None
+
+    def start(self):
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.mail_sink", "--port", str(self.port),
+             "--maildir", str(self.maildir), "--tempfail", str(self.tempfail)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.tempfail = 0  # only the first start refuses
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("mail sink did not start")
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def messages(self):
+        import email
+        import mailbox
+        from email import policy
+
+        box = mailbox.Maildir(str(self.maildir), create=False) if self.maildir.exists() else {}
+        return [email.message_from_bytes(box.get_bytes(key), policy=policy.default)
+                for key in (box.keys() if box else [])]
+
+    def wait_for(self, count, timeout=20):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.messages()
+            if len(found) >= count:
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"{len(self.messages())} messages, expected {count}")
+
+
+def booking_event(reference="RDV-AB12-CD34", event_id=None, **overrides):
+    """A booking_created payload as the booking service sends it."""
+    import uuid
+    from datetime import datetime, timezone
+
+    start = datetime(2027, 3, 4, 8, 30, tzinfo=timezone.utc)
+    event = {
+        "event_id": event_id or str(uuid.uuid4()),
+        "occurred_at": "2027-02-01T10:00:00Z",
+        "reference": reference,
+        "procedure": "renewal",
+        "slot_id": "abc",
+        "site": "montpellier",
+        "slot_start": start.isoformat().replace("+00:00", "Z"),
+        "slot_end": (start + timedelta(minutes=20)).isoformat().replace("+00:00", "Z"),
+        "email": "yasmine.benali@example.org",
+        "email_normalised": "yasmine.benali@example.org",
+        "phone": None,
+        "identity": {"family_name": "Benali", "given_names": "Yasmine", "birth_date": "1988-03-14",
+                     "foreigner_number": "0123456789"},
+        "client": {"ip": "203.0.113.7", "user_agent": "pytest"},
+        "token": "secret-token",
+    }
+    event.update(overrides)
+    return event

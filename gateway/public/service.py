@@ -4,8 +4,9 @@ from nameko.dependency_providers import Config
 from gateway.http import json_http, read_json
 from gateway.public.client import client_of, parse_trusted
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
+from gateway.public import pages
 from gateway.public.full_slots import FullSlots
-from services.common.errors import InvalidRequest, SlotFull
+from services.common.errors import DomainError, InvalidRequest, SlotFull
 from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
 from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import BookingRequestSchema, load_or_raise
@@ -91,6 +92,28 @@ class PublicGateway:
     def cancel_booking(self, request, reference):
         access = self._access(request, reference)
         return dict(self.booking.cancel(access["reference"], access["token"]), notice=FREE_NOTICE)
+
+    # pages reached from the links in e-mails
+
+    @json_http("GET", "/bookings/<reference>")
+    def booking_page(self, request, reference):
+        try:
+            access = self._access(request, reference)
+            return pages.booking_page(self.booking.get(access["reference"], access["token"]),
+                                      access["token"])
+        except DomainError as error:
+            return pages.error_page(error)
+
+    @json_http("POST", "/bookings/<reference>/cancel")
+    def cancel_page(self, request, reference):
+        try:
+            access = load_or_raise(BOOKING_ACCESS, {"reference": reference,
+                                                    "token": request.form.get("token", "")},
+                                   InvalidRequest)
+            booking = self.booking.cancel(access["reference"], access["token"])
+            return pages.booking_page(booking, access["token"], just_cancelled=True)
+        except DomainError as error:
+            return pages.error_page(error)
 
     def _access(self, request, reference):
         token = request.headers.get(TOKEN_HEADER) or request.args.get("token") or ""

@@ -196,3 +196,28 @@ def test_a_place_freed_after_full_is_bookable_once_the_memory_expires(http, serv
     http.delete(f"/api/bookings/{first['reference']}", headers={"X-Booking-Token": first["token"]})
     time.sleep(1.1)  # FULL_SLOT_MEMORY_SECONDS defaults to 1
     assert http.post("/api/bookings", json=applicant(slot_id, email="b@example.org")).status_code == 201
+
+
+def test_the_link_in_the_e_mail_shows_the_booking_and_cancels_it_with_a_post(http, services):
+    booked = http.post("/api/bookings", json=applicant(first_slot_id(http))).json()
+    page = http.get(f"/bookings/{booked['reference']}", params={"token": booked["token"]})
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert booked["reference"] in page.text and "Benali" in page.text and "gratuits" in page.text
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "<form method=\"post\"" in page.text
+    # opening the link twice (or a mail client prefetching it) cancels nothing
+    assert http.get(f"/api/bookings/{booked['reference']}",
+                    headers={"X-Booking-Token": booked["token"]}).json()["status"] == "active"
+    wrong = http.post(f"/bookings/{booked['reference']}/cancel", data={"token": "nope"})
+    assert wrong.status_code == 404 and "Aucun rendez-vous" in wrong.text
+    done = http.post(f"/bookings/{booked['reference']}/cancel", data={"token": booked["token"]})
+    assert done.status_code == 200 and "Your appointment is cancelled" in done.text
+    assert "<form" not in done.text
+    assert http.get(f"/bookings/{booked['reference']}", params={"token": "x"}).status_code == 404
+
+
+def test_pages_escape_what_applicants_typed(http, services):
+    booked = http.post("/api/bookings", json=applicant(first_slot_id(http),
+                                                       family_name="<script>alert(1)</script>")).json()
+    page = http.get(f"/bookings/{booked['reference']}", params={"token": booked["token"]})
+    assert "<script>alert(1)" not in page.text and "&lt;script&gt;" in page.text

@@ -1,0 +1,126 @@
+"""Turn a booking event into the message to send. All wording lives in templates/."""
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from services.common.reference_data import PROCEDURES, SITES
+from services.common.timeutil import PARIS, parse_iso, utcnow
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# calendar names for dates written out in full; wording of the messages is in the templates
+FR_DAYS = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"]
+FR_MONTHS = ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
+             "septembre", "octobre", "novembre", "décembre"]
+EN_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+             "September", "October", "November", "December"]
+
+KIND_FOR_EVENT = {"booking_created": "confirmation", "booking_cancelled": "cancellation"}
+
+
+def ics_text(value):
+    """Escape a value for an iCalendar TEXT property (RFC 5545 section 3.3.11)."""
+    return (str(value).replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
+            .replace("\r\n", "\\n").replace("\n", "\\n"))
+
+
+def fold_ics(text):
+    """CRLF line ends, lines folded at 75 octets without splitting a UTF-8 character."""
+    out = []
+    for line in text.strip().splitlines():
+        chunk, size = "", 0
+        for char in line:
+            width = len(char.encode())
+            if size + width > 75:
+                out.append(chunk)
+                chunk, size = " ", 1
+            chunk += char
+            size += width
+        out.append(chunk)
+    return "\r\n".join(out) + "\r\n"
+
+
+ENV = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    autoescape=lambda name: name is not None and ".html" in name,
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
+ENV.filters["ics"] = ics_text
+
+
+def _ics_time(value):
+    return value.strftime("%Y%m%dT%H%M%SZ")
+
+
+def context(event, settings):
+    start = parse_iso(event["slot_start"])
+    local = start.astimezone(PARIS)
+    identity = event["identity"]
+    procedure = PROCEDURES.get(event["procedure"], {})
+    site = SITES.get(event["site"], {"label": event["site"], "address": ""})
+    token = event.get("token")
+    base = settings["public_base_url"].rstrip("/")
+    return {
+        "reference": event["reference"],
+        "family_name": identity["family_name"],
+        "given_names": identity["given_names"],
+        "exact_name": f"{identity['family_name'].upper()} {identity['given_names']}".strip(),
+        "procedure_fr": procedure.get("label_fr", event["procedure"]),
+        "procedure_en": procedure.get("label_en", event["procedure"]),
+        "walk_in": procedure.get("walk_in"),
+        "site_label": site["label"],
+        "site_address": site["address"],
+        "date_fr": f"{FR_DAYS[local.weekday()]} {local.day} {FR_MONTHS[local.month - 1]} {local.year}",
+        "date_en": f"{EN_DAYS[local.weekday()]} {local.day} {EN_MONTHS[local.month - 1]} {local.year}",
+        "time": local.strftime("%H:%M"),
+        "manage_url": f"{base}/bookings/{event['reference']}?token={token}" if token else base,
+        "reason": event.get("reason"),
+        "report_url": settings["report_url"],
+        "report_email": settings["report_email"],
+        "mail_domain": settings["mail_domain"],
+        "dtstamp": _ics_time(parse_iso(event["occurred_at"])),
+        "dtstart": _ics_time(start),
+        "dtend": _ics_time(parse_iso(event["slot_end"])),
+    }
+
+
+def compose(event_type, event, settings):
+    """The message for this event: kind, recipient, subject, text, html and .ics (or None)."""
+    kind = KIND_FOR_EVENT[event_type]
+    values = context(event, settings)
+    render = lambda name: ENV.get_template(name).render(values)  # noqa: E731
+    return {
+        "kind": kind,
+        "to": event["email"].strip(),
+        "subject": " ".join(render(f"{kind}.subject.j2").split()),
+        "text": render(f"{kind}.txt.j2"),
+        "html": render(f"{kind}.html.j2"),
+        "ics": fold_ics(render("appointment.ics.j2")) if kind == "confirmation" else None,
+    }
+
+
+def to_mime(message, sender, message_id):
+    """An RFC 5322 message: text and HTML alternatives, the .ics attached."""
+    mime = EmailMessage()
+    mime["From"] = sender
+    mime["To"] = message["to"]
+    mime["Subject"] = message["subject"]
+    mime["Date"] = format_datetime(utcnow())
+    # stable per outbox record: a resend after a crash carries the same id, so mail clients
+    # can recognise a duplicate
+    mime["Message-ID"] = message_id
+    mime["Auto-Submitted"] = "auto-generated"
+    mime.set_content(message["text"])
+    mime.add_alternative(message["html"], subtype="html")
+    if message.get("ics"):
+        mime.add_attachment(message["ics"].encode(), maintype="text", subtype="calendar",
+                            filename="rendez-vous.ics", params={"method": "PUBLISH"})
+    return mime
+
+
+def message_id(key, domain):
+    return f"<{key.replace(':', '.')}@{domain}>" if key else make_msgid(domain=domain)

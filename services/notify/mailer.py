@@ -1,0 +1,53 @@
+"""SMTP delivery as a nameko dependency: settings from configuration, one connection per batch."""
+import smtplib
+
+from nameko.extensions import DependencyProvider
+
+
+class SmtpSettings:
+    def __init__(self, config):
+        self.host = config.get("SMTP_HOST") or "127.0.0.1"
+        self.port = int(config.get("SMTP_PORT") or 1025)
+        self.timeout = float(config.get("SMTP_TIMEOUT") or 10)
+        self.starttls = bool(config.get("SMTP_STARTTLS"))
+        self.user = config.get("SMTP_USER") or None
+        self.password = config.get("SMTP_PASSWORD") or None
+
+
+class Connection:
+    """An open SMTP session that sends several messages in a row."""
+
+    def __init__(self, settings):
+        self.smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        if settings.starttls:
+            self.smtp.starttls()
+        if settings.user:
+            self.smtp.login(settings.user, settings.password or "")
+
+    def send(self, mime):
+        self.smtp.send_message(mime)
+
+    def close(self):
+        try:
+            self.smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self.smtp.close()
+
+
+class MailServer:
+    """The configured server, and whether this process last found it unreachable."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.down = False
+
+    def connect(self):
+        return Connection(self.settings)
+
+
+class Mailer(DependencyProvider):
+    def setup(self):
+        self.server = MailServer(SmtpSettings(self.container.config))
+
+    def get_dependency(self, worker_ctx):
+        return self.server

@@ -1,0 +1,168 @@
+"""Notify service: tells applicants what happened to their booking, exactly once per event.
+
+Each event becomes one outbox record (its key: event id and message kind) before anything is
+sent. A message is sent by whoever atomically claims it, immediately by the event handler or
+later by the delivery timer; failures wait out a backoff, and after NOTIFY_MAX_ATTEMPTS the
+message is parked as failed for staff, blocking nothing behind it.
+"""
+import logging
+import time
+
+import eventlet
+from nameko.dependency_providers import Config
+from nameko.events import event_handler
+from nameko.extensions import DependencyProvider
+from nameko.rpc import rpc
+from nameko.timer import timer
+from pymongo.errors import PyMongoError
+
+from services.common.errors import EXPECTED, NotFound
+from services.common.mongo import MongoStore
+from services.common.timeutil import utcnow
+from services.notify import rules
+from services.notify.compose import KIND_FOR_EVENT, compose, message_id, to_mime
+from services.notify.mailer import Mailer
+from services.notify.store import OutboxStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+
+
+class Settings(DependencyProvider):
+    """Notify's settings, read once from configuration."""
+
+    def setup(self):
+        config = self.container.config
+
+        def get(key, default):
+            value = config.get(key)
+            return default if value is None else value
+
+        self.settings = {
+            "public_base_url": get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
+            "report_url": get("REPORT_URL", "https://www.internet-signalement.gouv.fr"),
+            "report_email": get("REPORT_EMAIL", "pref-etrangers@herault.gouv.fr"),
+            "mail_domain": get("MAIL_DOMAIN", "rdv.herault.gouv.fr"),
+            "mail_from": get("MAIL_FROM", "Préfecture de l'Hérault <no-reply@rdv.herault.gouv.fr>"),
+            "max_attempts": int(get("NOTIFY_MAX_ATTEMPTS", 8)),
+            "retry_base": float(get("NOTIFY_RETRY_BASE_SECONDS", 2)),
+            "retry_cap": float(get("NOTIFY_RETRY_MAX_SECONDS", 60)),
+            "lease": float(get("NOTIFY_LEASE_SECONDS", 60)),
+        }
+
+    def get_dependency(self, worker_ctx):
+        return self.settings
+
+
+def message_view(record):
+    return {key: record.get(key) for key in
+            ("_id", "kind", "to", "reference", "state", "attempts", "last_error", "event_type")}
+
+
+class NotifyService:
+    name = "notify"
+
+    store = MongoStore("notify", OutboxStore)
+    mail = Mailer()
+    settings = Settings()
+    config = Config()
+
+    # requeue: an event is only acked once its message is safely in the outbox
+    @event_handler("booking", "booking_created", requeue_on_error=True)
+    def on_booking_created(self, event):
+        self._accept("booking_created", event)
+
+    @event_handler("booking", "booking_cancelled", requeue_on_error=True)
+    def on_booking_cancelled(self, event):
+        self._accept("booking_cancelled", event)
+
+    @timer(interval=0.5)
+    def deliver_due(self):
+        """Retries, backlog after an outage, and messages whose sender died mid-send."""
+        now = time.time()
+        recovered = self.store.recover_abandoned(now)
+        if recovered:
+            log.warning("%d messages abandoned mid-send are queued again", recovered)
+        self._deliver(limit=BATCH)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def outbox_status(self):
+        counts = self.store.counts()
+        return {state: counts.get(state, 0)
+                for state in (rules.PENDING, rules.SENDING, rules.SENT, rules.FAILED)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def failed_messages(self, limit=50):
+        return [message_view(r) for r in self.store.failed(max(1, min(int(limit), 500)))]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def resend(self, key):
+        record = self.store.resend(key, time.time())
+        if record is None:
+            raise NotFound("No failed or sent message with this key.")
+        self._deliver(key=key)
+        return message_view(self.store.get(key))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _accept(self, event_type, event):
+        key = rules.idempotency_key(event.get("event_id"), KIND_FOR_EVENT[event_type])
+        record = {"_id": key, "event_type": event_type, "reference": event.get("reference"),
+                  "attempts": 0, "next_attempt_ts": time.time(), "created_at": utcnow(),
+                  "last_error": None}
+        try:
+            record.update(compose(event_type, event, self.settings), state=rules.PENDING)
+        except Exception as exc:  # a malformed event: park it for staff rather than loop on it
+            log.exception("cannot compose a message for %s %s", event_type, key)
+            record.update(state=rules.FAILED, last_error=f"cannot compose: {exc!r}",
+                          event=event, failed_ts=time.time())
+        try:
+            added = self.store.add(record)
+        except PyMongoError:
+            eventlet.sleep(1)  # the database is down: pause before the event is requeued
+            raise
+        if added and record["state"] == rules.PENDING:
+            self._deliver(key=key)
+
+    def _deliver(self, key=None, limit=1):
+        """Claim and send up to `limit` due messages (or the one `key`) over one connection."""
+        settings, connection = self.settings, None
+        try:
+            for _ in range(limit):
+                record = self.store.claim(time.time(), settings["lease"], key)
+                if record is None:
+                    return
+                try:
+                    if connection is None:
+                        connection = self.mail.connect()
+                    connection.send(to_mime(record, settings["mail_from"],
+                                            message_id(record["_id"], settings["mail_domain"])))
+                except Exception as exc:
+                    self._failed(record, exc)
+                    if connection is not None:
+                        connection.close()
+                        connection = None
+                    if rules.is_connection_error(exc):
+                        self.mail.down = True
+                        return  # the server is down: the rest waits for its own retry time
+                    continue
+                self.store.mark_sent(record["_id"], time.time())
+                if self.mail.down:
+                    self.mail.down = False
+                    woken = self.store.wake_waiting(time.time())
+                    log.info("mail server is back; %d waiting messages are due now", woken)
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _failed(self, record, exc):
+        settings, error = self.settings, f"{type(exc).__name__}: {exc}"[:500]
+        if rules.is_transient(exc) and record["attempts"] < settings["max_attempts"]:
+            wait = rules.backoff(record["attempts"], settings["retry_base"], settings["retry_cap"])
+            self.store.retry_later(record["_id"], time.time() + wait, error)
+            log.warning("message %s not sent (%s); retry in %.1f s", record["_id"], error, wait)
+        else:
+            self.store.park(record["_id"], error, time.time())
+            log.error("message %s parked as failed after %d attempts: %s",
+                      record["_id"], record["attempts"], error)

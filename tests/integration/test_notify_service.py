@@ -1,0 +1,180 @@
+"""Notify through real RabbitMQ events and real SMTP into the project's Maildir sink."""
+import time
+from datetime import datetime, timedelta, timezone
+
+import icalendar
+import pytest
+from nameko.standalone.events import event_dispatcher
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from services.booking.service import BookingService
+from services.notify.service import NotifyService
+from services.slots.service import SlotsService
+from tests.conftest import free_port
+from tests.helpers import MailSink, applicant, booking_event, plan
+
+
+@pytest.fixture
+def sink(tmp_path):
+    started = MailSink(free_port(), tmp_path / "mail")
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def notify_config(config, sink):
+    return dict(config, SMTP_HOST="127.0.0.1", SMTP_PORT=sink.port, SMTP_TIMEOUT=2,
+                NOTIFY_RETRY_BASE_SECONDS=0.2, NOTIFY_RETRY_MAX_SECONDS=1,
+                NOTIFY_MAX_ATTEMPTS=100, PUBLIC_BASE_URL="https://rdv.example.fr")
+
+
+@pytest.fixture
+def publish(config):
+    dispatch = event_dispatcher(config)
+    return lambda event_type, payload: dispatch("booking", event_type, payload)
+
+
+def references(messages):
+    return sorted(m["Subject"].split(" – ")[1] for m in messages)
+
+
+def outbox(config):
+    with ClusterRpcProxy(config, timeout=10) as rpc:
+        return rpc.notify.outbox_status()
+
+
+def test_booking_created_sends_one_confirmation(container_factory, notify_config, sink, publish):
+    sink.start()
+    container_factory(NotifyService, notify_config).start()
+    publish("booking_created", booking_event())
+    [message] = sink.wait_for(1)
+    assert message["To"] == "yasmine.benali@example.org"
+    assert message["X-Envelope-To"] == "yasmine.benali@example.org"
+    text = message.get_body(("plain",)).get_content()
+    assert "Les rendez-vous de la préfecture sont GRATUITS" in text
+    assert "Appointments at the prefecture are FREE" in text
+    assert "https://rdv.example.fr/bookings/RDV-AB12-CD34?token=secret-token" in text
+    html = message.get_body(("html",)).get_content()
+    assert "GRATUITS" in html and "FREE" in html
+    [attachment] = [p for p in message.iter_attachments() if p.get_content_type() == "text/calendar"]
+    calendar = icalendar.Calendar.from_ical(attachment.get_content())
+    assert calendar.walk("VEVENT")[0].decoded("dtstart") == datetime(2027, 3, 4, 8, 30, tzinfo=timezone.utc)
+    time.sleep(1)
+    assert len(sink.messages()) == 1
+    assert outbox(notify_config)["sent"] == 1
+
+
+def test_the_same_event_delivered_many_times_sends_once(container_factory, notify_config, sink, publish):
+    sink.start()
+    container_factory(NotifyService, notify_config).start()
+    container_factory(NotifyService, notify_config).start()  # two notify processes' worth
+    event = booking_event()
+    for _ in range(6):
+        publish("booking_created", event)
+    sink.wait_for(1)
+    time.sleep(2)
+    assert len(sink.messages()) == 1
+    assert outbox(notify_config) == {"pending": 0, "sending": 0, "sent": 1, "failed": 0}
+
+
+def test_cancellation_notice_gives_the_reason(container_factory, notify_config, sink, publish):
+    sink.start()
+    container_factory(NotifyService, notify_config).start()
+    event = booking_event(reason="name_not_exact", evidence={}, cancelled_by="fraud")
+    del event["token"]
+    publish("booking_cancelled", event)
+    [message] = sink.wait_for(1)
+    text = message.get_body(("plain",)).get_content()
+    assert "Le nom exact de la personne n'a pas été indiqué" in text
+    assert "The person's exact name was not given" in text
+    assert "GRATUITS" in text
+    assert not [p for p in message.iter_attachments()]
+
+
+def test_real_bookings_produce_confirmation_then_cancellation(container_factory, notify_config, sink):
+    sink.start()
+    for cls in (SlotsService, BookingService, NotifyService):
+        container_factory(cls, notify_config).start()
+    with ClusterRpcProxy(notify_config, timeout=20) as rpc:
+        rpc.slots.create_from_plan(plan(desks=1))
+        today = datetime.now(timezone.utc).date()
+        slot = rpc.slots.list_open("renewal", today.isoformat(), (today + timedelta(days=30)).isoformat())["slots"][0]
+        booked = rpc.booking.create(applicant(slot["id"]), {"ip": "203.0.113.1"})
+        [confirmation] = sink.wait_for(1)
+        assert booked["reference"] in confirmation["Subject"]
+        assert f"token={booked['token']}" in confirmation.get_body(("plain",)).get_content()
+        rpc.booking.cancel(booked["reference"], booked["token"])
+        messages = sink.wait_for(2)
+    cancellation = [m for m in messages if "annulé" in m["Subject"]][0]
+    assert "Vous avez annulé ce rendez-vous vous-même" in cancellation.get_body(("plain",)).get_content()
+
+
+def test_smtp_outage_during_a_burst_loses_nothing_and_sends_everything_once(
+        container_factory, notify_config, sink, publish):
+    container_factory(NotifyService, notify_config).start()  # the mail server is down
+    for i in range(60):
+        publish("booking_created", booking_event(reference=f"RDV-{i:04d}-AAAA"))
+    time.sleep(3)
+    status = outbox(notify_config)
+    assert status["pending"] + status["sending"] == 60 and status["sent"] == 0
+    sink.start()
+    messages = sink.wait_for(60, timeout=30)
+    time.sleep(1.5)
+    assert references(sink.messages()) == sorted(f"RDV-{i:04d}-AAAA" for i in range(60))
+    assert outbox(notify_config)["sent"] == 60
+
+
+def test_a_message_that_keeps_failing_is_parked_and_blocks_nothing(
+        container_factory, notify_config, sink, publish, mongo):
+    config = dict(notify_config, NOTIFY_MAX_ATTEMPTS=2)
+    container_factory(NotifyService, config).start()
+    publish("booking_created", booking_event(reference="RDV-FAIL-0001"))
+    deadline = time.monotonic() + 15
+    while outbox(config)["failed"] != 1:
+        assert time.monotonic() < deadline, outbox(config)
+        time.sleep(0.2)
+    with ClusterRpcProxy(config, timeout=10) as rpc:
+        [failed] = rpc.notify.failed_messages()
+        assert failed["reference"] == "RDV-FAIL-0001" and failed["attempts"] == 2
+        assert "Connection" in failed["last_error"] or "refused" in failed["last_error"].lower()
+        sink.start()
+        publish("booking_created", booking_event(reference="RDV-NEXT-0002"))
+        assert references(sink.wait_for(1)) == ["RDV-NEXT-0002"]
+        resent = rpc.notify.resend(failed["_id"])
+        assert resent["state"] == "sent"
+    assert references(sink.wait_for(2)) == ["RDV-FAIL-0001", "RDV-NEXT-0002"]
+
+
+def test_temporary_smtp_refusals_are_retried(container_factory, notify_config, sink, publish):
+    sink.tempfail = 2  # "451 try again later" twice
+    sink.start()
+    container_factory(NotifyService, notify_config).start()
+    publish("booking_created", booking_event())
+    [message] = sink.wait_for(1)
+    time.sleep(1)
+    assert len(sink.messages()) == 1
+    with ClusterRpcProxy(notify_config, timeout=10) as rpc:
+        assert rpc.notify.outbox_status()["sent"] == 1
+
+
+def test_messages_survive_a_restart_of_notify(container_factory, notify_config, sink, publish):
+    first = container_factory(NotifyService, notify_config)
+    first.start()
+    publish("booking_created", booking_event(reference="RDV-KEEP-0001"))
+    time.sleep(1.5)
+    first.stop()  # pending in its outbox, the mail server still down
+    publish("booking_created", booking_event(reference="RDV-KEEP-0002"))  # while notify is down
+    sink.start()
+    container_factory(NotifyService, notify_config).start()
+    assert references(sink.wait_for(2)) == ["RDV-KEEP-0001", "RDV-KEEP-0002"]
+
+
+def test_a_malformed_event_is_parked_not_looped(container_factory, notify_config, sink, publish):
+    sink.start()
+    container_factory(NotifyService, notify_config).start()
+    publish("booking_created", {"event_id": "broken-1", "reference": "RDV-BAD0-0000"})
+    publish("booking_created", booking_event(reference="RDV-GOOD-0000"))
+    assert references(sink.wait_for(1)) == ["RDV-GOOD-0000"]
+    with ClusterRpcProxy(notify_config, timeout=10) as rpc:
+        [failed] = rpc.notify.failed_messages()
+    assert failed["_id"] == "broken-1:confirmation" and "cannot compose" in failed["last_error"]

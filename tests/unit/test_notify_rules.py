@@ -1,0 +1,111 @@
+import smtplib
+
+import icalendar
+import pytest
+
+from services.notify import rules
+from services.notify.compose import compose, fold_ics, ics_text, to_mime
+from tests.helpers import booking_event
+
+SETTINGS = {"public_base_url": "https://rdv.example.fr/", "report_url": "https://report.example",
+            "report_email": "report@example.fr", "mail_domain": "rdv.example.fr"}
+
+
+def test_idempotency_key_is_per_event_and_kind():
+    assert rules.idempotency_key("e1", "confirmation") == rules.idempotency_key("e1", "confirmation")
+    assert rules.idempotency_key("e1", "confirmation") != rules.idempotency_key("e1", "cancellation")
+    assert rules.idempotency_key("e1", "confirmation") != rules.idempotency_key("e2", "confirmation")
+
+
+def test_backoff_doubles_up_to_a_cap():
+    assert [rules.backoff(n, 2, 60) for n in range(1, 8)] == [2, 4, 8, 16, 32, 60, 60]
+
+
+@pytest.mark.parametrize("exc, transient", [
+    (ConnectionRefusedError(), True),
+    (TimeoutError(), True),
+    (smtplib.SMTPServerDisconnected("gone"), True),
+    (smtplib.SMTPDataError(451, b"try later"), True),
+    (smtplib.SMTPDataError(554, b"rejected"), False),
+    (smtplib.SMTPRecipientsRefused({"a@x": (450, b"busy")}), True),
+    (smtplib.SMTPRecipientsRefused({"a@x": (550, b"no such user")}), False),
+    (ValueError("bug"), False),
+])
+def test_transient_errors(exc, transient):
+    assert rules.is_transient(exc) is transient
+
+
+def test_connection_errors_are_told_apart_from_refusals():
+    assert rules.is_connection_error(ConnectionRefusedError())
+    assert not rules.is_connection_error(smtplib.SMTPDataError(451, b"later"))
+
+
+def test_confirmation_warns_in_french_then_english_and_has_what_the_applicant_needs():
+    message = compose("booking_created", booking_event(), SETTINGS)
+    text, html = message["text"], message["html"]
+    for body in (text, html):
+        fr = body.index("Les rendez-vous de la préfecture sont GRATUITS")
+        en = body.index("Appointments at the prefecture are FREE")
+        assert "Personne n'a le droit de les vendre" in body or "Personne n&#39;a le droit" in body
+        assert "Nobody is allowed to sell them" in body and "report.example" in body
+        assert fr < en  # French first
+    assert text.index("FRANÇAIS") < text.index("ENGLISH")
+    assert "RDV-AB12-CD34" in message["subject"] and "RDV-AB12-CD34" in text
+    assert "jeudi 4 mars 2027 à 09:30" in text and "Thursday 4 March 2027 at 09:30" in text
+    assert "34 place des Martyrs de la Résistance" in text
+    assert "BENALI Yasmine" in text  # the exact name to show at the desk
+    assert "https://rdv.example.fr/bookings/RDV-AB12-CD34?token=secret-token" in text
+    assert message["to"] == "yasmine.benali@example.org"
+
+
+def test_ics_is_valid_and_in_utc():
+    message = compose("booking_created", booking_event(
+        identity={"family_name": "D'Souza, Jr; Ünal", "given_names": "Anne-Marie",
+                  "birth_date": "1990-01-01"}), SETTINGS)
+    calendar = icalendar.Calendar.from_ical(message["ics"])
+    event = calendar.walk("VEVENT")[0]
+    assert event.decoded("dtstart").isoformat() == "2027-03-04T08:30:00+00:00"
+    assert event.decoded("dtend").isoformat() == "2027-03-04T08:50:00+00:00"
+    assert "D'SOUZA, JR; ÜNAL Anne-Marie" in str(event.get("description"))
+    assert str(event.get("uid")) == "RDV-AB12-CD34@rdv.example.fr"
+    assert all(len(line.encode()) <= 75 for line in message["ics"].split("\r\n"))
+
+
+def test_ics_escaping_and_folding():
+    assert ics_text("a,b;c\\d\ne") == "a\\,b\\;c\\\\d\\ne"
+    folded = fold_ics("X:" + "é" * 100)
+    assert all(len(line.encode()) <= 75 for line in folded.split("\r\n"))
+    assert "".join(line[1:] if i else line for i, line in enumerate(folded.rstrip().split("\r\n"))) == "X:" + "é" * 100
+
+
+def test_names_are_escaped_in_html():
+    message = compose("booking_created", booking_event(
+        identity={"family_name": "<script>x</script>", "given_names": "A", "birth_date": "1990-01-01"}),
+        SETTINGS)
+    assert "<script>" not in message["html"] and "&lt;script&gt;" in message["html"]
+
+
+@pytest.mark.parametrize("reason, fr, en", [
+    ("applicant", "annulé ce rendez-vous vous-même", "cancelled this appointment yourself"),
+    ("multiple_bookings_same_email", "même adresse électronique", "same e-mail address"),
+    ("name_not_exact", "nom exact", "exact name"),
+    ("name_mismatch", "ne correspondait pas", "did not match"),
+    ("staff", "La préfecture a annulé", "prefecture cancelled"),
+    ("slot_grabbing", "automatisée", "automated"),
+])
+def test_cancellation_gives_the_reason_in_plain_words(reason, fr, en):
+    event = booking_event(reason=reason)
+    del event["token"]
+    message = compose("booking_cancelled", event, SETTINGS)
+    assert fr in message["text"] and en in message["text"]
+    assert "GRATUITS" in message["text"] and "FREE" in message["text"]
+    assert message["ics"] is None
+    assert "annulé" in message["subject"] and "cancelled" in message["subject"]
+
+
+def test_mime_has_text_html_and_calendar():
+    message = compose("booking_created", booking_event(), SETTINGS)
+    mime = to_mime(message, "Préfecture <no-reply@rdv.example.fr>", "<k@rdv.example.fr>")
+    types = [part.get_content_type() for part in mime.walk()]
+    assert {"text/plain", "text/html", "text/calendar"} <= set(types)
+    assert mime["Message-ID"] == "<k@rdv.example.fr>"
