@@ -1,7 +1,11 @@
 """SMTP delivery as a nameko dependency: settings from configuration, one connection per batch."""
 import smtplib
+from email.policy import compat32
 
 from nameko.extensions import DependencyProvider
+
+
+SMTP_LINES = compat32.clone(linesep="\r\n")
 
 
 class SmtpSettings:
@@ -24,8 +28,9 @@ class Connection:
         if settings.user:
             self.smtp.login(settings.user, settings.password or "")
 
-    def send(self, mime):
-        self.smtp.send_message(mime)
+    def send(self, mime, sender, recipient):
+        # sendmail passes bytes through as they are: SMTP wants CRLF line ends
+        self.smtp.sendmail(sender, [recipient], mime.as_bytes(policy=SMTP_LINES))
 
     def close(self):
         try:
@@ -40,6 +45,7 @@ class MailServer:
     def __init__(self, settings):
         self.settings = settings
         self.down = False
+        self.last_error = None
 
     def connect(self):
         return Connection(self.settings)

@@ -7,6 +7,7 @@ message is parked as failed for staff, blocking nothing behind it.
 """
 import logging
 import time
+from email.utils import parseaddr
 
 import eventlet
 from nameko.dependency_providers import Config
@@ -26,7 +27,8 @@ from services.notify.store import OutboxStore
 
 log = logging.getLogger(__name__)
 
-BATCH = 200
+BATCH = 400  # messages a delivery tick sends at most
+CLAIM_BATCH = 25
 
 
 class Settings(DependencyProvider):
@@ -49,6 +51,7 @@ class Settings(DependencyProvider):
             "retry_base": float(get("NOTIFY_RETRY_BASE_SECONDS", 2)),
             "retry_cap": float(get("NOTIFY_RETRY_MAX_SECONDS", 60)),
             "lease": float(get("NOTIFY_LEASE_SECONDS", 60)),
+            "senders": max(1, int(get("NOTIFY_SENDERS", 8))),
         }
 
     def get_dependency(self, worker_ctx):
@@ -84,7 +87,14 @@ class NotifyService:
         recovered = self.store.recover_abandoned(now)
         if recovered:
             log.warning("%d messages abandoned mid-send are queued again", recovered)
-        self._deliver(limit=BATCH)
+        if self.mail.down and not self._server_back():
+            self._defer_all_due()
+            return
+        # several senders, each with its own connection: one alone waits on round trips
+        senders = eventlet.GreenPool(self.settings["senders"])
+        for _ in range(self.settings["senders"]):
+            senders.spawn(self._drain, BATCH // self.settings["senders"])
+        senders.waitall()
 
     @rpc(expected_exceptions=EXPECTED)
     def outbox_status(self):
@@ -101,7 +111,7 @@ class NotifyService:
         record = self.store.resend(key, time.time())
         if record is None:
             raise NotFound("No failed or sent message with this key.")
-        self._deliver(key=key)
+        self._deliver_one(key)
         return message_view(self.store.get(key))
 
     # -- internals ---------------------------------------------------------------------------
@@ -122,39 +132,78 @@ class NotifyService:
         except PyMongoError:
             eventlet.sleep(1)  # the database is down: pause before the event is requeued
             raise
-        if added and record["state"] == rules.PENDING:
-            self._deliver(key=key)
+        if added and record["state"] == rules.PENDING and not self.mail.down:
+            self._deliver_one(key)  # at once; while the server is down the timer takes over
 
-    def _deliver(self, key=None, limit=1):
-        """Claim and send up to `limit` due messages (or the one `key`) over one connection."""
-        settings, connection = self.settings, None
+    def _deliver_one(self, key):
+        record = self.store.claim(time.time(), self.settings["lease"], key)
+        if record is not None:
+            self._send_all([record])
+
+    def _drain(self, limit):
+        """Send due messages, claimed a few at a time, until `limit` or none is due."""
+        done = 0
+        while done < limit and not self.mail.down:
+            batch = self.store.claim_batch(time.time(), self.settings["lease"], CLAIM_BATCH)
+            if not batch:
+                return
+            self._send_all(batch)
+            done += len(batch)
+
+    def _send_all(self, records):
+        """Send claimed messages over one connection.
+
+        If the server cannot be reached, the remaining messages record that failed attempt
+        without trying again: each waits out its own backoff (and is parked once out of
+        attempts) while the timer probes the server.
+        """
+        settings, connection, unreachable = self.settings, None, None
+        sender = parseaddr(settings["mail_from"])[1]
         try:
-            for _ in range(limit):
-                record = self.store.claim(time.time(), settings["lease"], key)
-                if record is None:
-                    return
+            for record in records:
+                if unreachable is not None:
+                    self._failed(record, unreachable)
+                    continue
                 try:
                     if connection is None:
                         connection = self.mail.connect()
-                    connection.send(to_mime(record, settings["mail_from"],
-                                            message_id(record["_id"], settings["mail_domain"])))
+                    mime = to_mime(record, settings["mail_from"],
+                                   message_id(record["_id"], settings["mail_domain"]))
+                    connection.send(mime, sender, record["to"])
                 except Exception as exc:
                     self._failed(record, exc)
                     if connection is not None:
                         connection.close()
                         connection = None
                     if rules.is_connection_error(exc):
-                        self.mail.down = True
-                        return  # the server is down: the rest waits for its own retry time
+                        self.mail.down, unreachable = True, exc
+                        self.mail.last_error = f"{type(exc).__name__}: {exc}"[:500]
                     continue
                 self.store.mark_sent(record["_id"], time.time())
-                if self.mail.down:
-                    self.mail.down = False
-                    woken = self.store.wake_waiting(time.time())
-                    log.info("mail server is back; %d waiting messages are due now", woken)
         finally:
             if connection is not None:
                 connection.close()
+
+    def _server_back(self):
+        """Probe a server last seen down; when it answers, all waiting messages are due now."""
+        try:
+            self.mail.connect().close()
+        except Exception as exc:
+            self.mail.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            return False
+        self.mail.down = False
+        woken = self.store.wake_waiting(time.time())
+        log.warning("mail server is back; %d waiting messages are due now", woken)
+        return True
+
+    def _defer_all_due(self):
+        settings = self.settings
+        deferred, parked = self.store.defer_due(
+            time.time(), self.mail.last_error, settings["max_attempts"],
+            lambda attempts: rules.backoff(attempts, settings["retry_base"], settings["retry_cap"]))
+        if deferred or parked:
+            log.warning("mail server unreachable (%s): %d messages wait, %d parked as failed",
+                        self.mail.last_error, deferred, parked)
 
     def _failed(self, record, exc):
         settings, error = self.settings, f"{type(exc).__name__}: {exc}"[:500]

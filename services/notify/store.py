@@ -3,6 +3,8 @@
 Scheduling fields are epoch seconds (numbers), updated with plain $set: portable between
 MongoDB and the embedded stand-in, which mishandles datetimes given to $set.
 """
+import uuid
+
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
@@ -16,6 +18,7 @@ class OutboxStore:
     def ensure_indexes(self):
         self.messages.create_index([("state", 1), ("next_attempt_ts", 1)])
         self.messages.create_index([("reference", 1)])
+        self.messages.create_index([("claim", 1)])
 
     def add(self, record):
         """Store a new message; False if this key exists already (a duplicate event)."""
@@ -38,9 +41,26 @@ class OutboxStore:
             query,
             {"$set": {"state": SENDING, "lease_until_ts": now_ts + lease_seconds},
              "$inc": {"attempts": 1}},
-            sort=[("next_attempt_ts", 1)],
+            # no sort: every due message is due, and a sorted claim costs the stand-in a scan
             return_document=ReturnDocument.AFTER,
         )
+
+    def claim_batch(self, now_ts, lease_seconds, limit):
+        """Take up to `limit` due messages in three round trips instead of `limit`.
+
+        The update only moves messages still pending, each atomically, and tags them with
+        this call's token: what is read back is exactly what this caller won.
+        """
+        ids = [doc["_id"] for doc in self.messages.find(
+            {"state": PENDING, "next_attempt_ts": {"$lte": now_ts}}, {"_id": 1}).limit(limit)]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        self.messages.update_many(
+            {"_id": {"$in": ids}, "state": PENDING},
+            {"$set": {"state": SENDING, "lease_until_ts": now_ts + lease_seconds, "claim": token},
+             "$inc": {"attempts": 1}})
+        return list(self.messages.find({"claim": token}))
 
     def mark_sent(self, key, now_ts):
         self.messages.update_one({"_id": key, "state": SENDING},
@@ -54,6 +74,26 @@ class OutboxStore:
     def park(self, key, error, now_ts):
         self.messages.update_one({"_id": key, "state": SENDING},
                                  {"$set": {"state": FAILED, "last_error": error, "failed_ts": now_ts}})
+
+    def defer_due(self, now_ts, error, max_attempts, delay_after):
+        """Record one failed attempt for every due message at once (the server is unreachable).
+
+        One update per attempt count, so each message still follows its own backoff
+        (`delay_after(attempts)`), and those out of attempts are parked. Returns
+        (deferred, parked).
+        """
+        deferred = parked = 0
+        for attempts in range(max_attempts):
+            due = {"state": PENDING, "next_attempt_ts": {"$lte": now_ts}, "attempts": attempts}
+            if attempts + 1 >= max_attempts:
+                parked += self.messages.update_many(due, {
+                    "$set": {"state": FAILED, "last_error": error, "failed_ts": now_ts},
+                    "$inc": {"attempts": 1}}).modified_count
+            else:
+                deferred += self.messages.update_many(due, {
+                    "$set": {"next_attempt_ts": now_ts + delay_after(attempts + 1), "last_error": error},
+                    "$inc": {"attempts": 1}}).modified_count
+        return deferred, parked
 
     def recover_abandoned(self, now_ts):
         """Messages whose sender died mid-send (lease over) go back to pending."""
