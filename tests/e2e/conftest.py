@@ -25,6 +25,10 @@ class System:
             OUTBOX_GRACE_SECONDS="2",
             MAX_WORKERS="60",
             LOG_LEVEL="WARNING",
+            SMTP_HOST="127.0.0.1",
+            SMTP_PORT=str(config.get("SMTP_PORT", 1)),
+            NOTIFY_RETRY_BASE_SECONDS="0.2",
+            NOTIFY_RETRY_MAX_SECONDS="1",
         )
         self.procs = []
 

@@ -2,11 +2,14 @@
 from datetime import date, timedelta
 
 from deploy import run
-from tests.helpers import applicant, plan
+from tests.conftest import free_port
+from tests.helpers import MailSink, applicant, plan
 
 
-def test_book_over_http_and_see_the_event_on_the_bus(system, http, bus):
-    for name in ("slots", "booking", "public_gateway"):
+def test_book_over_http_see_the_event_on_the_bus_and_get_the_mail(system, http, bus, tmp_path):
+    sink = MailSink(free_port(), tmp_path / "mail").start()
+    system.env["SMTP_PORT"] = str(sink.port)
+    for name in ("slots", "booking", "notify", "public_gateway"):
         system.start(name)
     system.wait_ready()
     with system.rpc() as rpc:
@@ -27,10 +30,16 @@ def test_book_over_http_and_see_the_event_on_the_bus(system, http, bus):
     assert event["identity"]["family_name"] == "Okonkwo"
     assert event["slot_id"] == slots[0]["id"]
 
+    [confirmation] = sink.wait_for(1)
+    assert booked["reference"] in confirmation["Subject"]
+    assert confirmation["To"] == "c.okonkwo@example.org"
+
     gone = http.delete(f"/api/bookings/{booked['reference']}", headers={"X-Booking-Token": booked["token"]})
     assert gone.json()["status"] == "cancelled"
     event_type, event = listener.wait_for()
     assert (event_type, event["reason"]) == ("booking_cancelled", "applicant")
+    assert len(sink.wait_for(2)) == 2
+    sink.stop()
 
 
 def test_demo_plan_loads_only_into_an_empty_database(system):
