@@ -26,6 +26,7 @@ PROCESSES = {
     "slots": "services.slots.service",
     "booking": "services.booking.service",
     "notify": "services.notify.service",
+    "fraud": "services.fraud.service",
     "public_gateway": "gateway.public.service",
 }
 

@@ -30,7 +30,7 @@ def test_compose_has_the_backing_services():
 
 def test_every_app_container_runs_a_module_that_exists_and_is_a_nameko_service():
     apps = app_services()
-    assert set(apps) >= {"slots", "booking", "notify", "public_gateway"}
+    assert set(apps) >= {"slots", "booking", "fraud", "notify", "public_gateway"}
     for name, svc in apps.items():
         command = svc["command"]
         assert command[:4] == ["nameko", "run", "--config", "deploy/config.yaml"], name

@@ -117,6 +117,14 @@ class BookingService:
         return {"reference": reference, "status": booking["status"],
                 "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
 
+    @rpc(expected_exceptions=EXPECTED)
+    def statuses(self, references):
+        """Current status of each booking (for services that keep their own index)."""
+        if not isinstance(references, list) or len(references) > 500:
+            raise InvalidRequest("A list of at most 500 references.", {"references": ["Invalid."]})
+        return {ref: booking["status"] for ref in references
+                if isinstance(ref, str) and (booking := self.store.get(ref)) is not None}
+
     @timer(interval=1)
     def relay_outbox(self):
         """Send the events whose dispatch did not happen (crash, broker down) and finish releases."""

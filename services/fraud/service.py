@@ -1,0 +1,266 @@
+"""Fraud service: takes back the slots traffickers hold (DESIGN.md M3, M4), spares honest people.
+
+It decides from its own index, built from booking events, never from the booking database;
+cancels through the booking service's system_cancel; stores each decision with its evidence
+and announces it as `fraud_detected`. Every step is idempotent, so an event delivered twice,
+or replayed after a restart, yields one decision and one cancellation.
+"""
+import logging
+import time
+import uuid
+
+import eventlet
+from nameko.events import EventDispatcher, event_handler
+from nameko.extensions import DependencyProvider
+from nameko.rpc import rpc
+
+from services.common.errors import EXPECTED, InvalidRequest, NotFound
+from services.common.events import envelope
+from services.common.mongo import MongoStore
+from services.common.rpc import BoundedRpcProxy
+from services.common.timeutil import parse_iso
+from services.fraud import rules
+from services.fraud.names import name_problem
+from services.fraud.store import ACTIVE, CANCELLED, FraudStore
+
+log = logging.getLogger(__name__)
+
+NAME_NOT_EXACT = "name_not_exact"
+SAME_EMAIL = "multiple_bookings_same_email"
+SLOT_GRABBING = "slot_grabbing"
+ALLOW_KINDS = ("booking", "email", "client")
+
+
+class Settings(DependencyProvider):
+    """Fraud's policy and thresholds, from configuration."""
+
+    def setup(self):
+        config = self.container.config
+
+        def get(key, default, cast=float):
+            value = config.get(key)
+            return cast(default if value is None else value)
+
+        self.settings = {
+            "provider_rules": get("FRAUD_EMAIL_PROVIDER_RULES", True, bool),
+            "same_person": get("FRAUD_SAME_EMAIL_SAME_PERSON", rules.KEEP_EARLIEST, str),
+            "different_people": get("FRAUD_SAME_EMAIL_DIFFERENT_PEOPLE", rules.CANCEL_ALL, str),
+            "window": get("FRAUD_WINDOW_SECONDS", 600),
+            "release_window": get("FRAUD_RELEASE_WINDOW_SECONDS", 120),
+            "fast_seconds": get("FRAUD_FAST_SECONDS", 2),
+            "quick_seconds": get("FRAUD_QUICK_SECONDS", 10),
+            "agent_identities": get("FRAUD_AGENT_IDENTITIES", 10, int),
+            "cancel_score": get("FRAUD_CANCEL_SCORE", 0.8),
+            "review_score": get("FRAUD_REVIEW_SCORE", 0.4),
+            "max_attempts": get("FRAUD_MAX_ATTEMPTS", 6, int),
+        }
+
+    def get_dependency(self, worker_ctx):
+        return self.settings
+
+
+def index_entry(event, settings):
+    """What fraud keeps of a booking: only what its rules need."""
+    return {
+        "_id": event["reference"],
+        "status": ACTIVE,
+        "email_key": rules.email_key(event["email"], settings["provider_rules"]),
+        "identity_key": rules.identity_key(event["identity"]),
+        "client_ip": (event.get("client") or {}).get("ip") or "",
+        "user_agent": (event.get("client") or {}).get("user_agent") or "",
+        "created_ts": parse_iso(event["occurred_at"]).timestamp(),
+        "seconds_after_publication": event.get("seconds_after_publication"),
+        "procedure": event.get("procedure"),
+    }
+
+
+def _view(doc):
+    return {k: v for k, v in doc.items() if k != "_id"} | {"id": doc["_id"]}
+
+
+class FraudService:
+    name = "fraud"
+
+    store = MongoStore("fraud", FraudStore)
+    booking = BoundedRpcProxy("booking")
+    dispatch = EventDispatcher()
+    settings = Settings()
+
+    # requeue on error: _guarded counts the tries and parks the event after FRAUD_MAX_ATTEMPTS
+    @event_handler("booking", "booking_created", requeue_on_error=True)
+    def on_booking_created(self, event):
+        self._guarded(event, self._screen)
+
+    @event_handler("booking", "booking_cancelled", requeue_on_error=True)
+    def on_booking_cancelled(self, event):
+        self._guarded(event, lambda e: self.store.set_status(e["reference"], CANCELLED))
+
+    # -- staff RPC ---------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def allow(self, kind, value, by, why):
+        """Exempt a booking, an e-mail or a client address from the automatic rules."""
+        if kind not in ALLOW_KINDS:
+            raise InvalidRequest("Unknown kind.", {"kind": [f"One of {', '.join(ALLOW_KINDS)}."]})
+        if not by or not why:
+            raise InvalidRequest("Say who allows it and why.", {"by": ["Required."], "why": ["Required."]})
+        if kind == "email":
+            value = rules.email_key(value, self.settings["provider_rules"])
+        entry = {"_id": f"{kind}:{value}", "kind": kind, "value": value, "by": by, "why": why,
+                 "at_ts": time.time()}
+        self.store.allow(entry)
+        return _view(entry)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def allow_list(self):
+        return [_view(e) for e in self.store.allow_entries()]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def review_queue(self, state="open", limit=100):
+        return [_view(r) for r in self.store.review_queue(state, max(1, min(int(limit), 500)))]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def decide(self, reference, decision, by, note=""):
+        """Staff settle a case from the review queue: cancel it or clear it."""
+        if decision not in ("cancel", "clear"):
+            raise InvalidRequest("Decide cancel or clear.", {"decision": ["cancel or clear."]})
+        review = self.store.close_review(reference, "cancelled" if decision == "cancel" else "cleared",
+                                         by, note, time.time())
+        if review is None:
+            raise NotFound("No open review for this booking.")
+        if decision == "cancel":
+            self._act(reference, SLOT_GRABBING, rules.CANCEL,
+                      dict(review.get("evidence") or {}, decided_by=by, note=note), actor=by)
+        return _view(review)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def decisions_for(self, reference):
+        return [_view(d) for d in self.store.decisions_for(reference)]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def counts(self, since, until):
+        """Decisions by rule and action over [since, until) (ISO 8601 timestamps)."""
+        try:
+            since_ts, until_ts = parse_iso(since).timestamp(), parse_iso(until).timestamp()
+        except (TypeError, ValueError):
+            raise InvalidRequest("Timestamps are ISO 8601 with an offset.", {"since": ["Invalid."]})
+        counts = {}
+        for decision in self.store.decisions_between(since_ts, until_ts):
+            by_action = counts.setdefault(decision["rule"], {})
+            by_action[decision["action"]] = by_action.get(decision["action"], 0) + 1
+        return counts
+
+    @rpc(expected_exceptions=EXPECTED)
+    def parked_events(self, limit=100):
+        return [_view(f) for f in self.store.parked(max(1, min(int(limit), 500)))]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def replay(self, event_id):
+        """Run a parked event again (once its cause, say the booking service, is fixed)."""
+        failure = self.store.unpark(event_id)
+        if failure is None:
+            raise NotFound("No parked event with this id.")
+        self._guarded(failure["event"], self._screen)
+        return {"event_id": event_id, "replayed": True}
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _guarded(self, event, handle):
+        """Handle an event once; on error retry a bounded number of times, then park it."""
+        event_id = event.get("event_id") or "missing"
+        if self.store.seen(event_id):
+            return
+        try:
+            handle(event)
+        except Exception as exc:
+            try:
+                attempts = self.store.record_failure(event_id, event, repr(exc)[:500], time.time())
+            except Exception:
+                eventlet.sleep(1)  # the database itself is down: pause, then requeue
+                raise exc
+            if attempts >= self.settings["max_attempts"]:
+                self.store.park(event_id)
+                log.error("event %s parked after %d tries: %r", event_id, attempts, exc)
+                return  # acked: staff see it in parked_events and can replay it
+            eventlet.sleep(min(5.0, 0.2 * 2 ** attempts))
+            raise
+        self.store.mark_seen(event_id, time.time())
+
+    def _screen(self, event):
+        settings = self.settings
+        entry = index_entry(event, settings)
+        self.store.add_booking(entry)
+        if self._exempt(entry):
+            return
+        problem = name_problem(event["identity"]["family_name"], event["identity"]["given_names"],
+                               event["email"], event.get("procedure"))
+        if problem:
+            field, reason = problem
+            self._act(entry["_id"], NAME_NOT_EXACT, rules.CANCEL, {"field": field, "reason": reason})
+        self._check_email(entry)
+        self._check_grabbing(entry)
+
+    def _check_email(self, entry):
+        same = [b for b in self.store.active_with_email(entry["email_key"]) if not self._exempt(b)]
+        if len(same) < 2:
+            return
+        # our index learns of cancellations by event, maybe late: ask the owner which are active
+        statuses = self.booking.statuses([b["_id"] for b in same])
+        candidates = [{"reference": b["_id"], "identity_key": b["identity_key"],
+                       "created_ts": b["created_ts"]}
+                      for b in same if statuses.get(b["_id"]) == ACTIVE]
+        for reference, action, evidence in rules.email_decisions(
+                candidates, self.settings["same_person"], self.settings["different_people"]):
+            self._act(reference, SAME_EMAIL, action, dict(evidence, email=entry["email_key"]))
+
+    def _check_grabbing(self, entry):
+        settings = self.settings
+        since = entry["created_ts"] - settings["window"]
+        from_client = self.store.recent_from("client_ip", entry["client_ip"], since) if entry["client_ip"] else [entry]
+        from_agent = self.store.recent_from("user_agent", entry["user_agent"], since) if entry["user_agent"] else [entry]
+        after_release = [b for b in from_client if b.get("seconds_after_publication") is not None
+                         and b["seconds_after_publication"] <= settings["release_window"]]
+        score, signals = rules.grabbing_score(
+            entry["seconds_after_publication"],
+            len({b["identity_key"] for b in from_client}),
+            len({b["identity_key"] for b in from_agent}),
+            len(after_release), settings)
+        action = rules.grabbing_action(score, settings)
+        if action is None:
+            return
+        evidence = {"score": score, "signals": signals, "client_ip": entry["client_ip"],
+                    "bookings_from_address": sorted(b["_id"] for b in from_client)}
+        if action == rules.REVIEW:
+            self._act(entry["_id"], SLOT_GRABBING, rules.REVIEW, evidence)
+            return
+        # the whole cluster from that address in the window goes, not only the latest booking
+        for booking in from_client:
+            if booking["status"] == ACTIVE and not self._exempt(booking):
+                self._act(booking["_id"], SLOT_GRABBING, rules.CANCEL, evidence)
+
+    def _exempt(self, entry):
+        keys = [f"booking:{entry['_id']}", f"email:{entry['email_key']}"]
+        if entry.get("client_ip"):
+            keys.append(f"client:{entry['client_ip']}")
+        return self.store.is_allowed(keys)
+
+    def _act(self, reference, rule, action, evidence, actor="fraud"):
+        """Record the decision (once), carry it out, announce it (once)."""
+        decision_id = f"{reference}:{rule}:{action}"
+        decision = self.store.add_decision({
+            "_id": decision_id, "reference": reference, "rule": rule, "action": action,
+            "evidence": evidence, "at_ts": time.time(), "announced": False,
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"fraud:{decision_id}")),
+        })
+        if action == rules.CANCEL:
+            self.booking.system_cancel(reference, rule, decision["evidence"], actor)  # idempotent
+            self.store.set_status(reference, CANCELLED)
+        else:
+            self.store.open_review({"_id": reference, "state": "open", "rule": rule,
+                                    "evidence": decision["evidence"], "at_ts": decision["at_ts"]})
+        if not decision.get("announced"):
+            self.dispatch("fraud_detected", envelope(
+                event_id=decision["event_id"], reference=reference, rule=rule,
+                action="cancelled" if action == rules.CANCEL else "review",
+                evidence=decision["evidence"]))
+            self.store.mark_announced(decision_id)

@@ -1,0 +1,76 @@
+from services.fraud import rules
+
+CFG = {"fast_seconds": 2, "quick_seconds": 10, "agent_identities": 10,
+       "cancel_score": 0.8, "review_score": 0.4}
+
+
+def booking(reference, identity, ts):
+    return {"reference": reference, "identity_key": identity, "created_ts": ts}
+
+
+def test_one_booking_per_email_is_fine():
+    assert rules.email_decisions([booking("A", "x", 1)]) == []
+
+
+def test_different_people_on_one_email_are_all_cancelled():
+    decisions = rules.email_decisions([booking("B", "diallo|awa|1990-01-01", 2),
+                                       booking("A", "benali|yasmine|1988-03-14", 1)])
+    assert [(ref, action) for ref, action, _ in decisions] == [("A", "cancel"), ("B", "cancel")]
+    assert decisions[0][2] == {"bookings": ["A", "B"], "identities": 2}
+
+
+def test_the_same_person_twice_keeps_the_earliest():
+    decisions = rules.email_decisions([booking("B", "p", 2), booking("A", "p", 1), booking("C", "p", 3)])
+    assert [(ref, action) for ref, action, _ in decisions] == [("B", "cancel"), ("C", "cancel")]
+    assert decisions[0][2]["kept"] == "A"
+
+
+def test_email_policies_are_configurable():
+    two_people = [booking("A", "p", 1), booking("B", "q", 2)]
+    assert {a for _, a, _ in rules.email_decisions(two_people, different_people="review")} == {"review"}
+    kept = rules.email_decisions(two_people, different_people=rules.KEEP_EARLIEST)
+    assert [r for r, _, _ in kept] == ["B"]
+    same = [booking("A", "p", 1), booking("B", "p", 2)]
+    assert len(rules.email_decisions(same, same_person=rules.CANCEL_ALL)) == 2
+
+
+def test_identity_key_folds_spelling():
+    a = rules.identity_key({"family_name": "N'Diaye", "given_names": "Fatou", "birth_date": "1990-01-01"})
+    b = rules.identity_key({"family_name": "NDIAYE", "given_names": "fatou", "birth_date": "1990-01-01"})
+    c = rules.identity_key({"family_name": "Ndiaye", "given_names": "Fatou", "birth_date": "1991-01-01"})
+    assert a == b != c
+
+
+def test_email_key_applies_provider_rules():
+    assert rules.email_key("J.Doe+rdv@gmail.com") == rules.email_key("jdoe@googlemail.com")
+    assert rules.email_key("J.Doe+rdv@gmail.com", provider_rules=False) == "j.doe+rdv@gmail.com"
+
+
+def score(*args):
+    return rules.grabbing_score(*args, CFG)
+
+
+def test_honest_behaviours_alone_stay_below_review():
+    fast_alone, _ = score(1.0, 1, 1, 1)           # quick after a release, as everyone is
+    family, _ = score(30.0, 2, 2, 0)               # two people from one home
+    assert rules.grabbing_action(fast_alone, CFG) is None
+    assert rules.grabbing_action(family, CFG) is None
+
+
+def test_grey_zone_goes_to_review():
+    value, signals = score(1.0, 2, 2, 2)          # two identities from one address, fast
+    assert rules.grabbing_action(value, CFG) == "review"
+    assert signals == {"booked_within_seconds": 1.0, "identities_same_address": 2}
+
+
+def test_a_script_from_one_address_is_cancelled():
+    value, signals = score(0.5, 5, 5, 5)
+    assert rules.grabbing_action(value, CFG) == "cancel"
+    assert set(signals) == {"booked_within_seconds", "identities_same_address",
+                            "bookings_same_address_after_release"}
+
+
+def test_many_identities_behind_one_user_agent_add_to_the_score():
+    without, _ = score(5.0, 3, 3, 0)
+    with_agent, signals = score(5.0, 3, 12, 0)
+    assert with_agent > without and signals["identities_same_user_agent"] == 12
