@@ -119,10 +119,12 @@ class BookingService:
 
     @rpc(expected_exceptions=EXPECTED)
     def statuses(self, references):
-        """Current status of each booking (for services that keep their own index)."""
+        """Status and cancel reason of each booking (for services that keep their own index)."""
         if not isinstance(references, list) or len(references) > 500:
             raise InvalidRequest("A list of at most 500 references.", {"references": ["Invalid."]})
-        return {ref: booking["status"] for ref in references
+        return {ref: {"status": booking["status"],
+                      "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
+                for ref in references
                 if isinstance(ref, str) and (booking := self.store.get(ref)) is not None}
 
     @timer(interval=1)

@@ -29,6 +29,8 @@ NAME_NOT_EXACT = "name_not_exact"
 SAME_EMAIL = "multiple_bookings_same_email"
 SLOT_GRABBING = "slot_grabbing"
 ALLOW_KINDS = ("booking", "email", "client")
+CLUSTER_CAP = 200  # bookings from one address looked at, at most
+EVENT_LEASE_SECONDS = 120  # longer than any handling, retries' backoff included
 
 
 class Settings(DependencyProvider):
@@ -72,6 +74,11 @@ def index_entry(event, settings):
         "seconds_after_publication": event.get("seconds_after_publication"),
         "procedure": event.get("procedure"),
     }
+
+
+def _counts_for_email_rule(status):
+    return status is not None and (status["status"] == ACTIVE or
+                                   status["cancel_reason"] == SAME_EMAIL)
 
 
 def _view(doc):
@@ -168,12 +175,13 @@ class FraudService:
     def _guarded(self, event, handle):
         """Handle an event once; on error retry a bounded number of times, then park it."""
         event_id = event.get("event_id") or "missing"
-        if self.store.seen(event_id):
-            return
+        if self.store.begin(event_id, time.time(), EVENT_LEASE_SECONDS) != "go":
+            return  # handled already, or being handled by another worker
         try:
             handle(event)
         except Exception as exc:
             try:
+                self.store.release(event_id)
                 attempts = self.store.record_failure(event_id, event, repr(exc)[:500], time.time())
             except Exception:
                 eventlet.sleep(1)  # the database itself is down: pause, then requeue
@@ -184,7 +192,7 @@ class FraudService:
                 return  # acked: staff see it in parked_events and can replay it
             eventlet.sleep(min(5.0, 0.2 * 2 ** attempts))
             raise
-        self.store.mark_seen(event_id, time.time())
+        self.store.finish(event_id, time.time())
 
     def _screen(self, event):
         settings = self.settings
@@ -204,11 +212,13 @@ class FraudService:
         same = [b for b in self.store.active_with_email(entry["email_key"]) if not self._exempt(b)]
         if len(same) < 2:
             return
-        # our index learns of cancellations by event, maybe late: ask the owner which are active
+        # our index learns of cancellations by event, maybe late: ask the owner which still
+        # count. Bookings already cancelled by this rule count too: handlers of the same
+        # address run concurrently, and the last one must still see the whole group.
         statuses = self.booking.statuses([b["_id"] for b in same])
         candidates = [{"reference": b["_id"], "identity_key": b["identity_key"],
                        "created_ts": b["created_ts"]}
-                      for b in same if statuses.get(b["_id"]) == ACTIVE]
+                      for b in same if _counts_for_email_rule(statuses.get(b["_id"]))]
         for reference, action, evidence in rules.email_decisions(
                 candidates, self.settings["same_person"], self.settings["different_people"]):
             self._act(reference, SAME_EMAIL, action, dict(evidence, email=entry["email_key"]))
@@ -216,8 +226,12 @@ class FraudService:
     def _check_grabbing(self, entry):
         settings = self.settings
         since = entry["created_ts"] - settings["window"]
-        from_client = self.store.recent_from("client_ip", entry["client_ip"], since) if entry["client_ip"] else [entry]
-        from_agent = self.store.recent_from("user_agent", entry["user_agent"], since) if entry["user_agent"] else [entry]
+        from_client = (self.store.recent_from("client_ip", entry["client_ip"], since, CLUSTER_CAP)
+                       if entry["client_ip"] else [entry])
+        # popular browsers share a user agent by the thousand: only "at least N" matters
+        from_agent = (self.store.recent_from("user_agent", entry["user_agent"], since,
+                                             5 * settings["agent_identities"])
+                      if entry["user_agent"] else [entry])
         after_release = [b for b in from_client if b.get("seconds_after_publication") is not None
                          and b["seconds_after_publication"] <= settings["release_window"]]
         score, signals = rules.grabbing_score(

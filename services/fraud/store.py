@@ -29,14 +29,32 @@ class FraudStore:
 
     # -- events ------------------------------------------------------------------------------
 
-    def seen(self, event_id):
-        return self.events.find_one({"_id": event_id}, {"_id": 1}) is not None
+    def begin(self, event_id, now_ts, lease_seconds):
+        """Claim an event for handling: "go", "done" (handled before) or "busy" (in hand).
 
-    def mark_seen(self, event_id, now_ts):
+        A copy that finds the event in hand elsewhere may be dropped: the copy being handled
+        is not acked until it is done, and comes back if its process dies.
+        """
         try:
-            self.events.insert_one({"_id": event_id, "at_ts": now_ts})
+            self.events.insert_one({"_id": event_id, "state": "processing",
+                                    "lease_ts": now_ts + lease_seconds})
+            return "go"
         except DuplicateKeyError:
             pass
+        taken = self.events.find_one_and_update(
+            {"_id": event_id, "state": "processing", "lease_ts": {"$lt": now_ts}},
+            {"$set": {"lease_ts": now_ts + lease_seconds}})
+        if taken is not None:
+            return "go"
+        doc = self.events.find_one({"_id": event_id}, {"state": 1})
+        return "done" if doc and doc.get("state") == "done" else "busy"
+
+    def finish(self, event_id, now_ts):
+        self.events.update_one({"_id": event_id}, {"$set": {"state": "done", "at_ts": now_ts}})
+
+    def release(self, event_id):
+        """Give up a claim after an error, so that the requeued copy can try again."""
+        self.events.delete_one({"_id": event_id, "state": "processing"})
 
     def record_failure(self, event_id, event, error, now_ts):
         """Count one more failed try of this event; the number of tries so far."""
@@ -71,8 +89,11 @@ class FraudStore:
     def active_with_email(self, email_key):
         return list(self.bookings.find({"email_key": email_key, "status": ACTIVE}))
 
-    def recent_from(self, field, value, since_ts):
-        return list(self.bookings.find({field: value, "created_ts": {"$gte": since_ts}}))
+    def recent_from(self, field, value, since_ts, limit):
+        return list(self.bookings.find(
+            {field: value, "created_ts": {"$gte": since_ts}},
+            {"identity_key": 1, "status": 1, "email_key": 1, "client_ip": 1,
+             "seconds_after_publication": 1}).limit(limit))
 
     # -- decisions and reviews ---------------------------------------------------------------
 

@@ -21,27 +21,26 @@ from datetime import date, timedelta
 from nameko.standalone.rpc import ClusterRpcProxy
 
 
-def release_slots(amqp_uri, n_slots, desks):
-    """A plan on a random far weekday whose opening window holds exactly n_slots slots."""
-    day = date.today() + timedelta(days=random.randint(120, 360))
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    minutes = 5
-    start_h, start_m = 8, 0
-    end_total = start_h * 60 + start_m + n_slots * minutes
-    plan = {
-        "site": "beziers", "procedure": "duplicate",
-        "from": day.isoformat(), "to": day.isoformat(),
-        "weekdays": ["monday", "tuesday", "wednesday", "thursday", "friday"],
-        "hours": [f"{start_h:02d}:{start_m:02d}-{end_total // 60:02d}:{end_total % 60:02d}"],
-        "slot_minutes": minutes, "desks": desks,
-    }
+def release_slots(amqp_uri, n_slots, desks, tries=20):
+    """A plan on a random far weekday whose opening window holds exactly n_slots new slots."""
+    minutes, start_h = 5, 8
+    end_total = start_h * 60 + n_slots * minutes
     with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
-        created = rpc.slots.create_from_plan(plan)
-        slots = rpc.slots.list_open("duplicate", day.isoformat(), day.isoformat(), 1, 200)["slots"]
-    if created["created"] != n_slots:
-        raise SystemExit(f"{day} already had slots; run again")
-    return day, [s["id"] for s in slots]
+        for _ in range(tries):  # a day an earlier run already used would hold full slots
+            day = date.today() + timedelta(days=random.randint(60, 360))
+            if day.weekday() >= 5:
+                continue
+            plan = {
+                "site": "beziers", "procedure": "duplicate",
+                "from": day.isoformat(), "to": day.isoformat(),
+                "weekdays": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                "hours": [f"{start_h:02d}:00-{end_total // 60:02d}:{end_total % 60:02d}"],
+                "slot_minutes": minutes, "desks": desks,
+            }
+            if rpc.slots.create_from_plan(plan)["created"] == n_slots:
+                slots = rpc.slots.list_open("duplicate", day.isoformat(), day.isoformat(), 1, 200)["slots"]
+                return day, [s["id"] for s in slots]
+    raise SystemExit("no free day found for the release; clear var/mongo")
 
 
 def body(slot_id, i):

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Fraud latency during a booking burst (`make run` in another terminal).
+
+Mixes honest applicants (real names, own e-mail, own address) with scripted traffickers (one
+e-mail for many names; placeholder names; one address for many identities), fires them over
+HTTP at --rate bookings/s, and prints the time from `booking_created` to the cancellation
+(p50/p95/p99, from the events' own timestamps), how many trafficker bookings were cancelled
+and how many honest ones were (must be 0).
+
+    .venv/bin/python tests/bench/fraud_latency.py --honest 600 --rate 200
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+
+from booking_burst import peak_memory, pct, release_slots  # noqa: E402
+from services.common.timeutil import parse_iso  # noqa: E402
+from tests.helpers import BusListener  # noqa: E402
+
+
+def real_names():
+    rows = (ROOT / "tests" / "data" / "real_names.txt").read_text(encoding="utf-8").splitlines()
+    return [r.split("|") for r in rows if r and not r.startswith("#") and r.split("|")[1]]
+
+
+def requests_mix(slot_ids, honest):
+    names = real_names()
+    jobs = []  # (kind, ip, body)
+
+    def body(i, family, given, email, birth="1985-06-15"):
+        return {"procedure": "duplicate", "slot_id": random.choice(slot_ids), "family_name": family,
+                "given_names": given, "birth_date": birth, "email": email}
+
+    for i in range(honest):
+        family, given = names[i % len(names)]
+        jobs.append(("honest", f"10.{i // 250}.{i % 250}.1",
+                     body(i, family, given, f"honest{i}@example.org", f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}")))
+    for seller in range(5):  # one e-mail, many names
+        for j in range(4):
+            family, given = names[(seller * 7 + j * 13) % len(names)]
+            jobs.append(("trafficker", f"172.16.{seller}.{j + 1}",
+                         body(0, family, given, f"seller{seller}.rdv+{j}@gmail.com", f"197{j}-02-0{j + 1}")))
+    for j in range(20):  # placeholders
+        jobs.append(("trafficker", f"172.17.0.{j + 1}", body(0, random.choice(["test", "xxx", "Nom", "client"]),
+                                                           "rdv", f"holder{j}@example.org")))
+    for cafe in range(2):  # one address, many identities
+        for j in range(15):
+            family, given = names[(cafe * 50 + j * 3 + 5) % len(names)]
+            jobs.append(("trafficker", f"203.0.113.{cafe + 10}",
+                         body(0, family, given, f"cafe{cafe}-{j}@example.org", f"19{70 + j}-03-0{1 + cafe}")))
+    random.shuffle(jobs)
+    return jobs
+
+
+def fire(host, port, jobs, rate, clients):
+    """Send jobs at `rate` per second from `clients` connections; {reference: kind}."""
+    booked, lock, errors = {}, threading.Lock(), []
+    start = time.monotonic() + 0.5
+    queue = list(enumerate(jobs))
+
+    def client():
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        while True:
+            with lock:
+                if not queue:
+                    break
+                i, (kind, ip, body) = queue.pop(0)
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            conn.request("POST", "/api/bookings", json.dumps(body).encode(),
+                         {"Content-Type": "application/json", "X-Forwarded-For": ip,
+                          "User-Agent": f"bench-{kind}-{i % 7}"})
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            with lock:
+                if response.status == 201:
+                    booked[answer["reference"]] = kind
+                else:
+                    errors.append(response.status)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return booked, errors, time.monotonic() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument("--honest", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--clients", type=int, default=60)
+    args = parser.parse_args()
+
+    host, port = args.url.split("://")[1].split(":")
+    _, slot_ids = release_slots(args.amqp_uri, 100, 20)  # 2000 places: nobody is refused
+    listener = BusListener(args.amqp_uri, "booking", "#")
+    jobs = requests_mix(slot_ids, args.honest)
+    booked, errors, elapsed = fire(host, int(port), jobs, args.rate, args.clients)
+
+    created, cancelled = {}, {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for event_type, event in listener.drain(settle=3):
+            at = parse_iso(event["occurred_at"]).timestamp()
+            (created if event_type == "booking_created" else cancelled)[event["reference"]] = (at, event.get("reason"))
+        if set(booked) <= set(created):
+            break
+    listener.close()
+
+    traffickers = [r for r, k in booked.items() if k == "trafficker"]
+    honest = [r for r, k in booked.items() if k == "honest"]
+    latencies = sorted(cancelled[r][0] - created[r][0] for r in cancelled if r in created)
+    print(f"{len(booked)} bookings in {elapsed:.2f} s ({len(booked) / elapsed:.1f} bookings/s), "
+          f"{len(errors)} refused {sorted(set(errors))}")
+    print(f"trafficker bookings cancelled  {sum(r in cancelled for r in traffickers)} of {len(traffickers)}")
+    print(f"honest bookings cancelled      {sum(r in cancelled for r in honest)} of {len(honest)}")
+    reasons = {}
+    for r in cancelled:
+        reasons[cancelled[r][1]] = reasons.get(cancelled[r][1], 0) + 1
+    print(f"cancellations by reason        {reasons}")
+    if latencies:
+        print(f"booking_created -> cancelled   p50 {pct(latencies, 50) * 1000:.0f} ms, "
+              f"p95 {pct(latencies, 95) * 1000:.0f} ms, p99 {pct(latencies, 99) * 1000:.0f} ms")
+    print("peak memory (VmHWM):")
+    for name, kb in sorted(peak_memory().items()):
+        print(f"  {name:60s} {kb / 1024:8.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
