@@ -127,7 +127,8 @@ class BookingService:
                 for ref in references
                 if isinstance(ref, str) and (booking := self.store.get(ref)) is not None}
 
-    @timer(interval=1)
+    # a safety net for failed dispatches, not the normal path: each pass scans the bookings
+    @timer(interval=5)
     def relay_outbox(self):
         """Send the events whose dispatch did not happen (crash, broker down) and finish releases."""
         grace = self.config.get("OUTBOX_GRACE_SECONDS")

@@ -29,7 +29,7 @@ NAME_NOT_EXACT = "name_not_exact"
 SAME_EMAIL = "multiple_bookings_same_email"
 SLOT_GRABBING = "slot_grabbing"
 ALLOW_KINDS = ("booking", "email", "client")
-CLUSTER_CAP = 200  # bookings from one address looked at, at most
+GROUP_KEEP = 500  # past this many members, a group sheds those outside the window
 EVENT_LEASE_SECONDS = 120  # longer than any handling, retries' backoff included
 
 
@@ -209,7 +209,8 @@ class FraudService:
         self._check_grabbing(entry)
 
     def _check_email(self, entry):
-        same = [b for b in self.store.active_with_email(entry["email_key"]) if not self._exempt(b)]
+        # not filtered on our own status: a booking this rule just cancelled must still count
+        same = [b for b in self.store.group(f"email:{entry['email_key']}") if not self._exempt(b)]
         if len(same) < 2:
             return
         # our index learns of cancellations by event, maybe late: ask the owner which still
@@ -226,11 +227,9 @@ class FraudService:
     def _check_grabbing(self, entry):
         settings = self.settings
         since = entry["created_ts"] - settings["window"]
-        from_client = (self.store.recent_from("client_ip", entry["client_ip"], since, CLUSTER_CAP)
+        from_client = (self.store.group(f"ip:{entry['client_ip']}", since, keep=GROUP_KEEP)
                        if entry["client_ip"] else [entry])
-        # popular browsers share a user agent by the thousand: only "at least N" matters
-        from_agent = (self.store.recent_from("user_agent", entry["user_agent"], since,
-                                             5 * settings["agent_identities"])
+        from_agent = (self.store.group(f"ua:{entry['user_agent']}", since, keep=GROUP_KEEP)
                       if entry["user_agent"] else [entry])
         after_release = [b for b in from_client if b.get("seconds_after_publication") is not None
                          and b["seconds_after_publication"] <= settings["release_window"]]

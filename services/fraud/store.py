@@ -1,18 +1,32 @@
 """The fraud database: its own index of bookings (built from events), decisions with their
 evidence, the review queue, the allow-list, processed and failed events.
 
-Times are epoch seconds (numbers): window queries stay portable between MongoDB and the
-embedded stand-in.
+The rules ask "which bookings share this e-mail / address / user agent": each such group is
+one document, read by its _id, its members a sub-document keyed by booking reference. That
+is one indexed read per rule, whatever the size of the index (the embedded stand-in scans for
+any query on another field). Times are epoch seconds: portable between MongoDB and the stand-in.
 """
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 ACTIVE, CANCELLED = "active", "cancelled"
+MEMBER_FIELDS = ("identity_key", "created_ts", "status", "email_key", "client_ip",
+                 "seconds_after_publication")
+
+
+def group_ids(doc):
+    ids = [f"email:{doc['email_key']}"]
+    if doc.get("client_ip"):
+        ids.append(f"ip:{doc['client_ip']}")
+    if doc.get("user_agent"):
+        ids.append(f"ua:{doc['user_agent']}")
+    return ids
 
 
 class FraudStore:
     def __init__(self, db):
         self.bookings = db["bookings"]
+        self.groups = db["groups"]
         self.decisions = db["decisions"]
         self.reviews = db["reviews"]
         self.allowed = db["allow_list"]
@@ -20,9 +34,6 @@ class FraudStore:
         self.failures = db["failures"]
 
     def ensure_indexes(self):
-        self.bookings.create_index([("email_key", 1), ("status", 1)])
-        self.bookings.create_index([("client_ip", 1), ("created_ts", 1)])
-        self.bookings.create_index([("user_agent", 1), ("created_ts", 1)])
         self.decisions.create_index([("reference", 1)])
         self.decisions.create_index([("at_ts", 1)])
         self.reviews.create_index([("state", 1), ("at_ts", 1)])
@@ -78,22 +89,36 @@ class FraudStore:
     # -- the index ---------------------------------------------------------------------------
 
     def add_booking(self, doc):
+        """Index a booking and enter it in its e-mail, address and user-agent groups."""
         try:
             self.bookings.insert_one(doc)
         except DuplicateKeyError:
             pass
+        member = {key: doc[key] for key in MEMBER_FIELDS}
+        for group_id in group_ids(doc):
+            self.groups.update_one({"_id": group_id}, {"$set": {f"members.{doc['_id']}": member}},
+                                   upsert=True)
 
     def set_status(self, reference, status):
-        self.bookings.update_one({"_id": reference}, {"$set": {"status": status}})
+        doc = self.bookings.find_one_and_update({"_id": reference}, {"$set": {"status": status}})
+        for group_id in group_ids(doc) if doc else ():
+            self.groups.update_one({"_id": group_id}, {"$set": {f"members.{reference}.status": status}})
 
-    def active_with_email(self, email_key):
-        return list(self.bookings.find({"email_key": email_key, "status": ACTIVE}))
+    def group(self, group_id, since_ts=None, keep=None):
+        """Members of a group as booking-like dicts, those since `since_ts` if given.
 
-    def recent_from(self, field, value, since_ts, limit):
-        return list(self.bookings.find(
-            {field: value, "created_ts": {"$gte": since_ts}},
-            {"identity_key": 1, "status": 1, "email_key": 1, "client_ip": 1,
-             "seconds_after_publication": 1}).limit(limit))
+        Groups of a common user agent grow without end: past `keep` members, those older
+        than `since_ts` are dropped from the document.
+        """
+        doc = self.groups.find_one({"_id": group_id}) or {}
+        members = [dict(member, _id=ref) for ref, member in (doc.get("members") or {}).items()]
+        if since_ts is None:
+            return members
+        recent = [m for m in members if m["created_ts"] >= since_ts]
+        if keep is not None and len(members) > keep and len(recent) < len(members):
+            old = {f"members.{m['_id']}": "" for m in members if m["created_ts"] < since_ts}
+            self.groups.update_one({"_id": group_id}, {"$unset": old})
+        return recent
 
     # -- decisions and reviews ---------------------------------------------------------------
 

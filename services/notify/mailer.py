@@ -46,6 +46,11 @@ class MailServer:
         self.settings = settings
         self.down = False
         self.last_error = None
+        # when the outbox next needs a look: a retry this process scheduled, or a sweep
+        self.next_scan_ts = 0.0
+
+    def scan_by(self, ts):
+        self.next_scan_ts = min(self.next_scan_ts, ts)
 
     def connect(self):
         return Connection(self.settings)

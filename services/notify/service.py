@@ -52,6 +52,7 @@ class Settings(DependencyProvider):
             "retry_cap": float(get("NOTIFY_RETRY_MAX_SECONDS", 60)),
             "lease": float(get("NOTIFY_LEASE_SECONDS", 60)),
             "senders": max(1, int(get("NOTIFY_SENDERS", 8))),
+            "sweep": float(get("NOTIFY_SWEEP_SECONDS", 10)),
         }
 
     def get_dependency(self, worker_ctx):
@@ -82,19 +83,30 @@ class NotifyService:
 
     @timer(interval=0.5)
     def deliver_due(self):
-        """Retries, backlog after an outage, and messages whose sender died mid-send."""
-        now = time.time()
+        """Retries, backlog after an outage, and messages whose sender died mid-send.
+
+        Looks at the outbox only when work can be there (a retry comes due, the server is
+        back, the last pass found work) or every NOTIFY_SWEEP_SECONDS for other processes'
+        leftovers: each look is a scan on the embedded stand-in.
+        """
+        now, mail = time.time(), self.mail
+        if mail.down and self._server_back():
+            mail.scan_by(now)
+        if now < mail.next_scan_ts:
+            return
+        mail.next_scan_ts = now + self.settings["sweep"]
         recovered = self.store.recover_abandoned(now)
         if recovered:
             log.warning("%d messages abandoned mid-send are queued again", recovered)
-        if self.mail.down and not self._server_back():
+        if mail.down:
             self._defer_all_due()
             return
         # several senders, each with its own connection: one alone waits on round trips
         senders = eventlet.GreenPool(self.settings["senders"])
-        for _ in range(self.settings["senders"]):
-            senders.spawn(self._drain, BATCH // self.settings["senders"])
-        senders.waitall()
+        drained = list(senders.imap(lambda _: self._drain(BATCH // self.settings["senders"]),
+                                    range(self.settings["senders"])))
+        if sum(drained):
+            mail.scan_by(now)  # there may be more: look again at the next tick
 
     @rpc(expected_exceptions=EXPECTED)
     def outbox_status(self):
@@ -132,8 +144,11 @@ class NotifyService:
         except PyMongoError:
             eventlet.sleep(1)  # the database is down: pause before the event is requeued
             raise
-        if added and record["state"] == rules.PENDING and not self.mail.down:
-            self._deliver_one(key)  # at once; while the server is down the timer takes over
+        if added and record["state"] == rules.PENDING:
+            if self.mail.down:
+                self.mail.scan_by(time.time())  # the timer records the attempt
+            else:
+                self._deliver_one(key)
 
     def _deliver_one(self, key):
         record = self.store.claim(time.time(), self.settings["lease"], key)
@@ -146,9 +161,10 @@ class NotifyService:
         while done < limit and not self.mail.down:
             batch = self.store.claim_batch(time.time(), self.settings["lease"], CLAIM_BATCH)
             if not batch:
-                return
+                break
             self._send_all(batch)
             done += len(batch)
+        return done
 
     def _send_all(self, records):
         """Send claimed messages over one connection.
@@ -201,6 +217,7 @@ class NotifyService:
         deferred, parked = self.store.defer_due(
             time.time(), self.mail.last_error, settings["max_attempts"],
             lambda attempts: rules.backoff(attempts, settings["retry_base"], settings["retry_cap"]))
+        self.mail.scan_by(time.time() + settings["retry_base"])
         if deferred or parked:
             log.warning("mail server unreachable (%s): %d messages wait, %d parked as failed",
                         self.mail.last_error, deferred, parked)
@@ -210,6 +227,7 @@ class NotifyService:
         if rules.is_transient(exc) and record["attempts"] < settings["max_attempts"]:
             wait = rules.backoff(record["attempts"], settings["retry_base"], settings["retry_cap"])
             self.store.retry_later(record["_id"], time.time() + wait, error)
+            self.mail.scan_by(time.time() + wait)
             log.warning("message %s not sent (%s); retry in %.1f s", record["_id"], error, wait)
         else:
             self.store.park(record["_id"], error, time.time())

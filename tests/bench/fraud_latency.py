@@ -34,6 +34,7 @@ def real_names():
 
 def requests_mix(slot_ids, honest):
     names = real_names()
+    run = f"{random.getrandbits(32):08x}"  # the database outlives a run: same people, new addresses
     jobs = []  # (kind, ip, body)
 
     def body(i, family, given, email, birth="1985-06-15"):
@@ -43,20 +44,20 @@ def requests_mix(slot_ids, honest):
     for i in range(honest):
         family, given = names[i % len(names)]
         jobs.append(("honest", f"10.{i // 250}.{i % 250}.1",
-                     body(i, family, given, f"honest{i}@example.org", f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}")))
+                     body(i, family, given, f"honest{i}-{run}@example.org", f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}")))
     for seller in range(5):  # one e-mail, many names
         for j in range(4):
             family, given = names[(seller * 7 + j * 13) % len(names)]
             jobs.append(("trafficker", f"172.16.{seller}.{j + 1}",
-                         body(0, family, given, f"seller{seller}.rdv+{j}@gmail.com", f"197{j}-02-0{j + 1}")))
+                         body(0, family, given, f"seller{seller}.{run}+{j}@gmail.com", f"197{j}-02-0{j + 1}")))
     for j in range(20):  # placeholders
         jobs.append(("trafficker", f"172.17.0.{j + 1}", body(0, random.choice(["test", "xxx", "Nom", "client"]),
-                                                           "rdv", f"holder{j}@example.org")))
+                                                           "rdv", f"holder{j}-{run}@example.org")))
     for cafe in range(2):  # one address, many identities
         for j in range(15):
             family, given = names[(cafe * 50 + j * 3 + 5) % len(names)]
             jobs.append(("trafficker", f"203.0.113.{cafe + 10}",
-                         body(0, family, given, f"cafe{cafe}-{j}@example.org", f"19{70 + j}-03-0{1 + cafe}")))
+                         body(0, family, given, f"cafe{cafe}-{j}-{run}@example.org", f"19{70 + j}-03-0{1 + cafe}")))
     random.shuffle(jobs)
     return jobs
 
@@ -136,6 +137,12 @@ def main():
     if latencies:
         print(f"booking_created -> cancelled   p50 {pct(latencies, 50) * 1000:.0f} ms, "
               f"p95 {pct(latencies, 95) * 1000:.0f} ms, p99 {pct(latencies, 99) * 1000:.0f} ms")
+    for reason in sorted({cancelled[r][1] for r in cancelled}):
+        of_reason = sorted(cancelled[r][0] - created[r][0] for r in cancelled
+                           if r in created and cancelled[r][1] == reason)
+        print(f"  {reason:28s} p50 {pct(of_reason, 50) * 1000:.0f} ms, p95 {pct(of_reason, 95) * 1000:.0f} ms"
+              + ("  (a cluster is cancelled when its evidence is complete, not at its first booking)"
+                 if reason == "slot_grabbing" else ""))
     print("peak memory (VmHWM):")
     for name, kb in sorted(peak_memory().items()):
         print(f"  {name:60s} {kb / 1024:8.1f} MiB")
