@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from datetime import date, timedelta
+from pathlib import Path
 
 from nameko.standalone.rpc import ClusterRpcProxy
 
@@ -43,10 +44,19 @@ def release_slots(amqp_uri, n_slots, desks, tries=20):
     raise SystemExit("no free day found for the release; clear var/mongo")
 
 
+NAMES = [line.split("|") for line in
+         (Path(__file__).resolve().parents[1] / "data" / "real_names.txt").read_text(encoding="utf-8").splitlines()
+         if line and not line.startswith("#") and line.split("|")[1]]
+RUN = f"{random.getrandbits(32):08x}"  # the database outlives a run: new addresses each time
+
+
 def body(slot_id, i):
+    """A plausible applicant, so that the fraud rules (which run too) leave the booking alone."""
+    family, given = NAMES[i % len(NAMES)]
     return json.dumps({
-        "procedure": "duplicate", "slot_id": slot_id, "family_name": f"Bench{i}",
-        "given_names": "Amina", "birth_date": "1990-01-01", "email": f"bench{i}@example.org",
+        "procedure": "duplicate", "slot_id": slot_id, "family_name": family,
+        "given_names": given, "birth_date": f"19{50 + i % 50}-0{1 + i % 9}-1{i % 10}",
+        "email": f"applicant{i}-{RUN}@example.org",
     }).encode()
 
 
@@ -66,7 +76,10 @@ def fire(host, port, jobs, clients):
                 payload = jobs.pop()
             started = time.perf_counter()
             try:
-                conn.request("POST", "/api/bookings", payload, {"Content-Type": "application/json"})
+                # each applicant from their own address (the gateway trusts loopback's header)
+                conn.request("POST", "/api/bookings", payload,
+                             {"Content-Type": "application/json",
+                              "X-Forwarded-For": f"10.{len(payload) % 250}.{id(payload) % 250}.{random.randint(1, 250)}"})
                 response = conn.getresponse()
                 response.read()
                 status = response.status
