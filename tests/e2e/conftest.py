@@ -53,6 +53,20 @@ class System:
                 except Exception:  # NotFound: booking answers
                     return
 
+    def wait_consuming(self, queue_prefix, timeout=30):
+        """Until a consumer listens on the queue: an event sent before would not reach it."""
+        import requests
+        from urllib.parse import quote, urlparse
+
+        vhost = quote(urlparse(self.config["AMQP_URI"]).path.lstrip("/"), safe="")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            queues = requests.get(f"http://guest:guest@127.0.0.1:15672/api/queues/{vhost}", timeout=5).json()
+            if any(q["name"].startswith(queue_prefix) and q.get("consumers", 0) for q in queues):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"nobody consumes {queue_prefix}*\n{self.logs()}")
+
     def rpc(self):
         return ClusterRpcProxy(self.config, timeout=30)
 
