@@ -4,7 +4,6 @@ A place is taken by one conditional update ({free > 0} -> free - 1): the databas
 number of concurrent callers can book more places than a slot has. Each taken place is
 recorded in `holds` under the caller's hold id, which makes giving it back idempotent.
 """
-import pymongo
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 

@@ -1,6 +1,5 @@
 """The public JSON API over real HTTP, in front of the real slots and booking services."""
 import time
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
