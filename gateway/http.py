@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from services.common.errors import EXPECTED, DomainError, InvalidRequest
+from services.common.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class JsonWebServer(WebServer):
         # hundreds of simultaneous connections, and those past the backlog were reset
         if not self._starting:
             self._starting = True
-            backlog = int(self.container.config.get("WEB_LISTEN_BACKLOG") or 1024)
+            backlog = setting(self.container.config, "WEB_LISTEN_BACKLOG", 1024)
             self._sock = eventlet.listen(self.bind_addr, backlog=backlog)
             self._sock.settimeout(None)  # as nameko: work around kombu issue 838
             self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())

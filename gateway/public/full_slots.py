@@ -10,6 +10,8 @@ import time
 
 from nameko.extensions import DependencyProvider
 
+from services.common.settings import setting
+
 MAX_ENTRIES = 50_000
 
 
@@ -41,8 +43,7 @@ class FullSlots(DependencyProvider):
     """One memory per gateway process; FULL_SLOT_MEMORY_SECONDS (default 1, 0 disables)."""
 
     def setup(self):
-        seconds = self.container.config.get("FULL_SLOT_MEMORY_SECONDS")
-        self.memory = FullSlotMemory(1.0 if seconds is None else float(seconds))
+        self.memory = FullSlotMemory(setting(self.container.config, "FULL_SLOT_MEMORY_SECONDS", 1.0))
 
     def get_dependency(self, worker_ctx):
         return self.memory

@@ -16,6 +16,7 @@ from services.common.errors import EXPECTED, InvalidRequest, NotFound, ServiceUn
 from services.common.mongo import MongoStore
 from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
+from services.common.settings import setting
 from services.common.timeutil import parse_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,7 @@ class BookingService:
     @timer(interval=5)
     def relay_outbox(self):
         """Send the events whose dispatch did not happen (crash, broker down) and finish releases."""
-        grace = self.config.get("OUTBOX_GRACE_SECONDS")
-        grace = 5.0 if grace is None else float(grace)
+        grace = setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)
         cutoff = utcnow() - timedelta(seconds=grace)
         for booking in self.store.unsent_created(cutoff):
             token = self.tokens.token_for(booking["_id"], booking["token_salt"])

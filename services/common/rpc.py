@@ -9,6 +9,7 @@ from nameko.exceptions import UnknownService
 from nameko.rpc import MethodProxy, RpcProxy, ServiceProxy
 
 from services.common.errors import ServiceUnavailable
+from services.common.settings import setting
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -62,7 +63,7 @@ class BoundedRpcProxy(RpcProxy):
     """RpcProxy whose calls raise ServiceUnavailable after RPC_TIMEOUT seconds (config)."""
 
     def get_dependency(self, worker_ctx):
-        timeout = float(self.container.config.get("RPC_TIMEOUT") or DEFAULT_TIMEOUT)
+        timeout = setting(self.container.config, "RPC_TIMEOUT", DEFAULT_TIMEOUT)
         options = dict(self.options)
         # kombu takes the per-message TTL in seconds
         options.setdefault("expiration", timeout)

@@ -18,6 +18,7 @@ from services.common.errors import EXPECTED, InvalidRequest, NotFound
 from services.common.events import envelope
 from services.common.mongo import MongoStore
 from services.common.rpc import BoundedRpcProxy
+from services.common.settings import setting
 from services.common.timeutil import parse_iso
 from services.fraud import rules
 from services.fraud.names import name_problem
@@ -38,23 +39,18 @@ class Settings(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-
-        def get(key, default, cast=float):
-            value = config.get(key)
-            return cast(default if value is None else value)
-
         self.settings = {
-            "provider_rules": get("FRAUD_EMAIL_PROVIDER_RULES", True, bool),
-            "same_person": get("FRAUD_SAME_EMAIL_SAME_PERSON", rules.KEEP_EARLIEST, str),
-            "different_people": get("FRAUD_SAME_EMAIL_DIFFERENT_PEOPLE", rules.CANCEL_ALL, str),
-            "window": get("FRAUD_WINDOW_SECONDS", 600),
-            "release_window": get("FRAUD_RELEASE_WINDOW_SECONDS", 120),
-            "fast_seconds": get("FRAUD_FAST_SECONDS", 2),
-            "quick_seconds": get("FRAUD_QUICK_SECONDS", 10),
-            "agent_identities": get("FRAUD_AGENT_IDENTITIES", 10, int),
-            "cancel_score": get("FRAUD_CANCEL_SCORE", 0.8),
-            "review_score": get("FRAUD_REVIEW_SCORE", 0.4),
-            "max_attempts": get("FRAUD_MAX_ATTEMPTS", 6, int),
+            "provider_rules": setting(config, "FRAUD_EMAIL_PROVIDER_RULES", True),
+            "same_person": setting(config, "FRAUD_SAME_EMAIL_SAME_PERSON", rules.KEEP_EARLIEST),
+            "different_people": setting(config, "FRAUD_SAME_EMAIL_DIFFERENT_PEOPLE", rules.CANCEL_ALL),
+            "window": setting(config, "FRAUD_WINDOW_SECONDS", 600.0),
+            "release_window": setting(config, "FRAUD_RELEASE_WINDOW_SECONDS", 120.0),
+            "fast_seconds": setting(config, "FRAUD_FAST_SECONDS", 2.0),
+            "quick_seconds": setting(config, "FRAUD_QUICK_SECONDS", 10.0),
+            "agent_identities": setting(config, "FRAUD_AGENT_IDENTITIES", 10),
+            "cancel_score": setting(config, "FRAUD_CANCEL_SCORE", 0.8),
+            "review_score": setting(config, "FRAUD_REVIEW_SCORE", 0.4),
+            "max_attempts": setting(config, "FRAUD_MAX_ATTEMPTS", 6),
         }
 
     def get_dependency(self, worker_ctx):

@@ -4,18 +4,20 @@ from email.policy import compat32
 
 from nameko.extensions import DependencyProvider
 
+from services.common.settings import setting
+
 
 SMTP_LINES = compat32.clone(linesep="\r\n")
 
 
 class SmtpSettings:
     def __init__(self, config):
-        self.host = config.get("SMTP_HOST") or "127.0.0.1"
-        self.port = int(config.get("SMTP_PORT") or 1025)
-        self.timeout = float(config.get("SMTP_TIMEOUT") or 10)
-        self.starttls = bool(config.get("SMTP_STARTTLS"))
-        self.user = config.get("SMTP_USER") or None
-        self.password = config.get("SMTP_PASSWORD") or None
+        self.host = setting(config, "SMTP_HOST", "127.0.0.1")
+        self.port = setting(config, "SMTP_PORT", 1025)
+        self.timeout = setting(config, "SMTP_TIMEOUT", 10.0)
+        self.starttls = setting(config, "SMTP_STARTTLS", False)
+        self.user = setting(config, "SMTP_USER", None, str)
+        self.password = setting(config, "SMTP_PASSWORD", None, str)
 
 
 class Connection:

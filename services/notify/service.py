@@ -10,7 +10,6 @@ import time
 from email.utils import parseaddr
 
 import eventlet
-from nameko.dependency_providers import Config
 from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
@@ -19,6 +18,7 @@ from pymongo.errors import PyMongoError
 
 from services.common.errors import EXPECTED, NotFound
 from services.common.mongo import MongoStore
+from services.common.settings import setting
 from services.common.timeutil import utcnow
 from services.notify import rules
 from services.notify.compose import KIND_FOR_EVENT, compose, message_id, to_mime
@@ -36,23 +36,19 @@ class Settings(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-
-        def get(key, default):
-            value = config.get(key)
-            return default if value is None else value
-
         self.settings = {
-            "public_base_url": get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
-            "report_url": get("REPORT_URL", "https://www.internet-signalement.gouv.fr"),
-            "report_email": get("REPORT_EMAIL", "pref-etrangers@herault.gouv.fr"),
-            "mail_domain": get("MAIL_DOMAIN", "rdv.herault.gouv.fr"),
-            "mail_from": get("MAIL_FROM", "Préfecture de l'Hérault <no-reply@rdv.herault.gouv.fr>"),
-            "max_attempts": int(get("NOTIFY_MAX_ATTEMPTS", 8)),
-            "retry_base": float(get("NOTIFY_RETRY_BASE_SECONDS", 2)),
-            "retry_cap": float(get("NOTIFY_RETRY_MAX_SECONDS", 60)),
-            "lease": float(get("NOTIFY_LEASE_SECONDS", 60)),
-            "senders": max(1, int(get("NOTIFY_SENDERS", 8))),
-            "sweep": float(get("NOTIFY_SWEEP_SECONDS", 10)),
+            "public_base_url": setting(config, "PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
+            "report_url": setting(config, "REPORT_URL", "https://www.internet-signalement.gouv.fr"),
+            "report_email": setting(config, "REPORT_EMAIL", "pref-etrangers@herault.gouv.fr"),
+            "mail_domain": setting(config, "MAIL_DOMAIN", "rdv.herault.gouv.fr"),
+            "mail_from": setting(config, "MAIL_FROM",
+                                 "Préfecture de l'Hérault <no-reply@rdv.herault.gouv.fr>"),
+            "max_attempts": setting(config, "NOTIFY_MAX_ATTEMPTS", 8),
+            "retry_base": setting(config, "NOTIFY_RETRY_BASE_SECONDS", 2.0),
+            "retry_cap": setting(config, "NOTIFY_RETRY_MAX_SECONDS", 60.0),
+            "lease": setting(config, "NOTIFY_LEASE_SECONDS", 60.0),
+            "senders": max(1, setting(config, "NOTIFY_SENDERS", 8)),
+            "sweep": setting(config, "NOTIFY_SWEEP_SECONDS", 10.0),
         }
 
     def get_dependency(self, worker_ctx):
@@ -70,7 +66,6 @@ class NotifyService:
     store = MongoStore("notify", OutboxStore)
     mail = Mailer()
     settings = Settings()
-    config = Config()
 
     # requeue: an event is only acked once its message is safely in the outbox
     @event_handler("booking", "booking_created", requeue_on_error=True)

@@ -202,3 +202,16 @@ def test_full_slot_memory_forgets_after_its_time():
     disabled = FullSlotMemory(0, clock=lambda: now[0])
     disabled.remember("s1")
     assert not disabled.recently_full("s1")
+
+
+def test_settings_keep_defaults_types_and_yes_no_strings():
+    from services.common.settings import setting
+
+    config = {"A": "false", "B": None, "C": "7", "D": "", "E": "0.5", "F": True, "G": "maybe"}
+    assert setting(config, "A", True) is False  # bool("false") would say True
+    assert setting(config, "F", False) is True
+    assert setting(config, "B", 3) == 3 and setting(config, "D", "x") == "x"
+    assert setting(config, "C", 1) == 7 and setting(config, "E", 1.0) == 0.5
+    assert setting(config, "missing", None, str) is None
+    with pytest.raises(ValueError):
+        setting(config, "G", False)
