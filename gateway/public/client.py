@@ -1,13 +1,17 @@
 """Who the client is: its address behind a trusted reverse proxy, and its user agent."""
 import ipaddress
 
+from nameko.extensions import DependencyProvider
+
+from services.common.settings import setting
+
 MAX_USER_AGENT = 512
 
 
-def parse_trusted(setting):
+def parse_trusted(text):
     """'127.0.0.1, ::1, 10.0.0.0/8' -> networks; garbage entries are ignored."""
     networks = []
-    for part in str(setting or "").split(","):
+    for part in str(text or "").split(","):
         part = part.strip()
         if part:
             try:
@@ -52,3 +56,13 @@ def client_of(request, trusted):
         "ip": client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted),
         "user_agent": (request.headers.get("User-Agent") or "")[:MAX_USER_AGENT],
     }
+
+
+class TrustedProxies(DependencyProvider):
+    """TRUSTED_PROXIES, parsed once per process rather than on every request."""
+
+    def setup(self):
+        self.networks = parse_trusted(setting(self.container.config, "TRUSTED_PROXIES", "127.0.0.1,::1"))
+
+    def get_dependency(self, worker_ctx):
+        return self.networks

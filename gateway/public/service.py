@@ -1,11 +1,9 @@
 """Public gateway: the JSON API applicants use (DESIGN.md section 6)."""
-from nameko.dependency_providers import Config
-
 from gateway.http import json_http, read_json
-from gateway.public.client import client_of, parse_trusted
-from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from gateway.public import pages
+from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
+from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from services.common.errors import DomainError, InvalidRequest, SlotFull
 from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
 from services.common.rpc import BoundedRpcProxy
@@ -25,7 +23,7 @@ class PublicGateway:
 
     slots = BoundedRpcProxy("slots")
     booking = BoundedRpcProxy("booking")
-    config = Config()
+    trusted_proxies = TrustedProxies()
     full_slots = FullSlots()
 
     @json_http("GET", "/health")
@@ -65,7 +63,7 @@ class PublicGateway:
         load_or_raise(BOOKING_REQUEST, body, InvalidRequest)
         if self.full_slots.recently_full(body["slot_id"]):
             raise SlotFull()
-        client = client_of(request, parse_trusted(self.config.get("TRUSTED_PROXIES")))
+        client = client_of(request, self.trusted_proxies)
         try:
             created = self.booking.create(body, client)
         except SlotFull:

@@ -112,21 +112,21 @@ class BookingService:
         """Cancel on behalf of fraud or staff, with a reason code and its evidence."""
         if reason not in rules.CANCEL_REASONS:
             raise InvalidRequest("Unknown cancel reason.", {"reason": [f"One of {', '.join(rules.CANCEL_REASONS)}."]})
-        if self.store.get(reference) is None:
-            raise NotFound("No booking with this reference.")
         booking = self._cancel(reference, reason, evidence or {}, actor)
+        if booking is None:
+            raise NotFound("No booking with this reference.")
         return {"reference": reference, "status": booking["status"],
                 "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
 
     @rpc(expected_exceptions=EXPECTED)
     def statuses(self, references):
         """Status and cancel reason of each booking (for services that keep their own index)."""
-        if not isinstance(references, list) or len(references) > 500:
+        if (not isinstance(references, list) or len(references) > 500
+                or not all(isinstance(ref, str) for ref in references)):
             raise InvalidRequest("A list of at most 500 references.", {"references": ["Invalid."]})
-        return {ref: {"status": booking["status"],
-                      "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
-                for ref in references
-                if isinstance(ref, str) and (booking := self.store.get(ref)) is not None}
+        return {booking["_id"]: {"status": booking["status"],
+                                 "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
+                for booking in self.store.get_many(references)}
 
     # a safety net for failed dispatches, not the normal path: each pass scans the bookings
     @timer(interval=5)
@@ -153,7 +153,7 @@ class BookingService:
     def _cancel(self, reference, reason, evidence, actor):
         booking = self.store.cancel(reference, rules.cancellation(reason, evidence, actor, utcnow()))
         if booking is None:
-            # already cancelled (or checked in): nothing to do, say how it stands
+            # already cancelled or checked in (or unknown: None): nothing to do, say how it stands
             return self.store.get(reference)
         self._finish_cancel(booking)
         return booking

@@ -27,6 +27,10 @@ class BookingStore:
     def get(self, reference):
         return self.bookings.find_one({"_id": reference})
 
+    def get_many(self, references):
+        return list(self.bookings.find({"_id": {"$in": references}},
+                                       {"status": 1, "cancellation": 1}))
+
     def mark(self, reference, **flags):
         self.bookings.update_one({"_id": reference}, {"$set": flags})
 

@@ -68,7 +68,6 @@ def index_entry(event, settings):
         "user_agent": (event.get("client") or {}).get("user_agent") or "",
         "created_ts": parse_iso(event["occurred_at"]).timestamp(),
         "seconds_after_publication": event.get("seconds_after_publication"),
-        "procedure": event.get("procedure"),
     }
 
 
@@ -194,7 +193,7 @@ class FraudService:
         settings = self.settings
         entry = index_entry(event, settings)
         self.store.add_booking(entry)
-        if self._exempt(entry):
+        if not self._not_exempt([entry]):
             return
         problem = name_problem(event["identity"]["family_name"], event["identity"]["given_names"],
                                event["email"], event.get("procedure"))
@@ -206,7 +205,10 @@ class FraudService:
 
     def _check_email(self, entry):
         # not filtered on our own status: a booking this rule just cancelled must still count
-        same = [b for b in self.store.group(f"email:{entry['email_key']}") if not self._exempt(b)]
+        same = self.store.group(f"email:{entry['email_key']}")
+        if len(same) < 2:
+            return  # the common case: no further lookup
+        same = self._not_exempt(same)
         if len(same) < 2:
             return
         # our index learns of cancellations by event, maybe late: ask the owner which still
@@ -243,15 +245,19 @@ class FraudService:
             self._act(entry["_id"], SLOT_GRABBING, rules.REVIEW, evidence)
             return
         # the whole cluster from that address in the window goes, not only the latest booking
-        for booking in from_client:
-            if booking["status"] == ACTIVE and not self._exempt(booking):
-                self._act(booking["_id"], SLOT_GRABBING, rules.CANCEL, evidence)
+        for booking in self._not_exempt([b for b in from_client if b["status"] == ACTIVE]):
+            self._act(booking["_id"], SLOT_GRABBING, rules.CANCEL, evidence)
 
-    def _exempt(self, entry):
-        keys = [f"booking:{entry['_id']}", f"email:{entry['email_key']}"]
-        if entry.get("client_ip"):
-            keys.append(f"client:{entry['client_ip']}")
-        return self.store.is_allowed(keys)
+    def _not_exempt(self, bookings):
+        """The bookings no allow-list entry covers (their reference, e-mail or address)."""
+        def keys(booking):
+            found = [f"booking:{booking['_id']}", f"email:{booking['email_key']}"]
+            if booking.get("client_ip"):
+                found.append(f"client:{booking['client_ip']}")
+            return found
+
+        allowed = self.store.allowed_among({key for b in bookings for key in keys(b)})
+        return [b for b in bookings if not allowed.intersection(keys(b))]
 
     def _act(self, reference, rule, action, evidence, actor="fraud"):
         """Record the decision (once), carry it out, announce it (once)."""

@@ -163,5 +163,6 @@ class FraudStore:
     def allow_entries(self):
         return list(self.allowed.find())
 
-    def is_allowed(self, keys):
-        return self.allowed.find_one({"_id": {"$in": keys}}, {"_id": 1}) is not None
+    def allowed_among(self, keys):
+        """Which of these allow-list keys are present (one query for a whole group)."""
+        return {doc["_id"] for doc in self.allowed.find({"_id": {"$in": list(keys)}}, {"_id": 1})}

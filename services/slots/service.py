@@ -16,6 +16,7 @@ from services.slots.store import SlotStore
 log = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 200
+OPENING_PLAN = OpeningPlanSchema()
 
 
 def slot_view(slot):
@@ -97,7 +98,7 @@ class SlotsService:
     @rpc(expected_exceptions=EXPECTED)
     def create_from_plan(self, plan):
         """Create the slots of an opening plan (open at once for now); return how many are new."""
-        plan = load_or_raise(OpeningPlanSchema(), plan, InvalidRequest)
+        plan = load_or_raise(OPENING_PLAN, plan, InvalidRequest)
         slots = list(expand_plan(plan))
         created = self.store.insert_new(slots, utcnow())
         log.info("opening plan %s/%s: %d slots, %d new",

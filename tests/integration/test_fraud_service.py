@@ -130,12 +130,15 @@ def test_grey_zone_goes_to_staff_review(container_factory, fraud_config, rpc, bu
         assert time.monotonic() < deadline
         time.sleep(0.1)
     [case] = rpc.fraud.review_queue()
-    assert case["id"] == second["reference"] and case["evidence"]["signals"]["identities_same_address"] == 2
-    assert booker.status(second)["status"] == "active"  # nobody cancelled on a suspicion
-    decided = rpc.fraud.decide(second["reference"], "cancel", "agent.martin", "same family? no")
+    # events are handled concurrently: whichever booking's check saw both identities is flagged
+    flagged, other = (first, second) if case["id"] == first["reference"] else (second, first)
+    assert case["id"] == flagged["reference"]
+    assert case["evidence"]["signals"]["identities_same_address"] == 2
+    assert booker.status(flagged)["status"] == "active"  # nobody cancelled on a suspicion
+    decided = rpc.fraud.decide(flagged["reference"], "cancel", "agent.martin", "same family? no")
     assert decided["state"] == "cancelled"
-    assert booker.wait_status(second, "cancelled")["cancel_reason"] == "slot_grabbing"
-    assert booker.status(first)["status"] == "active"
+    assert booker.wait_status(flagged, "cancelled")["cancel_reason"] == "slot_grabbing"
+    assert booker.status(other)["status"] == "active"
     assert rpc.fraud.review_queue() == []
     counts = rpc.fraud.counts("2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z")
     assert counts == {"slot_grabbing": {"review": 1, "cancel": 1}}
