@@ -1,8 +1,16 @@
-"""Test helpers: a raw listener on the bus, and plan/booking builders."""
+"""Test helpers: a raw listener on the bus, the SMTP sink, and plan/booking/event builders."""
+import email
 import json
+import mailbox
 import queue
+import socket
+import subprocess
+import sys
 import threading
-from datetime import date, timedelta
+import time
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from email import policy
 
 from kombu import Connection, Exchange, Queue
 
@@ -108,11 +116,6 @@ class MailSink:
         self.proc = None
 
     def start(self):
-        import socket
-        import subprocess
-        import sys
-        import time
-
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "deploy.mail_sink", "--port", str(self.port),
              "--maildir", str(self.maildir), "--tempfail", str(self.tempfail)],
@@ -134,17 +137,11 @@ class MailSink:
             self.proc = None
 
     def messages(self):
-        import email
-        import mailbox
-        from email import policy
-
         box = mailbox.Maildir(str(self.maildir), create=False) if self.maildir.exists() else {}
         return [email.message_from_bytes(box.get_bytes(key), policy=policy.default)
                 for key in (box.keys() if box else [])]
 
     def wait_for(self, count, timeout=20):
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.messages()
@@ -156,9 +153,6 @@ class MailSink:
 
 def booking_event(reference="RDV-AB12-CD34", event_id=None, **overrides):
     """A booking_created payload as the booking service sends it."""
-    import uuid
-    from datetime import datetime, timezone
-
     start = datetime(2027, 3, 4, 8, 30, tzinfo=timezone.utc)
     event = {
         "event_id": event_id or str(uuid.uuid4()),

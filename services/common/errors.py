@@ -55,4 +55,9 @@ class ServiceUnavailable(DomainError):
     status = 503
 
 
+def describe(exc, limit=500):
+    """A failure as staff read it in a parked message or event: its kind and its words."""
+    return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"[:limit]
+
+
 EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, ServiceUnavailable)

@@ -14,7 +14,7 @@ from nameko.events import EventDispatcher, event_handler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
-from services.common.errors import EXPECTED, InvalidRequest, NotFound
+from services.common.errors import EXPECTED, InvalidRequest, NotFound, describe
 from services.common.events import envelope
 from services.common.mongo import MongoStore
 from services.common.rpc import BoundedRpcProxy
@@ -177,7 +177,7 @@ class FraudService:
         except Exception as exc:
             try:
                 self.store.release(event_id)
-                attempts = self.store.record_failure(event_id, event, repr(exc)[:500], time.time())
+                attempts = self.store.record_failure(event_id, event, describe(exc), time.time())
             except Exception:
                 eventlet.sleep(1)  # the database itself is down: pause, then requeue
                 raise exc

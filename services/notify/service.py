@@ -16,7 +16,7 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from pymongo.errors import PyMongoError
 
-from services.common.errors import EXPECTED, NotFound
+from services.common.errors import EXPECTED, NotFound, describe
 from services.common.mongo import MongoStore
 from services.common.settings import setting
 from services.common.timeutil import utcnow
@@ -188,7 +188,7 @@ class NotifyService:
                         connection = None
                     if rules.is_connection_error(exc):
                         self.mail.down, unreachable = True, exc
-                        self.mail.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                        self.mail.last_error = describe(exc)
                     continue
                 self.store.mark_sent(record["_id"], time.time())
         finally:
@@ -200,7 +200,7 @@ class NotifyService:
         try:
             self.mail.connect().close()
         except Exception as exc:
-            self.mail.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            self.mail.last_error = describe(exc)
             return False
         self.mail.down = False
         woken = self.store.wake_waiting(time.time())
@@ -218,7 +218,7 @@ class NotifyService:
                         self.mail.last_error, deferred, parked)
 
     def _failed(self, record, exc):
-        settings, error = self.settings, f"{type(exc).__name__}: {exc}"[:500]
+        settings, error = self.settings, describe(exc)
         if rules.is_transient(exc) and record["attempts"] < settings["max_attempts"]:
             wait = rules.backoff(record["attempts"], settings["retry_base"], settings["retry_cap"])
             self.store.retry_later(record["_id"], time.time() + wait, error)

@@ -177,3 +177,25 @@ def test_booking_refuses_to_start_without_a_token_secret(container_factory, conf
     container = container_factory(BookingService, dict(config, BOOKING_TOKEN_SECRET=None))
     with pytest.raises(ConfigurationError):
         container.start()
+
+
+def test_database_down_mid_booking_answers_unavailable_and_gives_the_place_back(
+        container_factory, config, tmp_path):
+    from deploy import embedded_mongo
+    from tests.conftest import free_port
+
+    # the booking service gets a store of its own, which dies after start
+    store, uri = embedded_mongo.start(tmp_path / "booking-store", free_port())
+    container_factory(SlotsService, config).start()
+    container_factory(BookingService, dict(config, MONGO_URI=uri, RPC_TIMEOUT=10)).start()
+    with ClusterRpcProxy(config, timeout=30) as rpc:
+        rpc.slots.create_from_plan(plan(desks=1))
+        slot = a_slot(rpc)
+        store.kill()
+        store.wait()
+        with pytest.raises(ServiceUnavailable) as caught:
+            rpc.booking.create(applicant(slot["id"]), CLIENT)
+        assert "could not be saved" in caught.value.message
+        after = rpc.slots.get(slot["id"])
+        assert (after["booked"], after["free"]) == (0, 1)  # the place held first is given back
+        assert rpc.slots.holds(slot["id"]) == []
