@@ -22,7 +22,7 @@ from services.common.settings import setting
 from services.common.timeutil import parse_iso
 from services.fraud import rules
 from services.fraud.names import name_problem
-from services.fraud.store import ACTIVE, CANCELLED, FraudStore
+from services.fraud.store import ACTIVE, CANCELLED, FraudStore, group_ids, window_group_ids
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,9 @@ NAME_NOT_EXACT = "name_not_exact"
 SAME_EMAIL = "multiple_bookings_same_email"
 SLOT_GRABBING = "slot_grabbing"
 ALLOW_KINDS = ("booking", "email", "client")
-GROUP_KEEP = 500  # past this many members, a group sheds those outside the window
+ADDRESS_GROUP_CAP = 500  # bookings kept per address and window bucket: evidence for a cluster
 EVENT_LEASE_SECONDS = 120  # longer than any handling, retries' backoff included
+PARALLEL_CANCELS = 8  # a cluster of cancellations at once, without flooding the booking service
 
 
 class Settings(DependencyProvider):
@@ -52,14 +53,17 @@ class Settings(DependencyProvider):
             "review_score": setting(config, "FRAUD_REVIEW_SCORE", 0.4),
             "max_attempts": setting(config, "FRAUD_MAX_ATTEMPTS", 6),
         }
+        # the user-agent rule only asks "at least agent_identities?": a few times that is enough
+        self.settings["group_caps"] = {"ip": ADDRESS_GROUP_CAP,
+                                       "ua": max(20, 3 * self.settings["agent_identities"])}
 
     def get_dependency(self, worker_ctx):
         return self.settings
 
 
 def index_entry(event, settings):
-    """What fraud keeps of a booking: only what its rules need."""
-    return {
+    """What fraud keeps of a booking: only what its rules need, and the groups it joins."""
+    entry = {
         "_id": event["reference"],
         "status": ACTIVE,
         "email_key": rules.email_key(event["email"], settings["provider_rules"]),
@@ -69,6 +73,20 @@ def index_entry(event, settings):
         "created_ts": parse_iso(event["occurred_at"]).timestamp(),
         "seconds_after_publication": event.get("seconds_after_publication"),
     }
+    entry["groups"] = group_ids(entry, settings["window"])
+    return entry
+
+
+def watched_groups(entry, window):
+    """The groups the rules read for this booking: its e-mail, and its address and user agent
+    over the window before it."""
+    since, until = entry["created_ts"] - window, entry["created_ts"]
+    ids = {"email": [f"email:{entry['email_key']}"], "ip": [], "ua": []}
+    if entry["client_ip"]:
+        ids["ip"] = window_group_ids("ip", entry["client_ip"], since, until, window)
+    if entry["user_agent"]:
+        ids["ua"] = window_group_ids("ua", entry["user_agent"], since, until, window)
+    return ids
 
 
 def _counts_for_email_rule(status):
@@ -192,20 +210,22 @@ class FraudService:
     def _screen(self, event):
         settings = self.settings
         entry = index_entry(event, settings)
-        self.store.add_booking(entry)
-        if not self._not_exempt([entry]):
-            return
+        self.store.add_booking(entry, settings["group_caps"])
+        # the allow-list is read only when a rule fires: most bookings never need it
         problem = name_problem(event["identity"]["family_name"], event["identity"]["given_names"],
                                event["email"], event.get("procedure"))
-        if problem:
+        if problem and self._not_exempt([entry]):
             field, reason = problem
             self._act(entry["_id"], NAME_NOT_EXACT, rules.CANCEL, {"field": field, "reason": reason})
-        self._check_email(entry)
-        self._check_grabbing(entry)
+        # one read for every rule: the groups this booking has just joined, and the window
+        watched = watched_groups(entry, settings["window"])
+        found = self.store.members([i for ids in watched.values() for i in ids])
+        members = {kind: [m for i in ids for m in found[i]] for kind, ids in watched.items()}
+        self._check_email(entry, members["email"])
+        self._check_grabbing(entry, members["ip"], members["ua"])
 
-    def _check_email(self, entry):
+    def _check_email(self, entry, same):
         # not filtered on our own status: a booking this rule just cancelled must still count
-        same = self.store.group(f"email:{entry['email_key']}")
         if len(same) < 2:
             return  # the common case: no further lookup
         same = self._not_exempt(same)
@@ -218,17 +238,15 @@ class FraudService:
         candidates = [{"reference": b["_id"], "identity_key": b["identity_key"],
                        "created_ts": b["created_ts"]}
                       for b in same if _counts_for_email_rule(statuses.get(b["_id"]))]
-        for reference, action, evidence in rules.email_decisions(
-                candidates, self.settings["same_person"], self.settings["different_people"]):
-            self._act(reference, SAME_EMAIL, action, dict(evidence, email=entry["email_key"]))
+        self._act_on_all([(reference, SAME_EMAIL, action, dict(evidence, email=entry["email_key"]))
+                          for reference, action, evidence in rules.email_decisions(
+                              candidates, self.settings["same_person"], self.settings["different_people"])])
 
-    def _check_grabbing(self, entry):
+    def _check_grabbing(self, entry, from_client, from_agent):
         settings = self.settings
         since = entry["created_ts"] - settings["window"]
-        from_client = (self.store.group(f"ip:{entry['client_ip']}", since, keep=GROUP_KEEP)
-                       if entry["client_ip"] else [entry])
-        from_agent = (self.store.group(f"ua:{entry['user_agent']}", since, keep=GROUP_KEEP)
-                      if entry["user_agent"] else [entry])
+        from_client = [b for b in from_client if b["created_ts"] >= since] or [entry]
+        from_agent = [b for b in from_agent if b["created_ts"] >= since] or [entry]
         after_release = [b for b in from_client if b.get("seconds_after_publication") is not None
                          and b["seconds_after_publication"] <= settings["release_window"]]
         score, signals = rules.grabbing_score(
@@ -242,11 +260,12 @@ class FraudService:
         evidence = {"score": score, "signals": signals, "client_ip": entry["client_ip"],
                     "bookings_from_address": sorted(b["_id"] for b in from_client)}
         if action == rules.REVIEW:
-            self._act(entry["_id"], SLOT_GRABBING, rules.REVIEW, evidence)
+            if self._not_exempt([entry]):
+                self._act(entry["_id"], SLOT_GRABBING, rules.REVIEW, evidence)
             return
         # the whole cluster from that address in the window goes, not only the latest booking
-        for booking in self._not_exempt([b for b in from_client if b["status"] == ACTIVE]):
-            self._act(booking["_id"], SLOT_GRABBING, rules.CANCEL, evidence)
+        self._act_on_all([(booking["_id"], SLOT_GRABBING, rules.CANCEL, evidence)
+                          for booking in self._not_exempt([b for b in from_client if b["status"] == ACTIVE])])
 
     def _not_exempt(self, bookings):
         """The bookings no allow-list entry covers (their reference, e-mail or address)."""
@@ -258,6 +277,14 @@ class FraudService:
 
         allowed = self.store.allowed_among({key for b in bookings for key in keys(b)})
         return [b for b in bookings if not allowed.intersection(keys(b))]
+
+    def _act_on_all(self, decisions):
+        """Carry out several decisions at once: each waits on a cancel RPC, not on the others."""
+        if len(decisions) == 1:
+            self._act(*decisions[0])
+        elif decisions:
+            pool = eventlet.GreenPool(min(len(decisions), PARALLEL_CANCELS))
+            list(pool.starmap(self._act, decisions))  # raises the first error
 
     def _act(self, reference, rule, action, evidence, actor="fraud"):
         """Record the decision (once), carry it out, announce it (once)."""

@@ -2,25 +2,48 @@
 evidence, the review queue, the allow-list, processed and failed events.
 
 The rules ask "which bookings share this e-mail / address / user agent": each such group is
-one document, read by its _id, its members a sub-document keyed by booking reference. That
-is one indexed read per rule, whatever the size of the index (the embedded stand-in scans for
-any query on another field). Times are epoch seconds: portable between MongoDB and the stand-in.
+one document, read by its _id, its members a sub-document keyed by booking reference. One
+indexed read answers every rule, whatever the size of the index (the embedded stand-in scans
+for any query on another field). Times are epoch seconds: portable between MongoDB and the
+stand-in.
+
+Address and user-agent groups only matter within a time window, and a popular user agent is
+shared by thousands: they are cut into buckets one window long (a window spans at most two)
+and capped, so that no document grows without end and each event reads and rewrites little.
 """
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 ACTIVE, CANCELLED = "active", "cancelled"
+DUPLICATE_KEY = 11000
 MEMBER_FIELDS = ("identity_key", "created_ts", "status", "email_key", "client_ip",
                  "seconds_after_publication")
+AGENT_MEMBER_FIELDS = ("identity_key", "created_ts")  # the user-agent rule counts identities only
 
 
-def group_ids(doc):
-    ids = [f"email:{doc['email_key']}"]
-    if doc.get("client_ip"):
-        ids.append(f"ip:{doc['client_ip']}")
-    if doc.get("user_agent"):
-        ids.append(f"ua:{doc['user_agent']}")
+def bucket(ts, window):
+    return int(ts // window)
+
+
+def group_ids(entry, window):
+    """The groups a booking joins: its e-mail (for good), its address and its user agent (in
+    the bucket of its creation time)."""
+    ids = [f"email:{entry['email_key']}"]
+    at = bucket(entry["created_ts"], window)
+    if entry.get("client_ip"):
+        ids.append(f"ip:{entry['client_ip']}:{at}")
+    if entry.get("user_agent"):
+        ids.append(f"ua:{entry['user_agent']}:{at}")
     return ids
+
+
+def window_group_ids(kind, value, since_ts, until_ts, window):
+    """The bucketed groups of one address or user agent that cover [since_ts, until_ts]."""
+    return [f"{kind}:{value}:{b}" for b in range(bucket(since_ts, window), bucket(until_ts, window) + 1)]
+
+
+def group_kind(group_id):
+    return group_id.split(":", 1)[0]
 
 
 class FraudStore:
@@ -88,37 +111,49 @@ class FraudStore:
 
     # -- the index ---------------------------------------------------------------------------
 
-    def add_booking(self, doc):
-        """Index a booking and enter it in its e-mail, address and user-agent groups."""
+    def add_booking(self, entry, caps):
+        """Index a booking (entry["groups"] lists its groups) and enter it in each group.
+
+        caps: the most members a bucketed group keeps, by kind ("ip", "ua"); past it, later
+        bookings are not entered (the rules only need to know that the count is high).
+        """
         try:
-            self.bookings.insert_one(doc)
+            self.bookings.insert_one(entry)
         except DuplicateKeyError:
             pass
-        member = {key: doc[key] for key in MEMBER_FIELDS}
-        for group_id in group_ids(doc):
-            self.groups.update_one({"_id": group_id}, {"$set": {f"members.{doc['_id']}": member}},
-                                   upsert=True)
+        ref = entry["_id"]
+        writes = []
+        for group_id in entry["groups"]:
+            kind = group_kind(group_id)
+            fields = AGENT_MEMBER_FIELDS if kind == "ua" else MEMBER_FIELDS
+            member = {f"members.{ref}": {key: entry[key] for key in fields}}
+            if kind not in caps:
+                writes.append(UpdateOne({"_id": group_id}, {"$set": member}, upsert=True))
+            else:
+                # a full group, or one that has this booking already, matches nothing: the
+                # upsert's insert then collides on _id, which is the "no" we want
+                writes.append(UpdateOne(
+                    {"_id": group_id, "size": {"$lt": caps[kind]}, f"members.{ref}": {"$exists": False}},
+                    {"$set": member, "$inc": {"size": 1}}, upsert=True))
+        try:
+            self.groups.bulk_write(writes, ordered=False)  # one round trip for all groups
+        except BulkWriteError as exc:
+            if any(error["code"] != DUPLICATE_KEY for error in exc.details["writeErrors"]):
+                raise
 
     def set_status(self, reference, status):
-        doc = self.bookings.find_one_and_update({"_id": reference}, {"$set": {"status": status}})
-        for group_id in group_ids(doc) if doc else ():
-            self.groups.update_one({"_id": group_id}, {"$set": {f"members.{reference}.status": status}})
+        entry = self.bookings.find_one_and_update({"_id": reference}, {"$set": {"status": status}})
+        for group_id in (entry or {}).get("groups") or ():
+            if group_kind(group_id) != "ua":  # user-agent members carry no status
+                self.groups.update_one({"_id": group_id, f"members.{reference}": {"$exists": True}},
+                                       {"$set": {f"members.{reference}.status": status}})
 
-    def group(self, group_id, since_ts=None, keep=None):
-        """Members of a group as booking-like dicts, those since `since_ts` if given.
-
-        Groups of a common user agent grow without end: past `keep` members, those older
-        than `since_ts` are dropped from the document.
-        """
-        doc = self.groups.find_one({"_id": group_id}) or {}
-        members = [dict(member, _id=ref) for ref, member in (doc.get("members") or {}).items()]
-        if since_ts is None:
-            return members
-        recent = [m for m in members if m["created_ts"] >= since_ts]
-        if keep is not None and len(members) > keep and len(recent) < len(members):
-            old = {f"members.{m['_id']}": "" for m in members if m["created_ts"] < since_ts}
-            self.groups.update_one({"_id": group_id}, {"$unset": old})
-        return recent
+    def members(self, group_ids):
+        """{group id: [booking-like dicts]} for these groups, in one read."""
+        found = {group_id: [] for group_id in group_ids}
+        for doc in self.groups.find({"_id": {"$in": list(group_ids)}}):
+            found[doc["_id"]] = [dict(member, _id=ref) for ref, member in (doc.get("members") or {}).items()]
+        return found
 
     # -- decisions and reviews ---------------------------------------------------------------
 
