@@ -125,11 +125,17 @@ class NotifyService:
 
     def _accept(self, event_type, event):
         key = rules.idempotency_key(event.get("event_id"), KIND_FOR_EVENT[event_type])
+        now = time.time()
         record = {"_id": key, "event_type": event_type, "reference": event.get("reference"),
-                  "attempts": 0, "next_attempt_ts": time.time(), "created_at": utcnow(),
+                  "attempts": 0, "next_attempt_ts": now, "created_at": utcnow(),
                   "last_error": None}
         try:
             record.update(compose(event_type, event, self.settings), state=rules.PENDING)
+            if not self.mail.down:
+                # stored already claimed by this worker: the insert that wins is the claim,
+                # one round trip fewer; if we die mid-send, the lease runs out and it is retried
+                record.update(state=rules.SENDING, lease_until_ts=now + self.settings["lease"],
+                              attempts=1)
         except Exception as exc:  # a malformed event: park it for staff rather than loop on it
             log.exception("cannot compose a message for %s %s", event_type, key)
             record.update(state=rules.FAILED, last_error=f"cannot compose: {exc!r}",
@@ -139,11 +145,10 @@ class NotifyService:
         except PyMongoError:
             eventlet.sleep(1)  # the database is down: pause before the event is requeued
             raise
-        if added and record["state"] == rules.PENDING:
-            if self.mail.down:
-                self.mail.scan_by(time.time())  # the timer records the attempt
-            else:
-                self._deliver_one(key)
+        if added and record["state"] == rules.SENDING:
+            self._send_all([record])
+        elif added and record["state"] == rules.PENDING:
+            self.mail.scan_by(time.time())  # the server is down: the timer records the attempt
 
     def _deliver_one(self, key):
         record = self.store.claim(time.time(), self.settings["lease"], key)

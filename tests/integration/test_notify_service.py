@@ -1,5 +1,6 @@
 """Notify through real RabbitMQ events and real SMTP into the project's Maildir sink."""
 import time
+from unittest.mock import patch
 from datetime import datetime, timedelta, timezone
 
 import icalendar
@@ -181,3 +182,22 @@ def test_a_malformed_event_is_parked_not_looped(container_factory, notify_config
     with ClusterRpcProxy(notify_config, timeout=10) as rpc:
         [failed] = rpc.notify.failed_messages()
     assert failed["_id"] == "broken-1:confirmation" and "cannot compose" in failed["last_error"]
+
+
+def test_a_sender_that_dies_mid_send_is_replaced_once_its_lease_runs_out(
+        container_factory, notify_config, sink, publish):
+    """The outbox record is stored already claimed by the worker that will send it: if that
+    worker dies before sending, the message waits out its lease and is then sent, once."""
+    config = dict(notify_config, NOTIFY_LEASE_SECONDS=2, NOTIFY_SWEEP_SECONDS=0.5)
+    sink.start()
+    dying = container_factory(NotifyService, config)
+    with patch.object(NotifyService, "_send_all", side_effect=RuntimeError("killed mid-send")):
+        dying.start()
+        publish("booking_created", booking_event(reference="RDV-LOST-0001"))
+        time.sleep(1)
+        dying.kill()
+    assert sink.messages() == []
+    container_factory(NotifyService, config).start()
+    assert references(sink.wait_for(1, timeout=15)) == ["RDV-LOST-0001"]
+    time.sleep(1.5)
+    assert len(sink.messages()) == 1
