@@ -1,8 +1,8 @@
 """Run the whole system locally: `make run` (and the end-to-end tests) start it through here.
 
-Starts the embedded MongoDB stand-in unless MONGO_URI is set, each service as its own
-`nameko run` process and the public gateway, loads the demo opening plan into an empty slots
-database, prints the URLs, and stops everything on Ctrl-C.
+Starts the embedded MongoDB stand-ins (one per service database) unless MONGO_URI is set,
+each service as its own `nameko run` process and the public gateway, loads the demo opening
+plan into an empty slots database, prints the URLs, and stops everything on Ctrl-C.
 """
 import json
 import os
@@ -29,6 +29,13 @@ PROCESSES = {
     "fraud": "services.fraud.service",
     "public_gateway": "gateway.public.service",
 }
+
+
+# Each service owns its database (DESIGN.md section 2); locally each also gets its own
+# stand-in process. The stand-in serialises the operations on one database and runs all of
+# its databases under one interpreter lock: a service's writes queued behind another's during
+# a burst was what kept fraud seconds behind the bookings (tests/bench/fraud_latency.py).
+EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notify": 27020}
 
 
 def token_secret():
@@ -134,18 +141,23 @@ def main():
     env["BOOKING_TOKEN_SECRET"] = token_secret()
     procs, backing = [], []
     try:
+        mongo_uris = {}  # service -> its own stand-in, when there is no MONGO_URI
         if not env.get("MONGO_URI"):
             from deploy import embedded_mongo
 
-            mongo, env["MONGO_URI"] = embedded_mongo.start(VAR / "mongo", 27017)
-            backing.append(mongo)
-            print(f"embedded MongoDB stand-in at {env['MONGO_URI']} (data in var/mongo)")
+            for name, port in EMBEDDED_MONGO_PORTS.items():
+                mongo, mongo_uris[name] = embedded_mongo.start(VAR / "mongo" / name, port)
+                backing.append(mongo)
+            env["MONGO_URI"] = mongo_uris["slots"]
+            print(f"embedded MongoDB stand-ins, one per service database (data in var/mongo/): "
+                  + ", ".join(f"{name} {uri}" for name, uri in mongo_uris.items()))
         if not env.get("SMTP_HOST"):
             backing.append(start_mail_sink(VAR / "mail", 1025))
             env["SMTP_HOST"], env["SMTP_PORT"] = "127.0.0.1", "1025"
             print("SMTP sink on 127.0.0.1:1025, messages in var/mail/new/")
         port = env.get("WEB_SERVER_ADDRESS", "0.0.0.0:8000").rsplit(":", 1)[1]
-        services = [start_service(name, env) for name in PROCESSES]
+        services = [start_service(name, dict(env, MONGO_URI=mongo_uris.get(name, env["MONGO_URI"])))
+                    for name in PROCESSES]
         procs.extend(services)
         wait_for_http(f"http://127.0.0.1:{port}/health", procs=services)
         created = load_demo_plan_if_empty(env)
@@ -158,7 +170,7 @@ def main():
             "  RabbitMQ (bus)    http://127.0.0.1:15672  (guest/guest)\n"
             f"  mail sent         {env['SMTP_HOST']}:{env['SMTP_PORT']}"
             f"{' (files in var/mail/new/)' if (VAR / 'mail').exists() else ''}\n"
-            f"  MongoDB           {env['MONGO_URI']}\n"
+            f"  MongoDB           {', '.join(f'{n} {u}' for n, u in mongo_uris.items()) or env['MONGO_URI']}\n"
             "Ctrl-C stops everything.\n", flush=True)
         while all(p.poll() is None for p in services):
             time.sleep(0.5)

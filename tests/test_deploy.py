@@ -83,3 +83,20 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make run" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_run_gives_every_service_that_stores_data_its_own_embedded_store():
+    from deploy import run
+    from services.common.mongo import MongoStore
+
+    owners = set()
+    for name, module in run.PROCESSES.items():
+        loaded = importlib.import_module(module)
+        service = next(obj for obj in vars(loaded).values()
+                       if isinstance(obj, type) and getattr(obj, "name", None) == name)
+        stores = [v for v in vars(service).values() if isinstance(v, MongoStore)]
+        if stores:
+            assert [s.name for s in stores] == [name], name  # each owns one database, its own
+            owners.add(name)
+    assert set(run.EMBEDDED_MONGO_PORTS) == owners
+    assert len(set(run.EMBEDDED_MONGO_PORTS.values())) == len(owners)
