@@ -30,7 +30,10 @@ class MaildirHandler:
                 self.tempfail -= 1
                 return "451 4.3.0 Temporarily unable to accept mail, try again later"
             recipients = ", ".join(envelope.rcpt_tos)
-            self.box.add(f"X-Envelope-To: {recipients}\r\n".encode() + envelope.original_content)
+            # like a real MTA's Received line: which client session delivered it
+            peer = ":".join(str(part) for part in session.peer[:2])
+            self.box.add(f"X-Envelope-To: {recipients}\r\nX-Peer: {peer}\r\n".encode()
+                         + envelope.original_content)
         return "250 2.0.0 Message accepted"
 
 

@@ -1,5 +1,11 @@
-"""SMTP delivery as a nameko dependency: settings from configuration, one connection per batch."""
+"""SMTP delivery as a nameko dependency: settings from configuration, sessions kept open.
+
+Opening a session costs a TCP connection, the greeting, EHLO, and in production TLS and a
+login: more than the message itself. Sessions are kept for the next message, and checked
+with NOOP before reuse, so a session the server dropped costs a reconnect, never a message.
+"""
 import smtplib
+import time
 from email.policy import compat32
 
 from nameko.extensions import DependencyProvider
@@ -8,6 +14,8 @@ from services.common.settings import setting
 
 
 SMTP_LINES = compat32.clone(linesep="\r\n")
+KEEP_IDLE_SECONDS = 10  # servers drop idle sessions (often after 30 s or more): close ours first
+KEEP_SESSIONS = 16
 
 
 class SmtpSettings:
@@ -34,6 +42,12 @@ class Connection:
         # sendmail passes bytes through as they are: SMTP wants CRLF line ends
         self.smtp.sendmail(sender, [recipient], mime.as_bytes(policy=SMTP_LINES))
 
+    def alive(self):
+        try:
+            return self.smtp.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            return False
+
     def close(self):
         try:
             self.smtp.quit()
@@ -50,17 +64,41 @@ class MailServer:
         self.last_error = None
         # when the outbox next needs a look: a retry this process scheduled, or a sweep
         self.next_scan_ts = 0.0
+        self._idle = []  # (connection, kept since): sessions between two messages
 
     def scan_by(self, ts):
         self.next_scan_ts = min(self.next_scan_ts, ts)
 
     def connect(self):
+        """A session ready to send: a kept one that still answers, else a new one."""
+        while self._idle:
+            connection, since = self._idle.pop()
+            if time.monotonic() - since < KEEP_IDLE_SECONDS and connection.alive():
+                return connection
+            connection.close()
         return Connection(self.settings)
+
+    def keep(self, connection):
+        """Give back a session that just sent fine, for the next message."""
+        if len(self._idle) < KEEP_SESSIONS:
+            self._idle.append((connection, time.monotonic()))
+        else:
+            connection.close()
+
+    def close_all(self):
+        while self._idle:
+            self._idle.pop()[0].close()
 
 
 class Mailer(DependencyProvider):
     def setup(self):
         self.server = MailServer(SmtpSettings(self.container.config))
+
+    def stop(self):
+        self.server.close_all()
+
+    def kill(self):
+        self.server.close_all()
 
     def get_dependency(self, worker_ctx):
         return self.server

@@ -167,7 +167,7 @@ class NotifyService:
         return done
 
     def _send_all(self, records):
-        """Send claimed messages over one connection.
+        """Send claimed messages over one session (kept afterwards for the next ones).
 
         If the server cannot be reached, the remaining messages record that failed attempt
         without trying again: each waits out its own backoff (and is parked once out of
@@ -196,14 +196,17 @@ class NotifyService:
                         self.mail.last_error = describe(exc)
                     continue
                 self.store.mark_sent(record["_id"], time.time())
-        finally:
+        except BaseException:
             if connection is not None:
-                connection.close()
+                connection.close()  # interrupted: the session's state is unknown
+            raise
+        if connection is not None:
+            self.mail.keep(connection)
 
     def _server_back(self):
         """Probe a server last seen down; when it answers, all waiting messages are due now."""
         try:
-            self.mail.connect().close()
+            self.mail.keep(self.mail.connect())
         except Exception as exc:
             self.mail.last_error = describe(exc)
             return False

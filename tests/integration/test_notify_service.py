@@ -201,3 +201,30 @@ def test_a_sender_that_dies_mid_send_is_replaced_once_its_lease_runs_out(
     assert references(sink.wait_for(1, timeout=15)) == ["RDV-LOST-0001"]
     time.sleep(1.5)
     assert len(sink.messages()) == 1
+
+
+def test_messages_in_a_row_share_one_smtp_session(container_factory, notify_config, sink, publish):
+    sink.start()
+    container_factory(NotifyService, notify_config).start()
+    for n in range(1, 4):
+        publish("booking_created", booking_event(reference=f"RDV-SESS-000{n}"))
+        sink.wait_for(n)
+    peers = {m["X-Peer"] for m in sink.messages()}
+    assert len(peers) == 1, peers  # one client address and port: one session for all three
+
+
+def test_a_session_the_server_dropped_costs_a_reconnect_not_a_message(
+        container_factory, notify_config, sink, publish):
+    sink.start()
+    container_factory(NotifyService, notify_config).start()
+    publish("booking_created", booking_event(reference="RDV-DROP-0001"))
+    sink.wait_for(1)
+    sink.stop()  # the kept session dies with the server
+    sink.start()
+    publish("booking_created", booking_event(reference="RDV-DROP-0002"))
+    messages = sink.wait_for(2)
+    assert references(messages) == ["RDV-DROP-0001", "RDV-DROP-0002"]
+    assert len({m["X-Peer"] for m in messages}) == 2
+    time.sleep(1)
+    assert len(sink.messages()) == 2
+    assert outbox(notify_config) == {"pending": 0, "sending": 0, "sent": 2, "failed": 0}
