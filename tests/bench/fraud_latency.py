@@ -49,7 +49,7 @@ def requests_mix(slot_ids, honest):
 
     for i in range(honest):
         family, given = names[i % len(names)]
-        jobs.append(("honest", f"10.{i // 250}.{i % 250}.1",
+        jobs.append(("honest", f"10.{int(run[:2], 16)}.{i // 250}.{i % 250 + 1}",
                      body(i, family, given, f"honest{i}-{run}@example.org", f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}")))
     for seller in range(5):  # one e-mail, many names
         for j in range(4):

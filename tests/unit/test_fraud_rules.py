@@ -74,3 +74,10 @@ def test_many_identities_behind_one_user_agent_add_to_the_score():
     without, _ = score(5.0, 3, 3, 0)
     with_agent, signals = score(5.0, 3, 12, 0)
     assert with_agent > without and signals["identities_same_user_agent"] == 12
+
+
+def test_a_popular_user_agent_alone_sends_nobody_to_review():
+    # one person per address, on the browser hundreds of applicants use, booking fast
+    value, signals = score(1.0, 1, 300, 1)
+    assert rules.grabbing_action(value, CFG) is None
+    assert "identities_same_user_agent" not in signals
