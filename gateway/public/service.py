@@ -69,6 +69,10 @@ class PublicGateway:
         except SlotFull:
             self.full_slots.remember(body["slot_id"])
             raise
+        if created.get("slot_full"):
+            # learnt from the winner of the last place, not from the first loser: the
+            # attempts already queued behind it get their 409 here
+            self.full_slots.remember(body["slot_id"])
         slot = created["slot"]
         answer = {
             "reference": created["reference"],

@@ -95,6 +95,8 @@ class BookingService:
             "token": token,
             "status": rules.ACTIVE,
             "slot": {k: slot[k] for k in ("id", "site", "procedure", "start", "end")},
+            # this booking took the last place: callers can stop sending attempts for it
+            "slot_full": slot["free"] <= 0,
         }
 
     @rpc(expected_exceptions=EXPECTED)

@@ -125,6 +125,18 @@ def test_full_slot_is_409(http, services):
     assert "full" in body["message"]
 
 
+def test_the_winner_of_the_last_place_tells_the_gateway_to_refuse_the_next_attempts(http, services):
+    slot_id = first_slot_id(http)
+    booked = http.post("/api/bookings", json=applicant(slot_id))
+    assert booked.status_code == 201 and "slot_full" not in booked.json()  # internal, not for applicants
+    services["booking"].kill()  # at once: the gateway remembers "full" for FULL_SLOT_MEMORY_SECONDS
+    # the booking service is gone: only the gateway's own memory can answer 409 (not 503)
+    assert_error(http.post("/api/bookings", json=applicant(slot_id, email="b@example.org")), 409, "slot_full")
+    other = http.get("/api/slots", params={"procedure": "renewal"}).json()["slots"][0]["id"]
+    assert_error(http.post("/api/bookings", json=applicant(other, email="c@example.org")), 503,
+                 "service_unavailable")
+
+
 def test_walk_in_rule_on_10_year_card_booking(http, services):
     slot_id = first_slot_id(http, "renewal_10y")
     booked = http.post("/api/bookings", json=applicant(slot_id, procedure="renewal_10y")).json()
