@@ -124,6 +124,26 @@ def peak_memory():
     return found
 
 
+class CpuSteal:
+    """Share of the machine's CPU time the hypervisor gave to others during a run.
+
+    On a shared virtual machine the same code measures tens of percent slower when neighbours
+    are busy: print it with the figures, so that runs can be compared honestly.
+    """
+
+    def __init__(self):
+        self.start = self._read()
+
+    @staticmethod
+    def _read():
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:9]]
+        return sum(fields), fields[7]  # total and steal, in clock ticks
+
+    def percent(self):
+        total, steal = self._read()
+        return 100.0 * (steal - self.start[1]) / max(1, total - self.start[0])
+
+
 def pct(values, q):
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
@@ -141,7 +161,9 @@ def main():
     host, port = args.url.split("://")[1].split(":")
     day, slot_ids = release_slots(args.amqp_uri, args.slots, args.desks)
     jobs = [body(random.choice(slot_ids), i) for i in range(args.attempts)]
+    steal = CpuSteal()
     results, elapsed = fire(host, int(port), jobs, args.clients)
+    stolen = steal.percent()
 
     statuses = Counter(status for status, _ in results)
     latencies = sorted(latency for _, latency in results)
@@ -164,6 +186,7 @@ def main():
               f" max {of_status[-1] * 1000:.1f} ms")
     print(f"booked places     {sum(s['booked'] for s in slots)} of {capacity}")
     print(f"overbooked        {overbooked}")
+    print(f"CPU steal         {stolen:8.1f} %  (taken by the hypervisor during the burst)")
     print("peak memory (VmHWM):")
     for name, kb in sorted(peak_memory().items()):
         print(f"  {name:60s} {kb / 1024:8.1f} MiB")
