@@ -149,7 +149,7 @@ def main():
                 mongo, mongo_uris[name] = embedded_mongo.start(VAR / "mongo" / name, port)
                 backing.append(mongo)
             env["MONGO_URI"] = mongo_uris["slots"]
-            print(f"embedded MongoDB stand-ins, one per service database (data in var/mongo/): "
+            print("embedded MongoDB stand-ins, one per service database (data in var/mongo/): "
                   + ", ".join(f"{name} {uri}" for name, uri in mongo_uris.items()))
         if not env.get("SMTP_HOST"):
             backing.append(start_mail_sink(VAR / "mail", 1025))
