@@ -28,12 +28,13 @@ def wait_until_up(uri, timeout=30.0):
     raise RuntimeError(f"MongoDB stand-in did not answer at {uri}: {last}")
 
 
-def start(data_dir, port, host="127.0.0.1"):
+def start(data_dir, port, host="127.0.0.1", niceness=0):
     """Start nx-27017 with one SQLite file per database under data_dir; return the process."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("nx-27017")
     cmd = [
+        "nice", "-n", str(niceness),
         str(exe), "--data-dir", str(data_dir), "--host", host, "-p", str(port),
         # its defaults are shared /tmp paths: keep each instance's own files apart
         "--log-file", str(data_dir / "nx-27017.log"),
