@@ -11,8 +11,13 @@ from tests.helpers import applicant, plan
 
 
 @pytest.fixture
-def gateway(container_factory, config):
-    container = container_factory(PublicGateway, config)
+def gateway_config(config, request):
+    return dict(config, **getattr(request, "param", {}))
+
+
+@pytest.fixture
+def gateway(container_factory, gateway_config):
+    container = container_factory(PublicGateway, gateway_config)
     container.start()
     return container
 
@@ -125,11 +130,12 @@ def test_full_slot_is_409(http, services):
     assert "full" in body["message"]
 
 
+@pytest.mark.parametrize("gateway_config", [{"FULL_SLOT_MEMORY_SECONDS": 30}], indirect=True)
 def test_the_winner_of_the_last_place_tells_the_gateway_to_refuse_the_next_attempts(http, services):
     slot_id = first_slot_id(http)
     booked = http.post("/api/bookings", json=applicant(slot_id))
     assert booked.status_code == 201 and "slot_full" not in booked.json()  # internal, not for applicants
-    services["booking"].kill()  # at once: the gateway remembers "full" for FULL_SLOT_MEMORY_SECONDS
+    services["booking"].kill()
     # the booking service is gone: only the gateway's own memory can answer 409 (not 503)
     assert_error(http.post("/api/bookings", json=applicant(slot_id, email="b@example.org")), 409, "slot_full")
     other = http.get("/api/slots", params={"procedure": "renewal"}).json()["slots"][0]["id"]
