@@ -7,14 +7,13 @@ from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.booking import rules
 from services.booking.store import BookingStore
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, ServiceUnavailable
 from services.common.mongo import MongoStore
-from services.common.rpc import BoundedRpcProxy
+from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
 from services.common.settings import setting
 from services.common.timeutil import parse_iso, utcnow

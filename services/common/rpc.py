@@ -1,17 +1,56 @@
-"""RPC with a deadline.
+"""RPC with a deadline, and lighter messages.
 
 nameko 2.14's RpcProxy waits forever for a reply. A caller that must answer a person (or that
 holds a worker a burst needs) bounds the wait, and the request expires in the queue at the same
 deadline so that a service coming back later does not act on a request its caller gave up on.
+
+Requests and replies live for seconds and only matter to a caller still waiting: they are not
+persisted, and replies go without publisher confirms (requests keep theirs: nameko detects an
+unknown service through them). A reply the broker loses ends its caller's bounded wait in a
+503, as a slow service would. Events, which carry the outbox's promises, keep both.
 """
 import eventlet
+from nameko import rpc as nameko_rpc
+from nameko.amqp.publish import Publisher
+from nameko.constants import (AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER,
+                              LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY)
 from nameko.exceptions import UnknownService
-from nameko.rpc import MethodProxy, RpcProxy, ServiceProxy
+from nameko.rpc import MethodProxy, RpcProxy, ServiceProxy, get_rpc_exchange
 
 from services.common.errors import ServiceUnavailable
 from services.common.settings import setting
 
 DEFAULT_TIMEOUT = 5.0
+TRANSIENT = 1  # AMQP delivery mode: kept in memory only
+
+
+class _ReplyPublisher(Publisher):
+    use_confirms = False
+    delivery_mode = TRANSIENT
+
+
+class _Responder(nameko_rpc.Responder):
+    publisher_cls = _ReplyPublisher
+
+
+class _RpcConsumer(nameko_rpc.RpcConsumer):
+    def handle_result(self, message, result, exc_info):
+        # nameko's RpcConsumer.handle_result, with our responder
+        config = self.container.config
+        responder = _Responder(
+            config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config),
+            config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
+            ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
+        result, exc_info = responder.send_response(result, exc_info)
+        self.queue_consumer.ack_message(message)
+        return result, exc_info
+
+
+class Rpc(nameko_rpc.Rpc):
+    rpc_consumer = _RpcConsumer()
+
+
+rpc = Rpc.decorator  # use instead of nameko.rpc.rpc
 
 
 class _BoundedMethodProxy(MethodProxy):
@@ -67,6 +106,7 @@ class BoundedRpcProxy(RpcProxy):
         options = dict(self.options)
         # kombu takes the per-message TTL in seconds
         options.setdefault("expiration", timeout)
+        options.setdefault("delivery_mode", TRANSIENT)
         return _BoundedServiceProxy(
             worker_ctx, self.target_service, self.rpc_reply_listener,
             timeout=timeout, **options

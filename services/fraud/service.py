@@ -12,12 +12,11 @@ import uuid
 import eventlet
 from nameko.events import EventDispatcher, event_handler
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
 
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, describe
 from services.common.events import envelope
 from services.common.mongo import MongoStore
-from services.common.rpc import BoundedRpcProxy
+from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.settings import setting
 from services.common.timeutil import parse_iso
 from services.fraud import rules

@@ -12,12 +12,12 @@ from email.utils import parseaddr
 import eventlet
 from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
 from nameko.timer import timer
 from pymongo.errors import PyMongoError
 
 from services.common.errors import EXPECTED, NotFound, describe
 from services.common.mongo import MongoStore
+from services.common.rpc import rpc
 from services.common.settings import setting
 from services.common.timeutil import utcnow
 from services.notify import rules

@@ -2,10 +2,10 @@
 import logging
 from datetime import date, datetime, time, timedelta
 
-from nameko.rpc import rpc
 
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, SlotFull
 from services.common.mongo import MongoStore
+from services.common.rpc import rpc
 from services.common.schemas import load_or_raise
 from services.common.timeutil import PARIS, iso_paris, iso_utc, utcnow
 from services.slots import rules
