@@ -173,3 +173,13 @@ def booking_event(reference="RDV-AB12-CD34", event_id=None, **overrides):
     }
     event.update(overrides)
     return event
+
+
+def wait_until(condition, timeout=5.0, step=0.05):
+    """True once condition() is true, False if it never was within timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return bool(condition())

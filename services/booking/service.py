@@ -168,21 +168,22 @@ class BookingService:
                 log.warning("place of %s not yet given back; the relay retries", booking["_id"],
                             exc_info=True)
                 return
-        self._send(booking["_id"], "booking_cancelled", rules.cancelled_event(booking),
-                   "cancel_event_sent")
+        if self._dispatched(booking["_id"], "booking_cancelled", rules.cancelled_event(booking)):
+            self.store.mark(booking["_id"], cancel_event_sent=True)
 
     def _announce_created(self, booking, token):
-        self._send(booking["_id"], "booking_created", rules.created_event(booking, token),
-                   "created_event_sent")
+        if self._dispatched(booking["_id"], "booking_created", rules.created_event(booking, token)):
+            # written with the next batch, off the applicant's wait (services/common/pending.py)
+            self.store.created_sent.add(booking["_id"])
 
-    def _send(self, reference, event_type, payload, sent_flag):
+    def _dispatched(self, reference, event_type, payload):
         try:
             self.dispatch(event_type, payload)
+            return True
         except Exception:
             log.warning("%s for %s not dispatched; the relay retries", event_type, reference,
                         exc_info=True)
-            return
-        self.store.mark(reference, **{sent_flag: True})
+            return False
 
     def _release_quietly(self, hold_id):
         try:

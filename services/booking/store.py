@@ -10,11 +10,15 @@ on MongoDB and on the stand-in.
 from pymongo import ReturnDocument
 
 from services.booking.rules import ACTIVE, CANCELLED
+from services.common.pending import PendingMarks
 
 
 class BookingStore:
     def __init__(self, db):
         self.bookings = db["bookings"]
+        # "booking_created was dispatched": a lost mark only makes the relay send it again
+        self.created_sent = PendingMarks(self.bookings, {"created_event_sent": True})
+        self.pending = [self.created_sent]
 
     def ensure_indexes(self):
         self.bookings.create_index([("created_event_sent", 1), ("created_at", 1)])

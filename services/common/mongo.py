@@ -3,8 +3,11 @@
 Each service owns one database (DESIGN.md section 2); the dependency hands workers a small
 store object wrapping that database, so service code never builds queries itself.
 """
+import eventlet
 import pymongo
 from nameko.extensions import DependencyProvider
+
+from services.common.pending import FLUSH_SECONDS, flush_all
 
 
 def connect(uri):
@@ -32,14 +35,27 @@ class MongoStore(DependencyProvider):
 
     def start(self):
         self.store.ensure_indexes()
+        if getattr(self.store, "pending", None):
+            self.container.spawn_managed_thread(self._flush_pending)
+
+    def _flush_pending(self):
+        # the store's PendingMarks (services/common/pending.py), written a moment late
+        while True:
+            eventlet.sleep(FLUSH_SECONDS)
+            if self.client is None:
+                return  # stopped: stop() wrote the last batch
+            flush_all(self.store.pending)
 
     def stop(self):
         if self.client is not None:
+            flush_all(getattr(self.store, "pending", ()))  # what is gathered, before closing
             self.client.close()
             self.client = None
 
     def kill(self):
-        self.stop()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
     def get_dependency(self, worker_ctx):
         return self.store

@@ -204,7 +204,7 @@ class FraudService:
                 return  # acked: staff see it in parked_events and can replay it
             eventlet.sleep(min(5.0, 0.2 * 2 ** attempts))
             raise
-        self.store.finish(event_id, time.time())
+        self.store.finish(event_id)
 
     def _screen(self, event):
         settings = self.settings

@@ -14,6 +14,8 @@ and capped, so that no document grows without end and each event reads and rewri
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common.pending import PendingMarks
+
 ACTIVE, CANCELLED = "active", "cancelled"
 DUPLICATE_KEY = 11000
 MEMBER_FIELDS = ("identity_key", "created_ts", "status", "email_key", "client_ip",
@@ -55,6 +57,10 @@ class FraudStore:
         self.allowed = db["allow_list"]
         self.events = db["events"]
         self.failures = db["failures"]
+        # "this event was handled": a lost mark only lets a late copy be screened again,
+        # to the same decisions
+        self.handled = PendingMarks(self.events, {"state": "done"})
+        self.pending = [self.handled]
 
     def ensure_indexes(self):
         self.decisions.create_index([("reference", 1)])
@@ -83,8 +89,8 @@ class FraudStore:
         doc = self.events.find_one({"_id": event_id}, {"state": 1})
         return "done" if doc and doc.get("state") == "done" else "busy"
 
-    def finish(self, event_id, now_ts):
-        self.events.update_one({"_id": event_id}, {"$set": {"state": "done", "at_ts": now_ts}})
+    def finish(self, event_id):
+        self.handled.add(event_id)
 
     def release(self, event_id):
         """Give up a claim after an error, so that the requeued copy can try again."""

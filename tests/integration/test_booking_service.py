@@ -9,7 +9,7 @@ from nameko.testing.services import replace_dependencies
 from services.booking.service import BookingService
 from services.common.errors import InvalidRequest, NotFound, ServiceUnavailable, SlotFull
 from services.slots.service import SlotsService
-from tests.helpers import applicant, plan
+from tests.helpers import applicant, plan, wait_until
 
 CLIENT = {"ip": "203.0.113.7", "user_agent": "pytest"}
 
@@ -47,7 +47,10 @@ def test_booking_is_stored_held_and_announced(system, bus, mongo):
     assert event["event_id"] and event["occurred_at"].endswith("Z")
 
     stored = mongo("booking")["bookings"].find_one({"_id": created["reference"]})
-    assert stored["status"] == "active" and stored["created_event_sent"]
+    assert stored["status"] == "active"
+    # the "sent" mark is written with the next batch, a moment later
+    assert wait_until(lambda: mongo("booking")["bookings"].find_one(
+        {"_id": created["reference"]})["created_event_sent"])
     assert created["token"] not in str(stored)  # only a hash of the token is kept
     assert system.slots.holds(slot["id"]) == [created["reference"]]
     assert system.slots.get(slot["id"])["booked"] == 1
@@ -140,7 +143,8 @@ def test_event_survives_a_crash_between_write_and_dispatch(container_factory, co
         assert event["event_id"] == stored["created_event_id"]
         assert event["token"] == created["token"]
         assert listener.drain(settle=2) == []  # once sent, not again
-        assert mongo("booking")["bookings"].find_one({"_id": created["reference"]})["created_event_sent"]
+        assert wait_until(lambda: mongo("booking")["bookings"].find_one(
+            {"_id": created["reference"]})["created_event_sent"])
 
 
 def test_cancel_while_slots_is_down_releases_the_place_later(container_factory, config, bus):
