@@ -112,7 +112,8 @@ def peak_memory():
         if "nameko run" in cmd:
             name = cmd.split()[-1]
         elif "nx-27017" in cmd or "nx_27017" in cmd:
-            name = "mongodb stand-in (nx-27017)"
+            data_dir = cmd.split("--data-dir", 1)[1].split()[0] if "--data-dir" in cmd else ""
+            name = f"mongodb stand-in (nx-27017) {Path(data_dir).name}"
         elif "beam.smp" in cmd and "rabbit" in cmd:
             name = "rabbitmq"
         else:
