@@ -145,6 +145,14 @@ class CpuSteal:
         return 100.0 * (steal - self.start[1]) / max(1, total - self.start[0])
 
 
+def print_machine(stolen):
+    """The CPU steal during the run and the peak memory of every process of the system."""
+    print(f"CPU steal         {stolen:8.1f} %  (taken by the hypervisor during the burst)")
+    print("peak memory (VmHWM):")
+    for name, kb in sorted(peak_memory().items()):
+        print(f"  {name:60s} {kb / 1024:8.1f} MiB")
+
+
 def pct(values, q):
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
@@ -187,10 +195,7 @@ def main():
               f" max {of_status[-1] * 1000:.1f} ms")
     print(f"booked places     {sum(s['booked'] for s in slots)} of {capacity}")
     print(f"overbooked        {overbooked}")
-    print(f"CPU steal         {stolen:8.1f} %  (taken by the hypervisor during the burst)")
-    print("peak memory (VmHWM):")
-    for name, kb in sorted(peak_memory().items()):
-        print(f"  {name:60s} {kb / 1024:8.1f} MiB")
+    print_machine(stolen)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
-from booking_burst import CpuSteal, peak_memory, pct, release_slots  # noqa: E402
+from booking_burst import CpuSteal, pct, print_machine, release_slots  # noqa: E402
 from services.common.timeutil import parse_iso  # noqa: E402
 from tests.helpers import BusListener  # noqa: E402
 
@@ -160,10 +160,7 @@ def main():
             of_reason = sorted(of(r) for r in cancelled if r in created and cancelled[r][1] == reason)
             print(f"  {reason:28s} p50 {pct(of_reason, 50) * 1000:.0f} ms, "
                   f"p95 {pct(of_reason, 95) * 1000:.0f} ms")
-    print(f"CPU steal during the burst     {stolen:.1f} % (taken by the hypervisor)")
-    print("peak memory (VmHWM):")
-    for name, kb in sorted(peak_memory().items()):
-        print(f"  {name:60s} {kb / 1024:8.1f} MiB")
+    print_machine(stolen)
 
 
 if __name__ == "__main__":
