@@ -49,8 +49,7 @@ class MongoStore(DependencyProvider):
     def stop(self):
         if self.client is not None:
             flush_all(getattr(self.store, "pending", ()))  # what is gathered, before closing
-            self.client.close()
-            self.client = None
+        self.kill()
 
     def kill(self):
         if self.client is not None:

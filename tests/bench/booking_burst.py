@@ -157,10 +157,16 @@ def pct(values, q):
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def system_parser(doc):
+    """Arguments every benchmark against the running system takes: where it is."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
+    return parser
+
+
+def main():
+    parser = system_parser(__doc__)
     parser.add_argument("--slots", type=int, default=20)
     parser.add_argument("--desks", type=int, default=3)
     parser.add_argument("--attempts", type=int, default=2000)

@@ -15,10 +15,8 @@ and its evidence): the part the fraud service is answerable for.
 
     .venv/bin/python tests/bench/fraud_latency.py --honest 600 --rate 200
 """
-import argparse
 import http.client
 import json
-import os
 import random
 import sys
 import threading
@@ -28,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
-from booking_burst import CpuSteal, pct, print_machine, release_slots  # noqa: E402
+from booking_burst import CpuSteal, pct, print_machine, release_slots, system_parser  # noqa: E402
 from services.common.timeutil import parse_iso  # noqa: E402
 from tests.helpers import BusListener  # noqa: E402
 
@@ -105,9 +103,7 @@ def fire(host, port, jobs, rate, clients):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
+    parser = system_parser(__doc__)
     parser.add_argument("--honest", type=int, default=600)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--clients", type=int, default=60)

@@ -1,5 +1,6 @@
 """The fraud index against the embedded store: bucketed, capped groups stay small and exact."""
 import pytest
+from pymongo.errors import BulkWriteError
 
 from services.common.mongo import MongoStore
 from services.fraud.service import index_entry, watched_groups
@@ -71,3 +72,22 @@ def test_a_status_change_never_adds_a_member_a_full_group_left_out(store):
     assert [m["_id"] for m in ip] == ["RDV-AAAA-0001"]
     email = store.members(["email:shared@example.org"])["email:shared@example.org"]
     assert [(m["_id"], m["status"]) for m in email] == [("RDV-AAAA-0002", CANCELLED)]
+
+
+class FailingGroups:
+    """A groups collection whose bulk write fails with the given write-error codes."""
+
+    def __init__(self, codes):
+        self.codes = codes
+
+    def bulk_write(self, writes, ordered):
+        raise BulkWriteError({"writeErrors": [{"index": i, "code": c, "errmsg": "x"}
+                                              for i, c in enumerate(self.codes)]})
+
+
+def test_a_full_group_is_no_error_but_a_real_write_error_is_not_swallowed(store):
+    store.groups = FailingGroups([11000, 11000])  # capped groups said no: nothing to report
+    store.add_booking(entry("RDV-AAAA-0001", ts=1000.0), {"ip": 1, "ua": 1})
+    store.groups = FailingGroups([11000, 121])  # document failed validation: the event must retry
+    with pytest.raises(BulkWriteError):
+        store.add_booking(entry("RDV-AAAA-0002", ts=1000.0), {"ip": 1, "ua": 1})
