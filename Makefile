@@ -4,13 +4,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml Makefile | sha1sum | cut -c1-12)
+# the MongoDB stand-in, a separate server with dependencies of its own (see pyproject.toml)
+MONGO_VENV ?= .venv-mongo
+NX_27017 := nx-27017==0.8.1
 
-.PHONY: run test install rabbitmq bench clean
+.PHONY: run test install rabbitmq test-tools bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[embedded,test]'
+	test -x $(MONGO_VENV)/bin/python || $(PYTHON) -m venv $(MONGO_VENV)
+	$(MONGO_VENV)/bin/python -m pip install -q --disable-pip-version-check '$(NX_27017)'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -22,7 +27,12 @@ rabbitmq:
 run: install rabbitmq
 	$(PY) -m deploy.run
 
-test: install rabbitmq
+# Debian's chromium (browser tests), nginx (the reverse proxy's own config check and a run in
+# front of the gateway) and docker-compose (`config -q` checks the compose file), when missing
+test-tools:
+	bash deploy/ensure_test_tools.sh
+
+test: install rabbitmq test-tools
 	$(VENV)/bin/nameko test -q -p no:randomly $(PYTEST_ARGS)
 
 # needs `make run` in another terminal
@@ -30,4 +40,4 @@ bench: install
 	$(PY) tests/bench/booking_burst.py
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) $(MONGO_VENV) var

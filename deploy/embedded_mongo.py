@@ -6,7 +6,6 @@ MongoDB is a configuration change, not a code change.
 import argparse
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,11 +27,24 @@ def wait_until_up(uri, timeout=30.0):
     raise RuntimeError(f"MongoDB stand-in did not answer at {uri}: {last}")
 
 
+ROOT = Path(__file__).resolve().parent.parent
+# the stand-in lives in a virtualenv of its own (the Makefile makes it): it needs a newer
+# PyMongo than the one the services pin for Eventlet
+STAND_IN_VENV = Path(os.environ.get("MONGO_STAND_IN_VENV", ROOT / ".venv-mongo"))
+
+
+def executable():
+    exe = STAND_IN_VENV / "bin" / "nx-27017"
+    if not exe.exists():
+        raise RuntimeError(f"the MongoDB stand-in is not installed at {exe}: run `make install`")
+    return exe
+
+
 def start(data_dir, port, host="127.0.0.1", niceness=0):
     """Start nx-27017 with one SQLite file per database under data_dir; return the process."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    exe = Path(sys.executable).with_name("nx-27017")
+    exe = executable()
     cmd = [
         "nice", "-n", str(niceness),
         str(exe), "--data-dir", str(data_dir), "--host", host, "-p", str(port),

@@ -1,0 +1,46 @@
+"""Leases: a periodic job runs in one instance of a service at a time.
+
+A nameko `timer` fires in every running instance. A job that must run once (a release, a
+sweep) first takes its lease: one atomic write in the service's own database, with an expiry,
+so that an instance that dies holding it only delays the job by the lease's length.
+"""
+import os
+import socket
+import uuid
+
+from pymongo.errors import DuplicateKeyError
+
+
+def owner_id():
+    """A name for this process: host, pid and a random part (pids repeat across containers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Leases:
+    def __init__(self, collection):
+        self.leases = collection
+
+    def acquire(self, job, owner, seconds, now_ts):
+        """True when `owner` holds the lease on `job` until now_ts + seconds.
+
+        Taken if free, expired, or already ours (renewed); refused while another owner's runs.
+        """
+        until = now_ts + seconds
+        taken = self.leases.find_one_and_update(
+            {"_id": job, "$or": [{"until_ts": {"$lt": now_ts}}, {"owner": owner}]},
+            {"$set": {"owner": owner, "until_ts": until}})
+        if taken is not None:
+            return True
+        try:
+            self.leases.insert_one({"_id": job, "owner": owner, "until_ts": until})
+            return True
+        except DuplicateKeyError:
+            return False  # another owner holds it and its lease runs
+
+    def release(self, job, owner):
+        """Give the lease up early (a clean stop), so another instance need not wait it out."""
+        self.leases.update_one({"_id": job, "owner": owner}, {"$set": {"until_ts": 0}})
+
+    def holder(self, job):
+        doc = self.leases.find_one({"_id": job})
+        return doc["owner"] if doc else None
