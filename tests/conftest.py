@@ -52,6 +52,7 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         BOOKING_TOKEN_SECRET=TOKEN_SECRET,
         RPC_TIMEOUT=3,
         OUTBOX_GRACE_SECONDS=1,
+        OUTBOX_RELAY_SECONDS=0.5,
         TRUSTED_PROXIES="127.0.0.1,::1",
         max_workers=30,
     )

@@ -14,6 +14,8 @@ from email import policy
 
 from kombu import Connection, Exchange, Queue
 
+from services.common import contract
+
 
 class BusListener:
     """Binds its own queue to a service's event exchange and collects what is published.
@@ -151,12 +153,14 @@ class MailSink:
         raise AssertionError(f"{len(self.messages())} messages, expected {count}")
 
 
-def booking_event(reference="RDV-AB12-CD34", event_id=None, **overrides):
-    """A booking_created payload as the booking service sends it."""
+def booking_event(reference="RDV-AB12-CD34", event_id=None, name="booking_created", **overrides):
+    """A booking event payload built through the bus contract (services/common/contract.py).
+
+    name: booking_created (default) or booking_cancelled (give reason=...); overrides replace
+    or add fields.
+    """
     start = datetime(2027, 3, 4, 8, 30, tzinfo=timezone.utc)
     event = {
-        "event_id": event_id or str(uuid.uuid4()),
-        "occurred_at": "2027-02-01T10:00:00Z",
         "reference": reference,
         "procedure": "renewal",
         "slot_id": "abc",
@@ -168,11 +172,12 @@ def booking_event(reference="RDV-AB12-CD34", event_id=None, **overrides):
         "phone": None,
         "identity": {"family_name": "Benali", "given_names": "Yasmine", "birth_date": "1988-03-14",
                      "foreigner_number": "0123456789"},
-        "client": {"ip": "203.0.113.7", "user_agent": "pytest"},
-        "token": "secret-token",
     }
+    if name == "booking_created":
+        event.update(client={"ip": "203.0.113.7", "user_agent": "pytest"}, token="secret-token")
     event.update(overrides)
-    return event
+    return contract.build(name, event_id=event_id or str(uuid.uuid4()),
+                          occurred_at="2027-02-01T10:00:00Z", **event)
 
 
 def wait_until(condition, timeout=5.0, step=0.05):

@@ -2,25 +2,12 @@
 import hashlib
 import hmac
 import secrets
-import uuid
 from base64 import urlsafe_b64encode
 
-from services.common.events import envelope
+from services.common import contract
+from services.common.contract import ACTIVE, CANCEL_REASONS, CANCELLED, CHECKED_IN  # noqa: F401
 from services.common.normalise import normalise_email, normalise_name
 from services.common.timeutil import iso_paris, iso_utc
-
-ACTIVE = "active"
-CANCELLED = "cancelled"
-CHECKED_IN = "checked_in"
-
-CANCEL_REASONS = (
-    "applicant",
-    "multiple_bookings_same_email",
-    "name_not_exact",
-    "slot_grabbing",
-    "name_mismatch",
-    "staff",
-)
 
 # Crockford's alphabet: no I, L, O, U, so a reference read aloud at a counter is unambiguous.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -96,8 +83,9 @@ def _common_fields(booking):
 
 def created_event(booking, token):
     """`booking_created`: what fraud and notify need, rebuilt identically on every (re)send."""
-    return envelope(
-        event_id=booking["created_event_id"],
+    return contract.build(
+        "booking_created",
+        event_id=booking["outbox"]["created"]["event_id"],
         occurred_at=booking["created_at"],
         **_common_fields(booking),
         published_at=iso_utc(booking["slot"]["published_at"]) if booking["slot"].get("published_at") else None,
@@ -110,14 +98,14 @@ def created_event(booking, token):
 
 def cancellation(reason, evidence, actor, now):
     """The record of a cancellation, kept as one sub-document of the booking."""
-    return {"reason": reason, "evidence": evidence, "by": actor, "at": now,
-            "event_id": str(uuid.uuid4())}
+    return {"reason": reason, "evidence": evidence, "by": actor, "at": now}
 
 
 def cancelled_event(booking):
     cancelled = booking["cancellation"]
-    return envelope(
-        event_id=cancelled["event_id"],
+    return contract.build(
+        "booking_cancelled",
+        event_id=booking["outbox"]["cancelled"]["event_id"],
         occurred_at=cancelled["at"],
         **_common_fields(booking),
         reason=cancelled["reason"],

@@ -1,21 +1,23 @@
 """Booking service: create, read and cancel bookings; announce them on the bus."""
 import logging
+import time
 import uuid
-from datetime import timedelta
 
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
-from nameko.timer import timer
 
 from services.booking import rules
 from services.booking.store import BookingStore
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, ServiceUnavailable
+from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
+from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
 from services.common.settings import setting
+from services.common.timers import config_timer
 from services.common.timeutil import parse_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class BookingService:
     dispatch = EventDispatcher()
     tokens = Tokens()
     config = Config()
+    instance = InstanceId()
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, request, client):
@@ -79,8 +82,9 @@ class BookingService:
             "token_hash": rules.TokenSigner.hash_token(token),
             "token_salt": salt,
             "hold_id": reference,
-            "created_event_id": str(uuid.uuid4()),
-            "created_event_sent": False,
+            # the instance that made it: tests check that every booking process takes part
+            "created_by": self.instance,
+            "outbox": {"created": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())},
         }
         try:
             self.store.insert(booking)
@@ -112,7 +116,8 @@ class BookingService:
     def system_cancel(self, reference, reason, evidence=None, actor="system"):
         """Cancel on behalf of fraud or staff, with a reason code and its evidence."""
         if reason not in rules.CANCEL_REASONS:
-            raise InvalidRequest("Unknown cancel reason.", {"reason": [f"One of {', '.join(rules.CANCEL_REASONS)}."]})
+            raise InvalidRequest("Unknown cancel reason.",
+                                 {"reason": [f"One of {', '.join(rules.CANCEL_REASONS)}."]})
         booking = self._cancel(reference, reason, evidence or {}, actor)
         if booking is None:
             raise NotFound("No booking with this reference.")
@@ -129,16 +134,22 @@ class BookingService:
                                  "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
                 for booking in self.store.get_many(references)}
 
-    # a safety net for failed dispatches, not the normal path: each pass scans the bookings
-    @timer(interval=5)
+    # a safety net for failed dispatches, not the normal path
+    @config_timer("OUTBOX_RELAY_SECONDS", 5.0)
     def relay_outbox(self):
-        """Send the events whose dispatch did not happen (crash, broker down) and finish releases."""
-        grace = setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)
-        cutoff = utcnow() - timedelta(seconds=grace)
-        for booking in self.store.unsent_created(cutoff):
+        """Send the events whose dispatch did not happen (crash, broker down) and finish releases.
+
+        One instance at a time runs the pass (its lease); each record is claimed besides, so
+        that a pass overlapping a slow one elsewhere never sends a record twice.
+        """
+        interval = setting(self.config, "OUTBOX_RELAY_SECONDS", 5.0)
+        if not self.store.leases.acquire("outbox_relay", self.instance, 3 * interval, time.time()):
+            return
+        outbox = self.store.outbox
+        for booking in outbox.due("created", time.time()):
             token = self.tokens.token_for(booking["_id"], booking["token_salt"])
             self._announce_created(booking, token)
-        for booking in self.store.unsent_cancelled(cutoff):
+        for booking in outbox.due("cancelled", time.time()):
             self._finish_cancel(booking)
 
     # -- internals ---------------------------------------------------------------------------
@@ -151,8 +162,12 @@ class BookingService:
             raise NotFound(NOT_FOUND)
         return booking
 
+    def _grace(self):
+        return setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)
+
     def _cancel(self, reference, reason, evidence, actor):
-        booking = self.store.cancel(reference, rules.cancellation(reason, evidence, actor, utcnow()))
+        booking = self.store.cancel(reference, rules.cancellation(reason, evidence, actor, utcnow()),
+                                    Outbox.entry(str(uuid.uuid4()), time.time(), self._grace()))
         if booking is None:
             # already cancelled or checked in (or unknown: None): nothing to do, say how it stands
             return self.store.get(reference)
@@ -169,12 +184,12 @@ class BookingService:
                             exc_info=True)
                 return
         if self._dispatched(booking["_id"], "booking_cancelled", rules.cancelled_event(booking)):
-            self.store.mark(booking["_id"], cancel_event_sent=True)
+            self.store.outbox.sent(booking["_id"], "cancelled")
 
     def _announce_created(self, booking, token):
         if self._dispatched(booking["_id"], "booking_created", rules.created_event(booking, token)):
             # written with the next batch, off the applicant's wait (services/common/pending.py)
-            self.store.created_sent.add(booking["_id"])
+            self.store.outbox.sent(booking["_id"], "created")
 
     def _dispatched(self, reference, event_type, payload):
         try:

@@ -1,28 +1,29 @@
 """The booking database.
 
-The booking document is its own outbox: the write that creates (or cancels) a booking also
-records the event to announce (`created_event_sent: False`), in one single-document write. The
-relay finds what was not marked sent and sends it again, so a crash between the write and the
-dispatch delays the event but never loses it. Flags and sub-documents only (no array
-operators, no bare datetimes in $set, which the embedded stand-in mishandles): the same code runs
-on MongoDB and on the stand-in.
+The booking document carries its own outbox (services/common/outbox.py): the write that
+creates, cancels or checks in a booking also records the event to announce, in one
+single-document write, so a crash between the write and the dispatch delays the event but
+never loses it. Flags and sub-documents only (no array operators, no bare datetimes in $set,
+which the embedded stand-in mishandles): the same code runs on MongoDB and on the stand-in.
 """
 from pymongo import ReturnDocument
 
 from services.booking.rules import ACTIVE, CANCELLED
-from services.common.pending import PendingMarks
+from services.common.lease import Leases
+from services.common.outbox import Outbox
+
+OUTBOX_KINDS = ("created", "cancelled")
 
 
 class BookingStore:
     def __init__(self, db):
         self.bookings = db["bookings"]
-        # "booking_created was dispatched": a lost mark only makes the relay send it again
-        self.created_sent = PendingMarks(self.bookings, {"created_event_sent": True})
-        self.pending = [self.created_sent]
+        self.outbox = Outbox(self.bookings, OUTBOX_KINDS)
+        self.leases = Leases(db["leases"])
+        self.pending = self.outbox.pending
 
     def ensure_indexes(self):
-        self.bookings.create_index([("created_event_sent", 1), ("created_at", 1)])
-        self.bookings.create_index([("cancel_event_sent", 1), ("cancellation.at", 1)])
+        self.outbox.ensure_indexes()
         self.bookings.create_index([("slot.id", 1)])
 
     def insert(self, booking):
@@ -38,7 +39,7 @@ class BookingStore:
     def mark(self, reference, **flags):
         self.bookings.update_one({"_id": reference}, {"$set": flags})
 
-    def cancel(self, reference, cancellation):
+    def cancel(self, reference, cancellation, outbox_entry):
         """Move an active booking to cancelled, recording its cancellation and the event to send.
 
         The booking after, or None if it was not active (cancelled already, or checked in).
@@ -46,17 +47,9 @@ class BookingStore:
         return self.bookings.find_one_and_update(
             {"_id": reference, "status": ACTIVE},
             {"$set": {"status": CANCELLED, "cancellation": cancellation,
-                      "cancel_event_sent": False, "place_released": False}},
+                      Outbox.field("cancelled"): outbox_entry, "place_released": False}},
             return_document=ReturnDocument.AFTER,
         )
-
-    def unsent_created(self, before, limit=100):
-        return list(self.bookings.find(
-            {"created_event_sent": False, "created_at": {"$lte": before}}).limit(limit))
-
-    def unsent_cancelled(self, before, limit=100):
-        return list(self.bookings.find(
-            {"cancel_event_sent": False, "cancellation.at": {"$lte": before}}).limit(limit))
 
     def for_slot(self, slot_id, status=ACTIVE):
         return list(self.bookings.find({"slot.id": slot_id, "status": status}))

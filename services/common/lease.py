@@ -8,6 +8,7 @@ import os
 import socket
 import uuid
 
+from nameko.extensions import DependencyProvider
 from pymongo.errors import DuplicateKeyError
 
 
@@ -28,11 +29,11 @@ class Leases:
         until = now_ts + seconds
         taken = self.leases.find_one_and_update(
             {"_id": job, "$or": [{"until_ts": {"$lt": now_ts}}, {"owner": owner}]},
-            {"$set": {"owner": owner, "until_ts": until}})
+            {"$set": {"owner": owner, "until_ts": until}, "$inc": {"runs": 1}})
         if taken is not None:
             return True
         try:
-            self.leases.insert_one({"_id": job, "owner": owner, "until_ts": until})
+            self.leases.insert_one({"_id": job, "owner": owner, "until_ts": until, "runs": 1})
             return True
         except DuplicateKeyError:
             return False  # another owner holds it and its lease runs
@@ -41,6 +42,16 @@ class Leases:
         """Give the lease up early (a clean stop), so another instance need not wait it out."""
         self.leases.update_one({"_id": job, "owner": owner}, {"$set": {"until_ts": 0}})
 
-    def holder(self, job):
-        doc = self.leases.find_one({"_id": job})
-        return doc["owner"] if doc else None
+    def state(self, job):
+        """{owner, until_ts, runs}: who holds the job and how many times it was taken."""
+        return self.leases.find_one({"_id": job}) or {}
+
+
+class InstanceId(DependencyProvider):
+    """A name for this running instance of a service (one per container), to own leases."""
+
+    def setup(self):
+        self.value = owner_id()
+
+    def get_dependency(self, worker_ctx):
+        return self.value

@@ -101,3 +101,16 @@ def _flatten(messages):
         else:
             flat[key] = list(value) if isinstance(value, (list, tuple)) else [str(value)]
     return flat
+
+
+class ListingSchema(Schema):
+    """The arguments of a staff listing: how many, at most 500."""
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+def validated(schema, error_cls=None, **arguments):
+    """RPC arguments checked with `schema`: the loaded values, or InvalidRequest with fields."""
+    from services.common.errors import InvalidRequest
+
+    return load_or_raise(schema, arguments, error_cls or InvalidRequest)

@@ -1,5 +1,6 @@
 """The fraud database: its own index of bookings (built from events), decisions with their
-evidence, the review queue, the allow-list, processed and failed events.
+evidence (each with its `fraud_detected` in an outbox), the review queue, the allow-list, and
+the inbox of events received (services/common/inbox.py).
 
 The rules ask "which bookings share this e-mail / address / user agent": each such group is
 one document, read by its _id, its members a sub-document keyed by booking reference. One
@@ -14,7 +15,9 @@ and capped, so that no document grows without end and each event reads and rewri
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.common.pending import PendingMarks
+from services.common.inbox import Inbox
+from services.common.lease import Leases
+from services.common.outbox import Outbox
 
 ACTIVE, CANCELLED = "active", "cancelled"
 DUPLICATE_KEY = 11000
@@ -55,65 +58,17 @@ class FraudStore:
         self.decisions = db["decisions"]
         self.reviews = db["reviews"]
         self.allowed = db["allow_list"]
-        self.events = db["events"]
-        self.failures = db["failures"]
-        # "this event was handled": a lost mark only lets a late copy be screened again,
-        # to the same decisions
-        self.handled = PendingMarks(self.events, {"state": "done"})
-        self.pending = [self.handled]
+        self.inbox = Inbox(db["inbox"])
+        self.outbox = Outbox(self.decisions, ["detected"])
+        self.leases = Leases(db["leases"])
+        self.pending = self.inbox.pending + self.outbox.pending
 
     def ensure_indexes(self):
+        self.inbox.ensure_indexes()
+        self.outbox.ensure_indexes()
         self.decisions.create_index([("reference", 1)])
         self.decisions.create_index([("at_ts", 1)])
         self.reviews.create_index([("state", 1), ("at_ts", 1)])
-
-    # -- events ------------------------------------------------------------------------------
-
-    def begin(self, event_id, now_ts, lease_seconds):
-        """Claim an event for handling: "go", "done" (handled before) or "busy" (in hand).
-
-        A copy that finds the event in hand elsewhere may be dropped: the copy being handled
-        is not acked until it is done, and comes back if its process dies.
-        """
-        try:
-            self.events.insert_one({"_id": event_id, "state": "processing",
-                                    "lease_ts": now_ts + lease_seconds})
-            return "go"
-        except DuplicateKeyError:
-            pass
-        taken = self.events.find_one_and_update(
-            {"_id": event_id, "state": "processing", "lease_ts": {"$lt": now_ts}},
-            {"$set": {"lease_ts": now_ts + lease_seconds}})
-        if taken is not None:
-            return "go"
-        doc = self.events.find_one({"_id": event_id}, {"state": 1})
-        return "done" if doc and doc.get("state") == "done" else "busy"
-
-    def finish(self, event_id):
-        self.handled.add(event_id)
-
-    def release(self, event_id):
-        """Give up a claim after an error, so that the requeued copy can try again."""
-        self.events.delete_one({"_id": event_id, "state": "processing"})
-
-    def record_failure(self, event_id, event, error, now_ts):
-        """Count one more failed try of this event; the number of tries so far."""
-        doc = self.failures.find_one_and_update(
-            {"_id": event_id},
-            {"$inc": {"attempts": 1}, "$set": {"last_error": error, "event": event,
-                                               "state": "retrying", "at_ts": now_ts}},
-            upsert=True, return_document=ReturnDocument.AFTER)
-        return doc["attempts"]
-
-    def park(self, event_id):
-        self.failures.update_one({"_id": event_id}, {"$set": {"state": "parked"}})
-
-    def parked(self, limit):
-        return list(self.failures.find({"state": "parked"}).limit(limit))
-
-    def unpark(self, event_id):
-        return self.failures.find_one_and_update(
-            {"_id": event_id, "state": "parked"}, {"$set": {"state": "replayed", "attempts": 0}})
 
     # -- the index ---------------------------------------------------------------------------
 
@@ -171,8 +126,11 @@ class FraudStore:
         except DuplicateKeyError:
             return self.decisions.find_one({"_id": decision["_id"]})
 
-    def mark_announced(self, decision_id):
-        self.decisions.update_one({"_id": decision_id}, {"$set": {"announced": True}})
+    def to_announce(self, decision_id, outbox_entry):
+        """Once a decision is carried out, record its event to send (once); the decision."""
+        self.decisions.update_one({"_id": decision_id, "outbox.detected": {"$exists": False}},
+                                  {"$set": {"outbox.detected": outbox_entry}})
+        return self.decisions.find_one({"_id": decision_id})
 
     def decisions_for(self, reference):
         return list(self.decisions.find({"reference": reference}))

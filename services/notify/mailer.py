@@ -62,12 +62,7 @@ class MailServer:
         self.settings = settings
         self.down = False
         self.last_error = None
-        # when the outbox next needs a look: a retry this process scheduled, or a sweep
-        self.next_scan_ts = 0.0
         self._idle = []  # (connection, kept since): sessions between two messages
-
-    def scan_by(self, ts):
-        self.next_scan_ts = min(self.next_scan_ts, ts)
 
     def connect(self):
         """A session ready to send: a kept one that still answers, else a new one."""

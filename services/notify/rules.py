@@ -2,17 +2,17 @@
 import smtplib
 import socket
 
-PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+# one vocabulary with the outbox and inbox of every service (services/common/delivery.py):
+# pending (new), in_progress (claimed by a sender), retrying (waits out a backoff),
+# done (sent), parked (failed for good: staff resend it)
+from services.common.delivery import DONE, IN_PROGRESS, PARKED, PENDING, RETRYING, backoff  # noqa: F401
+
+WAITING = [PENDING, RETRYING]  # what a sender may claim once it is due
 
 
 def idempotency_key(event_id, kind):
     """One message per (event, kind): the same event delivered twice maps to the same record."""
     return f"{event_id}:{kind}"
-
-
-def backoff(attempts, base, cap):
-    """Seconds to wait after the `attempts`-th failed try: base, 2 base, 4 base... up to cap."""
-    return min(cap, base * (2 ** max(0, attempts - 1)))
 
 
 def is_transient(exc):

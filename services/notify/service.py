@@ -1,7 +1,8 @@
 """Notify service: tells applicants what happened to their booking, exactly once per event.
 
-Each event becomes one outbox record (its key: event id and message kind) before anything is
-sent. A message is sent by whoever atomically claims it, immediately by the event handler or
+Events come in through the inbox (services/common/inbox.py: checked against the bus contract,
+once per event id, retried, parked). Each event becomes one outbox record (its key: event id
+and message kind) before anything is sent. A message is sent by whoever atomically claims it, immediately by the event handler or
 later by the delivery timer; failures wait out a backoff, and after NOTIFY_MAX_ATTEMPTS the
 message is parked as failed for staff, blocking nothing behind it.
 """
@@ -18,11 +19,15 @@ from pymongo.errors import PyMongoError
 from services.common.errors import EXPECTED, NotFound, describe
 from services.common.mongo import MongoStore
 from services.common.rpc import rpc
+from services.common.schemas import ListingSchema, validated
 from services.common.settings import setting
 from services.common.timeutil import utcnow
+from services.common.views import staff_view
 from services.notify import rules
 from services.notify.compose import KIND_FOR_EVENT, compose, message_id, to_mime
 from services.notify.mailer import Mailer
+from services.notify.schedule import ScanSchedule
+from services.notify.schemas import MessageKey
 from services.notify.store import OutboxStore
 
 log = logging.getLogger(__name__)
@@ -55,9 +60,23 @@ class Settings(DependencyProvider):
         return self.settings
 
 
+class Schedule(DependencyProvider):
+    """This process's ScanSchedule (services/notify/schedule.py)."""
+
+    def setup(self):
+        self.schedule = ScanSchedule(setting(self.container.config, "NOTIFY_SWEEP_SECONDS", 10.0))
+
+    def get_dependency(self, worker_ctx):
+        return self.schedule
+
+
+MESSAGE_FIELDS = ("_id", "kind", "to", "reference", "state", "attempts", "last_error",
+                  "event_type", "failed_ts", "sent_ts")
+LISTING, MESSAGE_KEY = ListingSchema(), MessageKey()
+
+
 def message_view(record):
-    return {key: record.get(key) for key in
-            ("_id", "kind", "to", "reference", "state", "attempts", "last_error", "event_type")}
+    return staff_view({key: record[key] for key in MESSAGE_FIELDS if key in record})
 
 
 class NotifyService:
@@ -66,15 +85,18 @@ class NotifyService:
     store = MongoStore("notify", OutboxStore)
     mail = Mailer()
     settings = Settings()
+    schedule = Schedule()
 
     # requeue: an event is only acked once its message is safely in the outbox
     @event_handler("booking", "booking_created", requeue_on_error=True)
     def on_booking_created(self, event):
-        self._accept("booking_created", event)
+        self.store.inbox.handle("booking_created", event,
+                                lambda e: self._accept("booking_created", e))
 
     @event_handler("booking", "booking_cancelled", requeue_on_error=True)
     def on_booking_cancelled(self, event):
-        self._accept("booking_cancelled", event)
+        self.store.inbox.handle("booking_cancelled", event,
+                                lambda e: self._accept("booking_cancelled", e))
 
     @timer(interval=0.5)
     def deliver_due(self):
@@ -84,12 +106,11 @@ class NotifyService:
         back, the last pass found work) or every NOTIFY_SWEEP_SECONDS for other processes'
         leftovers: each look is a scan on the embedded stand-in.
         """
-        now, mail = time.time(), self.mail
+        now, mail, schedule = time.time(), self.mail, self.schedule
         if mail.down and self._server_back():
-            mail.scan_by(now)
-        if now < mail.next_scan_ts:
+            schedule.scan_by(now)
+        if not schedule.begin_pass(now):
             return
-        mail.next_scan_ts = now + self.settings["sweep"]
         recovered = self.store.recover_abandoned(now)
         if recovered:
             log.warning("%d messages abandoned mid-send are queued again", recovered)
@@ -101,25 +122,33 @@ class NotifyService:
         drained = list(senders.imap(lambda _: self._drain(BATCH // self.settings["senders"]),
                                     range(self.settings["senders"])))
         if sum(drained):
-            mail.scan_by(now)  # there may be more: look again at the next tick
+            schedule.scan_by(now)  # there may be more: look again at the next tick
 
     @rpc(expected_exceptions=EXPECTED)
     def outbox_status(self):
-        counts = self.store.counts()
-        return {state: counts.get(state, 0)
-                for state in (rules.PENDING, rules.SENDING, rules.SENT, rules.FAILED)}
+        """Messages by state (services/common/delivery.py), zero included."""
+        return self.store.counts()
 
     @rpc(expected_exceptions=EXPECTED)
     def failed_messages(self, limit=50):
-        return [message_view(r) for r in self.store.failed(max(1, min(int(limit), 500)))]
+        """Messages parked after their last attempt failed, newest first, with the last error."""
+        args = validated(LISTING, limit=limit)
+        return [message_view(r) for r in self.store.failed(args["limit"])]
 
     @rpc(expected_exceptions=EXPECTED)
     def resend(self, key):
-        record = self.store.resend(key, time.time())
+        args = validated(MESSAGE_KEY, key=key)
+        record = self.store.resend(args["key"], time.time())
         if record is None:
             raise NotFound("No failed or sent message with this key.")
-        self._deliver_one(key)
-        return message_view(self.store.get(key))
+        self._deliver_one(args["key"])
+        return message_view(self.store.get(args["key"]))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def parked_events(self, limit=100):
+        """Events notify could not take (malformed, or failing every try), for staff."""
+        args = validated(LISTING, limit=limit)
+        return [staff_view(e) for e in self.store.inbox.parked(args["limit"])]
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -134,21 +163,21 @@ class NotifyService:
             if not self.mail.down:
                 # stored already claimed by this worker: the insert that wins is the claim,
                 # one round trip fewer; if we die mid-send, the lease runs out and it is retried
-                record.update(state=rules.SENDING, lease_until_ts=now + self.settings["lease"],
+                record.update(state=rules.IN_PROGRESS, lease_until_ts=now + self.settings["lease"],
                               attempts=1)
-        except Exception as exc:  # a malformed event: park it for staff rather than loop on it
+        except Exception as exc:  # an event the templates cannot render: park it for staff
             log.exception("cannot compose a message for %s %s", event_type, key)
-            record.update(state=rules.FAILED, last_error=f"cannot compose: {exc!r}",
+            record.update(state=rules.PARKED, last_error=f"cannot compose: {exc!r}",
                           event=event, failed_ts=time.time())
         try:
             added = self.store.add(record)
         except PyMongoError:
             eventlet.sleep(1)  # the database is down: pause before the event is requeued
             raise
-        if added and record["state"] == rules.SENDING:
+        if added and record["state"] == rules.IN_PROGRESS:
             self._send_all([record])
         elif added and record["state"] == rules.PENDING:
-            self.mail.scan_by(time.time())  # the server is down: the timer records the attempt
+            self.schedule.scan_by(time.time())  # the server is down: the timer records the attempt
 
     def _deliver_one(self, key):
         record = self.store.claim(time.time(), self.settings["lease"], key)
@@ -220,7 +249,7 @@ class NotifyService:
         deferred, parked = self.store.defer_due(
             time.time(), self.mail.last_error, settings["max_attempts"],
             lambda attempts: rules.backoff(attempts, settings["retry_base"], settings["retry_cap"]))
-        self.mail.scan_by(time.time() + settings["retry_base"])
+        self.schedule.scan_by(time.time() + settings["retry_base"])
         if deferred or parked:
             log.warning("mail server unreachable (%s): %d messages wait, %d parked as failed",
                         self.mail.last_error, deferred, parked)
@@ -230,7 +259,7 @@ class NotifyService:
         if rules.is_transient(exc) and record["attempts"] < settings["max_attempts"]:
             wait = rules.backoff(record["attempts"], settings["retry_base"], settings["retry_cap"])
             self.store.retry_later(record["_id"], time.time() + wait, error)
-            self.mail.scan_by(time.time() + wait)
+            self.schedule.scan_by(time.time() + wait)
             log.warning("message %s not sent (%s); retry in %.1f s", record["_id"], error, wait)
         else:
             self.store.park(record["_id"], error, time.time())

@@ -8,14 +8,19 @@ import uuid
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.notify.rules import FAILED, PENDING, SENDING, SENT
+from services.common.delivery import count_states
+from services.common.inbox import Inbox
+from services.notify.rules import DONE, IN_PROGRESS, PARKED, PENDING, RETRYING, WAITING
 
 
 class OutboxStore:
     def __init__(self, db):
         self.messages = db["messages"]
+        self.inbox = Inbox(db["inbox"])
+        self.pending = self.inbox.pending
 
     def ensure_indexes(self):
+        self.inbox.ensure_indexes()
         self.messages.create_index([("state", 1), ("next_attempt_ts", 1)])
         self.messages.create_index([("reference", 1)])
         self.messages.create_index([("claim", 1)])
@@ -34,12 +39,12 @@ class OutboxStore:
         Only one caller can move a message from pending to sending, which is what keeps two
         workers or two notify processes from sending the same message.
         """
-        query = {"state": PENDING, "next_attempt_ts": {"$lte": now_ts}}
+        query = {"state": {"$in": WAITING}, "next_attempt_ts": {"$lte": now_ts}}
         if key is not None:
             query["_id"] = key
         return self.messages.find_one_and_update(
             query,
-            {"$set": {"state": SENDING, "lease_until_ts": now_ts + lease_seconds},
+            {"$set": {"state": IN_PROGRESS, "lease_until_ts": now_ts + lease_seconds},
              "$inc": {"attempts": 1}},
             # no sort: every due message is due, and a sorted claim costs the stand-in a scan
             return_document=ReturnDocument.AFTER,
@@ -52,28 +57,28 @@ class OutboxStore:
         this call's token: what is read back is exactly what this caller won.
         """
         ids = [doc["_id"] for doc in self.messages.find(
-            {"state": PENDING, "next_attempt_ts": {"$lte": now_ts}}, {"_id": 1}).limit(limit)]
+            {"state": {"$in": WAITING}, "next_attempt_ts": {"$lte": now_ts}}, {"_id": 1}).limit(limit)]
         if not ids:
             return []
         token = uuid.uuid4().hex
         self.messages.update_many(
-            {"_id": {"$in": ids}, "state": PENDING},
-            {"$set": {"state": SENDING, "lease_until_ts": now_ts + lease_seconds, "claim": token},
+            {"_id": {"$in": ids}, "state": {"$in": WAITING}},
+            {"$set": {"state": IN_PROGRESS, "lease_until_ts": now_ts + lease_seconds, "claim": token},
              "$inc": {"attempts": 1}})
         return list(self.messages.find({"claim": token}))
 
     def mark_sent(self, key, now_ts):
-        self.messages.update_one({"_id": key, "state": SENDING},
-                                 {"$set": {"state": SENT, "sent_ts": now_ts, "last_error": None}})
+        self.messages.update_one({"_id": key, "state": IN_PROGRESS},
+                                 {"$set": {"state": DONE, "sent_ts": now_ts, "last_error": None}})
 
     def retry_later(self, key, next_ts, error):
-        self.messages.update_one({"_id": key, "state": SENDING},
-                                 {"$set": {"state": PENDING, "next_attempt_ts": next_ts,
+        self.messages.update_one({"_id": key, "state": IN_PROGRESS},
+                                 {"$set": {"state": RETRYING, "next_attempt_ts": next_ts,
                                            "last_error": error}})
 
     def park(self, key, error, now_ts):
-        self.messages.update_one({"_id": key, "state": SENDING},
-                                 {"$set": {"state": FAILED, "last_error": error, "failed_ts": now_ts}})
+        self.messages.update_one({"_id": key, "state": IN_PROGRESS},
+                                 {"$set": {"state": PARKED, "last_error": error, "failed_ts": now_ts}})
 
     def defer_due(self, now_ts, error, max_attempts, delay_after):
         """Record one failed attempt for every due message at once (the server is unreachable).
@@ -84,42 +89,42 @@ class OutboxStore:
         """
         deferred = parked = 0
         for attempts in range(max_attempts):
-            due = {"state": PENDING, "next_attempt_ts": {"$lte": now_ts}, "attempts": attempts}
+            due = {"state": {"$in": WAITING}, "next_attempt_ts": {"$lte": now_ts}, "attempts": attempts}
             if attempts + 1 >= max_attempts:
                 parked += self.messages.update_many(due, {
-                    "$set": {"state": FAILED, "last_error": error, "failed_ts": now_ts},
+                    "$set": {"state": PARKED, "last_error": error, "failed_ts": now_ts},
                     "$inc": {"attempts": 1}}).modified_count
             else:
                 deferred += self.messages.update_many(due, {
-                    "$set": {"next_attempt_ts": now_ts + delay_after(attempts + 1), "last_error": error},
+                    "$set": {"state": RETRYING, "next_attempt_ts": now_ts + delay_after(attempts + 1),
+                             "last_error": error},
                     "$inc": {"attempts": 1}}).modified_count
         return deferred, parked
 
     def recover_abandoned(self, now_ts):
         """Messages whose sender died mid-send (lease over) go back to pending."""
         return self.messages.update_many(
-            {"state": SENDING, "lease_until_ts": {"$lt": now_ts}},
-            {"$set": {"state": PENDING, "next_attempt_ts": now_ts}}).modified_count
+            {"state": IN_PROGRESS, "lease_until_ts": {"$lt": now_ts}},
+            {"$set": {"state": RETRYING, "next_attempt_ts": now_ts}}).modified_count
 
     def wake_waiting(self, now_ts):
         """The server is back: everything waiting out a backoff is due now."""
         return self.messages.update_many(
-            {"state": PENDING, "next_attempt_ts": {"$gt": now_ts}},
+            {"state": RETRYING, "next_attempt_ts": {"$gt": now_ts}},
             {"$set": {"next_attempt_ts": now_ts}}).modified_count
 
     def resend(self, key, now_ts):
         """A parked (or sent) message goes back to the queue with fresh attempts."""
         return self.messages.find_one_and_update(
-            {"_id": key, "state": {"$in": [FAILED, SENT]}},
+            {"_id": key, "state": {"$in": [PARKED, DONE]}},
             {"$set": {"state": PENDING, "next_attempt_ts": now_ts, "attempts": 0}},
             return_document=ReturnDocument.AFTER)
 
     def counts(self):
-        return {row["_id"]: row["n"] for row in self.messages.aggregate(
-            [{"$group": {"_id": "$state", "n": {"$sum": 1}}}])}
+        return count_states(self.messages)
 
     def failed(self, limit):
-        return list(self.messages.find({"state": FAILED}).sort("failed_ts", -1).limit(limit))
+        return list(self.messages.find({"state": PARKED}).sort("failed_ts", -1).limit(limit))
 
     def get(self, key):
         return self.messages.find_one({"_id": key})

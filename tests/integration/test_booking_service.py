@@ -50,7 +50,7 @@ def test_booking_is_stored_held_and_announced(system, bus, mongo):
     assert stored["status"] == "active"
     # the "sent" mark is written with the next batch, a moment later
     assert wait_until(lambda: mongo("booking")["bookings"].find_one(
-        {"_id": created["reference"]})["created_event_sent"])
+        {"_id": created["reference"]})["outbox"]["created"]["state"] == "done")
     assert created["token"] not in str(stored)  # only a hash of the token is kept
     assert system.slots.holds(slot["id"]) == [created["reference"]]
     assert system.slots.get(slot["id"])["booked"] == 1
@@ -134,17 +134,17 @@ def test_event_survives_a_crash_between_write_and_dispatch(container_factory, co
         crashing.kill()
         assert listener.drain(settle=1) == []
         stored = mongo("booking")["bookings"].find_one({"_id": created["reference"]})
-        assert not stored["created_event_sent"]
+        assert stored["outbox"]["created"]["state"] == "pending"
 
         # the service comes back: its outbox relay sends what was never announced
         container_factory(BookingService, config).start()
         _, event = listener.wait_for(timeout=15)
         assert event["reference"] == created["reference"]
-        assert event["event_id"] == stored["created_event_id"]
+        assert event["event_id"] == stored["outbox"]["created"]["event_id"]
         assert event["token"] == created["token"]
         assert listener.drain(settle=2) == []  # once sent, not again
         assert wait_until(lambda: mongo("booking")["bookings"].find_one(
-            {"_id": created["reference"]})["created_event_sent"])
+            {"_id": created["reference"]})["outbox"]["created"]["state"] == "done")
 
 
 def test_cancel_while_slots_is_down_releases_the_place_later(container_factory, config, bus):

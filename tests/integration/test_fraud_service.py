@@ -207,7 +207,8 @@ def test_a_failing_event_is_retried_then_parked_and_can_be_replayed(
     [parked] = rpc.fraud.parked_events()
     assert parked["attempts"] == 3 and "booking" in parked["last_error"]
     container_factory(BookingService, config).start()
-    assert rpc.fraud.replay(parked["id"]) == {"event_id": parked["id"], "replayed": True}
+    assert rpc.fraud.replay(parked["id"]) == {"event_id": parked["id"], "replayed": True,
+                                              "state": "done"}
     assert booker.wait_status(fake, "cancelled")["cancel_reason"] == "name_not_exact"
     assert rpc.fraud.parked_events() == []
 

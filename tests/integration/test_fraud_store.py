@@ -3,7 +3,7 @@ import pytest
 from pymongo.errors import BulkWriteError
 
 from services.common.mongo import MongoStore
-from services.fraud.service import index_entry, watched_groups
+from services.fraud.screening import index_entry, watched_groups
 from services.fraud.store import CANCELLED, FraudStore, group_ids, window_group_ids
 from tests.helpers import booking_event
 

@@ -62,7 +62,7 @@ def test_booking_created_sends_one_confirmation(container_factory, notify_config
     assert calendar.walk("VEVENT")[0].decoded("dtstart") == datetime(2027, 3, 4, 8, 30, tzinfo=timezone.utc)
     time.sleep(1)
     assert len(sink.messages()) == 1
-    assert outbox(notify_config)["sent"] == 1
+    assert outbox(notify_config)["done"] == 1
 
 
 def test_the_same_event_delivered_many_times_sends_once(container_factory, notify_config, sink, publish):
@@ -75,14 +75,15 @@ def test_the_same_event_delivered_many_times_sends_once(container_factory, notif
     sink.wait_for(1)
     time.sleep(2)
     assert len(sink.messages()) == 1
-    assert outbox(notify_config) == {"pending": 0, "sending": 0, "sent": 1, "failed": 0}
+    assert outbox(notify_config) == {"pending": 0, "in_progress": 0, "retrying": 0,
+                                    "done": 1, "parked": 0}
 
 
 def test_cancellation_notice_gives_the_reason(container_factory, notify_config, sink, publish):
     sink.start()
     container_factory(NotifyService, notify_config).start()
-    event = booking_event(reason="name_not_exact", evidence={}, cancelled_by="fraud")
-    del event["token"]
+    event = booking_event(name="booking_cancelled", reason="name_not_exact", evidence={},
+                          cancelled_by="fraud")
     publish("booking_cancelled", event)
     [message] = sink.wait_for(1)
     text = message.get_body(("plain",)).get_content()
@@ -120,12 +121,13 @@ def test_smtp_outage_during_a_burst_loses_nothing_and_sends_everything_once(
         publish("booking_created", event)
     time.sleep(3)
     status = outbox(notify_config)
-    assert status["pending"] + status["sending"] == 60 and status["sent"] == 0
+    assert status["pending"] + status["in_progress"] + status["retrying"] == 60
+    assert status["done"] == 0
     sink.start()
     sink.wait_for(60, timeout=30)
     time.sleep(2)
     assert references(sink.messages()) == sorted(f"RDV-{i:04d}-AAAA" for i in range(60))
-    assert outbox(notify_config)["sent"] == 60
+    assert outbox(notify_config)["done"] == 60
 
 
 def test_a_message_that_keeps_failing_is_parked_and_blocks_nothing(
@@ -134,7 +136,7 @@ def test_a_message_that_keeps_failing_is_parked_and_blocks_nothing(
     container_factory(NotifyService, config).start()
     publish("booking_created", booking_event(reference="RDV-FAIL-0001"))
     deadline = time.monotonic() + 15
-    while outbox(config)["failed"] != 1:
+    while outbox(config)["parked"] != 1:
         assert time.monotonic() < deadline, outbox(config)
         time.sleep(0.2)
     with ClusterRpcProxy(config, timeout=10) as rpc:
@@ -144,8 +146,8 @@ def test_a_message_that_keeps_failing_is_parked_and_blocks_nothing(
         sink.start()
         publish("booking_created", booking_event(reference="RDV-NEXT-0002"))
         assert references(sink.wait_for(1)) == ["RDV-NEXT-0002"]
-        resent = rpc.notify.resend(failed["_id"])
-        assert resent["state"] == "sent"
+        resent = rpc.notify.resend(failed["id"])
+        assert resent["state"] == "done"
     assert references(sink.wait_for(2)) == ["RDV-FAIL-0001", "RDV-NEXT-0002"]
 
 
@@ -158,7 +160,7 @@ def test_temporary_smtp_refusals_are_retried(container_factory, notify_config, s
     time.sleep(1)
     assert len(sink.messages()) == 1
     with ClusterRpcProxy(notify_config, timeout=10) as rpc:
-        assert rpc.notify.outbox_status()["sent"] == 1
+        assert rpc.notify.outbox_status()["done"] == 1
 
 
 def test_messages_survive_a_restart_of_notify(container_factory, notify_config, sink, publish):
@@ -180,8 +182,11 @@ def test_a_malformed_event_is_parked_not_looped(container_factory, notify_config
     publish("booking_created", booking_event(reference="RDV-GOOD-0000"))
     assert references(sink.wait_for(1)) == ["RDV-GOOD-0000"]
     with ClusterRpcProxy(notify_config, timeout=10) as rpc:
-        [failed] = rpc.notify.failed_messages()
-    assert failed["_id"] == "broken-1:confirmation" and "cannot compose" in failed["last_error"]
+        [parked] = rpc.notify.parked_events()
+        assert rpc.notify.failed_messages() == []
+    # refused by the bus contract, with the reason, before any message is composed
+    assert parked["id"] == "broken-1" and parked["state"] == "parked"
+    assert parked["last_error"].startswith("contract:") and "procedure" in parked["last_error"]
 
 
 def test_a_sender_that_dies_mid_send_is_replaced_once_its_lease_runs_out(
@@ -227,4 +232,5 @@ def test_a_session_the_server_dropped_costs_a_reconnect_not_a_message(
     assert len({m["X-Peer"] for m in messages}) == 2
     time.sleep(1)
     assert len(sink.messages()) == 2
-    assert outbox(notify_config) == {"pending": 0, "sending": 0, "sent": 2, "failed": 0}
+    assert outbox(notify_config) == {"pending": 0, "in_progress": 0, "retrying": 0,
+                                    "done": 2, "parked": 0}

@@ -94,8 +94,7 @@ def test_names_are_escaped_in_html():
     ("slot_grabbing", "automatisée", "automated"),
 ])
 def test_cancellation_gives_the_reason_in_plain_words(reason, fr, en):
-    event = booking_event(reason=reason)
-    del event["token"]
+    event = booking_event(name="booking_cancelled", reason=reason)
     message = compose("booking_cancelled", event, SETTINGS)
     assert fr in message["text"] and en in message["text"]
     assert "GRATUITS" in message["text"] and "FREE" in message["text"]

@@ -112,14 +112,15 @@ def a_booking():
                      "foreigner_number": "1234567890"},
         "email": " Mai.Nguyen+rdv@GMail.com ", "phone": None,
         "client": {"ip": "203.0.113.7", "user_agent": "UA"},
-        "created_at": now, "seconds_after_publication": 4.0, "created_event_id": "e-1",
+        "created_at": now, "seconds_after_publication": 4.0,
+        "outbox": {"created": {"event_id": "3b5f0c52-8a7e-4d51-9f1e-2f7c3c1d0a11", "state": "pending"}},
     }
 
 
 def test_created_event_carries_what_fraud_and_notify_need_and_is_rebuilt_identically():
     event = booking_rules.created_event(a_booking(), "tok")
     assert event == booking_rules.created_event(a_booking(), "tok")  # relay resends the same
-    assert event["event_id"] == "e-1"
+    assert event["event_id"] == "3b5f0c52-8a7e-4d51-9f1e-2f7c3c1d0a11"
     assert event["occurred_at"] == "2027-01-04T09:00:00Z"
     assert event["email_normalised"] == "mainguyen@gmail.com"
     assert event["identity"]["family_name"] == "Nguyễn"
@@ -135,10 +136,12 @@ def test_cancelled_event_and_applicant_view():
     booking["status"] = "cancelled"
     booking["cancellation"] = booking_rules.cancellation(
         "multiple_bookings_same_email", {"others": ["RDV-X"]}, "fraud", datetime(2027, 1, 4, 9, 5, tzinfo=UTC))
+    booking["outbox"]["cancelled"] = {"event_id": "6c2a7e90-1d3b-4c8f-a5e6-0b9d8f7e6c22", "state": "pending"}
     event = booking_rules.cancelled_event(booking)
     assert event["reason"] == "multiple_bookings_same_email"
     assert event["evidence"] == {"others": ["RDV-X"]}
-    assert event["event_id"] == booking["cancellation"]["event_id"]
+    assert event["event_id"] == "6c2a7e90-1d3b-4c8f-a5e6-0b9d8f7e6c22"
+    assert event["occurred_at"] == "2027-01-04T09:05:00Z"
     view = booking_rules.applicant_view(booking)
     assert view["cancel_reason"] == "multiple_bookings_same_email"
     assert view["slot"]["start"] == "2027-01-07T10:00:00+01:00"

@@ -1,0 +1,201 @@
+"""What travels on the bus: every event, its producer and its payload, in one place.
+
+Producers build events with `build()`, which checks the payload against the event's schema
+before anything is sent; consumers read them with `load()`, which refuses a malformed or
+unknown event with a `ContractError` saying why (the inbox parks it, the handler never
+crashes on it); tests build their events here too. Booking statuses, cancel reasons and the
+reference data (procedures, sites) they refer to are declared here as well, so that no
+service keeps its own copy. The README's events table is this module, in prose.
+
+Payload times are ISO-8601 strings in UTC ("...Z"); every payload carries `event_id` (a
+UUID: handlers are idempotent on it, delivery is at least once) and `occurred_at`.
+"""
+import uuid
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+from services.common.reference_data import PROCEDURES, SITES
+from services.common.timeutil import iso_utc, parse_iso, utcnow
+
+# -- booking statuses and cancel reasons ------------------------------------------------------
+
+ACTIVE, CANCELLED, CHECKED_IN = "active", "cancelled", "checked_in"
+BOOKING_STATUSES = (ACTIVE, CANCELLED, CHECKED_IN)
+
+CANCEL_REASONS = {
+    "applicant": "the applicant cancelled it",
+    "multiple_bookings_same_email": "one e-mail address held bookings for several people (M3)",
+    "name_not_exact": "the exact name of the person was not given (M4)",
+    "slot_grabbing": "booked by a script taking places to resell them",
+    "name_mismatch": "the name on the identity document did not match at the counter (M4)",
+    "staff": "cancelled by the prefecture's staff",
+}
+
+PROCEDURE_CODES = tuple(PROCEDURES)
+SITE_CODES = tuple(SITES)
+
+
+class ContractError(ValueError):
+    """An event that does not follow the contract: unknown, or a payload that does not fit."""
+
+    def __init__(self, message, fields=None):
+        super().__init__(message)
+        self.fields = fields or {}
+
+
+def _iso_utc_text(value):
+    try:
+        parse_iso(value)
+    except (TypeError, ValueError, AttributeError):
+        raise ValidationError("Not an ISO-8601 time with an offset.")
+
+
+class IsoTime(fields.String):
+    """An ISO-8601 instant with an offset, kept as text."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=_iso_utc_text, **kwargs)
+
+
+class Envelope(Schema):
+    event_id = fields.UUID(required=True, metadata={"doc": "unique id; handlers dedupe on it"})
+    occurred_at = IsoTime(required=True, metadata={"doc": "when it happened (UTC)"})
+
+
+class Identity(Schema):
+    family_name = fields.String(required=True)
+    given_names = fields.String(required=True)
+    family_name_normalised = fields.String(load_default=None)
+    given_names_normalised = fields.String(load_default=None)
+    birth_date = fields.String(required=True, metadata={"doc": "YYYY-MM-DD"})
+    foreigner_number = fields.String(allow_none=True, load_default=None)
+
+
+class Client(Schema):
+    ip = fields.String(load_default="")
+    user_agent = fields.String(load_default="")
+
+
+class BookingFacts(Envelope):
+    reference = fields.String(required=True)
+    procedure = fields.String(required=True, validate=validate.OneOf(PROCEDURE_CODES))
+    slot_id = fields.String(required=True)
+    site = fields.String(required=True, validate=validate.OneOf(SITE_CODES))
+    slot_start = IsoTime(required=True)
+    slot_end = IsoTime(required=True)
+    email = fields.String(required=True)
+    email_normalised = fields.String(required=True)
+    phone = fields.String(allow_none=True, load_default=None)
+    identity = fields.Nested(Identity, required=True)
+
+
+class BookingCreated(BookingFacts):
+    published_at = IsoTime(allow_none=True, load_default=None,
+                           metadata={"doc": "when the slot's place became bookable"})
+    seconds_after_publication = fields.Float(allow_none=True, load_default=None)
+    client = fields.Nested(Client, load_default=dict)
+    token = fields.String(allow_none=True, load_default=None,
+                          metadata={"doc": "for the manage link in the confirmation; the bus is internal"})
+
+
+class BookingCancelled(BookingFacts):
+    reason = fields.String(required=True, validate=validate.OneOf(tuple(CANCEL_REASONS)))
+    evidence = fields.Dict(load_default=dict)
+    cancelled_by = fields.String(allow_none=True, load_default=None)
+
+
+class BookingCheckedIn(Envelope):
+    reference = fields.String(required=True)
+    procedure = fields.String(required=True, validate=validate.OneOf(PROCEDURE_CODES))
+    site = fields.String(required=True, validate=validate.OneOf(SITE_CODES))
+    slot_id = fields.String(allow_none=True, load_default=None)
+    slot_start = IsoTime(allow_none=True, load_default=None)
+    checked_in_by = fields.String(required=True, metadata={"doc": "the agent's account id"})
+
+
+class SlotsReleased(Envelope):
+    batch_id = fields.String(required=True)
+    procedure = fields.String(required=True, validate=validate.OneOf(PROCEDURE_CODES))
+    site = fields.String(required=True, validate=validate.OneOf(SITE_CODES))
+    count = fields.Integer(required=True, validate=validate.Range(min=0))
+    released_at = IsoTime(required=True)
+
+
+class FraudDetected(Envelope):
+    reference = fields.String(required=True)
+    rule = fields.String(required=True)
+    action = fields.String(required=True, validate=validate.OneOf(("cancelled", "review")))
+    evidence = fields.Dict(load_default=dict)
+
+
+class Event:
+    def __init__(self, name, producer, schema, meaning, consumers=()):
+        self.name, self.producer, self.schema = name, producer, schema
+        self.meaning, self.consumers = meaning, tuple(consumers)
+        # producers are strict (an unknown field is a bug); consumers let fields added later
+        # through, so that a producer can grow a payload before every consumer is updated
+        self.strict = schema(unknown=RAISE)
+        self.lenient = schema(unknown=EXCLUDE)
+
+
+EVENTS = {event.name: event for event in (
+    Event("booking_created", "booking", BookingCreated,
+          "a booking was made; its place is held", consumers=("fraud", "notify")),
+    Event("booking_cancelled", "booking", BookingCancelled,
+          "a booking was cancelled (by the applicant, fraud or staff); its place is given back",
+          consumers=("fraud", "notify")),
+    Event("booking_checked_in", "booking", BookingCheckedIn,
+          "the applicant was received at the counter (names matched the identity document)"),
+    Event("slots_released", "slots", SlotsReleased,
+          "a batch of places became bookable (random weekday instants, M1)"),
+    Event("fraud_detected", "fraud", FraudDetected,
+          "fraud cancelled a booking or sent it to staff review, with the evidence"),
+)}
+
+
+def event(name):
+    try:
+        return EVENTS[name]
+    except KeyError:
+        raise ContractError(f"unknown event {name!r}")
+
+
+def build(name, event_id=None, occurred_at=None, **payload):
+    """A payload for event `name`, with its envelope, checked against the contract.
+
+    occurred_at: a datetime (or ISO text); now by default.
+    """
+    if occurred_at is None or not isinstance(occurred_at, str):
+        occurred_at = iso_utc(occurred_at or utcnow())
+    body = {"event_id": event_id or str(uuid.uuid4()), "occurred_at": occurred_at, **payload}
+    errors = event(name).strict.validate(body)
+    if errors:
+        raise ContractError(f"{name} does not follow the contract", errors)
+    return body
+
+
+def load(name, payload):
+    """The payload of a received event `name`, or ContractError saying why it is refused."""
+    if not isinstance(payload, dict):
+        raise ContractError(f"{name}: the payload is not an object")
+    errors = event(name).lenient.validate(payload)
+    if errors:
+        raise ContractError(f"{name}: {_describe(errors)}", errors)
+    return payload
+
+
+def _describe(errors, prefix=""):
+    parts = []
+    for key, value in errors.items():
+        if isinstance(value, dict):
+            parts.append(_describe(value, f"{prefix}{key}."))
+        else:
+            parts.append(f"{prefix}{key}: {' '.join(map(str, value))}")
+    return "; ".join(parts)
+
+
+def fields_table(name):
+    """(field, type, meaning) rows of an event's payload, for documentation."""
+    schema = event(name).schema()
+    return [(key, type(field).__name__, field.metadata.get("doc", ""))
+            for key, field in schema.fields.items()]

@@ -1,0 +1,144 @@
+"""Inbox: every event a service receives is handled once, retried a few times, or parked.
+
+Delivery is at least once (DESIGN.md section 2): the same event may come twice, from a relay
+resending it or a redelivery after a crash. The inbox claims each event id before handling
+(a copy that finds it handled, or in hand elsewhere, is dropped), counts failed tries, waits
+one backoff before the event is requeued, and after `max_attempts` parks it with the reason,
+visible to staff and replayable. An event that does not follow the contract
+(services/common/contract.py) is parked at once: retrying cannot mend it.
+
+Handlers using it are declared with `requeue_on_error=True`: an error requeues the event for
+the next try, the inbox decides when to stop.
+"""
+import hashlib
+import json
+import logging
+import time
+
+import eventlet
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from services.common import contract
+from services.common.delivery import DONE, IN_PROGRESS, PARKED, RETRYING, backoff
+from services.common.errors import describe
+from services.common.pending import PendingMarks
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120  # longer than any handling, retries' backoff included
+RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 0.4, 5.0
+
+GO, HANDLED, BUSY = "go", "handled", "busy"
+
+
+def malformed_id(payload):
+    """A stable id for an event with no usable event_id, so that its copies park once."""
+    raw = json.dumps(payload, sort_keys=True, default=str).encode()
+    return "malformed:" + hashlib.sha1(raw).hexdigest()[:20]
+
+
+class Inbox:
+    def __init__(self, collection, max_attempts=6, clock=time.time):
+        self.events = collection
+        self.max_attempts = max_attempts
+        self.clock = clock
+        # "handled": a lost mark only lets a late copy be handled again, idempotently
+        self.done_marks = PendingMarks(collection, {"state": DONE})
+        self.pending = [self.done_marks]
+
+    def ensure_indexes(self):
+        self.events.create_index([("state", 1), ("at_ts", 1)])
+
+    def handle(self, name, payload, handler):
+        """Run handler(event) for this event once; see the module's docstring."""
+        try:
+            event = contract.load(name, payload)
+        except contract.ContractError as exc:
+            self._park_malformed(name, payload, exc)
+            return
+        event_id = str(event["event_id"])
+        if self.claim(event_id, name) != GO:
+            return
+        try:
+            handler(event)
+        except Exception as exc:
+            try:
+                attempts = self._failed(event_id, name, event, describe(exc))
+            except Exception:
+                eventlet.sleep(1)  # the database itself is down: pause, then requeue
+                raise exc
+            if attempts >= self.max_attempts:
+                self._set(event_id, PARKED)
+                log.error("event %s (%s) parked after %d tries: %s", event_id, name, attempts,
+                          describe(exc))
+                return  # acked: staff see it among the parked events and can replay it
+            eventlet.sleep(backoff(attempts, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS))
+            raise
+        self.done_marks.add(event_id)
+
+    def claim(self, event_id, name):
+        """GO (ours to handle), HANDLED (before), or BUSY (in hand elsewhere, lease running)."""
+        now = self.clock()
+        try:
+            self.events.insert_one({"_id": event_id, "event_type": name, "state": IN_PROGRESS,
+                                    "lease_ts": now + LEASE_SECONDS, "attempts": 0, "at_ts": now})
+            return GO
+        except DuplicateKeyError:
+            pass
+        taken = self.events.find_one_and_update(
+            {"_id": event_id, "$or": [{"state": RETRYING},
+                                      {"state": IN_PROGRESS, "lease_ts": {"$lt": now}}]},
+            {"$set": {"state": IN_PROGRESS, "lease_ts": now + LEASE_SECONDS}})
+        if taken is not None:
+            return GO
+        doc = self.events.find_one({"_id": event_id}, {"state": 1})
+        return BUSY if doc and doc.get("state") == IN_PROGRESS else HANDLED
+
+    def _failed(self, event_id, name, event, error):
+        doc = self.events.find_one_and_update(
+            {"_id": event_id},
+            {"$inc": {"attempts": 1}, "$set": {"state": RETRYING, "last_error": error,
+                                               "event": event, "event_type": name,
+                                               "at_ts": self.clock()}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        return doc["attempts"]
+
+    def _set(self, event_id, state):
+        self.events.update_one({"_id": event_id}, {"$set": {"state": state}})
+
+    def _park_malformed(self, name, payload, exc):
+        event_id = payload.get("event_id") if isinstance(payload, dict) else None
+        key = event_id if isinstance(event_id, str) and event_id else malformed_id(payload)
+        log.error("event %s (%s) does not follow the contract, parked: %s", key, name, exc)
+        try:
+            self.events.insert_one({"_id": key, "event_type": name, "state": PARKED,
+                                    "attempts": 0, "last_error": f"contract: {exc}"[:500],
+                                    "event": payload if isinstance(payload, dict) else {"raw": repr(payload)[:2000]},
+                                    "at_ts": self.clock()})
+        except DuplicateKeyError:
+            pass
+
+    # -- staff -------------------------------------------------------------------------------
+
+    def parked(self, limit):
+        return list(self.events.find({"state": PARKED}).sort("at_ts", -1).limit(limit))
+
+    def replay(self, event_id, handlers):
+        """Run a parked event again once its cause is fixed; the record, or None if not parked.
+
+        handlers: {event name: handler}. Raises what the handler raises (the event then waits
+        as retrying, and its requeued copies may try again).
+        """
+        doc = self.events.find_one_and_update(
+            {"_id": event_id, "state": PARKED},
+            {"$set": {"state": RETRYING, "attempts": 0}}, return_document=ReturnDocument.AFTER)
+        if doc is None:
+            return None
+        name = doc.get("event_type")
+        if name not in handlers:
+            self._set(event_id, PARKED)
+            raise contract.ContractError(f"no handler for {name!r}")
+        self.handle(name, doc.get("event") or {}, handlers[name])
+        self.done_marks.flush()
+        return self.events.find_one({"_id": event_id})
