@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common import contract
 from services.common.delivery import DONE, IN_PROGRESS, PARKED, RETRYING, backoff
-from services.common.errors import describe
+from services.common.errors import InvalidRequest, describe
 from services.common.pending import PendingMarks
 
 log = logging.getLogger(__name__)
@@ -135,10 +135,14 @@ class Inbox:
             {"$set": {"state": RETRYING, "attempts": 0}}, return_document=ReturnDocument.AFTER)
         if doc is None:
             return None
-        name = doc.get("event_type")
-        if name not in handlers:
-            self._set(event_id, PARKED)
-            raise contract.ContractError(f"no handler for {name!r}")
-        self.handle(name, doc.get("event") or {}, handlers[name])
+        name, event = doc.get("event_type"), doc.get("event") or {}
+        try:
+            if name not in handlers:
+                raise contract.ContractError(f"no handler for {name!r}")
+            contract.load(name, event)
+        except contract.ContractError as exc:
+            self._set(event_id, PARKED)  # replaying cannot mend it
+            raise InvalidRequest("This event cannot be replayed.", {"event_id": [str(exc)]})
+        self.handle(name, event, handlers[name])
         self.done_marks.flush()
         return self.events.find_one({"_id": event_id})

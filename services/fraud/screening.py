@@ -158,9 +158,9 @@ class Screening:
                                     "evidence": decision["evidence"], "at_ts": decision["at_ts"]})
         # carried out: now (and only now) the announcement goes into the outbox
         event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fraud:{decision_id}"))
-        decision = self.store.to_announce(decision_id, Outbox.entry(event_id, time.time(), 5.0))
-        if decision["outbox"]["detected"]["state"] == "pending":
-            self.announce(decision)
+        recorded = self.store.to_announce(decision_id, Outbox.entry(event_id, time.time(), 5.0))
+        if recorded is not None:  # the first to carry it out announces it; the relay, if we die
+            self.announce(recorded)
 
     def announce(self, decision):
         """Publish a decision's `fraud_detected` (again: handlers dedupe on its event_id)."""

@@ -127,10 +127,12 @@ class FraudStore:
             return self.decisions.find_one({"_id": decision["_id"]})
 
     def to_announce(self, decision_id, outbox_entry):
-        """Once a decision is carried out, record its event to send (once); the decision."""
-        self.decisions.update_one({"_id": decision_id, "outbox.detected": {"$exists": False}},
-                                  {"$set": {"outbox.detected": outbox_entry}})
-        return self.decisions.find_one({"_id": decision_id})
+        """Once a decision is carried out, record its event to send: the decision if this call
+        recorded it (and so announces it), None if another did before."""
+        recorded = self.decisions.find_one_and_update(
+            {"_id": decision_id, "outbox.detected": {"$exists": False}},
+            {"$set": {"outbox.detected": outbox_entry}}, return_document=ReturnDocument.AFTER)
+        return recorded
 
     def decisions_for(self, reference):
         return list(self.decisions.find({"reference": reference}))

@@ -1,4 +1,5 @@
 """Booking service with the real slots service, RabbitMQ and the store; events seen on the bus."""
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -7,6 +8,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import replace_dependencies
 
 from services.booking.service import BookingService
+from services.common.lease import InstanceId
 from services.common.errors import InvalidRequest, NotFound, ServiceUnavailable, SlotFull
 from services.slots.service import SlotsService
 from tests.helpers import applicant, plan, wait_until
@@ -142,9 +144,36 @@ def test_event_survives_a_crash_between_write_and_dispatch(container_factory, co
         assert event["reference"] == created["reference"]
         assert event["event_id"] == stored["outbox"]["created"]["event_id"]
         assert event["token"] == created["token"]
-        assert listener.drain(settle=2) == []  # once sent, not again
         assert wait_until(lambda: mongo("booking")["bookings"].find_one(
             {"_id": created["reference"]})["outbox"]["created"]["state"] == "done")
+        # once sent, not again: watch over several relay passes (a positive sign they ran)
+        passes = relay_passes(mongo)
+        assert wait_until(lambda: relay_passes(mongo) >= passes + 3, timeout=10)
+        assert listener.drain(settle=0.5) == []
+
+
+def relay_passes(mongo):
+    return mongo("booking")["leases"].find_one({"_id": "outbox_relay"}, {"runs": 1})["runs"]
+
+
+def test_the_relay_runs_in_one_instance_at_a_time_and_moves_when_it_dies(
+        container_factory, config, mongo):
+    containers = [container_factory(BookingService, config) for _ in range(2)]
+    for container in containers:
+        container.start()
+    leases = mongo("booking")["leases"]
+    assert wait_until(lambda: leases.find_one({"_id": "outbox_relay"}) is not None, timeout=5)
+    owners, deadline = [], time.monotonic() + 3  # six relay periods
+    while time.monotonic() < deadline:
+        owners.append(leases.find_one({"_id": "outbox_relay"})["owner"])
+        time.sleep(0.1)
+    assert len(set(owners)) == 1  # both instances tick; one holds the job
+    holder = next(c for c in containers
+                  if next(d.value for d in c.dependencies if isinstance(d, InstanceId)) == owners[0])
+    holder.kill()
+    # the lease (three periods) runs out, and the other instance takes the job over
+    assert wait_until(lambda: leases.find_one({"_id": "outbox_relay"})["owner"] != owners[0],
+                      timeout=10)
 
 
 def test_cancel_while_slots_is_down_releases_the_place_later(container_factory, config, bus):

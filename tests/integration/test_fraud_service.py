@@ -144,14 +144,62 @@ def test_grey_zone_goes_to_staff_review(container_factory, fraud_config, rpc, bu
     assert counts == {"slot_grabbing": {"review": 1, "cancel": 1}}
 
 
-def test_the_allow_list_exempts_an_address(booker, rpc):
+def handled(mongo, references):
+    """True once fraud's inbox has handled the booking_created of each of these bookings."""
+    indexed = {d["_id"] for d in mongo("fraud")["bookings"].find({"_id": {"$in": list(references)}})}
+    done = mongo("fraud")["inbox"].count_documents({"event_type": "booking_created", "state": "done"})
+    return indexed == set(references) and done >= len(references)
+
+
+def wait_handled(mongo, booked, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not handled(mongo, [b["reference"] for b in booked]):
+        assert time.monotonic() < deadline, "fraud did not handle the bookings"
+        time.sleep(0.1)
+
+
+def test_the_allow_list_exempts_an_address(booker, rpc, mongo):
     rpc.fraud.allow("client", "203.0.113.99", "agent.martin", "Cimade office booking for its clients")
     helped = [booker.book(f, g, f"{f.lower()}@example.org", ip="203.0.113.99", birth=f"197{i}-05-05")
               for i, (f, g) in enumerate([("Warsame", "Hodan"), ("Osman", "Ayaan"), ("Farah", "Mo"),
                                           ("Abebe", "Bikila"), ("Tesfaye", "Selam")])]
-    settle(3)
+    wait_handled(mongo, helped)  # fraud has screened all five: the rule had its chance
     assert all(booker.status(b)["status"] == "active" for b in helped)
-    assert [e["by"] for e in rpc.fraud.allow_list()] == ["agent.martin"]
+    assert rpc.fraud.decisions_for(helped[-1]["reference"]) == []
+    [entry] = rpc.fraud.allow_list()
+    assert entry["by"] == "agent.martin" and entry["id"] == "client:203.0.113.99"
+    assert entry["at"].endswith("Z")
+
+
+def test_without_the_allow_list_the_same_address_is_cancelled(booker, mongo):
+    # the control for the test above: the same five from one address, nobody allowed
+    helped = [booker.book(f, g, f"{f.lower()}@example.org", ip="203.0.113.98", birth=f"197{i}-05-05")
+              for i, (f, g) in enumerate([("Warsame", "Hodan"), ("Osman", "Ayaan"), ("Farah", "Mo"),
+                                          ("Abebe", "Bikila"), ("Tesfaye", "Selam")])]
+    assert booker.wait_status(helped[-1], "cancelled")["cancel_reason"] == "slot_grabbing"
+
+
+def test_fraud_learns_of_cancellations_from_the_bus(booker, mongo):
+    booked = booker.book("Sow", "Aminata", "aminata@example.org")
+    wait_handled(mongo, [booked])
+    booker.rpc.booking.cancel(booked["reference"], booked["token"])
+    deadline = time.monotonic() + 10
+    while mongo("fraud")["bookings"].find_one({"_id": booked["reference"]})["status"] != "cancelled":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    group = mongo("fraud")["groups"].find_one({"_id": "email:aminata@example.org"})
+    assert group["members"][booked["reference"]]["status"] == "cancelled"
+
+
+def test_cancel_then_book_again_with_the_same_email_is_not_cancelled(booker, mongo):
+    first = booker.book("Sow", "Aminata", "aminata@example.org")
+    wait_handled(mongo, [first])
+    booker.rpc.booking.cancel(first["reference"], first["token"])
+    again = booker.book("Sow", "Aminata", "aminata@example.org", ip="198.51.100.77")
+    wait_handled(mongo, [first, again])
+    assert booker.status(again)["status"] == "active"
+    assert booker.status(first)["cancel_reason"] == "applicant"
+    assert booker.rpc.fraud.decisions_for(again["reference"]) == []
 
 
 def test_the_same_event_twice_makes_one_decision_and_one_cancellation(booker, bus, rpc, fraud_config):
