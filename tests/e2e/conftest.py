@@ -1,10 +1,10 @@
 """The system as `make run` starts it: each service its own `nameko run` process."""
 import os
 import time
+from collections import Counter
 
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
-from nameko.exceptions import UnknownService
 
 from deploy import run
 from tests.conftest import TOKEN_SECRET
@@ -31,30 +31,25 @@ class System:
             NOTIFY_RETRY_MAX_SECONDS="1",
         )
         self.procs = []
+        self.started = []
 
     def start(self, name, instances=1):
+        self.started.extend([name] * instances)
         for i in range(instances):
             log_file = self.log_dir / f"{name}-{len(self.procs)}.log"
             self.procs.append(run.start_service(name, self.env, log_file))
 
     def wait_ready(self):
+        """Until the gateway answers and every started process consumes its RPC queue."""
         port = self.config["WEB_SERVER_ADDRESS"].rsplit(":", 1)[1]
         run.wait_for_http(f"http://127.0.0.1:{port}/health", procs=self.procs)
-        deadline = time.monotonic() + 30
-        with self.rpc() as rpc:
-            while True:
-                try:
-                    rpc.slots.is_empty()
-                    rpc.booking.get("RDV-0000-0000", "x")
-                except UnknownService:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-                except Exception:  # NotFound: booking answers
-                    return
+        for name, count in Counter(self.started).items():
+            if name in ("slots", "booking", "fraud", "notify"):
+                self.wait_consuming(f"rpc-{name}", consumers=count)
 
-    def wait_consuming(self, queue_prefix, timeout=30):
-        """Until a consumer listens on the queue: an event sent before would not reach it."""
+    def wait_consuming(self, queue_prefix, timeout=30, consumers=1):
+        """Until `consumers` consumers listen on the queue (one per process that serves it):
+        a message sent before would not reach them all."""
         import requests
         from urllib.parse import quote, urlparse
 
@@ -62,10 +57,11 @@ class System:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             queues = requests.get(f"http://guest:guest@127.0.0.1:15672/api/queues/{vhost}", timeout=5).json()
-            if any(q["name"].startswith(queue_prefix) and q.get("consumers", 0) for q in queues):
+            if any(q["name"].startswith(queue_prefix) and q.get("consumers", 0) >= consumers
+                   for q in queues):
                 return
             time.sleep(0.2)
-        raise AssertionError(f"nobody consumes {queue_prefix}*\n{self.logs()}")
+        raise AssertionError(f"fewer than {consumers} consumers on {queue_prefix}*\n{self.logs()}")
 
     def rpc(self):
         return ClusterRpcProxy(self.config, timeout=30)

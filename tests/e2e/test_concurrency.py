@@ -75,3 +75,6 @@ def test_races_never_overbook(system, config, mongo):
         assert stored["booked"] == len(bookings) == len(holds) == stored["capacity"]
         assert stored["free"] == 0
         assert {b["_id"] for b in bookings} == {h["_id"] for h in holds}
+    # both booking processes took part (each stamps the bookings it makes)
+    makers = {b["created_by"] for b in bookings_db["bookings"].find({}, {"created_by": 1})}
+    assert len(makers) == 2, makers
