@@ -35,6 +35,9 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 20
 # descriptors kept for the bus, the stores and the process itself when capping connections
 RESERVED_FDS = 200
+# a new connection has this long to send its request before it may be closed to make room:
+# an applicant's request arrives in milliseconds, a flood's idle connections never do
+MIN_IDLE_SECONDS = 0.5
 # accept() errors that mean "out of resources for now", not "the listening socket is broken"
 RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
@@ -77,10 +80,14 @@ class _HeaderTimeout(Exception):
 
 
 class _Connection(list):
-    """eventlet's [address, socket, state] for one connection, and whether a request of it is
-    being answered (then it is never closed to make room)."""
+    """eventlet's [address, socket, state] for one connection, whether a request of it is
+    being answered (then it is never closed to make room), and since when it waits for one."""
 
     busy = False
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.since = time.monotonic()
 
 
 class GuardedProtocol(HttpOnlyProtocol):
@@ -90,6 +97,7 @@ class GuardedProtocol(HttpOnlyProtocol):
     once the headers are in, so a slow answer from a service is not cut short here."""
 
     def handle_one_request(self):
+        self.conn_state.since = time.monotonic()
         self._header_timer = eventlet.Timeout(self.server.header_timeout, _HeaderTimeout)
         try:
             super().handle_one_request()
@@ -141,7 +149,7 @@ class JsonWebServer(WebServer):
         number of open connections under the cap."""
         while self._is_accepting:
             if len(self._open) >= self.max_connections and not self._close_oldest_idle():
-                self._wait_for_a_free_slot()  # every connection is being answered: real load
+                self._wait_for_a_free_slot()
                 continue
             try:
                 sock, address = self._sock.accept()
@@ -181,17 +189,20 @@ class JsonWebServer(WebServer):
             raise
 
     def _close_oldest_idle(self):
-        """Close the oldest connection that is not being answered; False when there is none."""
+        """Close the connection that has waited longest without sending a whole request, if
+        it has had MIN_IDLE_SECONDS to send one; False when there is none such."""
+        oldest_allowed = time.monotonic() - MIN_IDLE_SECONDS
         for key, conn in self._open.items():
-            if not conn.busy:
+            if not conn.busy and conn.since <= oldest_allowed:
                 del self._open[key]
                 greenio.shutdown_safe(conn[1])  # its reader sees the end and finishes
                 return True
         return False
 
     def _wait_for_a_free_slot(self):
+        """Until a connection ends, or one of the idle ones becomes old enough to close."""
         self._slot_freed = eventlet.event.Event()
-        with eventlet.Timeout(1, False):
+        with eventlet.Timeout(MIN_IDLE_SECONDS / 5, False):
             self._slot_freed.wait()
 
     def _out_of_resources(self, exc):
@@ -200,8 +211,9 @@ class JsonWebServer(WebServer):
             self._last_resource_warning = now
             log.warning("accept() failed (%s) with %d connections open: closing idle ones",
                         errno.errorcode.get(exc.errno, exc.errno), len(self._open))
-        self._close_oldest_idle()
-        eventlet.sleep(0.05)  # the descriptor is freed when its greenthread ends
+        if not self._close_oldest_idle():
+            self._wait_for_a_free_slot()
+        eventlet.sleep(0.01)  # the descriptor is freed when its greenthread ends
 
 
 def raise_open_files_limit():
