@@ -21,7 +21,7 @@ from eventlet import greenio
 from eventlet.wsgi import STATE_IDLE
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.wrappers import Request, Response
 
 from services.common.errors import (EXPECTED, DomainError, InvalidRequest, PayloadTooLarge,
@@ -305,7 +305,9 @@ def _read_bounded(stream, limit):
                 break
             chunks.append(chunk)
             size += len(chunk)
-    except (OSError, ValueError):  # the client stopped sending (timeout) or broke the chunking
+    # the client stopped sending (a timeout, or werkzeug's word for a short body) or broke
+    # the chunking
+    except (OSError, ValueError, ClientDisconnected):
         raise InvalidRequest("The request body did not arrive whole.", {"_body": ["Incomplete."]})
     return b"".join(chunks)
 

@@ -154,3 +154,20 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit(container_factory, con
         assert web_server(container).max_connections == min(2000, hard - 200)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), hard))
+
+
+@pytest.mark.parametrize("gateway_config", [{"WEB_IDLE_TIMEOUT": 1}], indirect=True)
+def test_a_body_that_stops_halfway_is_400_not_a_hang(gateway, web_port):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", web_port), timeout=30) as sock:
+        sock.sendall(b"POST /api/bookings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 500\r\n\r\n{\"procedure\": ")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["fields"] == {"_body": ["Incomplete."]}
