@@ -135,7 +135,8 @@ class JsonWebServer(WebServer):
             soft_limit = raise_open_files_limit()
             self.max_connections = max(1, min(setting(config, "WEB_MAX_CONNECTIONS", 2000),
                                               soft_limit - RESERVED_FDS))
-            self._open = OrderedDict()  # id -> _Connection, oldest first
+            self._open = OrderedDict()  # id -> _Connection, oldest first, not yet closed by us
+            self._live = 0  # connections whose descriptor is still open (closed by us included)
             self._slot_freed = eventlet.event.Event()
             self._last_resource_warning = 0.0
             backlog = setting(config, "WEB_LISTEN_BACKLOG", 1024)
@@ -148,7 +149,10 @@ class JsonWebServer(WebServer):
         """nameko's accept loop, made to survive running out of descriptors and to keep the
         number of open connections under the cap."""
         while self._is_accepting:
-            if len(self._open) >= self.max_connections and not self._close_oldest_idle():
+            if self._live >= self.max_connections:
+                # a descriptor is freed only once its greenthread has seen the end: wait
+                # for that, rather than accept ahead of it
+                self._close_oldest_idle()
                 self._wait_for_a_free_slot()
                 continue
             try:
@@ -163,6 +167,7 @@ class JsonWebServer(WebServer):
             sock.settimeout(self._serv.socket_timeout)
             conn = _Connection([address, sock, STATE_IDLE])
             self._open[id(conn)] = conn
+            self._live += 1
             self.container.spawn_managed_thread(partial(self._serve, conn))
 
     def _serve(self, conn):
@@ -170,6 +175,7 @@ class JsonWebServer(WebServer):
             self.process_request(conn[1], conn[0], conn)
         finally:
             self._open.pop(id(conn), None)
+            self._live -= 1
             try:
                 conn[1].close()
             except OSError:
@@ -178,15 +184,15 @@ class JsonWebServer(WebServer):
                 self._slot_freed.send(True)
 
     def process_request(self, sock, address, conn=None):
+        conn = conn if conn is not None else _Connection([address, sock, STATE_IDLE])
         try:
-            self._serv.process_request(conn if conn is not None else _Connection([address, sock, STATE_IDLE]))
+            self._serv.process_request(conn)
         except OSError as exc:
             # as nameko: a client gone very early (eventlet issue 353); also a connection
-            # closed under our feet to make room
-            if "raw readinto() returned invalid length" in str(exc) or exc.errno in (
-                    errno.EBADF, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE):
-                return
-            raise
+            # we shut down to make room, or its client gone
+            gone = exc.errno in (errno.EBADF, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
+            if not gone and "raw readinto() returned invalid length" not in str(exc):
+                raise
 
     def _close_oldest_idle(self):
         """Close the connection that has waited longest without sending a whole request, if
