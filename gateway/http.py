@@ -18,6 +18,7 @@ from functools import partial
 
 import eventlet
 from eventlet import greenio
+from eventlet.event import Event
 from eventlet.wsgi import STATE_IDLE
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
@@ -137,7 +138,7 @@ class JsonWebServer(WebServer):
                                               soft_limit - RESERVED_FDS))
             self._open = OrderedDict()  # id -> _Connection, oldest first, not yet closed by us
             self._live = 0  # connections whose descriptor is still open (closed by us included)
-            self._slot_freed = eventlet.event.Event()
+            self._slot_freed = Event()
             self._last_resource_warning = 0.0
             backlog = setting(config, "WEB_LISTEN_BACKLOG", 1024)
             self._sock = eventlet.listen(self.bind_addr, backlog=backlog)
@@ -207,7 +208,7 @@ class JsonWebServer(WebServer):
 
     def _wait_for_a_free_slot(self):
         """Until a connection ends, or one of the idle ones becomes old enough to close."""
-        self._slot_freed = eventlet.event.Event()
+        self._slot_freed = Event()
         with eventlet.Timeout(MIN_IDLE_SECONDS / 5, False):
             self._slot_freed.wait()
 

@@ -18,7 +18,7 @@ from deploy import proxy as proxy_config
 from tests.conftest import free_port
 from tests.helpers import applicant
 from tests.integration.test_public_gateway import (  # noqa: F401 (fixtures)
-    first_slot_id, gateway, gateway_config, services)
+    gateway, gateway_config, services)
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx missing: make test-tools installs it")

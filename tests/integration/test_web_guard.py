@@ -5,6 +5,7 @@ import errno
 import json
 import logging
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -158,8 +159,6 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit(container_factory, con
 
 @pytest.mark.parametrize("gateway_config", [{"WEB_IDLE_TIMEOUT": 1}], indirect=True)
 def test_a_body_that_stops_halfway_is_400_not_a_hang(gateway, web_port):
-    import socket
-
     with socket.create_connection(("127.0.0.1", web_port), timeout=30) as sock:
         sock.sendall(b"POST /api/bookings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 500\r\n\r\n{\"procedure\": ")
