@@ -56,7 +56,8 @@ class PublicGateway:
             answer["walk_in"] = _walk_in(query["procedure"])
         return answer
 
-    @json_http("POST", "/api/bookings")
+    # private: these answers carry the applicant's name, birth date and token
+    @json_http("POST", "/api/bookings", private=True)
     def create_booking(self, request):
         body = read_json(request)
         # validated here to answer 400 without a round trip; the booking service checks again
@@ -85,12 +86,12 @@ class PublicGateway:
             answer["walk_in"] = _walk_in(slot["procedure"])
         return 201, answer
 
-    @json_http("GET", "/api/bookings/<reference>")
+    @json_http("GET", "/api/bookings/<reference>", private=True)
     def get_booking(self, request, reference):
         access = self._access(request, reference)
         return dict(self.booking.get(access["reference"], access["token"]), notice=FREE_NOTICE)
 
-    @json_http("DELETE", "/api/bookings/<reference>")
+    @json_http("DELETE", "/api/bookings/<reference>", private=True)
     def cancel_booking(self, request, reference):
         access = self._access(request, reference)
         return dict(self.booking.cancel(access["reference"], access["token"]), notice=FREE_NOTICE)

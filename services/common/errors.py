@@ -50,6 +50,18 @@ class SlotNotBookable(DomainError):
 
 
 @deserialize_to_instance
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+    status = 413
+
+
+@deserialize_to_instance
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+@deserialize_to_instance
 class ServiceUnavailable(DomainError):
     code = "service_unavailable"
     status = 503
@@ -60,4 +72,5 @@ def describe(exc, limit=500):
     return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"[:limit]
 
 
-EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, ServiceUnavailable)
+EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, ServiceUnavailable,
+            PayloadTooLarge, UnsupportedMediaType)

@@ -1,7 +1,7 @@
 """Validation shared by the gateways and the services that receive the same requests.
 
-Every string field refuses what looks like a MongoDB operator ("$gt"), control characters and
-absurd lengths; unknown keys (including "$where" and friends) are refused by marshmallow's
+Every string field refuses what looks like a MongoDB operator ("$gt"), control, formatting and
+other invisible characters, and absurd lengths; unknown keys (including "$where" and friends) are refused by marshmallow's
 default RAISE; a dict where a string is expected fails the String type check.
 """
 import re
@@ -13,18 +13,49 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 from services.common.reference_data import PROCEDURES
 
 
+# control (Cc), formatting (Cf: zero-width, bidi overrides), line and paragraph separators
+# (Zl, Zp), private use (Co) and lone surrogates (Cs): invisible on a convocation, able to
+# add lines to a calendar file or a mail header, or to make two equal-looking names differ.
+# Spaces, apostrophes, hyphens and combining accents (Mn) stay allowed.
+INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Co", "Cs"}
+
+
+def invisible_characters(text):
+    """The code points of `text` in the refused categories, as U+XXXX, in order."""
+    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in INVISIBLE]
+
+
 class SafeString(fields.String):
     default_error_messages = {
         "operator": "Must not start with '$'.",
-        "control": "Must not contain control characters.",
+        "control": "Must not contain control, formatting or invisible characters (found {found}).",
     }
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         if text.lstrip().startswith("$"):
             raise self.make_error("operator")
-        if any(unicodedata.category(c) == "Cc" for c in text):
-            raise self.make_error("control")
+        found = invisible_characters(text)
+        if found:
+            raise self.make_error("control", found=", ".join(dict.fromkeys(found)))
+        return text
+
+
+class AsciiEmail(fields.Email):
+    """An address our mail relay can deliver to: the SMTPUTF8 extension that addresses with
+    accents or other scripts need is not offered by every relay, and a booking whose
+    confirmation can never be sent is worse than a clear refusal before booking."""
+
+    default_error_messages = {
+        "not_ascii": "Use an e-mail address written with unaccented Latin letters, digits and "
+                     "signs only (our mail server cannot deliver to this one). / Utilisez une "
+                     "adresse e-mail sans accents ni autres alphabets.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not text.isascii():
+            raise self.make_error("not_ascii")
         return text
 
 
@@ -50,7 +81,7 @@ class BookingRequestSchema(Schema):
     # some passports carry no given name: an empty string is allowed, a missing field is not
     given_names = SafeString(required=True, validate=validate.Length(max=150))
     birth_date = fields.Date(required=True, validate=no_future_date)
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    email = AsciiEmail(required=True, validate=validate.Length(max=254))
     phone = SafeString(load_default=None, allow_none=True, validate=PHONE)
     foreigner_number = SafeString(load_default=None, allow_none=True)
 

@@ -1,4 +1,5 @@
 """Turn a booking event into the message to send. All wording lives in templates/."""
+import re
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -23,16 +24,26 @@ EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Au
 KIND_FOR_EVENT = {"booking_created": "confirmation", "booking_cancelled": "cancellation"}
 
 
+# every character str.splitlines() breaks a line at (CR, LF, VT, FF, FS, GS, RS, NEL, U+2028,
+# U+2029): each becomes the escaped "\n", so a name can never start a property of its own
+ICS_LINE_BREAK = re.compile("\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# other controls are not allowed in TEXT values (RFC 5545 section 3.3.11): dropped
+ICS_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f]")
+
+
 def ics_text(value):
     """Escape a value for an iCalendar TEXT property (RFC 5545 section 3.3.11)."""
-    return (str(value).replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
-            .replace("\r\n", "\\n").replace("\n", "\\n"))
+    text = (str(value).replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,"))
+    return ICS_CONTROL.sub("", ICS_LINE_BREAK.sub("\\\\n", text))
 
 
 def fold_ics(text):
-    """CRLF line ends, lines folded at 75 octets without splitting a UTF-8 character."""
+    """CRLF line ends, lines folded at 75 octets without splitting a UTF-8 character.
+
+    Split at the template's own line ends only: values are escaped, and splitlines() would
+    also break at U+2028 and friends."""
     out = []
-    for line in text.strip().splitlines():
+    for line in text.strip().replace("\r\n", "\n").split("\n"):
         chunk, size = "", 0
         for char in line:
             width = len(char.encode())

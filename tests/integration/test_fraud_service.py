@@ -104,7 +104,8 @@ def test_a_placeholder_name_is_cancelled_and_a_real_one_is_not(booker, rpc):
 def test_one_address_many_identities_is_cancelled_as_slot_grabbing(booker, rpc):
     people = [("Kaya", "Ayşe"), ("Demir", "Mustafa"), ("Şahin", "Elif"), ("Çelik", "Hüseyin"),
               ("Aydın", "Emre")]
-    cluster = [booker.book(f, g, f"{f.lower()}{i}@example.org", ip="203.0.113.66", birth=f"198{i}-01-01")
+    # ASCII addresses: the booking schema refuses addresses that need SMTPUTF8
+    cluster = [booker.book(f, g, f"person{i}@example.org", ip="203.0.113.66", birth=f"198{i}-01-01")
                for i, (f, g) in enumerate(people)]
     honest = booker.book("Mensah", "Kwame", "kwame@example.org", ip="192.0.2.10")
     for booked in cluster:

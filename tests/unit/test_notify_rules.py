@@ -108,3 +108,32 @@ def test_mime_has_text_html_and_calendar():
     types = [part.get_content_type() for part in mime.walk()]
     assert {"text/plain", "text/html", "text/calendar"} <= set(types)
     assert mime["Message-ID"] == "<k@rdv.example.fr>"
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\r", "\n", "\r\n", "\x0b", "\x0c",
+                                       "\x1c", "\x1d", "\x1e", "\x85"])
+def test_no_name_can_add_a_line_to_the_ics(separator):
+    """The names reach notify from the booking event: schema checks are not all of it."""
+    evil = f"Benali{separator}X-INJECTED:evil{separator}END:VEVENT{separator}BEGIN:VEVENT"
+    message = compose("booking_created", booking_event(
+        identity={"family_name": evil, "given_names": f"Yasmine{separator}ATTENDEE:x",
+                  "birth_date": "1990-01-01"}), SETTINGS)
+    ics = message["ics"]
+    lines = ics.split("\r\n")
+    # every physical line is a property, a fold or the end: nothing starts with what a name had
+    assert not any(line.startswith(("X-INJECTED", "END:VEVENT\\", "ATTENDEE")) for line in lines)
+    assert lines.count("BEGIN:VEVENT") == 1 and lines.count("END:VEVENT") == 1
+    assert "\u2028" not in ics and "\u2029" not in ics and "\x85" not in ics
+    calendar = icalendar.Calendar.from_ical(ics)
+    events = calendar.walk("VEVENT")
+    assert len(events) == 1
+    assert "X-INJECTED" not in events[0] and "ATTENDEE" not in events[0]
+    assert set(events[0]) == {"UID", "DTSTAMP", "DTSTART", "DTEND", "SUMMARY", "LOCATION",
+                              "DESCRIPTION"}
+    # the name is still there, on one line, as text
+    assert "BENALI\nX-INJECTED:EVIL" in str(events[0]["DESCRIPTION"])
+
+
+def test_ics_text_escapes_every_line_break_and_drops_other_controls():
+    assert ics_text("a\u2028b\u2029c\rd\r\ne\x85f") == "a\\nb\\nc\\nd\\ne\\nf"
+    assert ics_text("a\x00b\x07c\x7fd\te") == "abcd\te"

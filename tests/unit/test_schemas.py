@@ -136,3 +136,36 @@ def test_opening_plan_schema():
     assert "weekdays.0" in reasons(plan(weekdays=["funday"]), OpeningPlanSchema)
     assert "desks" in reasons(plan(desks=0), OpeningPlanSchema)
     assert "site" in reasons(dict(plan(), site="$where"), OpeningPlanSchema)
+
+
+@pytest.mark.parametrize("bad", ["Ben\u2028ali", "Ben\u2029ali", "Ben\u200bali", "Ben\u202eila",
+                                 "Ben\ufeffali", "Ben\u00adali", "Ben\ue000ali", "Ben\ud800ali",
+                                 "Ben\x85ali", "Ben\tali"])
+@pytest.mark.parametrize("field", ["family_name", "given_names"])
+def test_names_refuse_invisible_and_line_breaking_characters(field, bad):
+    found = reasons(applicant("abc123", **{field: bad}))
+    assert list(found) == [field]
+    assert "invisible" in found[field][0] and "U+" in found[field][0]
+
+
+@pytest.mark.parametrize("good", ["N'Diaye-Ba", "N’Diaye", "Nguyễn Văn", "Éloïse Marie",
+                                  "E\u0301loi\u0308se", "O'Brien  Smith", "Müller-Lüdenscheidt",
+                                  "محمد", "王 小明"])
+def test_names_keep_spaces_apostrophes_hyphens_and_combining_marks(good):
+    assert load(applicant("abc123", given_names=good))["given_names"] == good
+
+
+@pytest.mark.parametrize("email", ["josé@example.fr", "yasmine@exämple.fr", "пример@example.org"])
+def test_internationalised_e_mail_addresses_are_refused_with_a_clear_message(email):
+    found = reasons(applicant("abc123", email=email))
+    assert list(found) == ["email"]
+    assert "cannot deliver" in found["email"][0]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"from": "9999-12-31"}, "from"),
+    ({"to": "9999-12-31"}, "to"),
+    ({"from": "0001-01-01"}, "from"),
+])
+def test_slot_search_dates_far_away_are_refused(params, field):
+    assert field in reasons(dict(params, procedure="renewal"), SlotQuerySchema)
