@@ -1,5 +1,6 @@
 """Booking service: create, read and cancel bookings; announce them on the bus."""
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -8,12 +9,13 @@ from nameko.events import EventDispatcher
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
+from pymongo.errors import DuplicateKeyError
 
 from services.booking import rules
 from services.booking.store import BookingStore
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, ServiceUnavailable
 from services.common.mongo import MongoStore
-from services.common.rpc import BoundedRpcProxy, rpc
+from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
 from services.common.settings import setting
 from services.common.timeutil import parse_iso, utcnow
@@ -21,6 +23,10 @@ from services.common.timeutil import parse_iso, utcnow
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "No booking with this reference and token."
+NOT_MADE = "The booking was not made. Please try again."
+# time kept for the insert itself after the last deadline check: a booking stored after its
+# caller gave up would be one the applicant was told was not made
+INSERT_MARGIN_SECONDS = 0.5
 # built once: a marshmallow Schema costs more to build than to load a request with
 BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
 
@@ -44,9 +50,12 @@ class BookingService:
 
     store = MongoStore("booking", BookingStore)
     slots = BoundedRpcProxy("slots")
+    # giving a place back is not bound by the deadline of the request that gave up on it
+    slots_cleanup = BoundedRpcProxy("slots", inherit_deadline=False)
     dispatch = EventDispatcher()
     tokens = Tokens()
     config = Config()
+    deadline = RequestDeadline()
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, request, client):
@@ -54,6 +63,7 @@ class BookingService:
         data = load_or_raise(BOOKING_REQUEST, request, InvalidRequest)
         client = load_or_raise(CLIENT, client, InvalidRequest)
         reference = rules.new_reference()
+        started = time.time()
         slot = self.slots.hold(data["slot_id"], reference, data["procedure"])
         now = utcnow()
         published_at = parse_iso(slot["published_at"]) if slot.get("published_at") else None
@@ -82,12 +92,24 @@ class BookingService:
             "created_event_id": str(uuid.uuid4()),
             "created_event_sent": False,
         }
+        # the caller still waits, and the slots sweeper cannot have judged the hold abandoned
+        hold_age_limit = started + setting(self.config, "HOLD_MAX_AGE_SECONDS", 60.0)
+        last_moment = min(hold_age_limit - time.time(), self.deadline.remaining())
+        if last_moment < INSERT_MARGIN_SECONDS:
+            log.warning("booking %s given up: its caller stopped waiting", reference)
+            self._release_quietly(reference)
+            raise ServiceUnavailable(NOT_MADE)
         try:
             self.store.insert(booking)
+        except DuplicateKeyError:
+            # fenced off: the sweeper judged the hold abandoned and gave the place back
+            log.warning("booking %s given up: its hold was already given back", reference)
+            self._release_quietly(reference)
+            raise ServiceUnavailable(NOT_MADE)
         except Exception:
             log.exception("could not store booking %s; giving its place back", reference)
             self._release_quietly(reference)
-            raise ServiceUnavailable("The booking could not be saved. Please try again.")
+            raise ServiceUnavailable(NOT_MADE)
         self._announce_created(booking, token)
         return {
             "reference": reference,
@@ -128,6 +150,16 @@ class BookingService:
         return {booking["_id"]: {"status": booking["status"],
                                  "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
                 for booking in self.store.get_many(references)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def holds_in_use(self, hold_ids):
+        """Which of these slot holds a booking uses (the slots sweeper asks about old holds).
+
+        The others are fenced: no booking can be stored for them afterwards."""
+        if (not isinstance(hold_ids, list) or len(hold_ids) > 500
+                or not all(isinstance(h, str) for h in hold_ids)):
+            raise InvalidRequest("A list of at most 500 hold ids.", {"hold_ids": ["Invalid."]})
+        return self.store.holds_in_use(hold_ids, utcnow())
 
     # a safety net for failed dispatches, not the normal path: each pass scans the bookings
     @timer(interval=5)
@@ -187,6 +219,6 @@ class BookingService:
 
     def _release_quietly(self, hold_id):
         try:
-            self.slots.release(hold_id)
+            self.slots_cleanup.release(hold_id)
         except Exception:
             log.exception("could not give back the place held by %s", hold_id)
