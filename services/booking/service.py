@@ -27,6 +27,8 @@ NOT_MADE = "The booking was not made. Please try again."
 # time kept for the insert itself after the last deadline check: a booking stored after its
 # caller gave up would be one the applicant was told was not made
 INSERT_MARGIN_SECONDS = 0.5
+# time for the reply to reach the caller before its deadline
+REPLY_MARGIN_SECONDS = 0.1
 # built once: a marshmallow Schema costs more to build than to load a request with
 BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
 
@@ -108,6 +110,17 @@ class BookingService:
             raise ServiceUnavailable(NOT_MADE)
         except Exception:
             log.exception("could not store booking %s; giving its place back", reference)
+            self._release_quietly(reference)
+            raise ServiceUnavailable(NOT_MADE)
+        if self.deadline.remaining() < REPLY_MARGIN_SECONDS:
+            # the insert outlasted the caller's wait: it answers "not made", so undo it (it was
+            # never announced) rather than keep a booking behind the applicant's back
+            log.warning("booking %s withdrawn: stored after its caller stopped waiting", reference)
+            try:
+                self.store.withdraw(reference, utcnow())
+            except Exception:  # kept after all: the relay announces it; nothing else to do
+                log.exception("could not withdraw booking %s", reference)
+                raise ServiceUnavailable(NOT_MADE)
             self._release_quietly(reference)
             raise ServiceUnavailable(NOT_MADE)
         self._announce_created(booking, token)

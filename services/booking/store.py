@@ -44,6 +44,11 @@ class BookingStore:
         return list(self.bookings.find({"_id": {"$in": references}, ABANDONED_HOLD: {"$ne": True}},
                                        {"status": 1, "cancellation": 1}))
 
+    def withdraw(self, reference, now):
+        """Turn a booking stored too late (never announced) into a marker: as if never made."""
+        self.bookings.replace_one({"_id": reference, "created_event_sent": False},
+                                  {"_id": reference, ABANDONED_HOLD: True, "at": now})
+
     def holds_in_use(self, hold_ids, now):
         """The hold ids a booking uses; the others are fenced off for good (see above)."""
         found = {doc["_id"]: doc for doc in self.bookings.find(

@@ -198,3 +198,39 @@ def test_an_expired_request_is_dropped_before_any_work(container_factory, config
         # positive sign: the live request sent after the expired one was carried out
         assert wait_until(lambda: rpc.slots.holds(slot["id"]) == ["alive"], timeout=10)
         assert rpc.slots.get(slot["id"])["free"] == 1
+
+
+def test_a_booking_stored_after_its_callers_deadline_is_withdrawn(container_factory, config,
+                                                                   mongo, monkeypatch):
+    """The insert itself outlasts the caller's wait: the booking is undone, its place freed."""
+    import uuid
+
+    from kombu import Connection, Exchange, Producer
+
+    from services.common.rpc import DEADLINE_HEADER
+
+    slow_insert = BookingStore.insert
+
+    def insert(store, booking):
+        slow_insert(store, booking)
+        time.sleep(1.0)  # the store answers late (green sleep under nameko test)
+
+    monkeypatch.setattr(BookingStore, "insert", insert)
+    container_factory(SlotsService, config).start()
+    container_factory(BookingService, config).start()
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        slot = a_slot(rpc, desks=1)
+        with Connection(config["AMQP_URI"]) as conn:
+            producer = Producer(conn.channel(), exchange=Exchange("nameko-rpc", type="topic",
+                                                                  durable=True))
+            producer.publish({"args": [applicant(slot["id"]), CLIENT], "kwargs": {}},
+                             routing_key="booking.create", serializer="json",
+                             headers={DEADLINE_HEADER: time.time() + 0.9},
+                             reply_to="nobody", correlation_id=str(uuid.uuid4()))
+        bookings = mongo("booking")["bookings"]
+        # positive sign: the booking was stored, then its place came back
+        assert wait_until(lambda: bookings.find_one({}) is not None, timeout=10)
+        assert wait_until(lambda: rpc.slots.get(slot["id"])["free"] == 1, timeout=10)
+        stored = bookings.find_one({})
+        assert stored["abandoned_hold"] is True and "email" not in stored
+        assert rpc.slots.holds(slot["id"]) == []
