@@ -14,7 +14,6 @@ import re
 import time as clock
 from datetime import date, datetime, time, timedelta
 
-from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
@@ -87,7 +86,6 @@ class SlotsService:
     store = MongoStore("slots", SlotStore)
     booking = BoundedRpcProxy("booking")
     sweeper = Sweeper()
-    config = Config()
 
     @rpc(expected_exceptions=EXPECTED)
     def list_open(self, procedure, date_from, date_to, page=1, per_page=50):
