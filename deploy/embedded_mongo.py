@@ -40,8 +40,12 @@ def executable():
     return exe
 
 
-def start(data_dir, port, host="127.0.0.1", niceness=0):
-    """Start nx-27017 with one SQLite file per database under data_dir; return the process."""
+def start(data_dir, port, host="127.0.0.1", niceness=0, preexec_fn=None):
+    """Start nx-27017 with one SQLite file per database under data_dir; return the process.
+
+    By default in a session of its own (a terminal's Ctrl-C does not stop it before the
+    services that write to it); `preexec_fn`, if given, runs in the child instead and decides
+    its process group (deploy/run.py puts it in the group of the whole system)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     exe = executable()
@@ -53,7 +57,8 @@ def start(data_dir, port, host="127.0.0.1", niceness=0):
         "--pid-file", str(data_dir / "nx-27017.pid"),
     ]
     log = open(data_dir / "stdout.log", "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=preexec_fn is None,
+                            preexec_fn=preexec_fn)
     uri = f"mongodb://{host}:{port}"
     try:
         wait_until_up(uri)

@@ -1,9 +1,34 @@
 """Run the whole system locally: `make run` (and the end-to-end tests) start it through here.
 
-Starts the embedded MongoDB stand-ins (one per service database) unless MONGO_URI is set,
-each service as its own `nameko run` process and the public gateway, loads the demo opening
-plan into an empty slots database, prints the URLs, and stops everything on Ctrl-C.
+Starts the embedded MongoDB stand-ins (one per service database) unless MONGO_URI is set, the
+SMTP sink unless SMTP_HOST is set, each service as its own `nameko run` process and the public
+gateway; loads the demo opening plan into an empty slots database and prints the URLs.
+
+It supervises: a process that exits is restarted after a back-off (1 s, doubling up to 30 s,
+back to 1 s once it has run a minute) and the console says so; the others keep running.
+
+Ctrl-C or SIGTERM stops everything within a few seconds: SIGTERM to every service at once,
+SIGKILL to whatever still runs after STOP_GRACE_SECONDS, then the same for the stores and the
+sink, last, once nothing writes to them. An idle `nameko run` needs about 4 s to stop cleanly
+(its queue consumers notice a stop request at their next 1 s poll, several times in a row).
+The old stop took about 19 s because a terminal's Ctrl-C reached every child too: each
+`nameko run` then got SIGINT and our SIGTERM, stopped twice, hung on nameko's timer
+("re-send() an already-triggered event"), and was killed after 15 s. So the children now run
+in one process group of their own, not the terminal's: only this process gets the Ctrl-C, and
+each child gets one SIGTERM. `kill -- -<group>` (the group is printed) stops all at once. No
+child outlives this process however it ends, even by SIGKILL: every child is started with
+PR_SET_PDEATHSIG (the kernel kills it when we die).
+
+It never silently uses a server it did not start: every port it would listen on must be free
+first, else it stops with a message and exit code 2, having started nothing.
+
+Environment, besides the services' own settings (deploy/config.yaml):
+  RUN_VAR_DIR     where stores, mail and the local token secret live (default: var/)
+  RUN_MONGO_PORT  first of the four stand-in ports (default 27017: 27017-27020)
+  SMTP_PORT       the sink's port when SMTP_HOST is not set (default 1025)
+  WEB_SERVER_ADDRESS  the public gateway's address (default 0.0.0.0:8000)
 """
+import ctypes
 import json
 import os
 import secrets
@@ -19,7 +44,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "config.yaml"
-VAR = ROOT / "var"
+VAR = Path(os.environ.get("RUN_VAR_DIR") or ROOT / "var")
 
 # one `nameko run` process each: a crash or a restart of one leaves the others running
 PROCESSES = {
@@ -30,12 +55,25 @@ PROCESSES = {
     "public_gateway": "gateway.public.service",
 }
 
-
 # Each service owns its database (DESIGN.md section 2); locally each also gets its own
 # stand-in process. The stand-in serialises the operations on one database and runs all of
 # its databases under one interpreter lock: a service's writes queued behind another's during
 # a burst was what kept fraud seconds behind the bookings (tests/bench/fraud_latency.py).
 EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notify": 27020}
+
+STOP_GRACE_SECONDS = 5.0  # an idle service stops in about 4 s; a stuck one is killed
+BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
+
+
+def process_settings(env):
+    """Settings of one process of its own, merged over the shared environment.
+
+    The gateways each listen on their own address (the staff gateway, when added, gets
+    "WEB_SERVER_ADDRESS": "127.0.0.1:8001"); services with a local stand-in get its URI.
+    """
+    return {
+        "public_gateway": {"WEB_SERVER_ADDRESS": env.get("WEB_SERVER_ADDRESS") or "0.0.0.0:8000"},
+    }
 
 
 def token_secret():
@@ -44,7 +82,7 @@ def token_secret():
         return os.environ["BOOKING_TOKEN_SECRET"]
     path = VAR / "booking_token_secret"
     if not path.exists():
-        VAR.mkdir(exist_ok=True)
+        VAR.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     return path.read_text().strip()
@@ -57,30 +95,109 @@ def token_secret():
 # (tests/bench/fraud_latency.py and booking_burst.py).
 NICENESS = {"notify": 10}
 
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
 
-def start_service(name, env, log_file=None):
+
+def die_with_parent():
+    """preexec_fn: the kernel SIGKILLs the child when the process that started it dies."""
+    parent = os.getppid()
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above: nobody to die with
+        os._exit(1)
+
+
+class ProcessGroup:
+    """One process group for every child, apart from the terminal's (see the docstring)."""
+
+    def __init__(self):
+        self.pgid = None
+
+    def preexec(self):
+        die_with_parent()
+        try:
+            os.setpgid(0, self.pgid or 0)
+        except OSError:  # every earlier member is gone: this child starts the group anew
+            os.setpgid(0, 0)
+
+    def joined(self, proc):
+        if proc.poll() is None:
+            try:
+                self.pgid = os.getpgid(proc.pid)
+            except OSError:
+                pass
+        return proc
+
+
+def start_service(name, env, log_file=None, preexec_fn=die_with_parent):
     out = open(log_file, "ab") if log_file else None
+    env = dict(env, **process_settings(env).get(name, {}))
     return subprocess.Popen(
         ["nice", "-n", str(NICENESS.get(name, 0)),
          str(Path(sys.executable).with_name("nameko")), "run", "--config", str(CONFIG),
          PROCESSES[name]],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+        preexec_fn=preexec_fn,
     )
 
 
-def start_mail_sink(maildir, port):
+def start_mail_sink(maildir, port, preexec_fn=die_with_parent):
     """The local SMTP server that keeps every message as a file (deploy/mail_sink.py)."""
     proc = subprocess.Popen([sys.executable, "-m", "deploy.mail_sink", "--port", str(port),
-                             "--maildir", str(maildir)], cwd=ROOT)
+                             "--maildir", str(maildir)], cwd=ROOT, preexec_fn=preexec_fn)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return proc
         except OSError:
+            if proc.poll() is not None:
+                break
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the SMTP sink did not start on port {port}")
+
+
+def port_taken(host, port):
+    """True when something listens on (host, port) already: we could not bind it."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            sock.bind((host, port))
+            return False
+        except OSError:
+            return True
+
+
+def wanted_ports(env):
+    """(what, host, port, advice) for every port this run would listen on."""
+    wanted = []
+    if not env.get("MONGO_URI"):
+        for name, port in mongo_ports(env).items():
+            wanted.append((f"the {name} MongoDB stand-in", "127.0.0.1", port,
+                           "a stand-in left from an earlier run, or a real MongoDB? Stop it, "
+                           "set MONGO_URI=mongodb://... to use that server, or RUN_MONGO_PORT"))
+    if not env.get("SMTP_HOST"):
+        wanted.append(("the SMTP sink", "127.0.0.1", sink_port(env),
+                       "stop what listens there, set SMTP_HOST to use that server, or SMTP_PORT"))
+    host, port = gateway_address(env)
+    wanted.append(("the public gateway", host, port,
+                   "stop what listens there, or set WEB_SERVER_ADDRESS"))
+    return wanted
+
+
+def mongo_ports(env):
+    first = int(env.get("RUN_MONGO_PORT") or 27017)
+    return {name: first + (port - 27017) for name, port in EMBEDDED_MONGO_PORTS.items()}
+
+
+def sink_port(env):
+    return int(env.get("SMTP_PORT") or 1025)
+
+
+def gateway_address(env):
+    host, port = process_settings(env)["public_gateway"]["WEB_SERVER_ADDRESS"].rsplit(":", 1)
+    return host, int(port)
 
 
 def wait_for_http(url, timeout=60.0, procs=()):
@@ -119,17 +236,54 @@ def load_demo_plan_if_empty(env):
         return sum(rpc.slots.create_from_plan(plan)["created"] for plan in demo_plans())
 
 
-def stop_all(procs, timeout=15):
+def stop_all(procs, grace=STOP_GRACE_SECONDS):
+    """SIGTERM to all at once; SIGKILL to those still running after `grace` seconds."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + grace
     for proc in procs:
         try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class Supervised:
+    """A child process restarted with a back-off whenever it exits."""
+
+    def __init__(self, name, start):
+        self.name, self._start = name, start
+        self.proc, self.started_at, self.restart_at = None, 0.0, None
+        self.backoff = BACKOFF_FIRST
+
+    def start(self):
+        self.proc, self.started_at, self.restart_at = self._start(), time.monotonic(), None
+
+    def check(self, now):
+        """Restart if due; schedule a restart if the process has just exited."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                print(f"restarting {self.name}", flush=True)
+                try:
+                    self.start()
+                except Exception as exc:  # a store that cannot come up: try again later
+                    self._schedule(now, f"could not start ({exc})")
+            return
+        if self.proc is not None and self.proc.poll() is not None:
+            if now - self.started_at >= STABLE_AFTER:
+                self.backoff = BACKOFF_FIRST
+            self._schedule(now, f"exited with code {self.proc.returncode}")
+
+    def _schedule(self, now, why):
+        self.restart_at = now + self.backoff
+        print(f"{self.name} {why}; restarting it in {self.backoff:g} s", file=sys.stderr,
+              flush=True)
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+
+    def running(self):
+        return [self.proc] if self.proc is not None and self.proc.poll() is None else []
 
 
 def _interrupt(signum, frame):
@@ -141,29 +295,46 @@ def main():
     signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
     env.setdefault("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+    taken = [(what, host, port, advice) for what, host, port, advice in wanted_ports(env)
+             if port_taken(host, port)]
+    if taken:
+        for what, host, port, advice in taken:
+            print(f"cannot start {what}: port {port} on {host} is already in use ({advice})",
+                  file=sys.stderr)
+        print("nothing was started", file=sys.stderr)
+        return 2
     env["BOOKING_TOKEN_SECRET"] = token_secret()
-    procs, backing = [], []
+    services, backing, group = [], [], ProcessGroup()
     try:
         mongo_uris = {}  # service -> its own stand-in, when there is no MONGO_URI
         if not env.get("MONGO_URI"):
             from deploy import embedded_mongo
 
-            for name, port in EMBEDDED_MONGO_PORTS.items():
-                mongo, mongo_uris[name] = embedded_mongo.start(VAR / "mongo" / name, port,
-                                                               niceness=NICENESS.get(name, 0))
-                backing.append(mongo)
+            for name, port in mongo_ports(env).items():
+                mongo_uris[name] = f"mongodb://127.0.0.1:{port}"
+                store = Supervised(f"{name} store", lambda name=name, port=port: group.joined(
+                    embedded_mongo.start(VAR / "mongo" / name, port, niceness=NICENESS.get(name, 0),
+                                         preexec_fn=group.preexec)[0]))
+                backing.append(store)
+                store.start()
             env["MONGO_URI"] = mongo_uris["slots"]
-            print("embedded MongoDB stand-ins, one per service database (data in var/mongo/): "
-                  + ", ".join(f"{name} {uri}" for name, uri in mongo_uris.items()))
+            print(f"embedded MongoDB stand-ins, one per service database (data in {VAR}/mongo/): "
+                  + ", ".join(f"{name} {uri}" for name, uri in mongo_uris.items()), flush=True)
         if not env.get("SMTP_HOST"):
-            backing.append(start_mail_sink(VAR / "mail", 1025))
-            env["SMTP_HOST"], env["SMTP_PORT"] = "127.0.0.1", "1025"
-            print("SMTP sink on 127.0.0.1:1025, messages in var/mail/new/")
-        port = env.get("WEB_SERVER_ADDRESS", "0.0.0.0:8000").rsplit(":", 1)[1]
-        services = [start_service(name, dict(env, MONGO_URI=mongo_uris.get(name, env["MONGO_URI"])))
-                    for name in PROCESSES]
-        procs.extend(services)
-        wait_for_http(f"http://127.0.0.1:{port}/health", procs=services)
+            port = sink_port(env)
+            sink = Supervised("SMTP sink", lambda: group.joined(
+                start_mail_sink(VAR / "mail", port, preexec_fn=group.preexec)))
+            backing.append(sink)
+            sink.start()
+            env["SMTP_HOST"], env["SMTP_PORT"] = "127.0.0.1", str(port)
+            print(f"SMTP sink on 127.0.0.1:{port}, messages in {VAR}/mail/new/", flush=True)
+        host, port = gateway_address(env)
+        for name in PROCESSES:
+            service_env = dict(env, MONGO_URI=mongo_uris.get(name, env["MONGO_URI"]))
+            services.append(Supervised(name, lambda name=name, e=service_env: group.joined(
+                start_service(name, e, preexec_fn=group.preexec))))
+            services[-1].start()
+        wait_for_http(f"http://127.0.0.1:{port}/health", timeout=120)
         created = load_demo_plan_if_empty(env)
         if created:
             print(f"loaded the demo opening plan: {created} slots")
@@ -173,19 +344,24 @@ def main():
             f"  free slots        http://127.0.0.1:{port}/api/slots?procedure=renewal\n"
             "  RabbitMQ (bus)    http://127.0.0.1:15672  (guest/guest)\n"
             f"  mail sent         {env['SMTP_HOST']}:{env['SMTP_PORT']}"
-            f"{' (files in var/mail/new/)' if (VAR / 'mail').exists() else ''}\n"
+            f"{f' (files in {VAR}/mail/new/)' if (VAR / 'mail').exists() else ''}\n"
             f"  MongoDB           {', '.join(f'{n} {u}' for n, u in mongo_uris.items()) or env['MONGO_URI']}\n"
-            "Ctrl-C stops everything.\n", flush=True)
-        while all(p.poll() is None for p in services):
+            f"A process that stops is restarted. Ctrl-C stops everything (process group "
+            f"{group.pgid}).\n", flush=True)
+        while True:
+            now = time.monotonic()
+            for child in backing + services:
+                child.check(now)
             time.sleep(0.5)
-        print("a service stopped; stopping the others", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 0
     finally:
         print("stopping...", flush=True)
-        stop_all(procs)
-        stop_all(backing)  # the store last, once nothing writes to it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all([p for s in services for p in s.running()])
+        stop_all([p for s in backing for p in s.running()])  # the stores last
+        print("stopped", flush=True)
 
 
 if __name__ == "__main__":

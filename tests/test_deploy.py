@@ -67,8 +67,10 @@ def test_nameko_config_substitutes_environment(monkeypatch):
     assert loaded["BOOKING_TOKEN_SECRET"] is None
 
 
-@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")
 def test_docker_compose_accepts_the_file():
+    assert shutil.which("docker-compose"), (
+        "docker-compose is missing: `make test-tools` (deploy/ensure_test_tools.sh) installs "
+        "Debian's docker-compose, whose `config -q` checks this file without a Docker engine")
     env = dict(os.environ, BOOKING_TOKEN_SECRET="x" * 32, RABBITMQ_PASSWORD="p")
     result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
                             env=env, capture_output=True, text=True)
@@ -77,6 +79,35 @@ def test_docker_compose_accepts_the_file():
                              env={"PATH": os.environ["PATH"], "RABBITMQ_PASSWORD": "p"},
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "BOOKING_TOKEN_SECRET" in missing.stderr + missing.stdout
+
+
+def test_every_app_container_restarts_and_checks_its_health():
+    for name, svc in app_services().items():
+        assert svc["restart"] in ("unless-stopped", "always", "on-failure"), name
+        test = svc["healthcheck"]["test"]
+        assert test == ["CMD", "python", "-m", "deploy.healthcheck", name], name
+        assert svc["healthcheck"]["retries"] >= 1 and svc["healthcheck"]["interval"]
+
+
+def test_healthcheck_says_whether_a_service_answers(container_factory, config):
+    from deploy import healthcheck
+    from services.slots.service import SlotsService
+
+    healthy, why = healthcheck.check_service("slots", config["AMQP_URI"], timeout=5)
+    assert not healthy and "UnknownService" in why  # nothing runs yet
+    container_factory(SlotsService, config).start()
+    assert healthcheck.check_service("slots", config["AMQP_URI"], timeout=5) == (
+        True, "slots answers")
+
+
+def test_healthcheck_of_a_gateway_is_its_health_page(container_factory, config):
+    from deploy import healthcheck
+    from gateway.public.service import PublicGateway
+
+    assert not healthcheck.check_gateway(config["WEB_SERVER_ADDRESS"], timeout=2)[0]
+    container_factory(PublicGateway, config).start()
+    assert healthcheck.check_gateway(config["WEB_SERVER_ADDRESS"]) == (
+        True, f"gateway on port {config['WEB_SERVER_ADDRESS'].rsplit(':', 1)[1]}: HTTP 200")
 
 
 def test_ci_runs_the_readme_test_command():

@@ -4,7 +4,7 @@ from gateway.public import pages
 from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
-from services.common.errors import DomainError, InvalidRequest, SlotFull
+from services.common.errors import DomainError, InvalidRequest, ServiceUnavailable, SlotFull
 from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
 from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import BookingRequestSchema, load_or_raise
@@ -70,6 +70,10 @@ class PublicGateway:
         except SlotFull:
             self.full_slots.remember(body["slot_id"])
             raise
+        except ServiceUnavailable:
+            # true however late the booking service gets to it: a request whose caller gave up
+            # is dropped, and none is stored after its deadline (services/common/rpc.py)
+            raise ServiceUnavailable("The booking was not made. Please try again in a moment.")
         if created.get("slot_full"):
             # learnt from the winner of the last place, not from the first loser: the
             # attempts already queued behind it get their 409 here

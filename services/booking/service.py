@@ -7,6 +7,7 @@ from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
+from pymongo.errors import DuplicateKeyError
 
 from services.booking import rules
 from services.booking.store import BookingStore
@@ -14,7 +15,7 @@ from services.common.errors import EXPECTED, InvalidRequest, NotFound, ServiceUn
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
-from services.common.rpc import BoundedRpcProxy, rpc
+from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
 from services.common.settings import setting
 from services.common.timers import config_timer
@@ -23,6 +24,12 @@ from services.common.timeutil import parse_iso, utcnow
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "No booking with this reference and token."
+NOT_MADE = "The booking was not made. Please try again."
+# time kept for the insert itself after the last deadline check: a booking stored after its
+# caller gave up would be one the applicant was told was not made
+INSERT_MARGIN_SECONDS = 0.5
+# time for the reply to reach the caller before its deadline
+REPLY_MARGIN_SECONDS = 0.1
 # built once: a marshmallow Schema costs more to build than to load a request with
 BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
 
@@ -46,10 +53,13 @@ class BookingService:
 
     store = MongoStore("booking", BookingStore)
     slots = BoundedRpcProxy("slots")
+    # giving a place back is not bound by the deadline of the request that gave up on it
+    slots_cleanup = BoundedRpcProxy("slots", inherit_deadline=False)
     dispatch = EventDispatcher()
     tokens = Tokens()
     config = Config()
     instance = InstanceId()
+    deadline = RequestDeadline()
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, request, client):
@@ -57,6 +67,7 @@ class BookingService:
         data = load_or_raise(BOOKING_REQUEST, request, InvalidRequest)
         client = load_or_raise(CLIENT, client, InvalidRequest)
         reference = rules.new_reference()
+        started = time.time()
         slot = self.slots.hold(data["slot_id"], reference, data["procedure"])
         now = utcnow()
         published_at = parse_iso(slot["published_at"]) if slot.get("published_at") else None
@@ -86,12 +97,35 @@ class BookingService:
             "created_by": self.instance,
             "outbox": {"created": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())},
         }
+        # the caller still waits, and the slots sweeper cannot have judged the hold abandoned
+        hold_age_limit = started + setting(self.config, "HOLD_MAX_AGE_SECONDS", 60.0)
+        last_moment = min(hold_age_limit - time.time(), self.deadline.remaining())
+        if last_moment < INSERT_MARGIN_SECONDS:
+            log.warning("booking %s given up: its caller stopped waiting", reference)
+            self._release_quietly(reference)
+            raise ServiceUnavailable(NOT_MADE)
         try:
             self.store.insert(booking)
+        except DuplicateKeyError:
+            # fenced off: the sweeper judged the hold abandoned and gave the place back
+            log.warning("booking %s given up: its hold was already given back", reference)
+            self._release_quietly(reference)
+            raise ServiceUnavailable(NOT_MADE)
         except Exception:
             log.exception("could not store booking %s; giving its place back", reference)
             self._release_quietly(reference)
-            raise ServiceUnavailable("The booking could not be saved. Please try again.")
+            raise ServiceUnavailable(NOT_MADE)
+        if self.deadline.remaining() < REPLY_MARGIN_SECONDS:
+            # the insert outlasted the caller's wait: it answers "not made", so undo it (it was
+            # never announced) rather than keep a booking behind the applicant's back
+            log.warning("booking %s withdrawn: stored after its caller stopped waiting", reference)
+            try:
+                self.store.withdraw(reference, utcnow())
+            except Exception:  # kept after all: the relay announces it; nothing else to do
+                log.exception("could not withdraw booking %s", reference)
+                raise ServiceUnavailable(NOT_MADE)
+            self._release_quietly(reference)
+            raise ServiceUnavailable(NOT_MADE)
         self._announce_created(booking, token)
         return {
             "reference": reference,
@@ -133,6 +167,16 @@ class BookingService:
         return {booking["_id"]: {"status": booking["status"],
                                  "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
                 for booking in self.store.get_many(references)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def holds_in_use(self, hold_ids):
+        """Which of these slot holds a booking uses (the slots sweeper asks about old holds).
+
+        The others are fenced: no booking can be stored for them afterwards."""
+        if (not isinstance(hold_ids, list) or len(hold_ids) > 500
+                or not all(isinstance(h, str) for h in hold_ids)):
+            raise InvalidRequest("A list of at most 500 hold ids.", {"hold_ids": ["Invalid."]})
+        return self.store.holds_in_use(hold_ids, utcnow())
 
     # a safety net for failed dispatches, not the normal path
     @config_timer("OUTBOX_RELAY_SECONDS", 5.0)
@@ -202,6 +246,6 @@ class BookingService:
 
     def _release_quietly(self, hold_id):
         try:
-            self.slots.release(hold_id)
+            self.slots_cleanup.release(hold_id)
         except Exception:
             log.exception("could not give back the place held by %s", hold_id)

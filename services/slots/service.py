@@ -1,22 +1,63 @@
-"""Slots service: opening plans, slots, and the atomic hold/release of places."""
+"""Slots service: opening plans, slots, and the atomic hold/release of places.
+
+Places are never lost. A hold is taken for a booking that may never be stored: its caller
+timed out, or the booking process died between the hold and its insert. Rather than holds that
+expire unless confirmed (a confirmation round trip on every booking's hot path), a sweeper
+looks at holds older than HOLD_MAX_AGE_SECONDS (far beyond RPC_TIMEOUT: no booking can still
+be in flight for them), asks the booking service which of them a booking uses
+(`booking.holds_in_use`, which also fences off any later insert for the others) and gives the
+others back. If booking does not answer, nothing is given back. One instance sweeps at a time
+(a lease); every instance's timer ticks.
+"""
 import logging
+import re
+import time as clock
 from datetime import date, datetime, time, timedelta
 
+from nameko.extensions import DependencyProvider
+from nameko.timer import timer
 
-from services.common.errors import EXPECTED, InvalidRequest, NotFound, SlotFull
+from services.common.errors import (EXPECTED, InvalidRequest, NotFound, SlotFull,
+                                    SlotNotBookable)
+from services.common.lease import Leases, owner_id
 from services.common.mongo import MongoStore
-from services.common.rpc import rpc
+from services.common.rpc import BoundedRpcProxy, rpc
+from services.common.settings import setting
 from services.common.schemas import load_or_raise
 from services.common.timeutil import PARIS, iso_paris, iso_utc, utcnow
 from services.slots import rules
 from services.slots.plan import expand_plan
 from services.slots.schemas import OpeningPlanSchema
-from services.slots.store import SlotStore
+from services.slots.store import RELEASED, SlotStore
 
 log = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 200
 OPENING_PLAN = OpeningPlanSchema()
+# hold ids become a field name in the slot document: no dots, no dollars
+HOLD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SWEEP_BATCH = 200  # holds asked about in one RPC
+SWEEP_JOB = "sweep_holds"
+
+
+def sweep_settings(config):
+    return {
+        # a hold this old has no booking in flight any more: RPC_TIMEOUT is seconds
+        "max_age": setting(config, "HOLD_MAX_AGE_SECONDS", 60.0),
+        "every": setting(config, "HOLD_SWEEP_SECONDS", 10.0),
+    }
+
+
+class Sweeper(DependencyProvider):
+    """Per-process state of the hold sweeper: its settings, lease owner name and next run."""
+
+    def setup(self):
+        self.settings = sweep_settings(self.container.config)
+        self.owner = owner_id()
+        self.next_ts = 0.0
+
+    def get_dependency(self, worker_ctx):
+        return self
 
 
 def slot_view(slot):
@@ -43,6 +84,8 @@ class SlotsService:
     name = "slots"
 
     store = MongoStore("slots", SlotStore)
+    booking = BoundedRpcProxy("booking")
+    sweeper = Sweeper()
 
     @rpc(expected_exceptions=EXPECTED)
     def list_open(self, procedure, date_from, date_to, page=1, per_page=50):
@@ -74,27 +117,61 @@ class SlotsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def hold(self, slot_id, hold_id, procedure):
-        """Take one place on the slot for `hold_id`; raise why not (full, past, closed...)."""
+        """Take one place on the slot for `hold_id`; raise why not (full, past, closed...).
+
+        Asking again with the same hold id keeps the one place (a retried call)."""
+        if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
+            raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
+        if not isinstance(slot_id, str):
+            raise InvalidRequest("Invalid slot id.", {"slot_id": ["A text."]})
         now = utcnow()
-        slot = self.store.take_place(slot_id, procedure, now)
+        # recorded first: if we die after taking the place, the sweeper finds this record
+        earlier = self.store.record_hold(hold_id, slot_id, now)
+        if earlier is not None and (earlier["state"] == RELEASED or earlier["slot_id"] != slot_id):
+            raise SlotNotBookable("This hold has ended.")
+        slot = self.store.take_place(slot_id, hold_id, procedure, now)
         if slot is None:
-            # nothing taken, yet nothing to refuse: the last place went meanwhile
-            raise rules.refusal(self.store.get(slot_id), procedure, now) or SlotFull()
-        if not self.store.record_hold(hold_id, slot_id, now):
-            # the same hold asked twice: it already has its place, give this one back
-            self.store.give_place_back(slot_id)
-            slot = self.store.get(slot_id)
+            already = self.store.has_place(slot_id, hold_id) if earlier is not None else None
+            if already is not None:
+                return slot_view(already)  # a retried call: it has its place
+            refusal = rules.refusal(self.store.get(slot_id), procedure, now) or SlotFull()
+            if earlier is None:
+                self.store.forget_hold(hold_id)  # no place taken: nothing for the sweeper
+            raise refusal
         return slot_view(slot)
 
     @rpc(expected_exceptions=EXPECTED)
     def release(self, hold_id):
         """Give back the place held by `hold_id`. Safe to call any number of times."""
-        hold = self.store.end_hold(hold_id)
-        if hold is None:
+        if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
             return False
-        self.store.give_place_back(hold["slot_id"])
-        return True
+        return self._release(self.store.get_hold(hold_id))
 
+    def _release(self, hold):
+        if hold is None or hold["state"] == RELEASED:
+            return False
+        # the place first, then the record: dying in between leaves a live record whose
+        # place is gone, which the sweeper ends without giving anything back twice
+        given = self.store.give_place_back(hold["slot_id"], hold["_id"])
+        self.store.end_hold(hold["_id"])
+        return given
+
+    @timer(interval=1)
+    def sweep_holds(self):
+        """Give back the places of old holds that no booking uses (see the module docstring)."""
+        sweeper, now = self.sweeper, clock.time()
+        if now < sweeper.next_ts:
+            return
+        sweeper.next_ts = now + sweeper.settings["every"]
+        # kept while we sweep and renewed at each pass: another instance takes over only after
+        # this one stops sweeping for three periods
+        if not Leases(self.store.leases).acquire(SWEEP_JOB, sweeper.owner,
+                                                 3 * sweeper.settings["every"], now):
+            return
+        released = sweep(self.store, self.booking.holds_in_use, now, sweeper.settings["max_age"],
+                         self._release)
+        if released:
+            log.warning("gave back %d places held without a booking", released)
     @rpc(expected_exceptions=EXPECTED)
     def create_from_plan(self, plan):
         """Create the slots of an opening plan (open at once for now); return how many are new."""
@@ -112,4 +189,28 @@ class SlotsService:
     @rpc(expected_exceptions=EXPECTED)
     def holds(self, slot_id):
         """Hold ids currently holding a place on the slot (for audits and tests)."""
-        return [h["_id"] for h in self.store.holds_for(slot_id)]
+        return sorted(self.store.slot_holds(slot_id))
+
+
+def sweep(store, holds_in_use, now_ts, max_age, release, batch=SWEEP_BATCH):
+    """One sweep: the number of places given back. A plain function the tests call directly.
+
+    `holds_in_use(ids)` answers which holds a booking uses; if it raises, nothing is released.
+    """
+    released = 0
+    while True:
+        stale = store.stale_holds(now_ts - max_age, batch)
+        if not stale:
+            return released
+        try:
+            used = set(holds_in_use([h["_id"] for h in stale]))
+        except Exception as exc:  # booking down or slow: judge nothing without its answer
+            log.warning("hold sweep skipped: the booking service did not answer (%s)", exc)
+            return released
+        store.mark_booked(used)
+        for hold in stale:
+            if hold["_id"] not in used:
+                released += bool(release(hold))
+                store.end_hold(hold["_id"])  # even with no place to give back
+        if len(stale) < batch:
+            return released

@@ -1,0 +1,235 @@
+"""`python -m deploy.run` (what `make run` runs) as a subprocess, on free ports and its own vhost.
+
+It supervises (a service killed with -9 comes back and the system serves again), stops
+everything within seconds on SIGTERM, leaves nothing behind when itself killed with SIGKILL,
+and refuses to start next to a server it did not start.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TOKEN_SECRET, free_port
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def free_run(count):
+    """`count` consecutive free ports (the stand-ins take a range)."""
+    for _ in range(50):
+        first = free_port()
+        socks = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", port))
+                socks.append(sock)
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no range of free ports")
+
+
+def descendants(pid):
+    """Pids of every process below `pid`, read from /proc."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Run:
+    """deploy.run in a subprocess; its console collected line by line."""
+
+    def __init__(self, rabbit_config, tmp_path, terminal=False, **extra):
+        self.web_port = free_port()
+        self.env = dict(
+            os.environ, AMQP_URI=rabbit_config["AMQP_URI"], RUN_VAR_DIR=str(tmp_path / "var"),
+            RUN_MONGO_PORT=str(free_run(4)), SMTP_PORT=str(free_port()),
+            WEB_SERVER_ADDRESS=f"127.0.0.1:{self.web_port}", BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+            LOG_LEVEL="WARNING")
+        self.env.update(extra)
+        self.web_port = int(self.env["WEB_SERVER_ADDRESS"].rsplit(":", 1)[1])
+        for key in ("MONGO_URI", "SMTP_HOST"):
+            self.env.pop(key, None)
+        self.lines = []
+        # terminal: in a process group of its own, as a shell runs a foreground job, so that a
+        # test can send SIGINT to the whole group as a terminal's Ctrl-C does
+        self.proc = subprocess.Popen([sys.executable, "-m", "deploy.run"], cwd=ROOT, env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=terminal)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def console(self):
+        return "".join(self.lines)
+
+    def wait_for(self, text, timeout=180):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.console():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"never said {text!r}:\n{self.console()[-5000:]}")
+
+    def serves(self):
+        try:
+            return requests.get(f"http://127.0.0.1:{self.web_port}/api/slots?procedure=renewal",
+                                timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def service_pid(self, module):
+        for pid in descendants(self.proc.pid):
+            try:
+                if module in Path(f"/proc/{pid}/cmdline").read_text():
+                    return pid
+            except OSError:
+                continue
+        return None
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def make_run(rabbit_config, tmp_path):
+    runs = []
+
+    def start(**extra):
+        runs.append(Run(rabbit_config, tmp_path / str(len(runs)), **extra))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        run.close()
+
+
+def all_gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(alive(pid) for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_killed_service_is_restarted_and_sigterm_stops_everything_quickly(make_run):
+    run = make_run()
+    run.wait_for("The system is up")
+    assert run.serves()
+    children = descendants(run.proc.pid)
+    assert len(children) >= 10  # 4 stand-ins, the sink, 5 services (each maybe with a helper)
+
+    booking = run.service_pid("services.booking.service")
+    os.kill(booking, signal.SIGKILL)
+    run.wait_for("booking exited with code -9; restarting it in 1 s")
+    run.wait_for("restarting booking")
+    # the others kept running, and the system serves bookings again
+    assert all(alive(pid) for pid in children if pid != booking)
+    slot_list = requests.get(f"http://127.0.0.1:{run.web_port}/api/slots?procedure=renewal",
+                             timeout=10).json()["slots"]
+    from tests.helpers import applicant
+
+    deadline = time.monotonic() + 60
+    while True:
+        response = requests.post(f"http://127.0.0.1:{run.web_port}/api/bookings",
+                                 json=applicant(slot_list[0]["id"]), timeout=30)
+        if response.status_code == 201 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert response.status_code == 201, (response.text, run.console()[-3000:])
+
+    children = descendants(run.proc.pid)
+    started = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(15) == 0
+    took = time.monotonic() - started
+    assert all_gone(children, 2), [pid for pid in children if alive(pid)]
+    assert took < 10, took
+    print(f"SIGTERM to all stopped: {took:.1f} s")
+
+
+def test_ctrl_c_in_a_terminal_stops_everything_quickly(make_run):
+    """The terminal sends SIGINT to its whole foreground group: only run.py must act on it
+    (services that got it too, then run.py's SIGTERM, hung for 15 s before being killed)."""
+    run = make_run(terminal=True)
+    run.wait_for("The system is up")
+    children = descendants(run.proc.pid)
+    assert all(os.getpgid(pid) != run.proc.pid for pid in children)  # not in the terminal's
+    started = time.monotonic()
+    os.killpg(run.proc.pid, signal.SIGINT)
+    assert run.proc.wait(15) == 0
+    took = time.monotonic() - started
+    assert all_gone(children, 2), [pid for pid in children if alive(pid)]
+    assert "Traceback" not in run.console(), run.console()[-3000:]
+    assert took < 10, took
+    print(f"Ctrl-C stopped all: {took:.1f} s")
+
+
+def test_nothing_outlives_run_killed_with_sigkill(make_run):
+    run = make_run()
+    run.wait_for("The system is up")
+    children = descendants(run.proc.pid)
+    assert len(children) >= 10
+    run.proc.kill()
+    run.proc.wait()
+    assert all_gone(children, 5), [pid for pid in children if alive(pid)]
+
+
+@pytest.mark.parametrize("which", ["mongo", "sink", "gateway"])
+def test_a_port_already_taken_stops_it_before_anything_starts(make_run, which):
+    run = None
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # the run's ports are chosen first; then something else takes one of them
+        run_env = dict(RUN_MONGO_PORT=str(free_run(4)), SMTP_PORT=str(free_port()))
+        gateway_port = free_port()
+        ports = {"mongo": int(run_env["RUN_MONGO_PORT"]) + 2, "sink": int(run_env["SMTP_PORT"]),
+                 "gateway": gateway_port}
+        squatter.bind(("127.0.0.1", ports[which]))
+        squatter.listen()
+        run = make_run(**run_env, WEB_SERVER_ADDRESS=f"127.0.0.1:{gateway_port}")
+        assert run.proc.wait(30) == 2
+        run.reader.join(5)
+        console = run.console()
+    assert f"port {ports[which]} on 127.0.0.1 is already in use" in console
+    assert "nothing was started" in console
+    assert not (Path(run.env["RUN_VAR_DIR"]) / "mongo").exists()  # no store was started
