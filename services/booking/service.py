@@ -7,6 +7,7 @@ from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
+from pymongo.errors import PyMongoError
 
 from services.booking import rules
 from services.booking.store import BookingStore
@@ -217,7 +218,13 @@ class BookingService:
         return setting(self.config, "BOOKING_CONFIRM_MINUTES", 60.0)
 
     def _refuse_second_booking(self, email_key, other_than=None):
-        held = self.store.confirmed_on_email(email_key, other_than)
+        try:
+            held = self.store.confirmed_on_email(email_key, other_than)
+        except PyMongoError:
+            # a courtesy, not the guard: when it cannot be read the booking goes on (and
+            # fails on its own write if the store is really down); fraud's M3 is the net
+            log.warning("up-front e-mail check skipped: the store did not answer", exc_info=True)
+            return
         if held is not None:
             raise EmailHasBooking.for_reference(held["_id"])
 

@@ -49,7 +49,9 @@ class SlotStore:
             "start": {"$gte": start_from, "$lt": start_before},
         }
         if not include_decoys:
-            query["decoy"] = {"$ne": True}
+            # null matches slots written without the field; the stand-in drops every match
+            # of {"$ne": true} next to the indexed fields, so it is not used
+            query["decoy"] = {"$in": [False, None]}
         cursor = self.slots.find(query).sort([("start", 1), ("_id", 1)]).skip(skip).limit(limit)
         return list(cursor)
 
