@@ -66,6 +66,7 @@ class Screening:
 
     def __init__(self, store, booking, settings, dispatch):
         self.store, self.booking, self.settings, self.dispatch = store, booking, settings, dispatch
+        self.cancelled = set()  # by this screening: later rules of the same event skip them
 
     def screen(self, event):
         settings = self.settings
@@ -162,7 +163,8 @@ class Screening:
             return
         # network evidence only: the cluster's active bookings go to one review case, never to
         # cancellation (an address is not a person); allow-listed addresses skip this entirely
-        cluster = self.not_exempt([b for b in from_client if b.get("status") == ACTIVE] or [entry])
+        cluster = self.not_exempt([b for b in from_client if b.get("status") == ACTIVE
+                                   and b["_id"] not in self.cancelled])
         if not cluster:
             return
         summary = rules.describe_signals(signals, settings)
@@ -208,6 +210,7 @@ class Screening:
         if action == rules.CANCEL:
             self.booking.system_cancel(reference, rule, decision["evidence"], actor)  # idempotent
             self.store.set_status(reference, CANCELLED)
+            self.cancelled.add(reference)
         else:
             self.store.open_review({"_id": reference, "state": "open", "rule": rule,
                                     "evidence": decision["evidence"], "at_ts": decision["at_ts"]},
