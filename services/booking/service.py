@@ -138,6 +138,11 @@ class BookingService:
         if confirmed is None:  # expired or cancelled meanwhile
             return rules.applicant_view(self.store.get(reference))
         self._announce_confirmed(confirmed)
+        # the other pending bookings on this e-mail can no longer be confirmed: their places
+        # go back now rather than when they expire, and their e-mail says why
+        for other in self.store.pending_on_email(confirmed["email_key"], reference):
+            self._cancel(other, "email_already_used", {"confirmed": reference}, "system",
+                         statuses=(rules.PENDING,))
         return rules.applicant_view(confirmed)
 
     @rpc(expected_exceptions=EXPECTED)

@@ -49,6 +49,10 @@ class BookingStore:
             query["_id"] = {"$ne": other_than}
         return self.bookings.find_one(query, {"_id": 1})
 
+    def pending_on_email(self, email_key, other_than):
+        return [doc["_id"] for doc in self.bookings.find(
+            {"email_key": email_key, "status": PENDING, "_id": {"$ne": other_than}}, {"_id": 1})]
+
     def confirm(self, reference, now_ts, outbox_entry):
         """Pending -> active, with the `booking_confirmed` to send; the booking after, or None
         if it was not pending (confirmed already, cancelled, expired)."""

@@ -32,6 +32,8 @@ CANCEL_REASONS = {
     "name_mismatch": "the name on the identity document did not match at the counter (M4)",
     "staff": "cancelled by the prefecture's staff",
     "not_confirmed": "the booking was not confirmed from its e-mail in time; its place went back",
+    "email_already_used": "another booking on the same e-mail was confirmed first (one e-mail "
+                          "per person); this one could no longer be confirmed, its place went back",
 }
 
 PROCEDURE_CODES = tuple(PROCEDURES)

@@ -104,6 +104,7 @@ def test_names_are_escaped_in_html():
     ("staff", "La préfecture a annulé", "prefecture cancelled"),
     ("slot_grabbing", "automatisée", "automated"),
     ("not_confirmed", "pas été confirmé à temps", "not confirmed in time"),
+    ("email_already_used", "une adresse par personne", "one address per person"),
 ])
 def test_cancellation_gives_the_reason_in_plain_words(reason, fr, en):
     event = booking_event(name="booking_cancelled", reason=reason)
