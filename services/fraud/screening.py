@@ -178,8 +178,11 @@ class Screening:
                     "summary": summary}
         case = self.address_case(entry, summary, strong=rules.strong(score, settings) or bool(tied),
                                  evidence={"score": score, "signals": signals})
+        # each booking of a growing cluster would otherwise re-decide all the earlier ones
+        reviewed = self.store.reviewed_among([b["_id"] for b in cluster])
         for booking in cluster:
-            self.act(booking["_id"], SLOT_GRABBING, rules.REVIEW, evidence, case=case)
+            if booking["_id"] not in reviewed:
+                self.act(booking["_id"], SLOT_GRABBING, rules.REVIEW, evidence, case=case)
 
     def not_exempt(self, bookings):
         """The bookings no allow-list entry covers (their reference, e-mail or address)."""

@@ -168,6 +168,10 @@ class FraudStore:
                                   {"$set": dict(fields, state="open", at_ts=review["at_ts"])},
                                   upsert=True)
 
+    def reviewed_among(self, references):
+        """Which of these bookings already have a review (open or decided)."""
+        return {doc["_id"] for doc in self.reviews.find({"_id": {"$in": list(references)}}, {"_id": 1})}
+
     def cases_in(self, state, limit):
         return list(self.cases.find({"state": state}).sort([("at_ts", 1)]).limit(limit))
 
