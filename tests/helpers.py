@@ -156,8 +156,8 @@ class MailSink:
 def booking_event(reference="RDV-AB12-CD34", event_id=None, name="booking_created", **overrides):
     """A booking event payload built through the bus contract (services/common/contract.py).
 
-    name: booking_created (default) or booking_cancelled (give reason=...); overrides replace
-    or add fields.
+    name: booking_created (default), booking_confirmed or booking_cancelled (give reason=...);
+    overrides replace or add fields.
     """
     start = datetime(2027, 3, 4, 8, 30, tzinfo=timezone.utc)
     event = {
@@ -175,6 +175,9 @@ def booking_event(reference="RDV-AB12-CD34", event_id=None, name="booking_create
     }
     if name == "booking_created":
         event.update(client={"ip": "203.0.113.7", "user_agent": "pytest"}, token="secret-token")
+    if name == "booking_confirmed":
+        event.update(client={"ip": "203.0.113.7", "user_agent": "pytest"},
+                     confirmed_at="2027-02-01T10:00:00Z")
     event.update(overrides)
     return contract.build(name, event_id=event_id or str(uuid.uuid4()),
                           occurred_at="2027-02-01T10:00:00Z", **event)

@@ -18,10 +18,11 @@ def html(http_status, template, **values):
                     headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
-def booking_page(booking, token, just_cancelled=False):
+def booking_page(booking, token, just_cancelled=False, just_confirmed=False, ask_confirmation=False):
     start = parse_iso(booking["slot"]["start"]).astimezone(PARIS)
     return html(200, "booking.html.j2", booking=booking, token=token, notice=FREE_NOTICE,
-                just_cancelled=just_cancelled, procedure=procedure_view(booking["procedure"]),
+                just_cancelled=just_cancelled, just_confirmed=just_confirmed,
+                ask_confirmation=ask_confirmation, procedure=procedure_view(booking["procedure"]),
                 site=SITES.get(booking["slot"]["site"], {"label": booking["slot"]["site"], "address": ""}),
                 start=start.strftime("%d/%m/%Y %H:%M"))
 

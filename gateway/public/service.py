@@ -38,9 +38,11 @@ class PublicGateway:
     @json_http("GET", "/api/slots")
     def list_slots(self, request):
         query = load_or_raise(SLOT_QUERY, request.args.to_dict(), InvalidRequest)
+        # the JSON API shows decoys like any slot (a script reading it can book one, a
+        # person using the pages never sees one); only named fields go out, none tells
         found = self.slots.list_open(
             query["procedure"], query["from_"].isoformat(), query["to"].isoformat(),
-            query["page"], query["per_page"],
+            query["page"], query["per_page"], include_decoys=True,
         )
         answer = {
             "slots": [
@@ -83,6 +85,9 @@ class PublicGateway:
             "reference": created["reference"],
             "token": created["token"],
             "status": created["status"],
+            # pending until the owner of the mailbox confirms: say so, in both languages
+            "not_final": created["not_final"],
+            "confirm_by": created.get("confirm_by"),
             "slot": dict(slot, site_address=SITES.get(slot["site"], {}).get("address")),
             "notice": FREE_NOTICE,
         }
@@ -94,6 +99,11 @@ class PublicGateway:
     def get_booking(self, request, reference):
         access = self._access(request, reference)
         return dict(self.booking.get(access["reference"], access["token"]), notice=FREE_NOTICE)
+
+    @json_http("POST", "/api/bookings/<reference>/confirm", private=True)
+    def confirm_booking(self, request, reference):
+        access = self._access(request, reference)
+        return dict(self.booking.confirm(access["reference"], access["token"]), notice=FREE_NOTICE)
 
     @json_http("DELETE", "/api/bookings/<reference>", private=True)
     def cancel_booking(self, request, reference):
@@ -108,6 +118,29 @@ class PublicGateway:
             access = self._access(request, reference)
             return pages.booking_page(self.booking.get(access["reference"], access["token"]),
                                       access["token"])
+        except DomainError as error:
+            return pages.error_page(error)
+
+    # the confirmation link in the e-mail: GET only shows the page (a mail client or a scanner
+    # fetching the link ahead must not confirm); its button POSTs
+    @json_http("GET", "/bookings/<reference>/confirm")
+    def confirm_page(self, request, reference):
+        try:
+            access = self._access(request, reference)
+            return pages.booking_page(self.booking.get(access["reference"], access["token"]),
+                                      access["token"], ask_confirmation=True)
+        except DomainError as error:
+            return pages.error_page(error)
+
+    @json_http("POST", "/bookings/<reference>/confirm")
+    def confirm_form(self, request, reference):
+        try:
+            access = load_or_raise(BOOKING_ACCESS, {"reference": reference,
+                                                    "token": request.form.get("token", "")},
+                                   InvalidRequest)
+            booking = self.booking.confirm(access["reference"], access["token"])
+            return pages.booking_page(booking, access["token"],
+                                      just_confirmed=booking["status"] == "active")
         except DomainError as error:
             return pages.error_page(error)
 

@@ -3,11 +3,20 @@ import hashlib
 import hmac
 import secrets
 from base64 import urlsafe_b64encode
+from datetime import datetime, timezone
 
 from services.common import contract
-from services.common.contract import ACTIVE, CANCEL_REASONS, CANCELLED, CHECKED_IN  # noqa: F401
+from services.common.contract import ACTIVE, CANCEL_REASONS, CANCELLED, CHECKED_IN, PENDING  # noqa: F401
 from services.common.normalise import normalise_email, normalise_name
 from services.common.timeutil import iso_paris, iso_utc
+
+# what the applicant reads next to a booking that waits for its confirmation
+NOT_FINAL = {
+    "fr": "Ce rendez-vous n'est pas encore définitif : confirmez-le avec le lien envoyé à votre "
+          "adresse électronique, sinon la place sera rendue.",
+    "en": "This booking is not final yet: confirm it with the link sent to your e-mail "
+          "address, otherwise the place will be given back.",
+}
 
 # Crockford's alphabet: no I, L, O, U, so a reference read aloud at a counter is unambiguous.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -81,18 +90,48 @@ def _common_fields(booking):
     }
 
 
+def email_key(email):
+    """The form one mailbox is known by (provider plus-tags and Gmail dots folded)."""
+    return normalise_email(email)
+
+
+def confirm_by_ts(created_ts, minutes):
+    """Epoch seconds past which an unconfirmed booking is released; None: never (minutes <= 0)."""
+    return created_ts + 60 * minutes if minutes > 0 else None
+
+
+def _created_fields(booking):
+    return dict(
+        _common_fields(booking),
+        published_at=iso_utc(booking["slot"]["published_at"]) if booking["slot"].get("published_at") else None,
+        seconds_after_publication=booking.get("seconds_after_publication"),
+        client=booking.get("client") or {},
+        decoy=bool(booking["slot"].get("decoy")),
+    )
+
+
 def created_event(booking, token):
     """`booking_created`: what fraud and notify need, rebuilt identically on every (re)send."""
     return contract.build(
         "booking_created",
         event_id=booking["outbox"]["created"]["event_id"],
         occurred_at=booking["created_at"],
-        **_common_fields(booking),
-        published_at=iso_utc(booking["slot"]["published_at"]) if booking["slot"].get("published_at") else None,
-        seconds_after_publication=booking.get("seconds_after_publication"),
-        client=booking.get("client") or {},
-        # for the cancel link in the confirmation; the bus is internal
+        **_created_fields(booking),
+        # for the confirm and cancel links in the e-mail; the bus is internal
         token=token,
+    )
+
+
+def confirmed_event(booking):
+    """`booking_confirmed`: the same facts as booking_created (no token), once the owner of
+    the mailbox confirmed; fraud screens from this one."""
+    confirmed_at = datetime.fromtimestamp(booking["confirmed_ts"], timezone.utc)
+    return contract.build(
+        "booking_confirmed",
+        event_id=booking["outbox"]["confirmed"]["event_id"],
+        occurred_at=confirmed_at,
+        **_created_fields(booking),
+        confirmed_at=iso_utc(confirmed_at),
     )
 
 
@@ -132,6 +171,10 @@ def applicant_view(booking):
         "phone": booking.get("phone"),
         "created_at": iso_paris(booking["created_at"]),
     }
+    if booking["status"] == PENDING:
+        view["not_final"] = NOT_FINAL
+        if booking.get("confirm_by_ts"):
+            view["confirm_by"] = iso_paris(datetime.fromtimestamp(booking["confirm_by_ts"], timezone.utc))
     if booking["status"] == CANCELLED:
         view["cancel_reason"] = booking["cancellation"]["reason"]
         view["cancelled_at"] = iso_paris(booking["cancellation"]["at"])

@@ -8,10 +8,12 @@ from nameko.events import EventDispatcher
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
 from pymongo.errors import DuplicateKeyError
+from pymongo.errors import PyMongoError
 
 from services.booking import rules
 from services.booking.store import BookingStore
-from services.common.errors import EXPECTED, InvalidRequest, NotFound, ServiceUnavailable
+from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, NotFound,
+                                    ServiceUnavailable)
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
@@ -30,6 +32,7 @@ NOT_MADE = "The booking was not made. Please try again."
 INSERT_MARGIN_SECONDS = 0.5
 # time for the reply to reach the caller before its deadline
 REPLY_MARGIN_SECONDS = 0.1
+EXPIRY_BATCH = 200  # unconfirmed bookings released per sweep at most
 # built once: a marshmallow Schema costs more to build than to load a request with
 BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
 
@@ -63,22 +66,32 @@ class BookingService:
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, request, client):
-        """Book a place: hold it on the slot, store the booking, announce `booking_created`."""
+        """Book a place: hold it on the slot, store the booking as pending, announce
+        `booking_created` (its e-mail carries the confirmation link).
+
+        An e-mail that already holds a confirmed booking is refused up front (409, naming the
+        booking's reference): two requests at once may both pass, fraud's M3 is the net.
+        """
         data = load_or_raise(BOOKING_REQUEST, request, InvalidRequest)
         client = load_or_raise(CLIENT, client, InvalidRequest)
+        email_key = rules.email_key(data["email"])
+        self._refuse_second_booking(email_key)
         reference = rules.new_reference()
         started = time.time()
         slot = self.slots.hold(data["slot_id"], reference, data["procedure"])
         now = utcnow()
+        confirm_by = rules.confirm_by_ts(now.timestamp(), self._confirm_minutes())
         published_at = parse_iso(slot["published_at"]) if slot.get("published_at") else None
         salt = rules.new_salt()
         token = self.tokens.token_for(reference, salt)
         booking = {
             "_id": reference,
-            "status": rules.ACTIVE,
+            "status": rules.PENDING,
             "procedure": data["procedure"],
             "slot": {"id": slot["id"], "site": slot["site"], "start": parse_iso(slot["start"]),
-                     "end": parse_iso(slot["end"]), "published_at": published_at},
+                     "end": parse_iso(slot["end"]), "published_at": published_at,
+                     # internal: fraud learns it from the event, the applicant never sees it
+                     "decoy": bool(slot.get("decoy"))},
             "identity": {
                 "family_name": data["family_name"],
                 "given_names": data["given_names"],
@@ -86,9 +99,11 @@ class BookingService:
                 "foreigner_number": data.get("foreigner_number"),
             },
             "email": data["email"],
+            "email_key": email_key,
             "phone": data.get("phone"),
             "client": client,
             "created_at": now,
+            "confirm_by_ts": confirm_by,
             "seconds_after_publication": rules.seconds_after_publication(published_at, now),
             "token_hash": rules.TokenSigner.hash_token(token),
             "token_salt": salt,
@@ -130,7 +145,9 @@ class BookingService:
         return {
             "reference": reference,
             "token": token,
-            "status": rules.ACTIVE,
+            "status": rules.PENDING,
+            "not_final": rules.NOT_FINAL,
+            "confirm_by": rules.applicant_view(booking).get("confirm_by"),
             "slot": {k: slot[k] for k in ("id", "site", "procedure", "start", "end")},
             # this booking took the last place: callers can stop sending attempts for it
             "slot_full": slot["free"] <= 0,
@@ -139,6 +156,28 @@ class BookingService:
     @rpc(expected_exceptions=EXPECTED)
     def get(self, reference, token):
         return rules.applicant_view(self._owned(reference, token))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def confirm(self, reference, token):
+        """The owner of the mailbox confirms (the link in the e-mail): pending -> active, and
+        `booking_confirmed` announced. Confirming again changes nothing; a cancelled or
+        expired booking stays so (the answer says how it stands)."""
+        booking = self._owned(reference, token)
+        if booking["status"] != rules.PENDING:
+            return rules.applicant_view(booking)
+        # the up-front rule again: another booking on this e-mail may have been confirmed since
+        self._refuse_second_booking(booking["email_key"], other_than=reference)
+        confirmed = self.store.confirm(reference, time.time(),
+                                       Outbox.entry(str(uuid.uuid4()), time.time(), self._grace()))
+        if confirmed is None:  # expired or cancelled meanwhile
+            return rules.applicant_view(self.store.get(reference))
+        self._announce_confirmed(confirmed)
+        # the other pending bookings on this e-mail can no longer be confirmed: their places
+        # go back now rather than when they expire, and their e-mail says why
+        for other in self.store.pending_on_email(confirmed["email_key"], reference):
+            self._cancel(other, "email_already_used", {"confirmed": reference}, "system",
+                         statuses=(rules.PENDING,))
+        return rules.applicant_view(confirmed)
 
     @rpc(expected_exceptions=EXPECTED)
     def cancel(self, reference, token):
@@ -193,8 +232,23 @@ class BookingService:
         for booking in outbox.due("created", time.time()):
             token = self.tokens.token_for(booking["_id"], booking["token_salt"])
             self._announce_created(booking, token)
+        for booking in outbox.due("confirmed", time.time()):
+            self._announce_confirmed(booking)
         for booking in outbox.due("cancelled", time.time()):
             self._finish_cancel(booking)
+
+    @config_timer("BOOKING_EXPIRY_SWEEP_SECONDS", 30.0)
+    def expire_unconfirmed(self):
+        """Release the bookings nobody confirmed within BOOKING_CONFIRM_MINUTES, through the
+        normal cancel path: the place goes back to slots as a freed place, notify tells why."""
+        interval = setting(self.config, "BOOKING_EXPIRY_SWEEP_SECONDS", 30.0)
+        if not self.store.leases.acquire("expire_unconfirmed", self.instance, 3 * interval,
+                                         time.time()):
+            return
+        minutes = self._confirm_minutes()
+        for reference in self.store.unconfirmed_due(time.time(), EXPIRY_BATCH):
+            self._cancel(reference, "not_confirmed", {"confirm_minutes": minutes}, "system",
+                         statuses=(rules.PENDING,))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -209,9 +263,24 @@ class BookingService:
     def _grace(self):
         return setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)
 
-    def _cancel(self, reference, reason, evidence, actor):
+    def _confirm_minutes(self):
+        return setting(self.config, "BOOKING_CONFIRM_MINUTES", 60.0)
+
+    def _refuse_second_booking(self, email_key, other_than=None):
+        try:
+            held = self.store.confirmed_on_email(email_key, other_than)
+        except PyMongoError:
+            # a courtesy, not the guard: when it cannot be read the booking goes on (and
+            # fails on its own write if the store is really down); fraud's M3 is the net
+            log.warning("up-front e-mail check skipped: the store did not answer", exc_info=True)
+            return
+        if held is not None:
+            raise EmailHasBooking.for_reference(held["_id"])
+
+    def _cancel(self, reference, reason, evidence, actor, statuses=(rules.PENDING, rules.ACTIVE)):
         booking = self.store.cancel(reference, rules.cancellation(reason, evidence, actor, utcnow()),
-                                    Outbox.entry(str(uuid.uuid4()), time.time(), self._grace()))
+                                    Outbox.entry(str(uuid.uuid4()), time.time(), self._grace()),
+                                    statuses)
         if booking is None:
             # already cancelled or checked in (or unknown: None): nothing to do, say how it stands
             return self.store.get(reference)
@@ -234,6 +303,10 @@ class BookingService:
         if self._dispatched(booking["_id"], "booking_created", rules.created_event(booking, token)):
             # written with the next batch, off the applicant's wait (services/common/pending.py)
             self.store.outbox.sent(booking["_id"], "created")
+
+    def _announce_confirmed(self, booking):
+        if self._dispatched(booking["_id"], "booking_confirmed", rules.confirmed_event(booking)):
+            self.store.outbox.sent(booking["_id"], "confirmed")
 
     def _dispatched(self, reference, event_type, payload):
         try:

@@ -14,11 +14,11 @@ Whichever write comes first wins, atomically. Markers are not bookings: reads sk
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.booking.rules import ACTIVE, CANCELLED
+from services.booking.rules import ACTIVE, CANCELLED, PENDING
 from services.common.lease import Leases
 from services.common.outbox import Outbox
 
-OUTBOX_KINDS = ("created", "cancelled")
+OUTBOX_KINDS = ("created", "confirmed", "cancelled")
 
 
 ABANDONED_HOLD = "abandoned_hold"
@@ -34,6 +34,9 @@ class BookingStore:
     def ensure_indexes(self):
         self.outbox.ensure_indexes()
         self.bookings.create_index([("slot.id", 1)])
+        # the up-front "one e-mail, one person" check and the expiry sweep read through these
+        self.bookings.create_index([("email_key", 1), ("status", 1)])
+        self.bookings.create_index([("status", 1), ("confirm_by_ts", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -69,13 +72,41 @@ class BookingStore:
     def mark(self, reference, **flags):
         self.bookings.update_one({"_id": reference}, {"$set": flags})
 
-    def cancel(self, reference, cancellation, outbox_entry):
-        """Move an active booking to cancelled, recording its cancellation and the event to send.
+    def confirmed_on_email(self, email_key, other_than=None):
+        """A confirmed (active) booking on this e-mail, other than `other_than`, or None."""
+        query = {"email_key": email_key, "status": ACTIVE}
+        if other_than:
+            query["_id"] = {"$ne": other_than}
+        return self.bookings.find_one(query, {"_id": 1})
 
-        The booking after, or None if it was not active (cancelled already, or checked in).
+    def pending_on_email(self, email_key, other_than):
+        return [doc["_id"] for doc in self.bookings.find(
+            {"email_key": email_key, "status": PENDING, "_id": {"$ne": other_than}}, {"_id": 1})]
+
+    def confirm(self, reference, now_ts, outbox_entry):
+        """Pending -> active, with the `booking_confirmed` to send; the booking after, or None
+        if it was not pending (confirmed already, cancelled, expired)."""
+        return self.bookings.find_one_and_update(
+            {"_id": reference, "status": PENDING},
+            {"$set": {"status": ACTIVE, "confirmed_ts": now_ts,
+                      Outbox.field("confirmed"): outbox_entry}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def unconfirmed_due(self, now_ts, limit):
+        """References of pending bookings whose time to confirm has run out."""
+        return [doc["_id"] for doc in self.bookings.find(
+            {"status": PENDING, "confirm_by_ts": {"$lt": now_ts}}, {"_id": 1}).limit(limit)]
+
+    def cancel(self, reference, cancellation, outbox_entry, statuses=(PENDING, ACTIVE)):
+        """Move a pending or active booking (or only those `statuses`) to cancelled, recording
+        its cancellation and the event to send.
+
+        The booking after, or None if it was not in one of those statuses (cancelled already,
+        checked in, or, for an expiry, confirmed meanwhile).
         """
         return self.bookings.find_one_and_update(
-            {"_id": reference, "status": ACTIVE},
+            {"_id": reference, "status": {"$in": list(statuses)}},
             {"$set": {"status": CANCELLED, "cancellation": cancellation,
                       Outbox.field("cancelled"): outbox_entry, "place_released": False}},
             return_document=ReturnDocument.AFTER,

@@ -19,8 +19,10 @@ from services.common.timeutil import iso_utc, parse_iso, utcnow
 
 # -- booking statuses and cancel reasons ------------------------------------------------------
 
-ACTIVE, CANCELLED, CHECKED_IN = "active", "cancelled", "checked_in"
-BOOKING_STATUSES = (ACTIVE, CANCELLED, CHECKED_IN)
+# pending: the place is held, the owner of the mailbox has not confirmed yet; it counts for
+# nothing (no up-front refusal, no M3) until confirmed, and is released if never confirmed
+PENDING, ACTIVE, CANCELLED, CHECKED_IN = "pending", "active", "cancelled", "checked_in"
+BOOKING_STATUSES = (PENDING, ACTIVE, CANCELLED, CHECKED_IN)
 
 CANCEL_REASONS = {
     "applicant": "the applicant cancelled it",
@@ -29,6 +31,9 @@ CANCEL_REASONS = {
     "slot_grabbing": "booked by a script taking places to resell them",
     "name_mismatch": "the name on the identity document did not match at the counter (M4)",
     "staff": "cancelled by the prefecture's staff",
+    "not_confirmed": "the booking was not confirmed from its e-mail in time; its place went back",
+    "email_already_used": "another booking on the same e-mail was confirmed first (one e-mail "
+                          "per person); this one could no longer be confirmed, its place went back",
 }
 
 PROCEDURE_CODES = tuple(PROCEDURES)
@@ -96,6 +101,13 @@ class BookingCreated(BookingFacts):
     client = fields.Nested(Client, load_default=dict)
     token = fields.String(allow_none=True, load_default=None,
                           metadata={"doc": "for the manage link in the confirmation; the bus is internal"})
+    decoy = fields.Boolean(load_default=False,
+                           metadata={"doc": "internal: the slot is a decoy only scripts book"})
+
+
+class BookingConfirmed(BookingCreated):
+    """The owner of the mailbox confirmed: from now on the booking counts (M3, fraud)."""
+    confirmed_at = IsoTime(required=True)
 
 
 class BookingCancelled(BookingFacts):
@@ -140,7 +152,10 @@ class Event:
 
 EVENTS = {event.name: event for event in (
     Event("booking_created", "booking", BookingCreated,
-          "a booking was made; its place is held", consumers=("fraud", "notify")),
+          "a booking was made (pending); its place is held until confirmed or expired", consumers=("fraud", "notify")),
+    Event("booking_confirmed", "booking", BookingConfirmed,
+          "the owner of the e-mail confirmed the booking from the link sent to it; fraud "
+          "screens it from then on", consumers=("fraud",)),
     Event("booking_cancelled", "booking", BookingCancelled,
           "a booking was cancelled (by the applicant, fraud or staff); its place is given back",
           consumers=("fraud", "notify")),

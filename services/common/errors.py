@@ -62,6 +62,24 @@ class UnsupportedMediaType(DomainError):
 
 
 @deserialize_to_instance
+class EmailHasBooking(DomainError):
+    """One e-mail, one person: this e-mail already holds a confirmed booking (told up front,
+    rather than both bookings cancelled by M3 afterwards). The message names the reference,
+    never the name it is under."""
+
+    code = "email_has_booking"
+    status = 409
+
+    @classmethod
+    def for_reference(cls, reference):
+        return cls(
+            f"Cette adresse électronique a déjà le rendez-vous {reference} : une adresse par "
+            f"personne. / This e-mail address already holds booking {reference}: one e-mail "
+            f"address per person.",
+            {"email": [f"Already holds booking {reference}. One e-mail address per person."]})
+
+
+@deserialize_to_instance
 class ServiceUnavailable(DomainError):
     code = "service_unavailable"
     status = 503
@@ -72,5 +90,5 @@ def describe(exc, limit=500):
     return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"[:limit]
 
 
-EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, ServiceUnavailable,
-            PayloadTooLarge, UnsupportedMediaType)
+EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, EmailHasBooking,
+            ServiceUnavailable, PayloadTooLarge, UnsupportedMediaType)

@@ -1,4 +1,5 @@
-"""Fraud rules as plain functions: M3 (one e-mail, several bookings) and slot-grabbing scores."""
+"""Fraud rules as plain functions: M3 (one e-mail, several bookings), decoys, and the network
+score that sends to staff review (never to cancellation)."""
 from services.common.normalise import normalise_email, normalise_name
 
 CANCEL, REVIEW = "cancel", "review"
@@ -72,8 +73,58 @@ def grabbing_score(seconds_after_publication, identities_same_client, identities
 
 
 def grabbing_action(score, cfg):
-    if score >= cfg["cancel_score"]:
-        return CANCEL
+    """Network evidence (address, user agent, speed) sends to review, never to cancellation:
+    a carrier's shared address or an association's office produce the same signals as a
+    cybercafé script (DESIGN.md section 8). Only booking-tied evidence cancels."""
     if score >= cfg["review_score"]:
         return REVIEW
     return None
+
+
+def strong(score, cfg):
+    """A review case staff should look at first (FRAUD_CANCEL_SCORE, the old cancel mark)."""
+    return score >= cfg["cancel_score"]
+
+
+def address_case_id(client_ip, created_ts, window):
+    """One review case per address and window bucket: a cluster's bookings are decided together."""
+    return f"address:{client_ip}:{int(created_ts // window)}"
+
+
+def describe_signals(signals, cfg):
+    """The network evidence in plain words, for staff at a desk."""
+    words = []
+    if "identities_same_address" in signals:
+        words.append(f"{signals['identities_same_address']} different people booked from one "
+                     f"network address within {cfg['window'] / 60:.0f} minutes. A phone "
+                     f"carrier, an association or a library look the same: the address "
+                     f"alone is no proof.")
+    if "bookings_same_address_after_release" in signals:
+        words.append(f"{signals['bookings_same_address_after_release']} bookings from that "
+                     f"address came within {cfg['release_window']:.0f} s of a release.")
+    if "booked_within_seconds" in signals:
+        words.append(f"Booked {signals['booked_within_seconds']:.1f} s after the place was published.")
+    if "identities_same_user_agent" in signals:
+        words.append(f"{signals['identities_same_user_agent']} people booked with the same "
+                     f"browser signature.")
+    return words
+
+
+def decoy_linked(entry, decoy_booking):
+    """How a booking relates to one that booked a decoy: 'email', 'identity+address',
+    'identity' or 'address' (or None).
+
+    The same e-mail (confirmed by its owner) is the same booker: cancelled with it. The same
+    identity from the same address too. The same identity from elsewhere, with another
+    e-mail, may be the person a trafficker booked for, who also booked for themselves: review.
+    The same address alone is never proof: review.
+    """
+    same_ip = bool(entry.get("client_ip")) and entry.get("client_ip") == decoy_booking.get("client_ip")
+    if entry["email_key"] == decoy_booking["email_key"]:
+        return "email"
+    if entry["identity_key"] == decoy_booking["identity_key"]:
+        return "identity+address" if same_ip else "identity"
+    return "address" if same_ip else None
+
+
+CANCELLED_WITH_DECOY = ("email", "identity+address")

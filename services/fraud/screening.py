@@ -32,16 +32,19 @@ def index_entry(event, settings):
         "user_agent": (event.get("client") or {}).get("user_agent") or "",
         "created_ts": parse_iso(event["occurred_at"]).timestamp(),
         "seconds_after_publication": event.get("seconds_after_publication"),
+        "decoy": bool(event.get("decoy")),
+        "slot_id": event.get("slot_id"),
     }
     entry["groups"] = group_ids(entry, settings["window"])
     return entry
 
 
 def watched_groups(entry, window):
-    """The groups the rules read for this booking: its e-mail, and its address and user agent
-    over the window before it."""
+    """The groups the rules read for this booking: its e-mail, its person, and its address and
+    user agent over the window before it."""
     since, until = entry["created_ts"] - window, entry["created_ts"]
-    ids = {"email": [f"email:{entry['email_key']}"], "ip": [], "ua": []}
+    ids = {"email": [f"email:{entry['email_key']}"], "person": [f"person:{entry['identity_key']}"],
+           "ip": [], "ua": []}
     if entry["client_ip"]:
         ids["ip"] = window_group_ids("ip", entry["client_ip"], since, until, window)
     if entry["user_agent"]:
@@ -63,6 +66,7 @@ class Screening:
 
     def __init__(self, store, booking, settings, dispatch):
         self.store, self.booking, self.settings, self.dispatch = store, booking, settings, dispatch
+        self.cancelled = set()  # by this screening: later rules of the same event skip them
 
     def screen(self, event):
         settings = self.settings
@@ -78,8 +82,52 @@ class Screening:
         watched = watched_groups(entry, settings["window"])
         found = self.store.members([i for ids in watched.values() for i in ids])
         members = {kind: [m for i in ids for m in found[i]] for kind, ids in watched.items()}
+        self.check_decoy(entry, members)
         self.check_email(entry, members["email"])
         self.check_grabbing(entry, members["ip"], members["ua"])
+
+    def check_decoy(self, entry, members):
+        """A decoy slot is offered to nobody but scripts reading the JSON: booking one is
+        evidence tied to the booking. It is cancelled with the other active bookings of the
+        same e-mail, or of the same person from the same address; the same person booked
+        from elsewhere, and bookings that only share the address, go to review."""
+        if not entry["decoy"] or not self.not_exempt([entry]):
+            return
+        evidence = {"decoy_slot": entry["slot_id"], "reference": entry["_id"],
+                    "summary": ["Booked a decoy slot: the applicant pages never offer it, "
+                                "only a script reading the JSON can book it."]}
+        cancel = [(entry["_id"], SLOT_GRABBING, rules.CANCEL, evidence)]
+        review = []
+        since = entry["created_ts"] - self.settings["window"]
+        others = {b["_id"]: b for kind in ("email", "person", "ip") for b in members[kind]
+                  if b["_id"] != entry["_id"] and b.get("status") == ACTIVE
+                  and (kind != "ip" or b["created_ts"] >= since)}
+        for booking in self.not_exempt(list(others.values())):
+            link = rules.decoy_linked(booking, entry)
+            if link is None:
+                continue
+            said = {"email": "Same e-mail address as", "identity+address": "Same person, from the same address, as",
+                    "identity": "Same person (another e-mail, another address) as",
+                    "address": "Only the network address is shared with"}[link]
+            linked = {"decoy_slot": entry["slot_id"], "linked_to": entry["_id"], "link": link,
+                      "summary": [f"{said} booking {entry['_id']}, which booked a decoy slot."]}
+            if link in rules.CANCELLED_WITH_DECOY:
+                cancel.append((booking["_id"], SLOT_GRABBING, rules.CANCEL, linked))
+            else:
+                review.append((booking, linked))
+        self.act_on_all(cancel)
+        if review:
+            case = self.address_case(entry, [
+                f"Booking {entry['_id']} from this address booked a decoy slot; these bookings "
+                f"share the address or the person, nothing tied to themselves."], strong=True)
+            for booking, linked in review:
+                self.act(booking["_id"], SLOT_GRABBING, rules.REVIEW, linked, case=case)
+
+    def address_case(self, entry, summary, strong=False, evidence=None):
+        case_id = (rules.address_case_id(entry["client_ip"], entry["created_ts"], self.settings["window"])
+                   if entry.get("client_ip") else f"booking:{entry['_id']}")
+        return {"_id": case_id, "kind": "address", "client_ip": entry.get("client_ip") or "",
+                "summary": summary, "evidence": evidence or {}, "strong": bool(strong)}
 
     def check_email(self, entry, same):
         # not filtered on our own status: a booking this rule just cancelled must still count
@@ -111,18 +159,30 @@ class Screening:
             len({b["identity_key"] for b in from_client}),
             len({b["identity_key"] for b in from_agent}),
             len(after_release), settings)
-        action = rules.grabbing_action(score, settings)
-        if action is None:
+        if rules.grabbing_action(score, settings) is None:
             return
+        # network evidence only: the cluster's active bookings go to one review case, never to
+        # cancellation (an address is not a person); allow-listed addresses skip this entirely
+        cluster = self.not_exempt([b for b in from_client if b.get("status") == ACTIVE
+                                   and b["_id"] not in self.cancelled])
+        if not cluster:
+            return
+        summary = rules.describe_signals(signals, settings)
+        tied = self.store.booking_tied_cancellations(sorted(b["_id"] for b in from_client))
+        if tied:
+            summary.append(f"{len(tied)} other booking(s) from this address were cancelled for "
+                           f"evidence of their own ({', '.join(sorted(set(tied.values())))}); "
+                           f"the ones here carry none.")
         evidence = {"score": score, "signals": signals, "client_ip": entry["client_ip"],
-                    "bookings_from_address": sorted(b["_id"] for b in from_client)}
-        if action == rules.REVIEW:
-            if self.not_exempt([entry]):
-                self.act(entry["_id"], SLOT_GRABBING, rules.REVIEW, evidence)
-            return
-        # the whole cluster from that address in the window goes, not only the latest booking
-        self.act_on_all([(booking["_id"], SLOT_GRABBING, rules.CANCEL, evidence)
-                          for booking in self.not_exempt([b for b in from_client if b["status"] == ACTIVE])])
+                    "bookings_from_address": sorted(b["_id"] for b in from_client),
+                    "summary": summary}
+        case = self.address_case(entry, summary, strong=rules.strong(score, settings) or bool(tied),
+                                 evidence={"score": score, "signals": signals})
+        # each booking of a growing cluster would otherwise re-decide all the earlier ones
+        reviewed = self.store.reviewed_among([b["_id"] for b in cluster])
+        for booking in cluster:
+            if booking["_id"] not in reviewed:
+                self.act(booking["_id"], SLOT_GRABBING, rules.REVIEW, evidence, case=case)
 
     def not_exempt(self, bookings):
         """The bookings no allow-list entry covers (their reference, e-mail or address)."""
@@ -143,8 +203,8 @@ class Screening:
             pool = eventlet.GreenPool(min(len(decisions), PARALLEL_CANCELS))
             list(pool.starmap(self.act, decisions))  # raises the first error
 
-    def act(self, reference, rule, action, evidence, actor="fraud"):
-        """Record the decision (once), carry it out, announce it (once)."""
+    def act(self, reference, rule, action, evidence, actor="fraud", case=None):
+        """Record the decision (once), carry it out, announce it (once). A review joins `case`."""
         decision_id = f"{reference}:{rule}:{action}"
         decision = self.store.add_decision({
             "_id": decision_id, "reference": reference, "rule": rule, "action": action,
@@ -153,9 +213,11 @@ class Screening:
         if action == rules.CANCEL:
             self.booking.system_cancel(reference, rule, decision["evidence"], actor)  # idempotent
             self.store.set_status(reference, CANCELLED)
+            self.cancelled.add(reference)
         else:
             self.store.open_review({"_id": reference, "state": "open", "rule": rule,
-                                    "evidence": decision["evidence"], "at_ts": decision["at_ts"]})
+                                    "evidence": decision["evidence"], "at_ts": decision["at_ts"]},
+                                   case=case)
         # carried out: now (and only now) the announcement goes into the outbox
         event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fraud:{decision_id}"))
         recorded = self.store.to_announce(decision_id, Outbox.entry(event_id, time.time(), 5.0))

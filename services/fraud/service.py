@@ -69,6 +69,17 @@ class ReviewListing(ListingSchema):
     state = SafeString(load_default="open", validate=validate.OneOf(("open", "cancelled", "cleared")))
 
 
+class CaseListing(ListingSchema):
+    state = SafeString(load_default="open", validate=validate.OneOf(("open", "decided")))
+
+
+class DecideCase(Schema):
+    case_id = SafeString(required=True, validate=validate.Length(min=1, max=400))
+    decision = SafeString(required=True, validate=validate.OneOf(("cancel", "clear")))
+    by = SafeString(required=True, validate=validate.Length(min=1, max=100))
+    note = SafeString(load_default="", validate=validate.Length(max=1000))
+
+
 class Decide(Schema):
     reference = SafeString(required=True, validate=validate.Length(min=1, max=64))
     decision = SafeString(required=True, validate=validate.OneOf(("cancel", "clear")))
@@ -87,6 +98,18 @@ class EventId(Schema):
 
 ALLOW, REVIEWS, DECIDE, PERIOD, LISTING, EVENT_ID = (Allow(), ReviewListing(), Decide(), Period(),
                                                       ListingSchema(), EventId())
+CASES, DECIDE_CASE = CaseListing(), DecideCase()
+
+
+def case_view(case, reviews):
+    """A review case as staff see it: its evidence in plain words and its bookings."""
+    view = staff_view(case)
+    view["bookings"] = [{"reference": r["_id"], "state": r["state"], "rule": r["rule"],
+                         "summary": (r.get("evidence") or {}).get("summary") or [],
+                         "evidence": r.get("evidence") or {}, "decided_by": r.get("decided_by"),
+                         "note": r.get("note")}
+                        for r in sorted(reviews, key=lambda r: (r["at_ts"], r["_id"]))]
+    return view
 
 
 class FraudService:
@@ -98,10 +121,12 @@ class FraudService:
     settings = Settings()
     instance = InstanceId()
 
-    # requeue on error: the inbox counts the tries and parks the event after FRAUD_MAX_ATTEMPTS
-    @event_handler("booking", "booking_created", requeue_on_error=True)
-    def on_booking_created(self, event):
-        self._inbox().handle("booking_created", event, self._screening().screen)
+    # requeue on error: the inbox counts the tries and parks the event after FRAUD_MAX_ATTEMPTS.
+    # Fraud screens confirmed bookings only: a pending booking (anyone can type someone
+    # else's e-mail) counts for nothing until the owner of the mailbox confirms it.
+    @event_handler("booking", "booking_confirmed", requeue_on_error=True)
+    def on_booking_confirmed(self, event):
+        self._inbox().handle("booking_confirmed", event, self._screening().screen)
 
     @event_handler("booking", "booking_cancelled", requeue_on_error=True)
     def on_booking_cancelled(self, event):
@@ -149,11 +174,38 @@ class FraudService:
                                          args["by"], args["note"], time.time())
         if review is None:
             raise NotFound("No open review for this booking.")
-        if cancel:
-            self._screening().act(args["reference"], SLOT_GRABBING, rules.CANCEL,
-                                  dict(review.get("evidence") or {}, decided_by=args["by"],
-                                       note=args["note"]), actor=args["by"])
+        self._carry_out(review, cancel, args["by"], args["note"])
+        if review.get("case_id"):
+            self.store.close_case_if_done(review["case_id"], args["by"], args["note"], time.time())
         return staff_view(review)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def cases(self, state="open", limit=100):
+        """Review cases (a cluster's bookings together), strong ones first, each with its
+        evidence in plain words and its bookings."""
+        args = validated(CASES, state=state, limit=limit)
+        found = self.store.cases_in(args["state"], args["limit"])
+        reviews = self.store.reviews_of([c["_id"] for c in found])
+        found.sort(key=lambda c: (not c.get("strong"), c["at_ts"]))
+        return [case_view(c, reviews.get(c["_id"], [])) for c in found]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def decide_case(self, case_id, decision, by, note=""):
+        """Staff settle a whole case: every booking still open in it is cancelled or cleared.
+        (One booking alone: `decide`.)"""
+        args = validated(DECIDE_CASE, case_id=case_id, decision=decision, by=by, note=note)
+        case = self.store.case(args["case_id"])
+        if case is None:
+            raise NotFound("No review case with this id.")
+        cancel = args["decision"] == "cancel"
+        now = time.time()
+        for review in self.store.reviews_of([case["_id"]])[case["_id"]]:
+            closed = self.store.close_review(review["_id"], "cancelled" if cancel else "cleared",
+                                             args["by"], args["note"], now)
+            if closed is not None:
+                self._carry_out(closed, cancel, args["by"], args["note"])
+        self.store.close_case_if_done(case["_id"], args["by"], args["note"], now)
+        return case_view(self.store.case(case["_id"]), self.store.reviews_of([case["_id"]])[case["_id"]])
 
     @rpc(expected_exceptions=EXPECTED)
     def decisions_for(self, reference):
@@ -181,7 +233,7 @@ class FraudService:
         """Run a parked event again (once its cause, say the booking service, is fixed)."""
         args = validated(EVENT_ID, event_id=event_id)
         done = self.store.inbox.replay(args["event_id"], {
-            "booking_created": self._screening().screen,
+            "booking_confirmed": self._screening().screen,
             "booking_cancelled": self._forget_cancelled})
         if done is None:
             raise NotFound("No parked event with this id.")
@@ -196,6 +248,12 @@ class FraudService:
 
     def _screening(self):
         return Screening(self.store, self.booking, self.settings, self.dispatch)
+
+    def _carry_out(self, review, cancel, by, note):
+        if cancel:
+            self._screening().act(review["_id"], SLOT_GRABBING, rules.CANCEL,
+                                  dict(review.get("evidence") or {}, decided_by=by, note=note),
+                                  actor=by)
 
     def _forget_cancelled(self, event):
         self.store.set_status(event["reference"], CANCELLED)

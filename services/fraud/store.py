@@ -21,8 +21,11 @@ from services.common.outbox import Outbox
 
 ACTIVE, CANCELLED = "active", "cancelled"
 DUPLICATE_KEY = 11000
+# cancellations for evidence about the booking itself (an automatic slot_grabbing
+# cancellation can only come from a decoy)
+BOOKING_TIED = ("multiple_bookings_same_email", "name_not_exact", "slot_grabbing")
 MEMBER_FIELDS = ("identity_key", "created_ts", "status", "email_key", "client_ip",
-                 "seconds_after_publication")
+                 "seconds_after_publication", "decoy")
 AGENT_MEMBER_FIELDS = ("identity_key", "created_ts")  # the user-agent rule counts identities only
 
 
@@ -31,9 +34,9 @@ def bucket(ts, window):
 
 
 def group_ids(entry, window):
-    """The groups a booking joins: its e-mail (for good), its address and its user agent (in
-    the bucket of its creation time)."""
-    ids = [f"email:{entry['email_key']}"]
+    """The groups a booking joins: its e-mail and its person (for good), its address and its
+    user agent (in the bucket of its creation time)."""
+    ids = [f"email:{entry['email_key']}", f"person:{entry['identity_key']}"]
     at = bucket(entry["created_ts"], window)
     if entry.get("client_ip"):
         ids.append(f"ip:{entry['client_ip']}:{at}")
@@ -57,6 +60,7 @@ class FraudStore:
         self.groups = db["groups"]
         self.decisions = db["decisions"]
         self.reviews = db["reviews"]
+        self.cases = db["cases"]
         self.allowed = db["allow_list"]
         self.inbox = Inbox(db["inbox"])
         self.outbox = Outbox(self.decisions, ["detected"])
@@ -69,6 +73,8 @@ class FraudStore:
         self.decisions.create_index([("reference", 1)])
         self.decisions.create_index([("at_ts", 1)])
         self.reviews.create_index([("state", 1), ("at_ts", 1)])
+        self.reviews.create_index([("case_id", 1)])
+        self.cases.create_index([("state", 1), ("at_ts", 1)])
 
     # -- the index ---------------------------------------------------------------------------
 
@@ -137,15 +143,53 @@ class FraudStore:
     def decisions_for(self, reference):
         return list(self.decisions.find({"reference": reference}))
 
+    def booking_tied_cancellations(self, references, rules=BOOKING_TIED):
+        """{reference: rule} of these bookings cancelled for evidence tied to the booking."""
+        return {d["reference"]: d["rule"] for d in self.decisions.find(
+            {"reference": {"$in": list(references)}, "action": "cancel"}, {"reference": 1, "rule": 1})
+            if d["rule"] in rules}
+
     def decisions_between(self, since_ts, until_ts):
         return list(self.decisions.find({"at_ts": {"$gte": since_ts, "$lt": until_ts}},
                                         {"rule": 1, "action": 1}))
 
-    def open_review(self, review):
+    def open_review(self, review, case=None):
+        """One review per booking; with `case` ({_id, kind, summary, evidence, strong}), the
+        booking joins that case, which is (re)opened with the latest evidence."""
+        if case is not None:
+            review = dict(review, case_id=case["_id"])
         try:
             self.reviews.insert_one(review)
         except DuplicateKeyError:
-            pass
+            return
+        if case is not None:
+            fields = {key: value for key, value in case.items() if key != "_id"}
+            self.cases.update_one({"_id": case["_id"]},
+                                  {"$set": dict(fields, state="open", at_ts=review["at_ts"])},
+                                  upsert=True)
+
+    def reviewed_among(self, references):
+        """Which of these bookings already have a review (open or decided)."""
+        return {doc["_id"] for doc in self.reviews.find({"_id": {"$in": list(references)}}, {"_id": 1})}
+
+    def cases_in(self, state, limit):
+        return list(self.cases.find({"state": state}).sort([("at_ts", 1)]).limit(limit))
+
+    def case(self, case_id):
+        return self.cases.find_one({"_id": case_id})
+
+    def reviews_of(self, case_ids):
+        found = {case_id: [] for case_id in case_ids}
+        for review in self.reviews.find({"case_id": {"$in": list(case_ids)}}):
+            found.setdefault(review["case_id"], []).append(review)
+        return found
+
+    def close_case_if_done(self, case_id, by, note, now_ts):
+        """A case with no open review left is closed (decided); its bookings keep their own state."""
+        if self.reviews.find_one({"case_id": case_id, "state": "open"}, {"_id": 1}) is None:
+            self.cases.update_one({"_id": case_id, "state": "open"},
+                                  {"$set": {"state": "decided", "decided_by": by, "note": note,
+                                            "decided_ts": now_ts}})
 
     def review_queue(self, state, limit):
         return list(self.reviews.find({"state": state}).limit(limit))

@@ -91,6 +91,9 @@ def context(event, settings):
         "date_en": f"{EN_DAYS[local.weekday()]} {local.day} {EN_MONTHS[local.month - 1]} {local.year}",
         "time": local.strftime("%H:%M"),
         "manage_url": f"{base}/bookings/{event['reference']}?token={token}" if token else base,
+        # a page with a button: a mail client fetching the link ahead does not confirm
+        "confirm_url": f"{base}/bookings/{event['reference']}/confirm?token={token}" if token else base,
+        "confirm_minutes": int(settings.get("confirm_minutes") or 0),
         "reason": event.get("reason"),
         "report_url": settings["report_url"],
         "report_email": settings["report_email"],

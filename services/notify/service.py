@@ -54,6 +54,8 @@ class Settings(DependencyProvider):
             "lease": setting(config, "NOTIFY_LEASE_SECONDS", 60.0),
             "senders": max(1, setting(config, "NOTIFY_SENDERS", 8)),
             "sweep": setting(config, "NOTIFY_SWEEP_SECONDS", 10.0),
+            # what the confirmation e-mail says; the booking service enforces it
+            "confirm_minutes": setting(config, "BOOKING_CONFIRM_MINUTES", 60.0),
         }
 
     def get_dependency(self, worker_ctx):

@@ -1,5 +1,6 @@
 """Expand an opening plan into slots. Opening hours are local (Europe/Paris); slots are UTC."""
 import hashlib
+import random
 from datetime import datetime, time, timedelta
 
 from services.common.timeutil import PARIS, as_utc
@@ -47,3 +48,36 @@ def parse_hours(text):
     """'08:30-12:00' -> (time(8, 30), time(12, 0))."""
     opens, closes = text.split("-")
     return time.fromisoformat(opens.strip()), time.fromisoformat(closes.strip())
+
+
+def decoy_slots(plan, real_slots, share):
+    """Decoys for a plan: about `share` of its real slots' number, on the plan's own grid just
+    outside an opening window (one slot before opening, or at closing), so that no real desk's
+    capacity is used and, in the JSON API, a decoy looks like any other slot (same id scheme,
+    same capacity). Chosen by a generator seeded with the plan: loading a plan twice makes the
+    same decoys, hence nothing new.
+    """
+    if share <= 0 or not real_slots:
+        return []
+    length = timedelta(minutes=plan["slot_minutes"])
+    days = sorted({s["start"].astimezone(PARIS).date() for s in real_slots})
+    candidates = []
+    for day in days:
+        for opens, closes in plan["hours"]:
+            candidates.append(datetime.combine(day, opens, tzinfo=PARIS) - length)
+            candidates.append(datetime.combine(day, closes, tzinfo=PARIS))
+    real_starts = {s["start"] for s in real_slots}
+    candidates = [c for c in candidates if as_utc(c) not in real_starts]
+    count = min(len(candidates), max(1, round(share * len(real_slots))))
+    rng = random.Random(f"{plan['site']}|{plan['procedure']}|{plan['from']}|{plan['to']}")
+    return [{
+        "_id": slot_id(plan["site"], plan["procedure"], as_utc(start)),
+        "site": plan["site"],
+        "procedure": plan["procedure"],
+        "start": as_utc(start),
+        "end": as_utc(start + length),
+        "capacity": plan["desks"],
+        "booked": 0,
+        "free": plan["desks"],
+        "decoy": True,
+    } for start in sorted(rng.sample(candidates, count))]

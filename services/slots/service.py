@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
+from nameko.dependency_providers import Config
 
 from services.common.errors import (EXPECTED, InvalidRequest, NotFound, SlotFull,
                                     SlotNotBookable)
@@ -26,7 +27,7 @@ from services.common.settings import setting
 from services.common.schemas import load_or_raise
 from services.common.timeutil import PARIS, iso_paris, iso_utc, utcnow
 from services.slots import rules
-from services.slots.plan import expand_plan
+from services.slots.plan import decoy_slots, expand_plan
 from services.slots.schemas import OpeningPlanSchema
 from services.slots.store import RELEASED, SlotStore
 
@@ -73,6 +74,9 @@ def slot_view(slot):
         "free": slot["free"],
         "state": slot["state"],
         "published_at": iso_utc(slot["published_at"]) if slot.get("published_at") else None,
+        # internal: booking passes it to fraud, staff counts leave decoys out; the public
+        # gateway copies named fields only, so applicants never see it
+        "decoy": bool(slot.get("decoy")),
     }
 
 
@@ -86,10 +90,15 @@ class SlotsService:
     store = MongoStore("slots", SlotStore)
     booking = BoundedRpcProxy("booking")
     sweeper = Sweeper()
+    config = Config()
 
     @rpc(expected_exceptions=EXPECTED)
-    def list_open(self, procedure, date_from, date_to, page=1, per_page=50):
-        """Open slots with a free place, starting on local days [date_from, date_to], by start."""
+    def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False):
+        """Open slots with a free place, starting on local days [date_from, date_to], by start.
+
+        Decoys are left out unless include_decoys: the applicant pages never offer them; the
+        JSON API shows them (a script reading it can book one, a person cannot).
+        """
         try:
             first, last = date.fromisoformat(date_from), date.fromisoformat(date_to)
         except (TypeError, ValueError):
@@ -99,7 +108,8 @@ class SlotsService:
         start_from = max(_local_midnight_utc(first), utcnow())
         start_before = _local_midnight_utc(last + timedelta(days=1))
         found = self.store.list_open(
-            procedure, start_from, start_before, (page - 1) * per_page, per_page + 1
+            procedure, start_from, start_before, (page - 1) * per_page, per_page + 1,
+            include_decoys=bool(include_decoys),
         )
         return {
             "slots": [slot_view(s) for s in found[:per_page]],
@@ -174,10 +184,14 @@ class SlotsService:
             log.warning("gave back %d places held without a booking", released)
     @rpc(expected_exceptions=EXPECTED)
     def create_from_plan(self, plan):
-        """Create the slots of an opening plan (open at once for now); return how many are new."""
+        """Create the slots of an opening plan (open at once for now), with their share of
+        decoys (SLOTS_DECOY_SHARE); return how many real slots there are and are new."""
         plan = load_or_raise(OPENING_PLAN, plan, InvalidRequest)
         slots = list(expand_plan(plan))
         created = self.store.insert_new(slots, utcnow())
+        decoys = decoy_slots(plan, slots, setting(self.config, "SLOTS_DECOY_SHARE", 0.05))
+        self.store.insert_new(decoys, utcnow())
+        # decoys are not counted: staff see the real appointments only
         log.info("opening plan %s/%s: %d slots, %d new",
                  plan["site"], plan["procedure"], len(slots), created)
         return {"slots": len(slots), "created": created}

@@ -59,13 +59,17 @@ class SlotStore:
         slot = self.slots.find_one({"_id": slot_id}, {"holds": 1})
         return (slot or {}).get("holds") or {}
 
-    def list_open(self, procedure, start_from, start_before, skip, limit):
+    def list_open(self, procedure, start_from, start_before, skip, limit, include_decoys=False):
         query = {
             "procedure": procedure,
             "state": OPEN,
             "free": {"$gt": 0},
             "start": {"$gte": start_from, "$lt": start_before},
         }
+        if not include_decoys:
+            # null matches slots written without the field; the stand-in drops every match
+            # of {"$ne": true} next to the indexed fields, so it is not used
+            query["decoy"] = {"$in": [False, None]}
         cursor = self.slots.find(query, {"holds": 0}).sort([("start", 1), ("_id", 1)]).skip(skip).limit(limit)
         return list(cursor)
 

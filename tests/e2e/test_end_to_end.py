@@ -34,6 +34,15 @@ def test_book_over_http_see_the_event_on_the_bus_and_get_the_mail(system, http, 
     [confirmation] = sink.wait_for(1)
     assert booked["reference"] in confirmation["Subject"]
     assert confirmation["To"] == "c.okonkwo@example.org"
+    # the link in the e-mail, then its button, as the applicant would
+    link = next(line.strip() for line in confirmation.get_body(("plain",)).get_content().splitlines()
+                if "/confirm?token=" in line)
+    path = link.split("://", 1)[1].split("/", 1)[1]
+    assert http.get(f"/{path}").status_code == 200
+    done = http.post(f"/bookings/{booked['reference']}/confirm", data={"token": booked["token"]})
+    assert "Your appointment is confirmed" in done.text
+    event_type, event = listener.wait_for()
+    assert (event_type, event["reference"]) == ("booking_confirmed", booked["reference"])
 
     gone = http.delete(f"/api/bookings/{booked['reference']}", headers={"X-Booking-Token": booked["token"]})
     assert gone.json()["status"] == "cancelled"

@@ -9,7 +9,8 @@ from nameko.testing.services import replace_dependencies
 
 from services.booking.service import BookingService
 from services.common.lease import InstanceId
-from services.common.errors import InvalidRequest, NotFound, ServiceUnavailable, SlotFull
+from services.common.errors import (EmailHasBooking, InvalidRequest, NotFound,
+                                    ServiceUnavailable, SlotFull)
 from services.slots.service import SlotsService
 from tests.helpers import applicant, plan, wait_until
 
@@ -49,7 +50,8 @@ def test_booking_is_stored_held_and_announced(system, bus, mongo):
     assert event["event_id"] and event["occurred_at"].endswith("Z")
 
     stored = mongo("booking")["bookings"].find_one({"_id": created["reference"]})
-    assert stored["status"] == "active"
+    assert stored["status"] == created["status"] == "pending"  # until the mailbox confirms
+    assert event["decoy"] is False
     # the "sent" mark is written with the next batch, a moment later
     assert wait_until(lambda: mongo("booking")["bookings"].find_one(
         {"_id": created["reference"]})["outbox"]["created"]["state"] == "done")
@@ -58,11 +60,93 @@ def test_booking_is_stored_held_and_announced(system, bus, mongo):
     assert system.slots.get(slot["id"])["booked"] == 1
 
 
+def test_confirm_makes_it_active_once_and_announces_booking_confirmed_once(system, bus):
+    listener = bus("booking", "booking_confirmed")
+    slot = a_slot(system)
+    created = system.booking.create(applicant(slot["id"]), CLIENT)
+    assert "pas encore définitif" in created["not_final"]["fr"] and created["confirm_by"]
+    with pytest.raises(NotFound):
+        system.booking.confirm(created["reference"], "wrong-token")
+    first = system.booking.confirm(created["reference"], created["token"])
+    again = system.booking.confirm(created["reference"], created["token"])
+    assert first["status"] == again["status"] == "active" and "not_final" not in first
+    events = listener.drain(settle=2)
+    assert [e[1]["reference"] for e in events] == [created["reference"]]
+    confirmed = events[0][1]
+    assert confirmed["email_normalised"] == "yasmine.benali@example.org"
+    assert confirmed["client"] == CLIENT and confirmed["confirmed_at"].endswith("Z")
+    assert confirmed.get("token") is None
+
+
+def test_a_second_confirmed_booking_on_one_email_is_refused_up_front(system):
+    slot = a_slot(system)
+    first = system.booking.create(applicant(slot["id"]), CLIENT)
+    # pending bookings count for nothing: anyone can type someone else's e-mail
+    pending_other = system.booking.create(applicant(slot["id"], family_name="Diallo",
+                                                    given_names="Awa"), CLIENT)
+    system.booking.confirm(first["reference"], first["token"])
+    with pytest.raises(EmailHasBooking) as caught:
+        system.booking.create(applicant(slot["id"], email="YASMINE.Benali@Example.org",
+                                        family_name="Diallo", given_names="Awa"), CLIENT)
+    assert first["reference"] in caught.value.message and "Benali" not in caught.value.message
+    assert "une adresse par personne" in caught.value.message and "one e-mail" in caught.value.message
+    # the booking made before the first was confirmed can no longer be: its place went back
+    other = system.booking.get(pending_other["reference"], pending_other["token"])
+    assert (other["status"], other["cancel_reason"]) == ("cancelled", "email_already_used")
+    assert system.booking.confirm(pending_other["reference"], pending_other["token"])["status"] == "cancelled"
+    assert system.slots.holds(slot["id"]) == [first["reference"]]
+    # once the first is cancelled, the e-mail is free again
+    system.booking.cancel(first["reference"], first["token"])
+    again = system.booking.create(applicant(slot["id"], family_name="Diallo", given_names="Awa"), CLIENT)
+    assert system.booking.confirm(again["reference"], again["token"])["status"] == "active"
+
+
+def test_two_confirmations_at_once_on_one_email_never_both_wait_for_nothing(system):
+    # the up-front check reads then writes: at once, both may pass (fraud's M3 is the net);
+    # whatever the interleaving, no booking on that e-mail is left pending
+    slot = a_slot(system)
+    made = [system.booking.create(applicant(slot["id"], given_names=f"Awa{'x' * i}"), CLIENT)
+            for i in range(2)]
+    replies = [system.booking.confirm.call_async(b["reference"], b["token"]) for b in made]
+    for reply in replies:
+        try:
+            reply.result()
+        except EmailHasBooking:
+            pass
+    seen = [system.booking.get(b["reference"], b["token"])["status"] for b in made]
+    assert "active" in seen and "pending" not in seen
+
+
+def test_an_unconfirmed_booking_is_released_through_the_cancel_path(container_factory, config, bus):
+    config = dict(config, BOOKING_CONFIRM_MINUTES=0.02, BOOKING_EXPIRY_SWEEP_SECONDS=0.2)
+    container_factory(SlotsService, config).start()
+    container_factory(BookingService, config).start()
+    listener = bus("booking", "booking_cancelled")
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        rpc.slots.create_from_plan(plan(desks=2))
+        slot = a_slot(rpc)
+        forgotten = rpc.booking.create(applicant(slot["id"]), CLIENT)
+        confirmed = rpc.booking.create(applicant(slot["id"], email="awa@example.org"), CLIENT)
+        rpc.booking.confirm(confirmed["reference"], confirmed["token"])
+        _, event = listener.wait_for(timeout=15)
+        assert event["reference"] == forgotten["reference"] and event["reason"] == "not_confirmed"
+        assert event["cancelled_by"] == "system"
+        seen = rpc.booking.get(forgotten["reference"], forgotten["token"])
+        assert seen["status"] == "cancelled" and seen["cancel_reason"] == "not_confirmed"
+        # its place went back through slots' release; the confirmed booking keeps its own
+        assert rpc.slots.holds(slot["id"]) == [confirmed["reference"]]
+        assert rpc.slots.get(slot["id"])["free"] == 1
+        assert listener.drain(settle=1.5) == []  # the confirmed one never expires
+        assert rpc.booking.get(confirmed["reference"], confirmed["token"])["status"] == "active"
+        # too late to confirm: the answer says how it stands
+        assert rpc.booking.confirm(forgotten["reference"], forgotten["token"])["status"] == "cancelled"
+
+
 def test_get_needs_the_right_token(system):
     slot = a_slot(system)
     created = system.booking.create(applicant(slot["id"]), CLIENT)
     seen = system.booking.get(created["reference"], created["token"])
-    assert seen["status"] == "active" and seen["family_name"] == "Benali"
+    assert seen["status"] == "pending" and seen["family_name"] == "Benali"
     for reference, token in [(created["reference"], "wrong"), ("RDV-0000-0000", created["token"]),
                              (created["reference"], None), (created["reference"], {"$ne": ""})]:
         with pytest.raises(NotFound) as caught:
@@ -119,8 +203,8 @@ def test_no_operation_renames_a_booking():
     # the only writes to a booking after creation are status moves and delivery flags
     rpc_methods = {name for name, member in vars(BookingService).items()
                    if hasattr(member, "__call__") and not name.startswith("_")}
-    assert rpc_methods == {"create", "get", "cancel", "system_cancel", "statuses", "relay_outbox",
-                           "holds_in_use"}
+    assert rpc_methods == {"create", "get", "confirm", "cancel", "system_cancel", "statuses",
+                           "relay_outbox", "expire_unconfirmed", "holds_in_use"}
 
 
 def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):

@@ -115,11 +115,31 @@ def test_real_bookings_produce_confirmation_then_cancellation(container_factory,
         booked = rpc.booking.create(applicant(slot["id"]), {"ip": "203.0.113.1"})
         [confirmation] = sink.wait_for(1)
         assert booked["reference"] in confirmation["Subject"]
-        assert f"token={booked['token']}" in confirmation.get_body(("plain",)).get_content()
+        body = confirmation.get_body(("plain",)).get_content()
+        assert f"token={booked['token']}" in body
+        assert f"/bookings/{booked['reference']}/confirm?token={booked['token']}" in body
         rpc.booking.cancel(booked["reference"], booked["token"])
         messages = sink.wait_for(2)
     cancellation = [m for m in messages if "annulé" in m["Subject"]][0]
     assert "Vous avez annulé ce rendez-vous vous-même" in cancellation.get_body(("plain",)).get_content()
+
+
+def test_a_booking_nobody_confirmed_is_released_and_the_mail_says_why(container_factory, notify_config, sink):
+    sink.start()
+    config = dict(notify_config, BOOKING_CONFIRM_MINUTES=0.02, BOOKING_EXPIRY_SWEEP_SECONDS=0.2)
+    for cls in (SlotsService, BookingService, NotifyService):
+        container_factory(cls, config).start()
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        rpc.slots.create_from_plan(plan(desks=1))
+        today = datetime.now(timezone.utc).date()
+        slot = rpc.slots.list_open("renewal", today.isoformat(), (today + timedelta(days=30)).isoformat())["slots"][0]
+        booked = rpc.booking.create(applicant(slot["id"]), {"ip": "203.0.113.1"})
+        messages = sink.wait_for(2)
+        assert rpc.slots.get(slot["id"])["free"] == 1  # the place went back
+    released = [m for m in messages if "annulé" in m["Subject"]][0]
+    text = released.get_body(("plain",)).get_content()
+    assert booked["reference"] in released["Subject"]
+    assert "pas été confirmé à temps" in text and "not confirmed in time" in text
 
 
 def test_smtp_outage_during_a_burst_loses_nothing_and_sends_everything_once(

@@ -98,9 +98,15 @@ def test_book_read_and_cancel(http, services, bus):
     _, event = listener.wait_for()
     assert event["client"] == {"ip": "198.51.100.23", "user_agent": "Firefox/140"}
 
+    assert booked["status"] == "pending" and "not final" in booked["not_final"]["en"]
+    assert "pas encore définitif" in booked["not_final"]["fr"] and booked["confirm_by"]
     url = f"/api/bookings/{booked['reference']}"
     seen = http.get(url, headers={"X-Booking-Token": booked["token"]}).json()
-    assert seen["status"] == "active" and seen["family_name"] == "Benali"
+    assert seen["status"] == "pending" and seen["family_name"] == "Benali"
+    assert_error(http.post(f"{url}/confirm", headers={"X-Booking-Token": "x" * 43}), 404, "not_found")
+    confirmed = http.post(f"{url}/confirm", headers={"X-Booking-Token": booked["token"]})
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "active"
+    assert "not_final" not in confirmed.json()
     assert http.get(url, params={"token": booked["token"]}).status_code == 200
 
     cancelled = http.delete(url, headers={"X-Booking-Token": booked["token"]})
@@ -119,7 +125,36 @@ def test_unknown_booking_and_wrong_token_get_the_same_404(http, services):
     assert wrong_token.json() == unknown.json() and unknown.status_code == 404
     assert_error(http.delete(f"/api/bookings/{booked['reference']}", params={"token": "x"}), 404, "not_found")
     assert http.get(f"/api/bookings/{booked['reference']}",
-                    headers={"X-Booking-Token": booked["token"]}).json()["status"] == "active"
+                    headers={"X-Booking-Token": booked["token"]}).json()["status"] == "pending"
+
+
+def test_a_second_booking_on_a_confirmed_email_is_409_naming_the_reference_not_the_name(http, services):
+    first, other = [s["id"] for s in http.get("/api/slots", params={"procedure": "renewal"}).json()["slots"][:2]]
+    booked = http.post("/api/bookings", json=applicant(first)).json()
+    http.post(f"/api/bookings/{booked['reference']}/confirm", headers={"X-Booking-Token": booked["token"]})
+    second = http.post("/api/bookings", json=applicant(other, email="Yasmine.Benali@example.org",
+                                                       family_name="Diallo", given_names="Awa"))
+    body = assert_error(second, 409, "email_has_booking")
+    assert booked["reference"] in body["message"] and "Benali" not in second.text
+    assert "une adresse par personne" in body["message"] and "one e-mail address per person" in body["message"]
+    assert "email" in body["fields"]
+
+
+def test_the_json_api_shows_decoys_like_any_slot_and_the_pages_listing_does_not(http, services, config):
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        listed = http.get("/api/slots", params={"procedure": "renewal", "per_page": 200}).json()["slots"]
+        from datetime import date, timedelta
+        today = date.today()
+        for_pages = rpc.slots.list_open("renewal", today.isoformat(),
+                                        (today + timedelta(days=91)).isoformat(), 1, 200)["slots"]
+        everything = rpc.slots.list_open("renewal", today.isoformat(),
+                                         (today + timedelta(days=91)).isoformat(), 1, 200,
+                                         include_decoys=True)["slots"]
+    decoys = {s["id"] for s in everything if s["decoy"]}
+    assert decoys and decoys <= {s["id"] for s in listed}
+    assert not decoys & {s["id"] for s in for_pages}
+    # nothing in the JSON tells a decoy from a slot
+    assert {tuple(sorted(s)) for s in listed} == {("end", "free", "id", "procedure", "site", "start")}
 
 
 def test_full_slot_is_409(http, services):
@@ -232,13 +267,31 @@ def test_the_link_in_the_e_mail_shows_the_booking_and_cancels_it_with_a_post(htt
     assert "<form method=\"post\"" in page.text
     # opening the link twice (or a mail client prefetching it) cancels nothing
     assert http.get(f"/api/bookings/{booked['reference']}",
-                    headers={"X-Booking-Token": booked["token"]}).json()["status"] == "active"
+                    headers={"X-Booking-Token": booked["token"]}).json()["status"] == "pending"
     wrong = http.post(f"/bookings/{booked['reference']}/cancel", data={"token": "nope"})
     assert wrong.status_code == 404 and "Aucun rendez-vous" in wrong.text
     done = http.post(f"/bookings/{booked['reference']}/cancel", data={"token": booked["token"]})
     assert done.status_code == 200 and "Your appointment is cancelled" in done.text
     assert "<form" not in done.text
     assert http.get(f"/bookings/{booked['reference']}", params={"token": "x"}).status_code == 404
+
+
+def test_the_confirmation_link_shows_a_button_and_only_its_post_confirms(http, services):
+    booked = http.post("/api/bookings", json=applicant(first_slot_id(http))).json()
+    api = f"/api/bookings/{booked['reference']}"
+    link = f"/bookings/{booked['reference']}/confirm"
+    for _ in range(2):  # a mail client or a scanner fetching the link ahead
+        page = http.get(link, params={"token": booked["token"]})
+        assert page.status_code == 200 and "Confirm my appointment" in page.text
+        assert "pas encore définitif" in page.text and "not final yet" in page.text
+        assert f'action="{link}"' in page.text
+    assert http.get(api, headers={"X-Booking-Token": booked["token"]}).json()["status"] == "pending"
+    assert http.post(link, data={"token": "nope"}).status_code == 404
+    done = http.post(link, data={"token": booked["token"]})
+    assert done.status_code == 200 and "Your appointment is confirmed" in done.text
+    assert "Confirm my appointment" not in done.text
+    assert http.get(api, headers={"X-Booking-Token": booked["token"]}).json()["status"] == "active"
+    assert http.get(link, params={"token": "x"}).status_code == 404
 
 
 def test_pages_escape_what_applicants_typed(http, services):

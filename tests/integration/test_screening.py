@@ -86,3 +86,74 @@ def test_a_cancelled_booking_then_a_new_one_on_the_same_email_is_not_cancelled(w
     screening.store.set_status("RDV-AAAA-0004", "cancelled")
     screening.screen(booked(booking, "RDV-AAAA-0005", email="awa@example.org"))
     assert "RDV-AAAA-0005" not in booking.cancelled and sent == []
+
+
+def person(family, given, birth):
+    return {"family_name": family, "given_names": given, "birth_date": birth}
+
+
+def case_of(screening, reference):
+    review = screening.store.reviews.find_one({"_id": reference})
+    return review and review["case_id"]
+
+
+def test_a_decoy_takes_its_e_mail_and_person_with_it_and_sends_the_address_to_review(world):
+    screening, booking, sent = world
+    seller, cafe = "seller@example.org", "203.0.113.50"
+    neighbour = booked(booking, "RDV-DDDD-0001", email="fatou@example.org", client={"ip": cafe, "user_agent": "x"},
+                       identity=person("Ndiaye", "Fatou", "1985-05-05"))
+    same_email = booked(booking, "RDV-DDDD-0002", email=seller, client={"ip": "198.51.100.20", "user_agent": "x"},
+                        identity=person("Traore", "Moussa", "1979-01-01"))
+    same_person_here = booked(booking, "RDV-DDDD-0003", email="k1@example.org", client={"ip": cafe, "user_agent": "x"},
+                              identity=person("Keita", "Salif", "1990-02-02"))
+    same_person_elsewhere = booked(booking, "RDV-DDDD-0004", email="salif.keita@example.org",
+                                   client={"ip": "192.0.2.44", "user_agent": "y"},
+                                   identity=person("KEITA", "Salif", "1990-02-02"))
+    for event in (neighbour, same_email, same_person_here, same_person_elsewhere):
+        screening.screen(event)
+    assert booking.cancelled == {}  # nothing so far: one e-mail, one person each... except Keita twice
+    decoy = booked(booking, "RDV-DDDD-0005", email=seller, decoy=True, slot_id="decoy-slot",
+                   client={"ip": cafe, "user_agent": "x"}, identity=person("Keita", "Salif", "1990-02-02"))
+    screening.screen(decoy)
+    # the decoy booking and what is tied to its booker: same e-mail, same person from there
+    assert booking.cancelled == {"RDV-DDDD-0005": "slot_grabbing", "RDV-DDDD-0002": "slot_grabbing",
+                                 "RDV-DDDD-0003": "slot_grabbing"}
+    # an address shared, or the same person booked from elsewhere: people at a desk decide
+    case = case_of(screening, "RDV-DDDD-0001")
+    assert case and case == case_of(screening, "RDV-DDDD-0004") and case.startswith(f"address:{cafe}:")
+    [stored] = screening.store.cases_in("open", 10)
+    assert stored["_id"] == case and stored["strong"]
+    assert "decoy" in " ".join(stored["summary"])
+    reviewed = {e["reference"]: e for e in sent if e["action"] == "review"}
+    assert set(reviewed) == {"RDV-DDDD-0001", "RDV-DDDD-0004"}
+    assert reviewed["RDV-DDDD-0001"]["evidence"]["link"] == "address"
+    assert reviewed["RDV-DDDD-0004"]["evidence"]["link"] == "identity"
+
+
+def test_a_cybercafe_cluster_goes_to_one_review_case_and_nobody_is_cancelled(world):
+    screening, booking, sent = world
+    people = [("Kaya", "Ayşe"), ("Demir", "Mustafa"), ("Şahin", "Elif"), ("Çelik", "Hüseyin"),
+              ("Aydın", "Emre")]
+    for i, (family, given) in enumerate(people):
+        screening.screen(booked(booking, f"RDV-CCCC-000{i}", email=f"{family.lower()}{i}@example.org",
+                                seconds_after_publication=0.5,
+                                client={"ip": "203.0.113.66", "user_agent": "curl"},
+                                identity=person(family, given, f"198{i}-01-01")))
+    assert booking.cancelled == {}
+    [case] = screening.store.cases_in("open", 10)
+    members = screening.store.reviews_of([case["_id"]])[case["_id"]]
+    assert sorted(r["_id"] for r in members) == [f"RDV-CCCC-000{i}" for i in range(5)]
+    assert case["strong"]  # the old cancel mark: shown first, decided by people
+    assert any("5 different people booked from one network address" in line for line in case["summary"])
+    assert {e["action"] for e in sent} == {"review"}
+
+
+def test_an_allow_listed_address_skips_the_address_rules(world):
+    screening, booking, sent = world
+    screening.store.allow({"_id": "client:198.51.100.99", "kind": "client", "value": "198.51.100.99"})
+    for i in range(5):
+        screening.screen(booked(booking, f"RDV-EEEE-000{i}", email=f"p{i}@example.org",
+                                seconds_after_publication=0.5,
+                                client={"ip": "198.51.100.99", "user_agent": "x"},
+                                identity=person(f"Name{'abcde'[i]}", "Given", f"197{i}-01-01")))
+    assert booking.cancelled == {} and sent == [] and screening.store.cases_in("open", 10) == []

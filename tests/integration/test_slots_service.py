@@ -125,3 +125,21 @@ def test_concurrent_holds_never_exceed_capacity(container_factory, config):
         after = rpc.slots.get(slot["id"])
         assert (after["booked"], after["free"]) == (3, 0)
         assert len(rpc.slots.holds(slot["id"])) == 3
+
+
+def test_decoys_are_listed_only_on_request_look_like_slots_and_can_be_held(container_factory, config):
+    container_factory(SlotsService, dict(config, SLOTS_DECOY_SHARE=0.2)).start()
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        created = rpc.slots.create_from_plan(plan(desks=2, days=7))
+        real = rpc.slots.list_open("renewal", *window(), 1, 200)["slots"]
+        everything = rpc.slots.list_open("renewal", *window(), 1, 200, include_decoys=True)["slots"]
+        decoys = [s for s in everything if s["decoy"]]
+        # the plan's answer and the default listing (what pages offer) count real slots only
+        assert created["slots"] == len(real) and not any(s["decoy"] for s in real)
+        assert len(decoys) == round(0.2 * len(real))
+        real_starts = {s["start"] for s in real}
+        for decoy in decoys:
+            assert decoy["start"] not in real_starts  # no real desk's capacity
+            assert decoy["capacity"] == decoy["free"] == 2 and decoy["state"] == "open"
+        held = rpc.slots.hold(decoys[0]["id"], "RDV-DECO-0001", "renewal")
+        assert held["decoy"] is True and held["free"] == 1

@@ -33,7 +33,7 @@ def test_cancel_reasons_are_the_contract_s():
         booking_event(name="booking_cancelled", reason="because")
     assert set(contract.CANCEL_REASONS) == {"applicant", "multiple_bookings_same_email",
                                             "name_not_exact", "slot_grabbing", "name_mismatch",
-                                            "staff"}
+                                            "staff", "not_confirmed", "email_already_used"}
 
 
 @pytest.mark.parametrize("broken, field", [

@@ -1,3 +1,4 @@
+import pytest
 from services.fraud import rules
 
 CFG = {"fast_seconds": 2, "quick_seconds": 10, "agent_identities": 10,
@@ -63,11 +64,44 @@ def test_grey_zone_goes_to_review():
     assert signals == {"booked_within_seconds": 1.0, "identities_same_address": 2}
 
 
-def test_a_script_from_one_address_is_cancelled():
+def test_a_script_from_one_address_goes_to_review_as_a_strong_case_never_to_cancellation():
+    # a cybercafé script and a carrier's shared address look the same from the network
     value, signals = score(0.5, 5, 5, 5)
-    assert rules.grabbing_action(value, CFG) == "cancel"
+    assert rules.grabbing_action(value, CFG) == "review"
+    assert rules.strong(value, CFG)
     assert set(signals) == {"booked_within_seconds", "identities_same_address",
                             "bookings_same_address_after_release"}
+    words = " ".join(rules.describe_signals(signals, dict(CFG, window=600.0, release_window=120.0)))
+    assert "5 different people booked from one network address within 10 minutes" in words
+    assert "no proof" in words and "0.5 s after" in words
+
+
+def test_no_network_evidence_reaches_cancellation():
+    for args in [(0.1, 50, 50, 50), (0.0, 500, 500, 500)]:
+        assert rules.grabbing_action(score(*args)[0], CFG) == "review"
+
+
+def decoy_entry(email, identity, ip):
+    return {"email_key": email, "identity_key": identity, "client_ip": ip}
+
+
+@pytest.mark.parametrize("other, link", [
+    (decoy_entry("seller@x.org", "b", "9.9.9.9"), "email"),
+    (decoy_entry("other@x.org", "a", "1.1.1.1"), "identity+address"),
+    (decoy_entry("other@x.org", "a", "9.9.9.9"), "identity"),
+    (decoy_entry("other@x.org", "b", "1.1.1.1"), "address"),
+    (decoy_entry("other@x.org", "b", "9.9.9.9"), None),
+])
+def test_what_goes_with_a_decoy_booking(other, link):
+    decoy = decoy_entry("seller@x.org", "a", "1.1.1.1")
+    assert rules.decoy_linked(other, decoy) == link
+    # only what ties the booking itself to the decoy's booker cancels; the rest is reviewed
+    assert (link in rules.CANCELLED_WITH_DECOY) == (link in ("email", "identity+address"))
+
+
+def test_an_address_case_groups_a_window():
+    assert rules.address_case_id("1.2.3.4", 1200.0, 600) == rules.address_case_id("1.2.3.4", 1799.0, 600)
+    assert rules.address_case_id("1.2.3.4", 1200.0, 600) != rules.address_case_id("1.2.3.4", 1800.0, 600)
 
 
 def test_many_identities_behind_one_user_agent_add_to_the_score():

@@ -58,6 +58,17 @@ def test_confirmation_warns_in_french_then_english_and_has_what_the_applicant_ne
     assert message["to"] == "yasmine.benali@example.org"
 
 
+def test_the_first_e_mail_asks_for_confirmation_and_says_the_booking_is_not_final():
+    message = compose("booking_created", booking_event(), dict(SETTINGS, confirm_minutes=60))
+    link = "https://rdv.example.fr/bookings/RDV-AB12-CD34/confirm?token=secret-token"
+    for body in (message["text"], message["html"]):
+        assert link in body
+        assert "pas encore définitif" in body.replace("PAS ENCORE DÉFINITIF", "pas encore définitif")
+        assert "not final yet" in body.replace("NOT FINAL YET", "not final yet")
+        assert "60 minutes" in body
+    assert "confirmer" in message["subject"] and "confirmed" in message["subject"]
+
+
 def test_ics_is_valid_and_in_utc():
     message = compose("booking_created", booking_event(
         identity={"family_name": "D'Souza, Jr; Ünal", "given_names": "Anne-Marie",
@@ -92,6 +103,8 @@ def test_names_are_escaped_in_html():
     ("name_mismatch", "ne correspondait pas", "did not match"),
     ("staff", "La préfecture a annulé", "prefecture cancelled"),
     ("slot_grabbing", "automatisée", "automated"),
+    ("not_confirmed", "pas été confirmé à temps", "not confirmed in time"),
+    ("email_already_used", "une adresse par personne", "one address per person"),
 ])
 def test_cancellation_gives_the_reason_in_plain_words(reason, fr, en):
     event = booking_event(name="booking_cancelled", reason=reason)

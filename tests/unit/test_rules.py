@@ -7,7 +7,7 @@ from services.booking import rules as booking_rules
 from services.common.errors import InvalidRequest, NotFound, SlotFull, SlotNotBookable
 from services.common.normalise import normalise_email, normalise_name
 from services.slots import rules as slot_rules
-from services.slots.plan import expand_plan
+from services.slots.plan import decoy_slots, expand_plan
 
 UTC = timezone.utc
 
@@ -129,6 +129,54 @@ def test_created_event_carries_what_fraud_and_notify_need_and_is_rebuilt_identic
     assert event["seconds_after_publication"] == 4.0
     assert event["slot_start"] == "2027-01-07T09:00:00Z"
     assert event["token"] == "tok"
+
+
+def test_decoys_take_no_desk_look_like_slots_and_are_made_once():
+    plan = a_plan(**{"to": date(2027, 4, 30)})
+    real = list(expand_plan(plan))
+    decoys = decoy_slots(plan, real, 0.1)
+    assert len(decoys) == round(0.1 * len(real))
+    real_starts = {s["start"] for s in real}
+    for decoy in decoys:
+        assert decoy["decoy"] is True and decoy["start"] not in real_starts
+        local = decoy["start"].astimezone(slot_rules_paris()).time()
+        # one slot before an opening or at a closing, on the plan's own grid: no desk is open
+        assert local in {time(8, 0), time(10, 0), time(13, 30), time(15, 0)}
+        assert decoy["capacity"] == decoy["free"] == plan["desks"]
+        assert decoy["end"] - decoy["start"] == timedelta(minutes=30)
+        assert set(decoy) == set(real[0]) | {"decoy"}
+    assert decoys == decoy_slots(plan, real, 0.1)  # the same plan again: the same decoys
+    assert decoy_slots(plan, real, 0) == [] and decoy_slots(plan, [], 0.1) == []
+
+
+def slot_rules_paris():
+    from services.common.timeutil import PARIS
+    return PARIS
+
+
+def test_a_booking_is_pending_until_confirmed_and_says_so():
+    booking = dict(a_booking(), status="pending", confirm_by_ts=datetime(2027, 1, 4, 10, tzinfo=UTC).timestamp())
+    view = booking_rules.applicant_view(booking)
+    assert view["status"] == "pending"
+    assert "pas encore définitif" in view["not_final"]["fr"] and "not final" in view["not_final"]["en"]
+    assert view["confirm_by"] == "2027-01-04T11:00:00+01:00"
+    assert "not_final" not in booking_rules.applicant_view(a_booking())
+    assert booking_rules.confirm_by_ts(1000.0, 60) == 4600.0
+    assert booking_rules.confirm_by_ts(1000.0, 0) is None
+
+
+def test_confirmed_event_repeats_the_created_facts_without_the_token():
+    booking = a_booking()
+    booking["slot"]["decoy"] = True
+    booking["confirmed_ts"] = datetime(2027, 1, 4, 9, 10, tzinfo=UTC).timestamp()
+    booking["outbox"]["confirmed"] = {"event_id": "7d2a7e90-1d3b-4c8f-a5e6-0b9d8f7e6c33", "state": "pending"}
+    event = booking_rules.confirmed_event(booking)
+    created = booking_rules.created_event(booking, "tok")
+    assert event["confirmed_at"] == event["occurred_at"] == "2027-01-04T09:10:00Z"
+    assert event["decoy"] is True and created["decoy"] is True
+    assert "token" not in event
+    for key in ("reference", "email_normalised", "identity", "client", "seconds_after_publication"):
+        assert event[key] == created[key]
 
 
 def test_cancelled_event_and_applicant_view():
