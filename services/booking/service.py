@@ -10,19 +10,26 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
 from services.booking import rules
+from services.booking.schemas import CheckInSchema, DayQuerySchema, WalkInSchema
 from services.booking.store import BookingStore
-from services.common.errors import EXPECTED, InvalidRequest, NotFound, ServiceUnavailable
+from services.common import signing
+from services.common.clock import Clock
+from services.common.errors import (EXPECTED, InvalidRequest, NotFound, Refused,
+                                    ServiceUnavailable)
 from services.common.mongo import MongoStore
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
 from services.common.settings import setting
-from services.common.timeutil import parse_iso, utcnow
+from services.common.timeutil import iso_utc, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "No booking with this reference and token."
 # built once: a marshmallow Schema costs more to build than to load a request with
 BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
+CHECK_IN, DAY_QUERY, WALK_IN = CheckInSchema(), DayQuerySchema(), WalkInSchema()
+INVALID_CODE = "Code de convocation invalide (falsifié, modifié ou inconnu). / Invalid convocation code."
+DEFAULT_WALK_IN_HOURS = "08:30-12:00"
 
 
 class Tokens(DependencyProvider):
@@ -39,6 +46,21 @@ class Tokens(DependencyProvider):
         return self.signer
 
 
+class ConvocationKey(DependencyProvider):
+    """The Ed25519 key that signs convocations; the service refuses to start without one."""
+
+    def setup(self):
+        try:
+            self.key = signing.load_private_key(self.container.config.get("CONVOCATION_SIGNING_KEY"))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"CONVOCATION_SIGNING_KEY must be an Ed25519 private key (base64 or PEM): {exc}")
+        self.public_key = self.key.public_key()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+
 class BookingService:
     name = "booking"
 
@@ -46,6 +68,8 @@ class BookingService:
     slots = BoundedRpcProxy("slots")
     dispatch = EventDispatcher()
     tokens = Tokens()
+    convocation_key = ConvocationKey()
+    clock = Clock()
     config = Config()
 
     @rpc(expected_exceptions=EXPECTED)
@@ -129,6 +153,106 @@ class BookingService:
                                  "cancel_reason": (booking.get("cancellation") or {}).get("reason")}
                 for booking in self.store.get_many(references)}
 
+    # -- convocations and the counter (staff RPCs answer `id` and ISO-8601 UTC times) --------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def convocation(self, reference, token):
+        """The applicant's convocation: exact name, slot, and the signed code for the desk."""
+        booking = self._owned(reference, token)
+        fields = rules.convocation_fields(booking)
+        signature = signing.sign(self.convocation_key.key, fields)
+        return dict(fields, status=booking["status"], procedure=booking["procedure"],
+                    site=booking["slot"]["site"], slot_end=iso_utc(booking["slot"]["end"]),
+                    code=rules.convocation_code(booking["_id"], signature))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def check_in(self, request):
+        """M4 at the desk: the code's signature, then the day and site, then the exact name.
+
+        Answers {"result": checked_in | already_checked_in | refused, "reason", "message",
+        "booking", "typed"}; a forged, edited or unknown code raises InvalidRequest.
+        """
+        data = load_or_raise(CHECK_IN, request, InvalidRequest)
+        booking = self._verified(data["code"])
+        typed = {"family_name": data["family_name"], "given_names": data["given_names"]}
+
+        def answer(result, reason, message, current):
+            return {"result": result, "reason": reason, "message": message,
+                    "booking": rules.staff_view(current), "typed": typed}
+
+        if booking["status"] == rules.CHECKED_IN:
+            return answer("already_checked_in", None, "Déjà enregistré. / Already checked in.", booking)
+        if booking["status"] == rules.CANCELLED:
+            return answer("refused", "cancelled", "Ce rendez-vous est annulé. / This appointment is cancelled.", booking)
+        if booking["slot"]["site"] != data["site"]:
+            return answer("refused", "other_site",
+                          f"Ce rendez-vous est sur le site « {booking['slot']['site']} ». / "
+                          "This appointment is at another site.", booking)
+        if rules.paris_day(booking["slot"]["start"]) != data["day"]:
+            day = rules.paris_day(booking["slot"]["start"])
+            return answer("refused", "other_day",
+                          f"Ce rendez-vous est le {day:%d/%m/%Y}, pas aujourd'hui. / "
+                          "This appointment is on another day.", booking)
+        if not rules.names_match(booking, data["family_name"], data["given_names"]):
+            # the exact name is what makes a resold convocation useless: cancel it
+            cancelled = self._cancel(booking["_id"], "name_mismatch",
+                                     {"checked_by": data["agent"], "typed": typed}, data["agent"])
+            return answer("refused", "name_mismatch",
+                          "Le nom ne correspond pas à la pièce d'identité : rendez-vous annulé. / "
+                          "The name does not match the identity document: appointment cancelled.",
+                          cancelled)
+        checked = self.store.check_in(booking["_id"], rules.check_in_record(data["agent"], self.clock.now()))
+        if checked is None:  # someone else moved it meanwhile: say how it stands
+            current = self.store.get(booking["_id"])
+            result = "already_checked_in" if current["status"] == rules.CHECKED_IN else "refused"
+            return answer(result, None if result != "refused" else current["status"],
+                          "Ce rendez-vous vient de changer d'état. / It changed meanwhile.", current)
+        self._announce_checked_in(checked)
+        return answer("checked_in", None, "Enregistré. / Checked in.", checked)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def day_view(self, site, day):
+        """A site's bookings and walk-ins for a local day (Europe/Paris), by time, with counts."""
+        data = load_or_raise(DAY_QUERY, {"site": site, "day": day}, InvalidRequest)
+        start, end = rules.day_bounds(data["day"])
+        views = [rules.staff_view(b) for b in self.store.for_site_between(data["site"], start, end)]
+        return {"site": data["site"], "day": data["day"].isoformat(), "bookings": views,
+                "counts": rules.day_counts(views)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def register_walk_in(self, request):
+        """M6: a 10-year-card renewal without appointment, on an allowed morning only."""
+        data = load_or_raise(WALK_IN, request, InvalidRequest)
+        now = self.clock.now()
+        refusal = rules.walk_in_refusal(data["procedure"], now, self._walk_in_hours())
+        if refusal:
+            raise Refused(refusal, {"procedure": [refusal]})
+        reference = rules.new_reference()
+        walk_in = {
+            "_id": reference,
+            "status": rules.CHECKED_IN,
+            "walk_in": True,
+            "procedure": data["procedure"],
+            "slot": {"id": None, "site": data["site"], "start": now, "end": now, "published_at": None},
+            "identity": {"family_name": data["family_name"], "given_names": data["given_names"],
+                         "birth_date": data["birth_date"].isoformat(),
+                         "foreigner_number": data["foreigner_number"]},
+            "email": None,
+            "phone": None,
+            "created_at": now,
+            # no booking was announced, nor a check-in: nothing for the relay to send
+            "created_event_sent": True,
+            "checked_in": rules.check_in_record(data["agent"], now),
+            "checked_in_event_sent": True,
+        }
+        self.store.insert(walk_in)
+        return rules.staff_view(walk_in)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def walk_in_rule(self):
+        return {"procedure": "renewal_10y", "hours": self._walk_in_hours(),
+                "text": rules.walk_in_rule_text(self._walk_in_hours())}
+
     # a safety net for failed dispatches, not the normal path: each pass scans the bookings
     @timer(interval=5)
     def relay_outbox(self):
@@ -140,6 +264,8 @@ class BookingService:
             self._announce_created(booking, token)
         for booking in self.store.unsent_cancelled(cutoff):
             self._finish_cancel(booking)
+        for booking in self.store.unsent_checked_in(cutoff):
+            self._announce_checked_in(booking)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -150,6 +276,27 @@ class BookingService:
         if booking is None or not self.tokens.matches(token, booking["token_hash"]):
             raise NotFound(NOT_FOUND)
         return booking
+
+    def _verified(self, code):
+        """The booking a convocation code stands for, if its signature is ours over its data."""
+        try:
+            reference, signature = rules.parse_code(code)
+        except ValueError:
+            raise InvalidRequest(INVALID_CODE, {"code": [INVALID_CODE]})
+        booking = self.store.get(reference)
+        if booking is None or booking.get("walk_in") or not signing.verify(
+                self.convocation_key.public_key, signature, rules.convocation_fields(booking)):
+            raise InvalidRequest(INVALID_CODE, {"code": [INVALID_CODE]})
+        return booking
+
+    def _walk_in_hours(self):
+        hours = setting(self.config, "WALK_IN_HOURS", DEFAULT_WALK_IN_HOURS)
+        rules.parse_hours(hours)  # a misconfiguration shows in the error, not as a silent "no"
+        return hours
+
+    def _announce_checked_in(self, booking):
+        if self._dispatched(booking["_id"], "booking_checked_in", rules.checked_in_event(booking)):
+            self.store.mark(booking["_id"], checked_in_event_sent=True)
 
     def _cancel(self, reference, reason, evidence, actor):
         booking = self.store.cancel(reference, rules.cancellation(reason, evidence, actor, utcnow()))

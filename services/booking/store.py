@@ -9,7 +9,7 @@ on MongoDB and on the stand-in.
 """
 from pymongo import ReturnDocument
 
-from services.booking.rules import ACTIVE, CANCELLED
+from services.booking.rules import ACTIVE, CANCELLED, CHECKED_IN
 from services.common.pending import PendingMarks
 
 
@@ -24,6 +24,9 @@ class BookingStore:
         self.bookings.create_index([("created_event_sent", 1), ("created_at", 1)])
         self.bookings.create_index([("cancel_event_sent", 1), ("cancellation.at", 1)])
         self.bookings.create_index([("slot.id", 1)])
+        self.bookings.create_index([("checked_in_event_sent", 1), ("checked_in.at", 1)])
+        # the counter's day view: one site, one day, by time
+        self.bookings.create_index([("slot.site", 1), ("slot.start", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -60,3 +63,25 @@ class BookingStore:
 
     def for_slot(self, slot_id, status=ACTIVE):
         return list(self.bookings.find({"slot.id": slot_id, "status": status}))
+
+    def check_in(self, reference, record):
+        """Move an active booking to checked in, with the event to send (its own outbox).
+
+        The booking after, or None if it was not active.
+        """
+        return self.bookings.find_one_and_update(
+            {"_id": reference, "status": ACTIVE},
+            {"$set": {"status": CHECKED_IN, "checked_in": record, "checked_in_event_sent": False}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def unsent_checked_in(self, before, limit=100):
+        return list(self.bookings.find(
+            {"checked_in_event_sent": False, "checked_in.at": {"$lte": before}}).limit(limit))
+
+    def for_site_between(self, site, start, end, limit=2000):
+        """A site's bookings and walk-ins with a start in [start, end), by time."""
+        return list(self.bookings.find(
+            {"slot.site": site, "slot.start": {"$gte": start, "$lt": end}},
+            {"token_hash": 0, "token_salt": 0, "client": 0},
+        ).sort([("slot.start", 1), ("_id", 1)]).limit(limit))
