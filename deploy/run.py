@@ -28,26 +28,45 @@ PROCESSES = {
     "notify": "services.notify.service",
     "fraud": "services.fraud.service",
     "public_gateway": "gateway.public.service",
+    "admin_gateway": "gateway.admin.service",
 }
+
+# settings that differ per process: the staff gateway listens on its own port, internal only
+PROCESS_ENV = {"admin_gateway": {"WEB_SERVER_ADDRESS": "127.0.0.1:8001"}}
 
 
 # Each service owns its database (DESIGN.md section 2); locally each also gets its own
 # stand-in process. The stand-in serialises the operations on one database and runs all of
 # its databases under one interpreter lock: a service's writes queued behind another's during
 # a burst was what kept fraud seconds behind the bookings (tests/bench/fraud_latency.py).
-EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notify": 27020}
+# keyed by process; each process's database is named after it, except the staff gateway's
+DATABASE_OF = {"admin_gateway": "admin"}
+EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notify": 27020,
+                        "admin_gateway": 27021}
+
+
+def local_secret(key, filename, make=lambda: secrets.token_urlsafe(32)):
+    """`key` from the environment, else a local secret made once under var/ (mode 600)."""
+    if os.environ.get(key):
+        return os.environ[key]
+    path = VAR / filename
+    if not path.exists():
+        VAR.mkdir(exist_ok=True)
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def token_secret():
     """BOOKING_TOKEN_SECRET from the environment, else a local secret made once under var/."""
-    if os.environ.get("BOOKING_TOKEN_SECRET"):
-        return os.environ["BOOKING_TOKEN_SECRET"]
-    path = VAR / "booking_token_secret"
-    if not path.exists():
-        VAR.mkdir(exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return local_secret("BOOKING_TOKEN_SECRET", "booking_token_secret")
+
+
+def convocation_key():
+    """CONVOCATION_SIGNING_KEY (Ed25519, base64 or PEM), else a local key made once under var/."""
+    from services.common.signing import new_private_key_text
+
+    return local_secret("CONVOCATION_SIGNING_KEY", "convocation_signing_key", new_private_key_text)
 
 
 # Mail can wait a few seconds: during a release, notify (and its store) yield the CPU to the
@@ -64,7 +83,8 @@ def start_service(name, env, log_file=None):
         ["nice", "-n", str(NICENESS.get(name, 0)),
          str(Path(sys.executable).with_name("nameko")), "run", "--config", str(CONFIG),
          PROCESSES[name]],
-        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+        cwd=ROOT, env=dict(env, **PROCESS_ENV.get(name, {})), stdout=out,
+        stderr=subprocess.STDOUT if out else None,
     )
 
 
@@ -142,6 +162,8 @@ def main():
     env = dict(os.environ)
     env.setdefault("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
     env["BOOKING_TOKEN_SECRET"] = token_secret()
+    env["CONVOCATION_SIGNING_KEY"] = convocation_key()
+    env["ADMIN_SECRET_KEY"] = local_secret("ADMIN_SECRET_KEY", "admin_secret_key")
     procs, backing = [], []
     try:
         mongo_uris = {}  # service -> its own stand-in, when there is no MONGO_URI
@@ -164,6 +186,8 @@ def main():
                     for name in PROCESSES]
         procs.extend(services)
         wait_for_http(f"http://127.0.0.1:{port}/health", procs=services)
+        admin_port = PROCESS_ENV["admin_gateway"]["WEB_SERVER_ADDRESS"].rsplit(":", 1)[1]
+        wait_for_http(f"http://127.0.0.1:{admin_port}/health", procs=services)
         created = load_demo_plan_if_empty(env)
         if created:
             print(f"loaded the demo opening plan: {created} slots")
@@ -171,6 +195,9 @@ def main():
             "\nThe system is up:\n"
             f"  public API        http://127.0.0.1:{port}/api/procedures\n"
             f"  free slots        http://127.0.0.1:{port}/api/slots?procedure=renewal\n"
+            f"  staff (counter)   http://127.0.0.1:{admin_port}/login\n"
+            "  first supervisor  make supervisor USERNAME=<name>   (asks for a password;\n"
+            "                    or: python -m gateway.admin.accounts create-supervisor --username <name>)\n"
             "  RabbitMQ (bus)    http://127.0.0.1:15672  (guest/guest)\n"
             f"  mail sent         {env['SMTP_HOST']}:{env['SMTP_PORT']}"
             f"{' (files in var/mail/new/)' if (VAR / 'mail').exists() else ''}\n"
