@@ -27,7 +27,11 @@ _DUMMY_HASH = HASHER.hash("not-a-password-of-anyone")
 
 
 class LoginFailed(Exception):
-    """Wrong username or password (the same answer for both)."""
+    """Wrong username or password (the same answer for both); `known`: the account exists."""
+
+    def __init__(self, known):
+        super().__init__(known)
+        self.known = known
 
 
 class AccountLocked(Exception):
@@ -68,7 +72,7 @@ def authenticate(store, username, password, now_ts, max_failures, lock_seconds):
     account = store.account(username) if isinstance(username, str) else None
     if account is None:
         _verify(_DUMMY_HASH, password)
-        raise LoginFailed()
+        raise LoginFailed(known=False)
     if account.get("locked_until_ts", 0) > now_ts:
         raise AccountLocked(account["locked_until_ts"])
     if not _verify(account["password_hash"], password):
@@ -76,7 +80,7 @@ def authenticate(store, username, password, now_ts, max_failures, lock_seconds):
         if after is not None and after.get("failed_logins", 0) >= max_failures:
             store.lock(username, now_ts + lock_seconds)
             raise AccountLocked(now_ts + lock_seconds)
-        raise LoginFailed()
+        raise LoginFailed(known=True)
     if account.get("failed_logins"):
         store.reset_failures(username)
     if HASHER.check_needs_rehash(account["password_hash"]):

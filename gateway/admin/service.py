@@ -6,7 +6,6 @@ JSON, never a hang. Every endpoint checks the session and the role here, server-
 API takes `Authorization: Bearer`, the pages the session cookie (and a CSRF token on every
 form): a cookie never authorises an API call, so another site cannot make a browser call it.
 """
-import logging
 import time
 from datetime import date, datetime, time as clock_time, timedelta, timezone
 
@@ -25,8 +24,6 @@ from services.common.mongo import MongoStore
 from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import load_or_raise
 from services.common.timeutil import PARIS, iso_utc
-
-log = logging.getLogger(__name__)
 
 EXPECTED_HERE = EXPECTED + (Unauthenticated, Forbidden, Locked, CsrfRefused)
 LOGIN, ACCOUNT, DAY_QUERY = LoginSchema(), AccountSchema(), DayQuerySchema()
@@ -262,11 +259,13 @@ class AdminGateway:
         try:
             account = authenticate(self.store, username, password, now_ts,
                                    settings.max_failures, settings.lock_seconds)
-        except LoginFailed:
-            self._record(username[:64], "login_failed", f"account:{username[:64]}")
+        except LoginFailed as failed:
+            # an unknown name may be a password typed in the wrong field: not written down
+            who = username if failed.known else "unknown"
+            self._record(who, "login_failed", f"account:{who}")
             raise Unauthenticated("Identifiant ou mot de passe incorrect. / Wrong username or password.")
         except AccountLocked as locked:
-            self._record(username[:64], "login_refused_locked", f"account:{username[:64]}",
+            self._record(username, "login_refused_locked", f"account:{username}",
                          after={"locked_until": _iso_ts(locked.until_ts)})
             raise Locked()
         signed, record = settings.new_session(account, now_ts)

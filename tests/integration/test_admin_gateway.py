@@ -5,6 +5,7 @@ import pytest
 
 from services.common import signing
 from services.common.timeutil import PARIS
+from tests.helpers import wait_until
 from tests.integration.conftest import PASSWORD, paris
 
 JSON_ENDPOINTS = [
@@ -148,7 +149,7 @@ def test_repeated_failures_lock_the_account_until_a_supervisor_unlocks(counter):
     answer = http.post("/api/login", json={"username": "agent", "password": PASSWORD})
     assert answer.status_code == 423 and answer.json()["error"] == "account_locked"
     # an unknown user gets the same answer as a wrong password
-    unknown = http.post("/api/login", json={"username": "nobody", "password": "x"})
+    unknown = http.post("/api/login", json={"username": "my secret password", "password": "x"})
     assert unknown.status_code == 401 and unknown.json()["message"] == \
         http.post("/api/login", json={"username": "beziers", "password": "x"}).json()["message"]
     chief = counter.bearer("chief")
@@ -163,6 +164,11 @@ def test_repeated_failures_lock_the_account_until_a_supervisor_unlocks(counter):
     actions = [e["action"] for e in http.get("/api/audit?object=account:agent", headers=chief).json()["entries"]]
     assert actions[:4] == ["login_refused_locked", "account_locked", "login", "account_unlocked"]
     assert actions.count("login_failed") == 2
+    # a password typed into the username field does not end up in the audit log
+    everything = http.get("/api/audit", headers=chief).json()["entries"]
+    assert "my secret password" not in str(everything)
+    assert ("unknown", "login_failed", "account:unknown") in {
+        (e["who"], e["action"], e["object"]) for e in everything}
 
 
 def test_check_in_with_the_exact_name_dispatches_booking_checked_in(counter, bus, sink):
@@ -347,3 +353,34 @@ def test_a_service_that_does_not_answer_gives_503(container_factory, counter_con
     page = http.post("/login", data={"csrf": csrf_of(http.get("/login").text), "username": "agent",
                                      "password": PASSWORD})
     assert page.status_code == 503 and "momentanément indisponible" in page.text
+
+
+def test_pages_show_the_form_again_with_the_reason(counter):
+    http = counter.http
+    token = page_session(http, "agent")
+    answer = http.post("/checkin", data={"csrf": token, "code": "RDV-AAAA-BBBB.forged",
+                                         "family_name": "Benali", "given_names": "Yasmine"})
+    assert answer.status_code == 400
+    assert "Not a convocation code" in answer.text and 'value="Benali"' in answer.text
+    counter.booking_clock.at = paris(date(2027, 3, 3), 9)  # a Wednesday morning
+    answer = http.post("/walk-in", data=dict(WALK_IN, csrf=token))
+    assert answer.status_code == 409
+    assert "Pas d&#39;accueil sans rendez-vous le mercredi" in answer.text
+    assert 'value="Okafor"' in answer.text  # what was typed is kept
+    counter.booking_clock.at = paris(date(2027, 3, 2), 9)
+    answer = http.post("/walk-in", data=dict(WALK_IN, csrf=token))
+    assert answer.status_code == 200 and "Enregistré sans rendez-vous" in answer.text
+
+
+def test_the_outbox_relay_sends_a_check_in_whose_dispatch_was_lost(counter, bus, mongo):
+    listener = bus("booking", "booking_checked_in")
+    conv = counter.book()
+    bookings = mongo("booking")["bookings"]
+    # as if the process died between the write and the dispatch: the document alone
+    stored = bookings.find_one({"_id": conv["reference"]})
+    stored.update(status="checked_in", checked_in_event_sent=False, checked_in={
+        "by": "agent", "at": stored["created_at"] - timedelta(minutes=1), "event_id": "lost-1"})
+    bookings.replace_one({"_id": conv["reference"]}, stored)
+    _, event = listener.wait_for(lambda t, e: e["event_id"] == "lost-1", timeout=20)
+    assert event["reference"] == conv["reference"] and event["checked_in_by"] == "agent"
+    assert wait_until(lambda: bookings.find_one({"_id": conv["reference"]})["checked_in_event_sent"])
