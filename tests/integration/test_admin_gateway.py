@@ -384,3 +384,24 @@ def test_the_outbox_relay_sends_a_check_in_whose_dispatch_was_lost(counter, bus,
     _, event = listener.wait_for(lambda t, e: e["event_id"] == "lost-1", timeout=20)
     assert event["reference"] == conv["reference"] and event["checked_in_by"] == "agent"
     assert wait_until(lambda: bookings.find_one({"_id": conv["reference"]})["checked_in_event_sent"])
+
+
+def test_fraud_evidence_is_shown_from_the_fraud_service(counter, container_factory, counter_config):
+    from services.fraud.service import FraudService
+
+    container_factory(FraudService, counter_config).start()
+    first = counter.book(email="shared@example.org", family_name="Alpha")
+    counter.book(email="shared@example.org", family_name="Beta")  # M3: another person, one e-mail
+    assert wait_until(lambda: counter.rpc.booking.statuses([first["reference"]])[
+        first["reference"]]["status"] == "cancelled", timeout=20)
+    answer = counter.http.post("/api/checkin", headers=counter.bearer("agent"), json={
+        "code": first["code"], "family_name": "Alpha", "given_names": "Yasmine"})
+    assert answer.status_code == 409 and answer.json()["reason"] == "cancelled"
+    [decision] = answer.json()["fraud_decisions"]
+    assert decision["rule"] == "multiple_bookings_same_email" and decision["evidence"]
+    page_session(counter.http, "agent")
+    token = csrf_of(counter.http.get("/checkin").text)
+    page = counter.http.post("/checkin", data={"csrf": token, "code": first["code"],
+                                               "family_name": "Alpha", "given_names": "Yasmine"})
+    assert page.status_code == 409
+    assert "Motif et éléments" in page.text and "multiple_bookings_same_email" in page.text

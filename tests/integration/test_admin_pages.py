@@ -26,6 +26,13 @@ def csp_problems(page):
 
 
 def fits(page):
+    """Nothing wider than the window (no sideways scrolling at 320 px); else what is too wide."""
+    too_wide = page.evaluate("""Array.from(document.querySelectorAll('body *'))
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+        // headings kept for screen readers only, clipped to 1 px, take no room
+        .filter(e => !(e.closest('thead') && e.closest('thead').getBoundingClientRect().width <= 1))
+        .map(e => e.tagName + '.' + e.className + ': ' + e.textContent.slice(0, 40))""")
+    assert not too_wide, too_wide
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
