@@ -14,6 +14,7 @@ import sys
 import time
 
 from argon2 import PasswordHasher
+from eventlet import tpool
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from services.common.reference_data import SITES
@@ -90,7 +91,9 @@ def authenticate(store, username, password, now_ts, max_failures, lock_seconds):
 
 def _verify(password_hash, password):
     try:
-        return HASHER.verify(password_hash, password or "")
+        # argon2 takes most of a second of CPU on purpose: in a real thread (the C code lets go
+        # of the GIL), so the gateway's other requests go on meanwhile
+        return tpool.execute(HASHER.verify, password_hash, password or "")
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
