@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml Makefile | sha1sum | 
 MONGO_VENV ?= .venv-mongo
 NX_27017 := nx-27017==0.8.1
 
-.PHONY: run test install rabbitmq test-tools bench clean
+.PHONY: run test install rabbitmq test-tools bench clean supervisor
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ rabbitmq:
 
 run: install rabbitmq
 	$(PY) -m deploy.run
+
+# the first staff supervisor (no default account exists): `make supervisor USERNAME=alice`,
+# with `make run` going; asks for the password (or reads it from stdin)
+supervisor: install
+	MONGO_URI=$${MONGO_URI:-mongodb://127.0.0.1:27021} $(PY) -m gateway.admin.accounts \
+		create-supervisor --username "$(USERNAME)" $(if $(SITE),--site $(SITE))
 
 # Debian's chromium (browser tests), nginx (the reverse proxy's own config check and a run in
 # front of the gateway) and docker-compose (`config -q` checks the compose file), when missing

@@ -53,13 +53,29 @@ PROCESSES = {
     "notify": "services.notify.service",
     "fraud": "services.fraud.service",
     "public_gateway": "gateway.public.service",
+    "admin_gateway": "gateway.admin.service",
 }
 
 # Each service owns its database (DESIGN.md section 2); locally each also gets its own
 # stand-in process. The stand-in serialises the operations on one database and runs all of
 # its databases under one interpreter lock: a service's writes queued behind another's during
 # a burst was what kept fraud seconds behind the bookings (tests/bench/fraud_latency.py).
-EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notify": 27020}
+# keyed by process; each process's database is named after it, except the staff gateway's
+DATABASE_OF = {"admin_gateway": "admin"}
+EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notify": 27020,
+                        "admin_gateway": 27021}
+
+
+def local_secret(key, filename, make=lambda: secrets.token_urlsafe(32)):
+    """`key` from the environment, else a local secret made once under var/ (mode 600)."""
+    if os.environ.get(key):
+        return os.environ[key]
+    path = VAR / filename
+    if not path.exists():
+        VAR.mkdir(parents=True, exist_ok=True)
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 STOP_GRACE_SECONDS = 5.0  # an idle service stops in about 4 s; a stuck one is killed
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
@@ -68,24 +84,25 @@ BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 def process_settings(env):
     """Settings of one process of its own, merged over the shared environment.
 
-    The gateways each listen on their own address (the staff gateway, when added, gets
-    "WEB_SERVER_ADDRESS": "127.0.0.1:8001"); services with a local stand-in get its URI.
+    The gateways each listen on their own address: the public one on WEB_SERVER_ADDRESS, the
+    staff one on ADMIN_SERVER_ADDRESS, internal only by default.
     """
     return {
         "public_gateway": {"WEB_SERVER_ADDRESS": env.get("WEB_SERVER_ADDRESS") or "0.0.0.0:8000"},
+        "admin_gateway": {"WEB_SERVER_ADDRESS": env.get("ADMIN_SERVER_ADDRESS") or "127.0.0.1:8001"},
     }
 
 
 def token_secret():
     """BOOKING_TOKEN_SECRET from the environment, else a local secret made once under var/."""
-    if os.environ.get("BOOKING_TOKEN_SECRET"):
-        return os.environ["BOOKING_TOKEN_SECRET"]
-    path = VAR / "booking_token_secret"
-    if not path.exists():
-        VAR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return local_secret("BOOKING_TOKEN_SECRET", "booking_token_secret")
+
+
+def convocation_key():
+    """CONVOCATION_SIGNING_KEY (Ed25519, base64 or PEM), else a local key made once under var/."""
+    from services.common.signing import new_private_key_text
+
+    return local_secret("CONVOCATION_SIGNING_KEY", "convocation_signing_key", new_private_key_text)
 
 
 # Mail can wait a few seconds: during a release, notify (and its store) yield the CPU to the
@@ -183,6 +200,9 @@ def wanted_ports(env):
     host, port = gateway_address(env)
     wanted.append(("the public gateway", host, port,
                    "stop what listens there, or set WEB_SERVER_ADDRESS"))
+    host, port = admin_address(env)
+    wanted.append(("the staff gateway", host, port,
+                   "stop what listens there, or set ADMIN_SERVER_ADDRESS"))
     return wanted
 
 
@@ -195,9 +215,13 @@ def sink_port(env):
     return int(env.get("SMTP_PORT") or 1025)
 
 
-def gateway_address(env):
-    host, port = process_settings(env)["public_gateway"]["WEB_SERVER_ADDRESS"].rsplit(":", 1)
+def gateway_address(env, name="public_gateway"):
+    host, port = process_settings(env)[name]["WEB_SERVER_ADDRESS"].rsplit(":", 1)
     return host, int(port)
+
+
+def admin_address(env):
+    return gateway_address(env, "admin_gateway")
 
 
 def wait_for_http(url, timeout=60.0, procs=()):
@@ -304,6 +328,8 @@ def main():
         print("nothing was started", file=sys.stderr)
         return 2
     env["BOOKING_TOKEN_SECRET"] = token_secret()
+    env["CONVOCATION_SIGNING_KEY"] = convocation_key()
+    env["ADMIN_SECRET_KEY"] = local_secret("ADMIN_SECRET_KEY", "admin_secret_key")
     services, backing, group = [], [], ProcessGroup()
     try:
         mongo_uris = {}  # service -> its own stand-in, when there is no MONGO_URI
@@ -335,6 +361,8 @@ def main():
                 start_service(name, e, preexec_fn=group.preexec))))
             services[-1].start()
         wait_for_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        admin_host, admin_port = admin_address(env)
+        wait_for_http(f"http://127.0.0.1:{admin_port}/health", timeout=120)
         created = load_demo_plan_if_empty(env)
         if created:
             print(f"loaded the demo opening plan: {created} slots")
@@ -342,6 +370,9 @@ def main():
             "\nThe system is up:\n"
             f"  public API        http://127.0.0.1:{port}/api/procedures\n"
             f"  free slots        http://127.0.0.1:{port}/api/slots?procedure=renewal\n"
+            f"  staff (counter)   http://127.0.0.1:{admin_port}/login\n"
+            "  first supervisor  make supervisor USERNAME=<name>   (asks for a password;\n"
+            "                    or: python -m gateway.admin.accounts create-supervisor --username <name>)\n"
             "  RabbitMQ (bus)    http://127.0.0.1:15672  (guest/guest)\n"
             f"  mail sent         {env['SMTP_HOST']}:{env['SMTP_PORT']}"
             f"{f' (files in {VAR}/mail/new/)' if (VAR / 'mail').exists() else ''}\n"

@@ -7,9 +7,13 @@ import uuid
 import pytest
 import requests
 
+from services.common.signing import new_private_key_text
 from tests.helpers import BusListener
 
 TOKEN_SECRET = "test-only-secret-" + uuid.uuid4().hex
+ADMIN_SECRET = "test-only-admin-secret-" + uuid.uuid4().hex
+# a fresh Ed25519 key per test session: convocations signed in one run verify only in that run
+CONVOCATION_KEY = new_private_key_text()
 
 
 def free_port():
@@ -50,6 +54,8 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         MONGO_DB_PREFIX=db_prefix,
         WEB_SERVER_ADDRESS=f"127.0.0.1:{web_port}",
         BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+        CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
+        ADMIN_SECRET_KEY=ADMIN_SECRET,
         RPC_TIMEOUT=3,
         OUTBOX_GRACE_SECONDS=1,
         OUTBOX_RELAY_SECONDS=0.5,

@@ -46,12 +46,14 @@ def test_configuration_comes_from_the_environment_only():
     text = COMPOSE.read_text()
     # secrets are required variables, not values written here
     assert "${BOOKING_TOKEN_SECRET:?" in text and "${RABBITMQ_PASSWORD:?" in text
+    assert "${CONVOCATION_SIGNING_KEY:?" in text and "${ADMIN_SECRET_KEY:?" in text
     assert not re.search(r"guest:guest", text)
     # read as text: once nameko's YAML resolver is registered, loading substitutes the values
     config = (ROOT / "deploy" / "config.yaml").read_text()
     for key in ("AMQP_URI", "MONGO_URI", "BOOKING_TOKEN_SECRET", "RPC_TIMEOUT", "TRUSTED_PROXIES"):
         assert re.search(rf"^{key}: \$\{{{key}:", config, re.M), key
-    assert re.search(r"^BOOKING_TOKEN_SECRET: \$\{BOOKING_TOKEN_SECRET:\}$", config, re.M)  # no default
+    for secret in ("BOOKING_TOKEN_SECRET", "CONVOCATION_SIGNING_KEY", "ADMIN_SECRET_KEY"):
+        assert re.search(rf"^{secret}: \$\{{{secret}:\}}$", config, re.M), secret  # no default
 
 
 def test_nameko_config_substitutes_environment(monkeypatch):
@@ -71,12 +73,13 @@ def test_docker_compose_accepts_the_file():
     assert shutil.which("docker-compose"), (
         "docker-compose is missing: `make test-tools` (deploy/ensure_test_tools.sh) installs "
         "Debian's docker-compose, whose `config -q` checks this file without a Docker engine")
-    env = dict(os.environ, BOOKING_TOKEN_SECRET="x" * 32, RABBITMQ_PASSWORD="p")
+    secrets = {"CONVOCATION_SIGNING_KEY": "k" * 44, "ADMIN_SECRET_KEY": "a" * 32}
+    env = dict(os.environ, BOOKING_TOKEN_SECRET="x" * 32, RABBITMQ_PASSWORD="p", **secrets)
     result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     missing = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-                             env={"PATH": os.environ["PATH"], "RABBITMQ_PASSWORD": "p"},
+                             env={"PATH": os.environ["PATH"], "RABBITMQ_PASSWORD": "p", **secrets},
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "BOOKING_TOKEN_SECRET" in missing.stderr + missing.stdout
 
@@ -127,7 +130,8 @@ def test_make_run_gives_every_service_that_stores_data_its_own_embedded_store():
                        if isinstance(obj, type) and getattr(obj, "name", None) == name)
         stores = [v for v in vars(service).values() if isinstance(v, MongoStore)]
         if stores:
-            assert [s.name for s in stores] == [name], name  # each owns one database, its own
+            # each owns one database, its own
+            assert [s.name for s in stores] == [run.DATABASE_OF.get(name, name)], name
             owners.add(name)
     assert set(run.EMBEDDED_MONGO_PORTS) == owners
     assert len(set(run.EMBEDDED_MONGO_PORTS.values())) == len(owners)

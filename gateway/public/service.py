@@ -1,6 +1,8 @@
 """Public gateway: the JSON API applicants use (DESIGN.md section 6)."""
+from werkzeug.wrappers import Response
+
 from gateway.http import json_http, read_json
-from gateway.public import pages
+from gateway.public import convocation, pages
 from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
@@ -154,6 +156,24 @@ class PublicGateway:
             return pages.booking_page(booking, access["token"], just_cancelled=True)
         except DomainError as error:
             return pages.error_page(error)
+
+    @json_http("GET", "/bookings/<reference>/convocation")
+    def convocation_page(self, request, reference):
+        """The convocation to print (HTML), for the holder of the booking's token."""
+        try:
+            access = self._access(request, reference)
+            return convocation.html(self.booking.convocation(access["reference"], access["token"]))
+        except DomainError as error:
+            return pages.error_page(error)
+
+    @json_http("GET", "/bookings/<reference>/convocation.pdf")
+    def convocation_pdf(self, request, reference):
+        access = self._access(request, reference)
+        body = convocation.pdf(self.booking.convocation(access["reference"], access["token"]))
+        return Response(body, content_type="application/pdf", headers={
+            "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f'inline; filename="convocation-{access["reference"]}.pdf"'})
 
     def _access(self, request, reference):
         token = request.headers.get(TOKEN_HEADER) or request.args.get("token") or ""

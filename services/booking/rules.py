@@ -3,12 +3,13 @@ import hashlib
 import hmac
 import secrets
 from base64 import urlsafe_b64encode
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 
 from services.common import contract
 from services.common.contract import ACTIVE, CANCEL_REASONS, CANCELLED, CHECKED_IN, PENDING  # noqa: F401
 from services.common.normalise import normalise_email, normalise_name
-from services.common.timeutil import iso_paris, iso_utc
+from services.common.reference_data import PROCEDURES
+from services.common.timeutil import PARIS, as_utc, iso_paris, iso_utc
 
 # what the applicant reads next to a booking that waits for its confirmation
 NOT_FINAL = {
@@ -179,3 +180,143 @@ def applicant_view(booking):
         view["cancel_reason"] = booking["cancellation"]["reason"]
         view["cancelled_at"] = iso_paris(booking["cancellation"]["at"])
     return view
+
+
+# -- the counter (check-in M4, walk-ins M6) ---------------------------------------------------
+
+CODE_SEPARATOR = "."
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+JOURS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
+
+
+def convocation_fields(booking):
+    """What a convocation's signature covers: the reference, the exact name and the slot."""
+    slot, identity = booking["slot"], booking["identity"]
+    return {"reference": booking["_id"], "family_name": identity["family_name"],
+            "given_names": identity["given_names"], "slot_id": slot["id"],
+            "slot_start": iso_utc(slot["start"])}
+
+
+def convocation_code(reference, signature):
+    """Compact text for the QR code and the scanner: `RDV-XXXX-XXXX.<base64url signature>`."""
+    return f"{reference}{CODE_SEPARATOR}{signature}"
+
+
+def parse_code(code):
+    """(reference, signature) from a scanned or typed code; ValueError when it is not one."""
+    reference, sep, signature = (code or "").strip().partition(CODE_SEPARATOR)
+    if not sep or not reference or not signature:
+        raise ValueError("not a convocation code")
+    return reference.upper(), signature
+
+
+def names_match(booking, family_name, given_names):
+    """M4: the names read on the identity document against the booking's, normalised."""
+    identity = booking["identity"]
+    return (normalise_name(identity["family_name"]) == normalise_name(family_name)
+            and normalise_name(identity["given_names"]) == normalise_name(given_names))
+
+
+def parse_hours(text):
+    """"08:30-12:00" -> ((8, 30), (12, 0)); ValueError when malformed or empty."""
+    try:
+        start, end = (tuple(int(p) for p in part.strip().split(":")) for part in text.split("-"))
+        if len(start) != 2 or len(end) != 2 or not (0, 0) <= start < end <= (24, 0) \
+                or start[1] > 59 or end[1] > 59:
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise ValueError(f"hours are HH:MM-HH:MM, got {text!r}") from None
+    return start, end
+
+
+def walk_in_rule_text(hours_text):
+    return (f"Sans rendez-vous : uniquement le renouvellement de la carte de résident de 10 ans, "
+            f"le matin de {hours_text.replace('-', ' à ')}, sauf le mercredi. / Walk-ins: renewal "
+            f"of a 10-year resident card only, mornings {hours_text}, never on Wednesday.")
+
+
+def walk_in_refusal(procedure, now, hours_text):
+    """Why a walk-in cannot be registered at `now` (aware datetime), or None when it can.
+
+    M6: renewal of a 10-year card only, on the configured morning hours in Europe/Paris, on the
+    weekdays the procedure allows (never Wednesday).
+    """
+    rule = PROCEDURES.get(procedure, {}).get("walk_in")
+    if rule is None:
+        return "Cette démarche ne se fait que sur rendez-vous. " + walk_in_rule_text(hours_text)
+    local = as_utc(now).astimezone(PARIS)
+    if WEEKDAYS[local.weekday()] not in rule["weekdays"]:
+        return f"Pas d'accueil sans rendez-vous le {JOURS[local.weekday()]}. " \
+               + walk_in_rule_text(hours_text)
+    start, end = parse_hours(hours_text)
+    if not start <= (local.hour, local.minute) < end:
+        return f"Il est {local:%H:%M} : hors des heures d'accueil sans rendez-vous. " \
+               + walk_in_rule_text(hours_text)
+    return None
+
+
+def day_bounds(day):
+    """The UTC instants [start, end) of a local day (a date) in Europe/Paris."""
+    start = datetime.combine(day, time(0), tzinfo=PARIS)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=PARIS)
+    return as_utc(start), as_utc(end)
+
+
+def paris_day(moment):
+    return as_utc(moment).astimezone(PARIS).date()
+
+
+def staff_view(booking):
+    """A booking as staff see it: `id`, ISO-8601 UTC times, the state and why."""
+    slot, identity = booking["slot"], booking["identity"]
+    view = {
+        "id": booking["_id"],
+        "status": booking["status"],
+        "procedure": booking["procedure"],
+        "site": slot["site"],
+        "slot_id": slot.get("id"),
+        "start": iso_utc(slot["start"]),
+        "end": iso_utc(slot["end"]),
+        "family_name": identity["family_name"],
+        "given_names": identity["given_names"],
+        "walk_in": bool(booking.get("walk_in")),
+        "cancel_reason": None,
+        "cancelled_at": None,
+        "checked_in_at": None,
+        "checked_in_by": None,
+    }
+    if booking["status"] == CANCELLED:
+        cancellation = booking["cancellation"]
+        view.update(cancel_reason=cancellation["reason"], cancelled_at=iso_utc(cancellation["at"]),
+                    cancel_evidence=cancellation.get("evidence") or {})
+    if booking.get("checked_in"):
+        view.update(checked_in_at=iso_utc(booking["checked_in"]["at"]),
+                    checked_in_by=booking["checked_in"].get("by"))
+    return view
+
+
+def day_counts(views):
+    counts = {"total": len(views), PENDING: 0, ACTIVE: 0, CHECKED_IN: 0, CANCELLED: 0, "walk_ins": 0}
+    for view in views:
+        counts[view["status"]] += 1
+        counts["walk_ins"] += view["walk_in"]
+    return counts
+
+
+def checked_in_event(booking):
+    """`booking_checked_in`: no personal data beyond what `booking_created` carried."""
+    checked = booking["checked_in"]
+    return contract.build(
+        "booking_checked_in",
+        event_id=booking["outbox"]["checked_in"]["event_id"],
+        occurred_at=checked["at"],
+        reference=booking["_id"],
+        site=booking["slot"]["site"],
+        slot_start=iso_utc(booking["slot"]["start"]),
+        procedure=booking["procedure"],
+        checked_in_by=checked.get("by"),
+    )
+
+
+def check_in_record(agent, now):
+    return {"by": agent, "at": now}

@@ -11,8 +11,11 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.errors import PyMongoError
 
 from services.booking import rules
+from services.booking.schemas import CheckInSchema, DayQuerySchema, WalkInSchema
 from services.booking.store import BookingStore
-from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, NotFound,
+from services.common import signing
+from services.common.clock import Clock
+from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, NotFound, Refused,
                                     ServiceUnavailable)
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
@@ -21,7 +24,7 @@ from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
 from services.common.settings import setting
 from services.common.timers import config_timer
-from services.common.timeutil import parse_iso, utcnow
+from services.common.timeutil import iso_utc, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,9 @@ REPLY_MARGIN_SECONDS = 0.1
 EXPIRY_BATCH = 200  # unconfirmed bookings released per sweep at most
 # built once: a marshmallow Schema costs more to build than to load a request with
 BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
+CHECK_IN, DAY_QUERY, WALK_IN = CheckInSchema(), DayQuerySchema(), WalkInSchema()
+INVALID_CODE = "Code de convocation invalide (falsifié, modifié ou inconnu). / Invalid convocation code."
+DEFAULT_WALK_IN_HOURS = "08:30-12:00"
 
 
 class Tokens(DependencyProvider):
@@ -51,6 +57,21 @@ class Tokens(DependencyProvider):
         return self.signer
 
 
+class ConvocationKey(DependencyProvider):
+    """The Ed25519 key that signs convocations; the service refuses to start without one."""
+
+    def setup(self):
+        try:
+            self.key = signing.load_private_key(self.container.config.get("CONVOCATION_SIGNING_KEY"))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"CONVOCATION_SIGNING_KEY must be an Ed25519 private key (base64 or PEM): {exc}")
+        self.public_key = self.key.public_key()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+
 class BookingService:
     name = "booking"
 
@@ -60,6 +81,8 @@ class BookingService:
     slots_cleanup = BoundedRpcProxy("slots", inherit_deadline=False)
     dispatch = EventDispatcher()
     tokens = Tokens()
+    convocation_key = ConvocationKey()
+    clock = Clock()
     config = Config()
     instance = InstanceId()
     deadline = RequestDeadline()
@@ -217,6 +240,106 @@ class BookingService:
             raise InvalidRequest("A list of at most 500 hold ids.", {"hold_ids": ["Invalid."]})
         return self.store.holds_in_use(hold_ids, utcnow())
 
+
+    # -- convocations and the counter (staff RPCs answer `id` and ISO-8601 UTC times) --------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def convocation(self, reference, token):
+        """The applicant's convocation: exact name, slot, and the signed code for the desk."""
+        booking = self._owned(reference, token)
+        fields = rules.convocation_fields(booking)
+        signature = signing.sign(self.convocation_key.key, fields)
+        return dict(fields, status=booking["status"], procedure=booking["procedure"],
+                    site=booking["slot"]["site"], slot_end=iso_utc(booking["slot"]["end"]),
+                    code=rules.convocation_code(booking["_id"], signature))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def check_in(self, request):
+        """M4 at the desk: the code's signature, then the day and site, then the exact name.
+
+        Answers {"result": checked_in | already_checked_in | refused, "reason", "message",
+        "booking", "typed"}; a forged, edited or unknown code raises InvalidRequest.
+        """
+        data = load_or_raise(CHECK_IN, request, InvalidRequest)
+        booking = self._verified(data["code"])
+        typed = {"family_name": data["family_name"], "given_names": data["given_names"]}
+
+        def answer(result, reason, message, current):
+            return {"result": result, "reason": reason, "message": message,
+                    "booking": rules.staff_view(current), "typed": typed}
+
+        if booking["status"] == rules.CHECKED_IN:
+            return answer("already_checked_in", None, "Déjà enregistré. / Already checked in.", booking)
+        if booking["status"] == rules.CANCELLED:
+            return answer("refused", "cancelled", "Ce rendez-vous est annulé. / This appointment is cancelled.", booking)
+        if booking["slot"]["site"] != data["site"]:
+            return answer("refused", "other_site",
+                          f"Ce rendez-vous est sur le site « {booking['slot']['site']} ». / "
+                          "This appointment is at another site.", booking)
+        if rules.paris_day(booking["slot"]["start"]) != data["day"]:
+            day = rules.paris_day(booking["slot"]["start"])
+            return answer("refused", "other_day",
+                          f"Ce rendez-vous est le {day:%d/%m/%Y}, pas aujourd'hui. / "
+                          "This appointment is on another day.", booking)
+        if not rules.names_match(booking, data["family_name"], data["given_names"]):
+            # the exact name is what makes a resold convocation useless: cancel it
+            cancelled = self._cancel(booking["_id"], "name_mismatch",
+                                     {"checked_by": data["agent"], "typed": typed}, data["agent"])
+            return answer("refused", "name_mismatch",
+                          "Le nom ne correspond pas à la pièce d'identité : rendez-vous annulé. / "
+                          "The name does not match the identity document: appointment cancelled.",
+                          cancelled)
+        checked = self.store.check_in(booking["_id"], rules.check_in_record(data["agent"], self.clock.now()),
+                                      Outbox.entry(str(uuid.uuid4()), time.time(), self._grace()))
+        if checked is None:  # someone else moved it meanwhile: say how it stands
+            current = self.store.get(booking["_id"])
+            result = "already_checked_in" if current["status"] == rules.CHECKED_IN else "refused"
+            return answer(result, None if result != "refused" else current["status"],
+                          "Ce rendez-vous vient de changer d'état. / It changed meanwhile.", current)
+        self._announce_checked_in(checked)
+        return answer("checked_in", None, "Enregistré. / Checked in.", checked)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def day_view(self, site, day):
+        """A site's bookings and walk-ins for a local day (Europe/Paris), by time, with counts."""
+        data = load_or_raise(DAY_QUERY, {"site": site, "day": day}, InvalidRequest)
+        start, end = rules.day_bounds(data["day"])
+        views = [rules.staff_view(b) for b in self.store.for_site_between(data["site"], start, end)]
+        return {"site": data["site"], "day": data["day"].isoformat(), "bookings": views,
+                "counts": rules.day_counts(views)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def register_walk_in(self, request):
+        """M6: a 10-year-card renewal without appointment, on an allowed morning only."""
+        data = load_or_raise(WALK_IN, request, InvalidRequest)
+        now = self.clock.now()
+        refusal = rules.walk_in_refusal(data["procedure"], now, self._walk_in_hours())
+        if refusal:
+            raise Refused(refusal, {"procedure": [refusal]})
+        reference = rules.new_reference()
+        walk_in = {
+            "_id": reference,
+            "status": rules.CHECKED_IN,
+            "walk_in": True,
+            "procedure": data["procedure"],
+            "slot": {"id": None, "site": data["site"], "start": now, "end": now, "published_at": None},
+            "identity": {"family_name": data["family_name"], "given_names": data["given_names"],
+                         "birth_date": data["birth_date"].isoformat(),
+                         "foreigner_number": data["foreigner_number"]},
+            "email": None,
+            "phone": None,
+            "created_at": now,
+            # no booking was announced, nor a check-in: no outbox record, nothing to relay
+            "checked_in": rules.check_in_record(data["agent"], now),
+        }
+        self.store.insert(walk_in)
+        return rules.staff_view(walk_in)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def walk_in_rule(self):
+        return {"procedure": "renewal_10y", "hours": self._walk_in_hours(),
+                "text": rules.walk_in_rule_text(self._walk_in_hours())}
+
     # a safety net for failed dispatches, not the normal path
     @config_timer("OUTBOX_RELAY_SECONDS", 5.0)
     def relay_outbox(self):
@@ -236,6 +359,8 @@ class BookingService:
             self._announce_confirmed(booking)
         for booking in outbox.due("cancelled", time.time()):
             self._finish_cancel(booking)
+        for booking in outbox.due("checked_in", time.time()):
+            self._announce_checked_in(booking)
 
     @config_timer("BOOKING_EXPIRY_SWEEP_SECONDS", 30.0)
     def expire_unconfirmed(self):
@@ -259,6 +384,27 @@ class BookingService:
         if booking is None or not self.tokens.matches(token, booking["token_hash"]):
             raise NotFound(NOT_FOUND)
         return booking
+
+    def _verified(self, code):
+        """The booking a convocation code stands for, if its signature is ours over its data."""
+        try:
+            reference, signature = rules.parse_code(code)
+        except ValueError:
+            raise InvalidRequest(INVALID_CODE, {"code": [INVALID_CODE]})
+        booking = self.store.get(reference)
+        if booking is None or booking.get("walk_in") or not signing.verify(
+                self.convocation_key.public_key, signature, rules.convocation_fields(booking)):
+            raise InvalidRequest(INVALID_CODE, {"code": [INVALID_CODE]})
+        return booking
+
+    def _walk_in_hours(self):
+        hours = setting(self.config, "WALK_IN_HOURS", DEFAULT_WALK_IN_HOURS)
+        rules.parse_hours(hours)  # a misconfiguration shows in the error, not as a silent "no"
+        return hours
+
+    def _announce_checked_in(self, booking):
+        if self._dispatched(booking["_id"], "booking_checked_in", rules.checked_in_event(booking)):
+            self.store.outbox.sent(booking["_id"], "checked_in")
 
     def _grace(self):
         return setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)

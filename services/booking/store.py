@@ -14,11 +14,11 @@ Whichever write comes first wins, atomically. Markers are not bookings: reads sk
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.booking.rules import ACTIVE, CANCELLED, PENDING
+from services.booking.rules import ACTIVE, CANCELLED, CHECKED_IN, PENDING
 from services.common.lease import Leases
 from services.common.outbox import Outbox
 
-OUTBOX_KINDS = ("created", "confirmed", "cancelled")
+OUTBOX_KINDS = ("created", "confirmed", "cancelled", "checked_in")
 
 
 ABANDONED_HOLD = "abandoned_hold"
@@ -37,6 +37,8 @@ class BookingStore:
         # the up-front "one e-mail, one person" check and the expiry sweep read through these
         self.bookings.create_index([("email_key", 1), ("status", 1)])
         self.bookings.create_index([("status", 1), ("confirm_by_ts", 1)])
+        # the counter's day view: one site, one day, by time
+        self.bookings.create_index([("slot.site", 1), ("slot.start", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -114,3 +116,22 @@ class BookingStore:
 
     def for_slot(self, slot_id, status=ACTIVE):
         return list(self.bookings.find({"slot.id": slot_id, "status": status}))
+
+    def check_in(self, reference, record, outbox_entry):
+        """Move an active booking to checked in, with the event to send (its own outbox).
+
+        The booking after, or None if it was not active.
+        """
+        return self.bookings.find_one_and_update(
+            {"_id": reference, "status": ACTIVE},
+            {"$set": {"status": CHECKED_IN, "checked_in": record,
+                      Outbox.field("checked_in"): outbox_entry}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def for_site_between(self, site, start, end, limit=2000):
+        """A site's bookings and walk-ins with a start in [start, end), by time."""
+        return list(self.bookings.find(
+            {"slot.site": site, "slot.start": {"$gte": start, "$lt": end}},
+            {"token_hash": 0, "token_salt": 0, "client": 0},
+        ).sort([("slot.start", 1), ("_id", 1)]).limit(limit))

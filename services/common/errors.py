@@ -85,10 +85,18 @@ class ServiceUnavailable(DomainError):
     status = 503
 
 
+@deserialize_to_instance
+class Refused(DomainError):
+    """A rule says no (a walk-in on a Wednesday, say): the message states the rule."""
+
+    code = "refused"
+    status = 409
+
+
 def describe(exc, limit=500):
     """A failure as staff read it in a parked message or event: its kind and its words."""
     return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"[:limit]
 
 
-EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, EmailHasBooking,
+EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, EmailHasBooking, Refused,
             ServiceUnavailable, PayloadTooLarge, UnsupportedMediaType)

@@ -201,10 +201,13 @@ def test_full_slot_and_invalid_request(system):
 
 def test_no_operation_renames_a_booking():
     # the only writes to a booking after creation are status moves and delivery flags
+    # (check_in moves the status; a walk-in is a new record; the others only read)
     rpc_methods = {name for name, member in vars(BookingService).items()
                    if hasattr(member, "__call__") and not name.startswith("_")}
     assert rpc_methods == {"create", "get", "confirm", "cancel", "system_cancel", "statuses",
-                           "relay_outbox", "expire_unconfirmed", "holds_in_use"}
+                           "relay_outbox", "expire_unconfirmed", "holds_in_use",
+                           "convocation", "check_in", "day_view", "register_walk_in",
+                           "walk_in_rule"}
 
 
 def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):

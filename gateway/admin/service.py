@@ -1,0 +1,431 @@
+"""Staff gateway (port 8001, internal): the counter's pages and the JSON API behind them.
+
+It owns staff accounts, sessions and the audit log (the `admin` database); everything else it
+asks of the services over bounded RPC, so a service that does not answer gives a 503 page or
+JSON, never a hang. Every endpoint checks the session and the role here, server-side. The JSON
+API takes `Authorization: Bearer`, the pages the session cookie (and a CSRF token on every
+form): a cookie never authorises an API call, so another site cannot make a browser call it.
+"""
+import time
+from datetime import date, datetime, time as clock_time, timedelta, timezone
+
+from gateway.admin import pages
+from gateway.admin.accounts import AccountLocked, LoginFailed, authenticate, new_account
+from gateway.admin.auth import (COOKIE, LOGIN_CSRF_COOKIE, AdminSettings, CsrfRefused, Forbidden,
+                                Locked, Unauthenticated, allowed, audit_entry, session_key)
+from gateway.admin.schemas import (AccountSchema, AuditQuerySchema, CheckInBodySchema,
+                                   DayQuerySchema, LoginSchema, WalkInBodySchema)
+from gateway.admin.store import AccountExists, AdminStore
+from gateway.csrf import new_binding
+from gateway.http import MAX_BODY_BYTES, json_http, json_response, read_json
+from services.common.clock import Clock
+from services.common.errors import EXPECTED, DomainError, InvalidRequest, NotFound
+from services.common.mongo import MongoStore
+from services.common.rpc import BoundedRpcProxy
+from services.common.schemas import load_or_raise
+from services.common.timeutil import PARIS, iso_utc
+
+EXPECTED_HERE = EXPECTED + (Unauthenticated, Forbidden, Locked, CsrfRefused)
+LOGIN, ACCOUNT, DAY_QUERY = LoginSchema(), AccountSchema(), DayQuerySchema()
+CHECK_IN, WALK_IN, AUDIT_QUERY = CheckInBodySchema(), WalkInBodySchema(), AuditQuerySchema()
+# a supervisor's lock lasts until a supervisor unlocks (epoch seconds far ahead: a number, not inf)
+LOCKED_FOR_GOOD = 32503680000  # 3000-01-01
+
+route = json_http
+
+
+def _iso_ts(ts):
+    return iso_utc(datetime.fromtimestamp(ts, timezone.utc)) if ts else None
+
+
+def _account_view(account):
+    locked_until = account.get("locked_until_ts", 0)
+    locked = locked_until > time.time()
+    return {"id": account["_id"], "role": account["role"], "site": account["site"],
+            "locked": locked, "locked_until": _iso_ts(locked_until) if locked else None,
+            "created_at": _iso_ts(account.get("created_ts"))}
+
+
+def _audit_view(entry):
+    return {"id": entry["_id"], "who": entry["who"], "action": entry["action"],
+            "object": entry["object"], "before": entry.get("before"), "after": entry.get("after"),
+            "at": _iso_ts(entry["at_ts"])}
+
+
+def _form(request):
+    if request.content_length and request.content_length > MAX_BODY_BYTES:
+        raise InvalidRequest("The form is too large.", {"_body": ["At most 16 KiB."]})
+    return {k: v for k, v in request.form.items() if k != "csrf"}
+
+
+class AdminGateway:
+    name = "admin_gateway"
+
+    store = MongoStore("admin", AdminStore)
+    booking = BoundedRpcProxy("booking")
+    fraud = BoundedRpcProxy("fraud")
+    settings = AdminSettings()
+    clock = Clock()
+
+    # -- public bits ---------------------------------------------------------------------------
+
+    @route("GET", "/health", expected_exceptions=EXPECTED_HERE)
+    def health(self, request):
+        return {"status": "ok"}
+
+    @route("GET", "/static/admin.css", expected_exceptions=EXPECTED_HERE)
+    def stylesheet(self, request):
+        return pages.css()
+
+    # -- JSON API ------------------------------------------------------------------------------
+
+    @route("POST", "/api/login", expected_exceptions=EXPECTED_HERE)
+    def api_login(self, request):
+        data = load_or_raise(LOGIN, read_json(request), InvalidRequest)
+        signed, record = self._log_in(data["username"], data["password"])
+        return 201, {"token": signed, "expires_at": _iso_ts(record["expires_ts"]),
+                     "username": record["username"], "role": record["role"], "site": record["site"]}
+
+    @route("POST", "/api/logout", expected_exceptions=EXPECTED_HERE)
+    def api_logout(self, request):
+        staff = self._api_staff(request, "agent")
+        self._log_out(staff)
+        return {"logged_out": True}
+
+    @route("GET", "/api/me", expected_exceptions=EXPECTED_HERE)
+    def api_me(self, request):
+        staff = self._api_staff(request, "agent")
+        return {"username": staff["username"], "role": staff["role"], "site": staff["site"]}
+
+    @route("GET", "/api/day", expected_exceptions=EXPECTED_HERE)
+    def api_day(self, request):
+        staff = self._api_staff(request, "agent")
+        return self._day(staff, request.args.to_dict())
+
+    @route("POST", "/api/checkin", expected_exceptions=EXPECTED_HERE)
+    def api_check_in(self, request):
+        staff = self._api_staff(request, "agent")
+        outcome = self._check_in(staff, read_json(request))
+        if outcome["result"] == "refused":
+            return json_response(409, dict(outcome, error="check_in_refused", fields={}))
+        return outcome
+
+    @route("POST", "/api/walk-ins", expected_exceptions=EXPECTED_HERE)
+    def api_walk_in(self, request):
+        staff = self._api_staff(request, "agent")
+        return 201, self._walk_in(staff, read_json(request))
+
+    @route("GET", "/api/accounts", expected_exceptions=EXPECTED_HERE)
+    def api_accounts(self, request):
+        self._api_staff(request, "supervisor")
+        return {"accounts": [_account_view(a) for a in self.store.all_accounts()]}
+
+    @route("POST", "/api/accounts", expected_exceptions=EXPECTED_HERE)
+    def api_create_account(self, request):
+        staff = self._api_staff(request, "supervisor")
+        return 201, self._create_account(staff, read_json(request))
+
+    @route("POST", "/api/accounts/<username>/<action>", expected_exceptions=EXPECTED_HERE)
+    def api_lock(self, request, username, action):
+        staff = self._api_staff(request, "supervisor")
+        return self._lock(staff, username, action)
+
+    @route("GET", "/api/audit", expected_exceptions=EXPECTED_HERE)
+    def api_audit(self, request):
+        self._api_staff(request, "supervisor")
+        return {"entries": self._audit(request.args.to_dict())}
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    @route("GET", "/", expected_exceptions=EXPECTED_HERE)
+    def home(self, request):
+        return pages.redirect("/day")
+
+    @route("GET", "/login", expected_exceptions=EXPECTED_HERE)
+    def login_page(self, request):
+        return self._login_form(request)
+
+    @route("POST", "/login", expected_exceptions=EXPECTED_HERE)
+    def login_submit(self, request):
+        binding = request.cookies.get(LOGIN_CSRF_COOKIE)
+        if not self.settings.csrf.valid(request.form.get("csrf"), binding):
+            return self._login_form(request, CsrfRefused.default_message, 403)
+        try:
+            data = load_or_raise(LOGIN, _form(request), InvalidRequest)
+            signed, _ = self._log_in(data["username"], data["password"])
+        except DomainError as error:
+            return self._login_form(request, error.message, error.status)
+        response = pages.redirect("/day")
+        self.settings.cookie(response, signed)
+        return response
+
+    @route("POST", "/logout", expected_exceptions=EXPECTED_HERE)
+    def logout_page(self, request):
+        def handle(staff):
+            self._check_csrf(request, staff)
+            self._log_out(staff)
+            response = pages.redirect("/login")
+            self.settings.clear_cookie(response)
+            return response
+        return self._page(request, "agent", handle)
+
+    @route("GET", "/day", expected_exceptions=EXPECTED_HERE)
+    def day_page(self, request):
+        def handle(staff):
+            day = self._day(staff, request.args.to_dict())
+            return self._render(staff, "day.html.j2", day=day, **self._day_links(staff, day))
+        return self._page(request, "agent", handle)
+
+    @route("GET", "/checkin", expected_exceptions=EXPECTED_HERE)
+    def check_in_page(self, request):
+        return self._page(request, "agent", lambda staff: self._render(
+            staff, "checkin.html.j2", values={}, errors={}, message=None, focus="code"))
+
+    @route("POST", "/checkin", expected_exceptions=EXPECTED_HERE)
+    def check_in_submit(self, request):
+        def handle(staff):
+            self._check_csrf(request, staff)
+            values = _form(request)
+            if values.get("code") and not (values.get("family_name") or "").strip():
+                # the scanner typed the code and Enter: now the names read on the document
+                return self._render(staff, "checkin.html.j2", values=values, errors={},
+                                    message="Saisissez le nom lu sur la pièce d'identité.",
+                                    focus="family_name")
+            try:
+                outcome = self._check_in(staff, values)
+            except InvalidRequest as error:
+                return self._render(staff, "checkin.html.j2", status=400, values=values,
+                                    errors=error.fields, message=error.message, focus="code")
+            return self._render(staff, "checkin_result.html.j2", outcome=outcome,
+                                status=409 if outcome["result"] == "refused" else 200)
+        return self._page(request, "agent", handle)
+
+    @route("GET", "/walk-in", expected_exceptions=EXPECTED_HERE)
+    def walk_in_page(self, request):
+        return self._page(request, "agent", lambda staff: self._render(
+            staff, "walk_in.html.j2", values={"procedure": "renewal_10y"}, errors={},
+            message=None, rule=self.booking.walk_in_rule()["text"], created=None))
+
+    @route("POST", "/walk-in", expected_exceptions=EXPECTED_HERE)
+    def walk_in_submit(self, request):
+        def handle(staff):
+            self._check_csrf(request, staff)
+            values = _form(request)
+            try:
+                created = self._walk_in(staff, values)
+            except DomainError as error:
+                if error.status == 503:
+                    raise
+                return self._render(staff, "walk_in.html.j2", status=error.status, values=values,
+                                    errors=error.fields, message=error.message,
+                                    rule=self.booking.walk_in_rule()["text"], created=None)
+            return self._render(staff, "walk_in.html.j2", values={"procedure": "renewal_10y"},
+                                errors={}, message=None, created=created,
+                                rule=self.booking.walk_in_rule()["text"])
+        return self._page(request, "agent", handle)
+
+    @route("GET", "/audit", expected_exceptions=EXPECTED_HERE)
+    def audit_page(self, request):
+        def handle(staff):
+            query = request.args.to_dict()
+            return self._render(staff, "audit.html.j2", entries=self._audit(query), query=query)
+        return self._page(request, "supervisor", handle)
+
+    @route("GET", "/accounts", expected_exceptions=EXPECTED_HERE)
+    def accounts_page(self, request):
+        return self._page(request, "supervisor", lambda staff: self._accounts_form(staff))
+
+    @route("POST", "/accounts", expected_exceptions=EXPECTED_HERE)
+    def accounts_submit(self, request):
+        def handle(staff):
+            self._check_csrf(request, staff)
+            values = _form(request)
+            try:
+                if values.get("action") in ("lock", "unlock"):
+                    self._lock(staff, values.get("username", ""), values["action"])
+                else:
+                    values.pop("action", None)
+                    self._create_account(staff, values)
+            except (InvalidRequest, NotFound) as error:
+                values.pop("password", None)
+                return self._accounts_form(staff, values, error.fields, error.message, error.status)
+            return pages.redirect("/accounts")
+        return self._page(request, "supervisor", handle)
+
+    # -- the work, shared by pages and API -------------------------------------------------------
+
+    def _log_in(self, username, password):
+        settings, now_ts = self.settings, time.time()
+        try:
+            account = authenticate(self.store, username, password, now_ts,
+                                   settings.max_failures, settings.lock_seconds)
+        except LoginFailed as failed:
+            # an unknown name may be a password typed in the wrong field: not written down
+            who = username if failed.known else "unknown"
+            self._record(who, "login_failed", f"account:{who}")
+            raise Unauthenticated("Identifiant ou mot de passe incorrect. / Wrong username or password.")
+        except AccountLocked as locked:
+            self._record(username, "login_refused_locked", f"account:{username}",
+                         after={"locked_until": _iso_ts(locked.until_ts)})
+            raise Locked()
+        signed, record = settings.new_session(account, now_ts)
+        self.store.add_session(record)
+        self._record(account["_id"], "login", f"account:{account['_id']}")
+        return signed, record
+
+    def _log_out(self, staff):
+        self.store.end_session(staff["_id"])
+        self._record(staff["username"], "logout", f"account:{staff['username']}")
+
+    def _day(self, staff, args):
+        query = load_or_raise(DAY_QUERY, args, InvalidRequest)
+        site = query["site"] or staff["site"]
+        if site != staff["site"] and not allowed(staff["role"], "supervisor"):
+            raise Forbidden("Agents see the bookings of their own site only. / "
+                            "Un agent ne voit que son site.")
+        day = query["date"] or self._today()
+        return self.booking.day_view(site, day.isoformat())
+
+    def _check_in(self, staff, body):
+        data = load_or_raise(CHECK_IN, body, InvalidRequest)
+        outcome = self.booking.check_in(dict(data, site=staff["site"], day=self._today().isoformat(),
+                                             agent=staff["username"]))
+        reference = outcome["booking"]["id"]
+        if outcome["result"] == "checked_in":
+            self._record(staff["username"], "check_in", f"booking:{reference}",
+                         {"status": "active"}, {"status": "checked_in"})
+        elif outcome["reason"] == "name_mismatch":
+            self._record(staff["username"], "check_in_name_mismatch", f"booking:{reference}",
+                         {"status": "active"},
+                         {"status": "cancelled", "cancel_reason": "name_mismatch"})
+        if outcome["booking"].get("cancel_reason") in pages.FRAUD_REASONS:
+            outcome["fraud_decisions"] = self._fraud_decisions(reference)
+        return outcome
+
+    def _fraud_decisions(self, reference):
+        try:
+            return self.fraud.decisions_for(reference)
+        except DomainError:
+            return None  # the booking's own evidence is shown; fraud's detail when it answers
+
+    def _walk_in(self, staff, body):
+        data = load_or_raise(WALK_IN, body, InvalidRequest)
+        created = self.booking.register_walk_in(dict(
+            data, birth_date=data["birth_date"].isoformat(), site=staff["site"],
+            agent=staff["username"]))
+        self._record(staff["username"], "walk_in_registered", f"booking:{created['id']}", None,
+                     {"status": created["status"], "procedure": created["procedure"],
+                      "site": created["site"]})
+        return created
+
+    def _create_account(self, staff, body):
+        data = load_or_raise(ACCOUNT, body, InvalidRequest)
+        try:
+            account = new_account(data["username"], data["password"], data["role"], data["site"],
+                                  time.time())
+            self.store.create_account(account)
+        except AccountExists:
+            raise InvalidRequest("This username is taken.", {"username": ["Taken."]})
+        view = _account_view(account)
+        self._record(staff["username"], "account_created", f"account:{account['_id']}", None,
+                     {"role": account["role"], "site": account["site"]})
+        return view
+
+    def _lock(self, staff, username, action):
+        if action not in ("lock", "unlock"):
+            raise NotFound("Unknown action.")
+        account = self.store.account(username) if isinstance(username, str) else None
+        if account is None:
+            raise NotFound("No such account.")
+        if username == staff["username"]:
+            raise InvalidRequest("You cannot lock yourself out.", {"username": ["Your own account."]})
+        before = {"locked": account.get("locked_until_ts", 0) > time.time()}
+        if action == "lock":
+            self.store.lock(username, LOCKED_FOR_GOOD)
+            self.store.end_sessions_of(username)  # a lock takes effect at once
+        else:
+            self.store.unlock(username)
+        self._record(staff["username"], f"account_{action}ed", f"account:{username}", before,
+                     {"locked": action == "lock"})
+        return _account_view(self.store.account(username))
+
+    def _audit(self, args):
+        query = load_or_raise(AUDIT_QUERY, args, InvalidRequest)
+        since = until = None
+        if query["day"]:
+            start = datetime.combine(query["day"], clock_time(0), tzinfo=PARIS)
+            since, until = start.timestamp(), (start + timedelta(days=1)).timestamp()
+        return [_audit_view(e) for e in self.store.find_audit(query["person"], query["object"],
+                                                              since, until)]
+
+    def _record(self, who, action, obj, before=None, after=None):
+        self.store.append_audit(audit_entry(who, action, obj, before, after))
+
+    def _today(self):
+        return self.clock.now().astimezone(PARIS).date()
+
+    # -- sessions, roles, CSRF -------------------------------------------------------------------
+
+    def _staff(self, signed):
+        session_id = self.settings.session_id(signed)
+        if session_id is None:
+            return None
+        staff = self.store.session(session_key(session_id))
+        if staff is None or staff["expires_ts"] <= time.time():
+            return None
+        return staff
+
+    def _api_staff(self, request, role):
+        header = request.headers.get("Authorization", "")
+        signed = header[7:].strip() if header.lower().startswith("bearer ") else None
+        staff = self._staff(signed)
+        if staff is None:
+            raise Unauthenticated()
+        if not allowed(staff["role"], role):
+            raise Forbidden()
+        return staff
+
+    def _page(self, request, role, handle):
+        """Run a page handler for a logged-in member of staff with `role`, or say why not."""
+        staff = self._staff(request.cookies.get(COOKIE))
+        if staff is None:
+            return pages.redirect("/login")
+        if not allowed(staff["role"], role):
+            return self._render(staff, "error.html.j2", status=403, code=403,
+                                message=Forbidden.default_message)
+        try:
+            return handle(staff)
+        except DomainError as error:
+            return self._render(staff, "error.html.j2", status=error.status, code=error.status,
+                                message=error.message)
+
+    def _check_csrf(self, request, staff):
+        if not self.settings.csrf.valid(request.form.get("csrf"), staff["session_id_for_csrf"]):
+            raise CsrfRefused()
+
+    def _render(self, staff, template, status=200, **values):
+        return pages.render(template, status=status, staff=staff,
+                            csrf=self.settings.csrf.issue(staff["session_id_for_csrf"]), **values)
+
+    def _login_form(self, request, message=None, status=200):
+        binding = request.cookies.get(LOGIN_CSRF_COOKIE) or new_binding()
+        response = pages.render("login.html.j2", status=status, message=message,
+                                csrf=self.settings.csrf.issue(binding))
+        response.set_cookie(LOGIN_CSRF_COOKIE, binding, httponly=True, samesite="Strict",
+                            secure=self.settings.cookie_secure, path="/login")
+        return response
+
+    def _accounts_form(self, staff, values=None, errors=None, message=None, status=200):
+        return self._render(staff, "accounts.html.j2", status=status,
+                            accounts=[_account_view(a) for a in self.store.all_accounts()],
+                            values=values or {"role": "agent", "site": staff["site"]},
+                            errors=errors or {}, message=message)
+
+    def _day_links(self, staff, day):
+        current = date.fromisoformat(day["day"])
+        link = "/day?site={}&date={}".format
+        return {"previous": link(day["site"], current - timedelta(days=1)),
+                "next": link(day["site"], current + timedelta(days=1)),
+                "today": link(day["site"], self._today()),
+                "sites": {code: link(code, current) for code in pages.SITES}
+                if allowed(staff["role"], "supervisor") else {}}
