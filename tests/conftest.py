@@ -53,6 +53,7 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         RPC_TIMEOUT=3,
         OUTBOX_GRACE_SECONDS=1,
         OUTBOX_RELAY_SECONDS=0.5,
+        RELEASE_TIMER_SECONDS=0.3,
         TRUSTED_PROXIES="127.0.0.1,::1",
         max_workers=30,
     )

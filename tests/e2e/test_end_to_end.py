@@ -14,7 +14,7 @@ def test_book_over_http_see_the_event_on_the_bus_and_get_the_mail(system, http, 
     system.wait_ready()
     system.wait_consuming("evt-booking-booking_created--notify")
     with system.rpc() as rpc:
-        rpc.slots.create_from_plan(plan(procedure="first_application", desks=2))
+        rpc.slots.create_from_plan(plan(procedure="first_application", desks=2), release="now")
     listener = bus("booking")
 
     slots = http.get("/api/slots", params={"procedure": "first_application"}).json()["slots"]
