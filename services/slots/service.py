@@ -182,7 +182,8 @@ class SlotsService:
         """M2: `desks` more places on each future slot of a plan (optionally between two dates).
 
         Places on scheduled slots go with their batch; on open slots they are held back and
-        come back at one random instant drawn like a batch's, so nobody learns when.
+        come back at a random instant drawn like a batch's (or, for a slot too close for
+        that, like a freed place's), so nobody learns when.
         """
         args = validated(ADD_DESKS, plan_id=plan_id, desks=desks, date_from=date_from,
                          date_to=date_to)
@@ -190,15 +191,9 @@ class SlotsService:
             raise NotFound("No plan with this id.", {"plan_id": ["Unknown plan."]})
         now = self.clock.now()
         slots = [s for s in self.store.of_plan(args["plan_id"], now) if _within(s, args)]
-        due_ts = None
         counts = {"scheduled": 0, "open": 0}
         for slot in slots:
-            if slot["state"] == rules.OPEN and due_ts is None:
-                policy = self.policy
-                first = min(s["start"] for s in slots if s["state"] == rules.OPEN)
-                due_ts = draw.to_ts(draw.release_instant(first, now, policy, policy.rng))
-            state = self.store.add_places(slot["_id"], args["desks"],
-                                          due_ts if due_ts is not None else draw.to_ts(now))
+            state = self.store.add_places(slot["_id"], args["desks"], self._added_return(slot, now))
             counts["open" if state == rules.OPEN else "scheduled"] += 1
         log.info("plan %s: %d places added on %d slots", args["plan_id"], args["desks"], len(slots))
         return {"plan_id": args["plan_id"], "slots": len(slots), "places": args["desks"] * len(slots),
@@ -310,6 +305,14 @@ class SlotsService:
         return {"slots": len(slots), "created": len(created) + len(new_scheduled),
                 "open": len(created), "scheduled": len(new_scheduled),
                 "batches": len(batches), "plan_id": plan_id}
+
+    def _added_return(self, slot, now):
+        """When places added to an open slot become bookable (epoch seconds)."""
+        policy = self.policy
+        due = draw.release_instant(slot["start"], now, policy, policy.rng)
+        if due <= now:
+            due = now + timedelta(seconds=draw.freed_place_delay(now, slot["start"], policy, policy.rng))
+        return draw.to_ts(due)
 
     def _hold_back(self, slot_id):
         slot = self.store.get(slot_id)
