@@ -7,9 +7,11 @@ import uuid
 import pytest
 import requests
 
+from services.common.signing import new_private_key_text
 from tests.helpers import BusListener
 
 TOKEN_SECRET = "test-only-secret-" + uuid.uuid4().hex
+ATTESTATION_KEY = new_private_key_text()
 
 
 def free_port():
@@ -50,6 +52,7 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         MONGO_DB_PREFIX=db_prefix,
         WEB_SERVER_ADDRESS=f"127.0.0.1:{web_port}",
         BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+        ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
         RPC_TIMEOUT=3,
         OUTBOX_GRACE_SECONDS=1,
         OUTBOX_RELAY_SECONDS=0.5,

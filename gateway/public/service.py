@@ -7,11 +7,14 @@ from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from services.common.errors import DomainError, InvalidRequest, SlotFull
 from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
 from services.common.rpc import BoundedRpcProxy
-from services.common.schemas import BookingRequestSchema, load_or_raise
+from services.common.schemas import (AttemptAccessSchema, AttemptRequestSchema, AttestationSchema,
+                                     BookingRequestSchema, load_or_raise)
 
 TOKEN_HEADER = "X-Booking-Token"
+ATTEMPT_TOKEN_HEADER = "X-Attempt-Token"
 # built once: a marshmallow Schema costs more to build than to load a request with
 SLOT_QUERY, BOOKING_REQUEST, BOOKING_ACCESS = SlotQuerySchema(), BookingRequestSchema(), BookingAccessSchema()
+ATTEMPT_REQUEST, ATTEMPT_ACCESS, ATTESTATION = AttemptRequestSchema(), AttemptAccessSchema(), AttestationSchema()
 
 
 def _walk_in(procedure):
@@ -95,6 +98,31 @@ class PublicGateway:
         access = self._access(request, reference)
         return dict(self.booking.cancel(access["reference"], access["token"]), notice=FREE_NOTICE)
 
+    # M7: evidence of failed attempts
+
+    @json_http("POST", "/api/attempts")
+    def record_attempt(self, request):
+        body = read_json(request)
+        load_or_raise(ATTEMPT_REQUEST, body, InvalidRequest)
+        recorded = self.booking.record_attempt(body)
+        return 201, dict(recorded, notice=FREE_NOTICE)
+
+    @json_http("GET", "/api/attempts/<reference>")
+    def list_attempts(self, request, reference):
+        access = self._attempt_access(request, reference)
+        return self.booking.attempts(access["reference"], access["token"])
+
+    @json_http("GET", "/api/attempts/<reference>/attestation")
+    def attestation(self, request, reference):
+        access = self._attempt_access(request, reference)
+        return self.booking.attestation(access["reference"], access["token"])
+
+    @json_http("POST", "/api/attestations/verify")
+    def verify_attestation(self, request):
+        body = read_json(request)
+        load_or_raise(ATTESTATION, body, InvalidRequest)
+        return self.booking.verify_attestation(body)
+
     # pages reached from the links in e-mails
 
     @json_http("GET", "/bookings/<reference>")
@@ -120,4 +148,9 @@ class PublicGateway:
     def _access(self, request, reference):
         token = request.headers.get(TOKEN_HEADER) or request.args.get("token") or ""
         return load_or_raise(BOOKING_ACCESS, {"reference": reference, "token": token},
+                             InvalidRequest)
+
+    def _attempt_access(self, request, reference):
+        token = request.headers.get(ATTEMPT_TOKEN_HEADER) or request.args.get("token") or ""
+        return load_or_raise(ATTEMPT_ACCESS, {"reference": reference, "token": token},
                              InvalidRequest)

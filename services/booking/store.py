@@ -7,6 +7,7 @@ never loses it. Flags and sub-documents only (no array operators, no bare dateti
 which the embedded stand-in mishandles): the same code runs on MongoDB and on the stand-in.
 """
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from services.booking.rules import ACTIVE, CANCELLED
 from services.common.lease import Leases
@@ -20,11 +21,17 @@ class BookingStore:
         self.bookings = db["bookings"]
         self.outbox = Outbox(self.bookings, OUTBOX_KINDS)
         self.leases = Leases(db["leases"])
-        self.pending = self.outbox.pending
+        # M7 evidence: attempts (their receipt through their own outbox) and per-day counters
+        self.attempts = db["attempts"]
+        self.attempt_days = db["attempt_days"]
+        self.attempt_outbox = Outbox(self.attempts, ("recorded",))
+        self.pending = self.outbox.pending + self.attempt_outbox.pending
 
     def ensure_indexes(self):
         self.outbox.ensure_indexes()
         self.bookings.create_index([("slot.id", 1)])
+        self.attempt_outbox.ensure_indexes()
+        self.attempts.create_index([("file", 1), ("at_ts", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -53,3 +60,36 @@ class BookingStore:
 
     def for_slot(self, slot_id, status=ACTIVE):
         return list(self.bookings.find({"slot.id": slot_id, "status": status}))
+
+    # -- M7: evidence of failed attempts -------------------------------------------------------
+
+    def count_attempt(self, day_key, limit):
+        """Count one more attempt for this applicant-day; False once `limit` are counted.
+
+        One conditional increment (no count over the attempts): concurrent requests cannot
+        pass the limit together.
+        """
+        for _ in range(2):
+            if self.attempt_days.find_one_and_update(
+                    {"_id": day_key, "n": {"$lt": limit}}, {"$inc": {"n": 1}}) is not None:
+                return True
+            if self.attempt_days.find_one({"_id": day_key}, {"_id": 1}) is not None:
+                return False
+            try:
+                self.attempt_days.insert_one({"_id": day_key, "n": 1})
+                return True
+            except DuplicateKeyError:
+                continue  # created meanwhile: count on it
+        return False
+
+    def insert_attempt(self, attempt):
+        self.attempts.insert_one(attempt)
+
+    def get_attempt(self, reference):
+        return self.attempts.find_one({"_id": reference})
+
+    def attempts_in(self, file, limit=500):
+        return list(self.attempts.find({"file": file}).sort([("at_ts", 1)]).limit(limit))
+
+    def attempts_by_reference(self, references):
+        return {a["_id"]: a for a in self.attempts.find({"_id": {"$in": references}})}

@@ -7,7 +7,7 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from deploy import run
-from tests.conftest import TOKEN_SECRET
+from tests.conftest import ATTESTATION_KEY, TOKEN_SECRET
 
 
 class System:
@@ -21,6 +21,7 @@ class System:
             MONGO_DB_PREFIX=config["MONGO_DB_PREFIX"],
             WEB_SERVER_ADDRESS=config["WEB_SERVER_ADDRESS"],
             BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+            ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
             RPC_TIMEOUT="10",
             OUTBOX_GRACE_SECONDS="2",
             MAX_WORKERS="60",
