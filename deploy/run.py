@@ -50,6 +50,27 @@ def token_secret():
     return path.read_text().strip()
 
 
+def attestation_key():
+    """ATTESTATION_SIGNING_KEY from the environment, else an Ed25519 key made once under var/."""
+    if os.environ.get("ATTESTATION_SIGNING_KEY"):
+        return os.environ["ATTESTATION_SIGNING_KEY"]
+    path = VAR / "attestation_signing_key"
+    if not path.exists():
+        from services.common.signing import new_private_key_text
+
+        VAR.mkdir(exist_ok=True)
+        path.write_text(new_private_key_text())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+# The demo: this share of the demo plan's slots is open at start, the rest goes into the secret
+# schedule, compressed by RELEASE_DEMO_MINUTES (a batch about every 3 minutes unless set; 0
+# gives the real weekday schedule) so that a person trying the system sees a release happen.
+DEMO_OPEN_SHARE = 0.3
+DEMO_RELEASE_MINUTES = "3"
+
+
 # Mail can wait a few seconds: during a release, notify (and its store) yield the CPU to the
 # rest. Fraud does not: the places it takes back from traffickers are for the same release.
 # Measured, alternating runs: fraud at nice 5 left its cancellations 2-3 s (p95) behind the
@@ -116,7 +137,8 @@ def load_demo_plan_if_empty(env):
     with rpc_proxy(env) as rpc:
         if not rpc.slots.is_empty():
             return 0
-        return sum(rpc.slots.create_from_plan(plan)["created"] for plan in demo_plans())
+        return sum(rpc.slots.create_from_plan(plan, release=DEMO_OPEN_SHARE)["created"]
+                   for plan in demo_plans())
 
 
 def stop_all(procs, timeout=15):
@@ -142,6 +164,8 @@ def main():
     env = dict(os.environ)
     env.setdefault("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
     env["BOOKING_TOKEN_SECRET"] = token_secret()
+    env["ATTESTATION_SIGNING_KEY"] = attestation_key()
+    env.setdefault("RELEASE_DEMO_MINUTES", DEMO_RELEASE_MINUTES)
     procs, backing = [], []
     try:
         mongo_uris = {}  # service -> its own stand-in, when there is no MONGO_URI

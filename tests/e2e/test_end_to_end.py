@@ -50,6 +50,12 @@ def test_demo_plan_loads_only_into_an_empty_database(system):
     system.wait_ready()
     assert run.load_demo_plan_if_empty(system.env) > 0
     assert run.load_demo_plan_if_empty(system.env) == 0
+    with system.rpc() as rpc:
+        # part of the demo is open at start, the rest waits in the secret schedule
+        listed = rpc.slots.list_open("renewal", date.today().isoformat(),
+                                     (date.today() + timedelta(weeks=9)).isoformat(), 1, 200)
+        assert listed["slots"]
+        assert rpc.slots.schedule_for(procedure="renewal")["batches"]
     plans = run.demo_plans(date(2027, 1, 4))
     assert plans[0]["from"] == "2027-01-05"
     assert plans[0]["to"] == (date(2027, 1, 5) + timedelta(weeks=8)).isoformat()
