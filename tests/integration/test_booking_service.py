@@ -120,7 +120,9 @@ def test_no_operation_renames_a_booking():
     # the only writes to a booking after creation are status moves and delivery flags
     rpc_methods = {name for name, member in vars(BookingService).items()
                    if hasattr(member, "__call__") and not name.startswith("_")}
-    assert rpc_methods == {"create", "get", "cancel", "system_cancel", "statuses", "relay_outbox"}
+    assert rpc_methods == {"create", "get", "cancel", "system_cancel", "statuses", "relay_outbox",
+                           # M7 evidence: these write attempts only, never a booking
+                           "record_attempt", "attempts", "attestation", "verify_attestation"}
 
 
 def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):
