@@ -57,6 +57,8 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         OUTBOX_GRACE_SECONDS=1,
         OUTBOX_RELAY_SECONDS=0.5,
         RELEASE_TIMER_SECONDS=0.3,
+        # tests look at listings right after a change; the memory has tests of its own
+        SLOT_LISTING_CACHE_SECONDS=0,
         TRUSTED_PROXIES="127.0.0.1,::1",
         max_workers=30,
     )

@@ -3,6 +3,7 @@ from gateway.http import json_http, read_json
 from gateway.public import pages
 from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
+from gateway.public.listing_cache import SlotListings
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from services.common.errors import DomainError, InvalidRequest, SlotFull
 from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
@@ -28,6 +29,7 @@ class PublicGateway:
     booking = BoundedRpcProxy("booking")
     trusted_proxies = TrustedProxies()
     full_slots = FullSlots()
+    listings = SlotListings()
 
     @json_http("GET", "/health")
     def health(self, request):
@@ -41,10 +43,12 @@ class PublicGateway:
     @json_http("GET", "/api/slots")
     def list_slots(self, request):
         query = load_or_raise(SLOT_QUERY, request.args.to_dict(), InvalidRequest)
-        found = self.slots.list_open(
-            query["procedure"], query["from_"].isoformat(), query["to"].isoformat(),
-            query["page"], query["per_page"],
-        )
+        key = (query["procedure"], query["from_"].isoformat(), query["to"].isoformat(),
+               query["page"], query["per_page"])
+        found = self.listings.get(key)
+        if found is None:
+            found = self.slots.list_open(*key)
+            self.listings.put(key, found)
         answer = {
             "slots": [
                 {key: slot[key] for key in ("id", "site", "procedure", "start", "end", "free")}

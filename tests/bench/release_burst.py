@@ -155,7 +155,7 @@ class Client(threading.Thread):
         return status
 
     def listed(self):
-        status, body = self.request("GET", f"/api/slots?procedure={PROCEDURE}&from={self.day}&to={self.day}&per_page=200")
+        status, body = self.request("GET", f"/api/slots?procedure={PROCEDURE}&from={self.day}&to={self.day}")  # the default page: 50 slots
         return [s["id"] for s in json.loads(body)["slots"]] if status == 200 else []
 
     def run(self):

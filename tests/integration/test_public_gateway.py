@@ -243,3 +243,15 @@ def test_pages_escape_what_applicants_typed(http, services):
                                                        family_name="<script>alert(1)</script>")).json()
     page = http.get(f"/bookings/{booked['reference']}", params={"token": booked["token"]})
     assert "<script>alert(1)" not in page.text and "&lt;script&gt;" in page.text
+
+
+@pytest.mark.parametrize("gateway_config", [{"SLOT_LISTING_CACHE_SECONDS": 1}], indirect=True)
+def test_a_listing_is_served_again_for_a_second_and_never_books_beyond_capacity(http, services):
+    slot_id = first_slot_id(http)
+    assert http.post("/api/bookings", json=applicant(slot_id)).status_code == 201
+    # the same listing a moment later: served from the gateway's memory, slot still shown
+    assert first_slot_id(http) == slot_id
+    # what is shown does not decide: the slots database refuses the full slot
+    assert http.post("/api/bookings", json=applicant(slot_id, email="b@example.org")).status_code == 409
+    time.sleep(1.1)
+    assert first_slot_id(http) != slot_id

@@ -151,3 +151,21 @@ def test_a_freed_place_on_a_close_slot_comes_back_in_what_is_left_never_at_once(
             assert delay <= minutes_left * 60
             assert delay >= min(POLICY.freed_min, minutes_left * 60 / 2)
     assert draw.freed_place_delay(now, now - timedelta(minutes=1), POLICY, rng) == 0.0
+
+
+# -- the gateway's listing memory ------------------------------------------------------------
+
+def test_listing_memory_serves_an_answer_again_only_while_young():
+    from gateway.public.listing_cache import ListingMemory
+
+    now = [100.0]
+    memory = ListingMemory(1.0, clock=lambda: now[0])
+    assert memory.get("k") is None
+    memory.put("k", {"slots": [1]})
+    now[0] += 0.9
+    assert memory.get("k") == {"slots": [1]}
+    now[0] += 0.2
+    assert memory.get("k") is None
+    off = ListingMemory(0, clock=lambda: now[0])
+    off.put("k", {"slots": [1]})
+    assert off.get("k") is None
