@@ -105,6 +105,20 @@ def convocation_key():
     return local_secret("CONVOCATION_SIGNING_KEY", "convocation_signing_key", new_private_key_text)
 
 
+def attestation_key():
+    """ATTESTATION_SIGNING_KEY (Ed25519), else a local key made once under var/."""
+    from services.common.signing import new_private_key_text
+
+    return local_secret("ATTESTATION_SIGNING_KEY", "attestation_signing_key", new_private_key_text)
+
+
+# The demo: this share of the demo plan's slots is open at start, the rest goes into the secret
+# schedule, compressed by RELEASE_DEMO_MINUTES (a batch about every 3 minutes unless set; 0
+# gives the real weekday schedule) so that a person trying the system sees a release happen.
+DEMO_OPEN_SHARE = 0.3
+DEMO_RELEASE_MINUTES = "3"
+
+
 # Mail can wait a few seconds: during a release, notify (and its store) yield the CPU to the
 # rest. Fraud does not: the places it takes back from traffickers are for the same release.
 # Measured, alternating runs: fraud at nice 5 left its cancellations 2-3 s (p95) behind the
@@ -257,7 +271,8 @@ def load_demo_plan_if_empty(env):
     with rpc_proxy(env) as rpc:
         if not rpc.slots.is_empty():
             return 0
-        return sum(rpc.slots.create_from_plan(plan)["created"] for plan in demo_plans())
+        return sum(rpc.slots.create_from_plan(plan, release=DEMO_OPEN_SHARE)["created"]
+                   for plan in demo_plans())
 
 
 def stop_all(procs, grace=STOP_GRACE_SECONDS):
@@ -330,6 +345,8 @@ def main():
     env["BOOKING_TOKEN_SECRET"] = token_secret()
     env["CONVOCATION_SIGNING_KEY"] = convocation_key()
     env["ADMIN_SECRET_KEY"] = local_secret("ADMIN_SECRET_KEY", "admin_secret_key")
+    env["ATTESTATION_SIGNING_KEY"] = attestation_key()
+    env.setdefault("RELEASE_DEMO_MINUTES", DEMO_RELEASE_MINUTES)
     services, backing, group = [], [], ProcessGroup()
     try:
         mongo_uris = {}  # service -> its own stand-in, when there is no MONGO_URI

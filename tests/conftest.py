@@ -14,6 +14,7 @@ TOKEN_SECRET = "test-only-secret-" + uuid.uuid4().hex
 ADMIN_SECRET = "test-only-admin-secret-" + uuid.uuid4().hex
 # a fresh Ed25519 key per test session: convocations signed in one run verify only in that run
 CONVOCATION_KEY = new_private_key_text()
+ATTESTATION_KEY = new_private_key_text()
 
 
 def free_port():
@@ -56,9 +57,13 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         BOOKING_TOKEN_SECRET=TOKEN_SECRET,
         CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
         ADMIN_SECRET_KEY=ADMIN_SECRET,
+        ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
         RPC_TIMEOUT=3,
         OUTBOX_GRACE_SECONDS=1,
         OUTBOX_RELAY_SECONDS=0.5,
+        RELEASE_TIMER_SECONDS=0.3,
+        # tests look at listings right after a change; the memory has tests of its own
+        SLOT_LISTING_CACHE_SECONDS=0,
         TRUSTED_PROXIES="127.0.0.1,::1",
         max_workers=30,
     )

@@ -5,15 +5,19 @@ from gateway.http import json_http, read_json
 from gateway.public import convocation, pages
 from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
+from gateway.public.listing_cache import SlotListings
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from services.common.errors import DomainError, InvalidRequest, ServiceUnavailable, SlotFull
 from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
 from services.common.rpc import BoundedRpcProxy
-from services.common.schemas import BookingRequestSchema, load_or_raise
+from services.common.schemas import (AttemptAccessSchema, AttemptRequestSchema, AttestationSchema,
+                                     BookingRequestSchema, load_or_raise)
 
 TOKEN_HEADER = "X-Booking-Token"
+ATTEMPT_TOKEN_HEADER = "X-Attempt-Token"
 # built once: a marshmallow Schema costs more to build than to load a request with
 SLOT_QUERY, BOOKING_REQUEST, BOOKING_ACCESS = SlotQuerySchema(), BookingRequestSchema(), BookingAccessSchema()
+ATTEMPT_REQUEST, ATTEMPT_ACCESS, ATTESTATION = AttemptRequestSchema(), AttemptAccessSchema(), AttestationSchema()
 
 
 def _walk_in(procedure):
@@ -27,6 +31,7 @@ class PublicGateway:
     booking = BoundedRpcProxy("booking")
     trusted_proxies = TrustedProxies()
     full_slots = FullSlots()
+    listings = SlotListings()
 
     @json_http("GET", "/health")
     def health(self, request):
@@ -42,10 +47,12 @@ class PublicGateway:
         query = load_or_raise(SLOT_QUERY, request.args.to_dict(), InvalidRequest)
         # the JSON API shows decoys like any slot (a script reading it can book one, a
         # person using the pages never sees one); only named fields go out, none tells
-        found = self.slots.list_open(
-            query["procedure"], query["from_"].isoformat(), query["to"].isoformat(),
-            query["page"], query["per_page"], include_decoys=True,
-        )
+        key = (query["procedure"], query["from_"].isoformat(), query["to"].isoformat(),
+               query["page"], query["per_page"])
+        found = self.listings.get(key)
+        if found is None:
+            found = self.slots.list_open(*key, include_decoys=True)
+            self.listings.put(key, found)
         answer = {
             "slots": [
                 {key: slot[key] for key in ("id", "site", "procedure", "start", "end", "free")}
@@ -111,6 +118,31 @@ class PublicGateway:
     def cancel_booking(self, request, reference):
         access = self._access(request, reference)
         return dict(self.booking.cancel(access["reference"], access["token"]), notice=FREE_NOTICE)
+
+    # M7: evidence of failed attempts
+
+    @json_http("POST", "/api/attempts")
+    def record_attempt(self, request):
+        body = read_json(request)
+        load_or_raise(ATTEMPT_REQUEST, body, InvalidRequest)
+        recorded = self.booking.record_attempt(body)
+        return 201, dict(recorded, notice=FREE_NOTICE)
+
+    @json_http("GET", "/api/attempts/<reference>")
+    def list_attempts(self, request, reference):
+        access = self._attempt_access(request, reference)
+        return self.booking.attempts(access["reference"], access["token"])
+
+    @json_http("GET", "/api/attempts/<reference>/attestation")
+    def attestation(self, request, reference):
+        access = self._attempt_access(request, reference)
+        return self.booking.attestation(access["reference"], access["token"])
+
+    @json_http("POST", "/api/attestations/verify")
+    def verify_attestation(self, request):
+        body = read_json(request)
+        load_or_raise(ATTESTATION, body, InvalidRequest)
+        return self.booking.verify_attestation(body)
 
     # pages reached from the links in e-mails
 
@@ -178,4 +210,9 @@ class PublicGateway:
     def _access(self, request, reference):
         token = request.headers.get(TOKEN_HEADER) or request.args.get("token") or ""
         return load_or_raise(BOOKING_ACCESS, {"reference": reference, "token": token},
+                             InvalidRequest)
+
+    def _attempt_access(self, request, reference):
+        token = request.headers.get(ATTEMPT_TOKEN_HEADER) or request.args.get("token") or ""
+        return load_or_raise(ATTEMPT_ACCESS, {"reference": reference, "token": token},
                              InvalidRequest)

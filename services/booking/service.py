@@ -10,18 +10,20 @@ from nameko.extensions import DependencyProvider
 from pymongo.errors import DuplicateKeyError
 from pymongo.errors import PyMongoError
 
-from services.booking import rules
+from services.booking import evidence, rules
 from services.booking.schemas import CheckInSchema, DayQuerySchema, WalkInSchema
 from services.booking.store import BookingStore
 from services.common import signing
 from services.common.clock import Clock
-from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, NotFound, Refused,
-                                    ServiceUnavailable)
+from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, NotFound,
+                                    PlacesAvailable, Refused, ServiceUnavailable,
+                                    TooManyAttempts)
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
-from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
+from services.common.schemas import (AttemptAccessSchema, AttemptRequestSchema, AttestationSchema,
+                                     BookingRequestSchema, ClientSchema, load_or_raise)
 from services.common.settings import setting
 from services.common.timers import config_timer
 from services.common.timeutil import iso_utc, parse_iso, utcnow
@@ -41,6 +43,8 @@ BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
 CHECK_IN, DAY_QUERY, WALK_IN = CheckInSchema(), DayQuerySchema(), WalkInSchema()
 INVALID_CODE = "Code de convocation invalide (falsifié, modifié ou inconnu). / Invalid convocation code."
 DEFAULT_WALK_IN_HOURS = "08:30-12:00"
+ATTEMPT_REQUEST, ATTEMPT_ACCESS, ATTESTATION = AttemptRequestSchema(), AttemptAccessSchema(), AttestationSchema()
+NO_ATTEMPT = "No recorded attempt with this reference and token."
 
 
 class Tokens(DependencyProvider):
@@ -72,6 +76,20 @@ class ConvocationKey(DependencyProvider):
         return self
 
 
+class AttestationKey(DependencyProvider):
+    """The Ed25519 key that signs attestations (M7); the service refuses to start without it."""
+
+    def setup(self):
+        try:
+            self.key = signing.load_private_key(self.container.config.get("ATTESTATION_SIGNING_KEY"))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"ATTESTATION_SIGNING_KEY must be an Ed25519 private key (PEM or base64): {exc}")
+
+    def get_dependency(self, worker_ctx):
+        return self.key
+
+
 class BookingService:
     name = "booking"
 
@@ -86,6 +104,7 @@ class BookingService:
     config = Config()
     instance = InstanceId()
     deadline = RequestDeadline()
+    attestation_key = AttestationKey()
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, request, client):
@@ -340,6 +359,76 @@ class BookingService:
         return {"procedure": "renewal_10y", "hours": self._walk_in_hours(),
                 "text": rules.walk_in_rule_text(self._walk_in_hours())}
 
+    # -- M7: evidence of failed attempts -----------------------------------------------------
+
+    @rpc(expected_exceptions=EXPECTED)
+    def record_attempt(self, request):
+        """Record that nothing was bookable for a procedure; e-mail a receipt (attempt_recorded).
+
+        Refused while a place is bookable for the procedure (book it instead), and past
+        ATTEMPTS_PER_DAY recorded attempts per applicant and Paris day.
+        """
+        data = load_or_raise(ATTEMPT_REQUEST, request, InvalidRequest)
+        if self.slots.any_bookable(data["procedure"]):
+            raise PlacesAvailable(
+                "Places are bookable for this procedure right now: book one instead.",
+                {"procedure": ["Places are bookable right now."]})
+        now = utcnow()
+        number, email = data.get("foreigner_number"), data["email"]
+        limit = setting(self.config, "ATTEMPTS_PER_DAY", 3)
+        if not self.store.count_attempt(evidence.day_key(number, email, now), limit):
+            raise TooManyAttempts(
+                f"At most {limit} attempts can be recorded per person and per day. "
+                "The ones already recorded are kept.", {})
+        reference = evidence.new_attempt_reference()
+        salt = rules.new_salt()
+        token = self.tokens.token_for(reference, salt)
+        attempt = {
+            "_id": reference, "file": evidence.file_id(number, email),
+            "procedure": data["procedure"], "email": email, "foreigner_number": number,
+            "at": now, "at_ts": now.timestamp(),
+            "token_hash": rules.TokenSigner.hash_token(token), "token_salt": salt,
+            "outbox": {"recorded": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())},
+        }
+        self.store.insert_attempt(attempt)
+        self._announce_attempt(attempt, token)
+        return dict(evidence.attempt_view(attempt), token=token)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def attempts(self, reference, token):
+        """The attempts in the file of the holder of a receipt, oldest first."""
+        attempt = self._owned_attempt(reference, token)
+        found = self.store.attempts_in(attempt["file"])
+        return {"attempts": [evidence.attempt_view(a) for a in found]}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def attestation(self, reference, token):
+        """The signed attestation of every attempt in the receipt holder's file."""
+        attempt = self._owned_attempt(reference, token)
+        fields = evidence.attestation_fields(self.store.attempts_in(attempt["file"]), utcnow())
+        return {"attestation": fields, "signature": signing.sign(self.attestation_key, fields)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def verify_attestation(self, document):
+        """Is this attestation ours, unchanged, and are its attempts on record? (staff, anyone)"""
+        data = load_or_raise(ATTESTATION, document, InvalidRequest)
+        fields = data["attestation"]
+        signed = signing.verify(self.attestation_key.public_key(), data["signature"], fields)
+        listed = fields.get("attempts")
+        references = [a.get("reference") for a in listed if isinstance(a, dict)][:500] \
+            if isinstance(listed, list) else []
+        on_record = signed and evidence.attempts_match(
+            listed, self.store.attempts_by_reference([r for r in references if isinstance(r, str)]),
+            fields.get("file"))
+        if not signed:
+            message = "The signature does not match: this attestation was not issued as shown."
+        elif not on_record:
+            message = "The signature is valid, but its attempts are not all on record."
+        else:
+            message = "Valid: issued by the prefecture, and every attempt is on record."
+        return {"valid": bool(signed and on_record), "signature_valid": signed,
+                "attempts_on_record": bool(on_record), "message": message}
+
     # a safety net for failed dispatches, not the normal path
     @config_timer("OUTBOX_RELAY_SECONDS", 5.0)
     def relay_outbox(self):
@@ -361,6 +450,8 @@ class BookingService:
             self._finish_cancel(booking)
         for booking in outbox.due("checked_in", time.time()):
             self._announce_checked_in(booking)
+        for attempt in self.store.attempt_outbox.due("recorded", time.time()):
+            self._announce_attempt(attempt, self.tokens.token_for(attempt["_id"], attempt["token_salt"]))
 
     @config_timer("BOOKING_EXPIRY_SWEEP_SECONDS", 30.0)
     def expire_unconfirmed(self):
@@ -405,6 +496,18 @@ class BookingService:
     def _announce_checked_in(self, booking):
         if self._dispatched(booking["_id"], "booking_checked_in", rules.checked_in_event(booking)):
             self.store.outbox.sent(booking["_id"], "checked_in")
+
+    def _owned_attempt(self, reference, token):
+        access = load_or_raise(ATTEMPT_ACCESS, {"reference": reference, "token": token},
+                               InvalidRequest)
+        attempt = self.store.get_attempt(access["reference"])
+        if attempt is None or not self.tokens.matches(access["token"], attempt["token_hash"]):
+            raise NotFound(NO_ATTEMPT)
+        return attempt
+
+    def _announce_attempt(self, attempt, token):
+        if self._dispatched(attempt["_id"], "attempt_recorded", evidence.recorded_event(attempt, token)):
+            self.store.attempt_outbox.sent(attempt["_id"], "recorded")
 
     def _grace(self):
         return setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)

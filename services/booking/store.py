@@ -29,7 +29,11 @@ class BookingStore:
         self.bookings = db["bookings"]
         self.outbox = Outbox(self.bookings, OUTBOX_KINDS)
         self.leases = Leases(db["leases"])
-        self.pending = self.outbox.pending
+        # M7 evidence: attempts (their receipt through their own outbox) and per-day counters
+        self.attempts = db["attempts"]
+        self.attempt_days = db["attempt_days"]
+        self.attempt_outbox = Outbox(self.attempts, ("recorded",))
+        self.pending = self.outbox.pending + self.attempt_outbox.pending
 
     def ensure_indexes(self):
         self.outbox.ensure_indexes()
@@ -39,6 +43,8 @@ class BookingStore:
         self.bookings.create_index([("status", 1), ("confirm_by_ts", 1)])
         # the counter's day view: one site, one day, by time
         self.bookings.create_index([("slot.site", 1), ("slot.start", 1)])
+        self.attempt_outbox.ensure_indexes()
+        self.attempts.create_index([("file", 1), ("at_ts", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -135,3 +141,36 @@ class BookingStore:
             {"slot.site": site, "slot.start": {"$gte": start, "$lt": end}},
             {"token_hash": 0, "token_salt": 0, "client": 0},
         ).sort([("slot.start", 1), ("_id", 1)]).limit(limit))
+
+    # -- M7: evidence of failed attempts -------------------------------------------------------
+
+    def count_attempt(self, day_key, limit):
+        """Count one more attempt for this applicant-day; False once `limit` are counted.
+
+        One conditional increment (no count over the attempts): concurrent requests cannot
+        pass the limit together.
+        """
+        for _ in range(2):
+            if self.attempt_days.find_one_and_update(
+                    {"_id": day_key, "n": {"$lt": limit}}, {"$inc": {"n": 1}}) is not None:
+                return True
+            if self.attempt_days.find_one({"_id": day_key}, {"_id": 1}) is not None:
+                return False
+            try:
+                self.attempt_days.insert_one({"_id": day_key, "n": 1})
+                return True
+            except DuplicateKeyError:
+                continue  # created meanwhile: count on it
+        return False
+
+    def insert_attempt(self, attempt):
+        self.attempts.insert_one(attempt)
+
+    def get_attempt(self, reference):
+        return self.attempts.find_one({"_id": reference})
+
+    def attempts_in(self, file, limit=500):
+        return list(self.attempts.find({"file": file}).sort([("at_ts", 1)]).limit(limit))
+
+    def attempts_by_reference(self, references):
+        return {a["_id"]: a for a in self.attempts.find({"_id": {"$in": references}})}

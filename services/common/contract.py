@@ -133,6 +133,16 @@ class SlotsReleased(Envelope):
     released_at = IsoTime(required=True)
 
 
+class AttemptRecorded(Envelope):
+    reference = fields.String(required=True, metadata={"doc": "the attempt's reference (ATT-...)"})
+    procedure = fields.String(required=True, validate=validate.OneOf(PROCEDURE_CODES))
+    email = fields.String(required=True, metadata={"doc": "where the receipt goes"})
+    foreigner_number = fields.String(allow_none=True, load_default=None)
+    recorded_at = IsoTime(required=True)
+    token = fields.String(required=True,
+                          metadata={"doc": "for the link in the receipt; the bus is internal"})
+
+
 class FraudDetected(Envelope):
     reference = fields.String(required=True)
     rule = fields.String(required=True)
@@ -163,6 +173,9 @@ EVENTS = {event.name: event for event in (
           "the applicant was received at the counter (names matched the identity document)"),
     Event("slots_released", "slots", SlotsReleased,
           "a batch of places became bookable (random weekday instants, M1)"),
+    Event("attempt_recorded", "booking", AttemptRecorded,
+          "an applicant found nothing bookable and recorded the attempt (M7 evidence)",
+          consumers=("notify",)),
     Event("fraud_detected", "fraud", FraudDetected,
           "fraud cancelled a booking or sent it to staff review, with the evidence"),
 )}

@@ -93,10 +93,26 @@ class Refused(DomainError):
     status = 409
 
 
+
+@deserialize_to_instance
+class PlacesAvailable(DomainError):
+    """An attempt recorded as failed while places were bookable (M7): book one instead."""
+
+    code = "places_available"
+    status = 409
+
+
+@deserialize_to_instance
+class TooManyAttempts(DomainError):
+    code = "too_many_attempts"
+    status = 429
+
+
 def describe(exc, limit=500):
     """A failure as staff read it in a parked message or event: its kind and its words."""
     return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"[:limit]
 
 
 EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, EmailHasBooking, Refused,
-            ServiceUnavailable, PayloadTooLarge, UnsupportedMediaType)
+            ServiceUnavailable, PayloadTooLarge, UnsupportedMediaType, PlacesAvailable,
+            TooManyAttempts)

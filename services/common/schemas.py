@@ -145,3 +145,37 @@ def validated(schema, error_cls=None, **arguments):
     from services.common.errors import InvalidRequest
 
     return load_or_raise(schema, arguments, error_cls or InvalidRequest)
+
+
+ATTEMPT_REFERENCE = validate.Regexp(r"^ATT-[0-9A-Z]{4}-[0-9A-Z]{4}$", error="Not a valid attempt reference.")
+
+
+class AttemptRequestSchema(Schema):
+    """M7: an applicant records that nothing was bookable for a procedure.
+
+    Who: the foreigner number (AGDREF) when they have one, else the e-mail; the e-mail is
+    always given, the receipt goes there.
+    """
+
+    procedure = SafeString(required=True, validate=validate.OneOf(sorted(PROCEDURES)))
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    foreigner_number = SafeString(load_default=None, allow_none=True)
+
+    @validates("foreigner_number")
+    def _foreigner_number_digits(self, value, **kwargs):
+        if value is not None and not FOREIGNER_NUMBER.match(value):
+            raise ValidationError("The foreigner number (AGDREF) has exactly 10 digits.")
+
+
+class AttemptAccessSchema(Schema):
+    """An attempt reference and the secret token of its receipt."""
+
+    reference = SafeString(required=True, validate=ATTEMPT_REFERENCE)
+    token = SafeString(required=True, validate=validate.Length(min=1, max=128))
+
+
+class AttestationSchema(Schema):
+    """A signed attestation as the applicant downloaded it, sent back for verification."""
+
+    attestation = fields.Dict(required=True)
+    signature = SafeString(required=True, validate=validate.Length(min=1, max=200))

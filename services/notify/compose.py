@@ -21,7 +21,8 @@ EN_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "
 EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
              "September", "October", "November", "December"]
 
-KIND_FOR_EVENT = {"booking_created": "confirmation", "booking_cancelled": "cancellation"}
+KIND_FOR_EVENT = {"booking_created": "confirmation", "booking_cancelled": "cancellation",
+                  "attempt_recorded": "attempt_receipt"}
 
 
 # every character str.splitlines() breaks a line at (CR, LF, VT, FF, FS, GS, RS, NEL, U+2028,
@@ -104,10 +105,32 @@ def context(event, settings):
     }
 
 
+def attempt_context(event, settings):
+    """The receipt of a recorded failed attempt (M7): when, for what, and the link to the file."""
+    at = parse_iso(event["recorded_at"]).astimezone(PARIS)
+    procedure = PROCEDURES.get(event["procedure"], {})
+    base = settings["public_base_url"].rstrip("/")
+    return {
+        "reference": event["reference"],
+        "procedure_fr": procedure.get("label_fr", event["procedure"]),
+        "procedure_en": procedure.get("label_en", event["procedure"]),
+        "foreigner_number": event.get("foreigner_number"),
+        "date_fr": f"{FR_DAYS[at.weekday()]} {at.day} {FR_MONTHS[at.month - 1]} {at.year}",
+        "date_en": f"{EN_DAYS[at.weekday()]} {at.day} {EN_MONTHS[at.month - 1]} {at.year}",
+        "time": at.strftime("%H:%M"),
+        "token": event["token"],
+        "attempts_url": f"{base}/api/attempts/{event['reference']}?token={event['token']}",
+        "attestation_url": f"{base}/api/attempts/{event['reference']}/attestation?token={event['token']}",
+        "report_url": settings["report_url"],
+        "report_email": settings["report_email"],
+    }
+
+
 def compose(event_type, event, settings):
     """The message for this event: kind, recipient, subject, text, html and .ics (or None)."""
     kind = KIND_FOR_EVENT[event_type]
-    values = context(event, settings)
+    values = attempt_context(event, settings) if event_type == "attempt_recorded" \
+        else context(event, settings)
     render = lambda name: ENV.get_template(name).render(values)  # noqa: E731
     return {
         "kind": kind,

@@ -100,6 +100,11 @@ class NotifyService:
         self.store.inbox.handle("booking_cancelled", event,
                                 lambda e: self._accept("booking_cancelled", e))
 
+    @event_handler("booking", "attempt_recorded", requeue_on_error=True)
+    def on_attempt_recorded(self, event):
+        self.store.inbox.handle("attempt_recorded", event,
+                                lambda e: self._accept("attempt_recorded", e))
+
     @timer(interval=0.5)
     def deliver_due(self):
         """Retries, backlog after an outage, and messages whose sender died mid-send.

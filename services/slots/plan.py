@@ -8,13 +8,19 @@ from services.common.timeutil import PARIS, as_utc
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
-def slot_id(site, procedure, start_utc):
-    """Stable id: loading the same plan twice creates nothing new."""
+def slot_id(site, procedure, start_utc, variant=""):
+    """Stable id: loading the same plan twice creates nothing new.
+
+    variant: an extra plan's id (M2), so that its slots stay apart from the regular ones at
+    the same hours.
+    """
     key = f"{site}|{procedure}|{as_utc(start_utc).isoformat()}"
+    if variant:
+        key += f"|{variant}"
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def expand_plan(plan):
+def expand_plan(plan, variant=""):
     """Yield slot documents for each opening window of each chosen weekday in [from, to].
 
     plan: site, procedure, from/to (dates), weekdays (names), hours [(start, end) times],
@@ -31,7 +37,7 @@ def expand_plan(plan):
                 while start + length <= end_of_window:
                     start_utc = as_utc(start)
                     yield {
-                        "_id": slot_id(plan["site"], plan["procedure"], start_utc),
+                        "_id": slot_id(plan["site"], plan["procedure"], start_utc, variant),
                         "site": plan["site"],
                         "procedure": plan["procedure"],
                         "start": start_utc,

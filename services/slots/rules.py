@@ -9,7 +9,8 @@ CLOSED = "closed"
 
 def refusal(slot, procedure, now):
     """The error explaining why `slot` could not be held for `procedure` at `now`."""
-    if slot is None:
+    # a scheduled slot is answered as an unknown one: nothing tells it exists before its release
+    if slot is None or slot["state"] == SCHEDULED:
         return NotFound("This slot does not exist.", {"slot_id": ["Unknown slot."]})
     if procedure is not None and slot["procedure"] != procedure:
         return InvalidRequest(

@@ -40,3 +40,44 @@ class OpeningPlanSchema(Schema):
         data["from"] = data.pop("from_")
         data["hours"] = [parse_hours(h) for h in data["hours"]]
         return data
+
+
+def _release_option(value):
+    if value in ("now", "schedule"):
+        return
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = -1
+    if not 0 <= share <= 1:
+        raise ValidationError("'schedule', 'now', or the share (0 to 1) released at once.")
+
+
+class PlanReleaseSchema(Schema):
+    """How a new plan's slots are released: scheduled (default), at once, or a share at once."""
+
+    release = fields.Raw(load_default="schedule", validate=_release_option)
+
+
+class AddDesksSchema(Schema):
+    plan_id = SafeString(required=True, validate=validate.Regexp(r"^plan-[0-9a-f]{12}$",
+                                                                 error="Not a valid plan id."))
+    desks = fields.Integer(required=True, validate=validate.Range(min=1, max=50))
+    date_from = fields.Date(load_default=None, allow_none=True)
+    date_to = fields.Date(load_default=None, allow_none=True)
+
+
+class ScheduleQuerySchema(Schema):
+    procedure = SafeString(load_default=None, allow_none=True,
+                           validate=validate.OneOf(sorted(PROCEDURES)))
+    plan_id = SafeString(load_default=None, allow_none=True,
+                         validate=validate.Regexp(r"^plan-[0-9a-f]{12}$", error="Not a valid plan id."))
+    include_released = fields.Boolean(load_default=False)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class RescheduleSchema(Schema):
+    batch_id = SafeString(required=True, validate=validate.Regexp(r"^rel-[0-9a-f]{12}$",
+                                                                  error="Not a valid batch id."))
+    due = fields.AwareDateTime(required=True)
+    by = SafeString(load_default="supervisor", validate=validate.Length(min=1, max=100))

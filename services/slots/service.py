@@ -1,4 +1,5 @@
-"""Slots service: opening plans, slots, and the atomic hold/release of places.
+"""Slots service: opening plans, slots, the atomic hold/release of places, and their release
+at secret random weekday instants (M1), extra capacity (M2) and freed places held back.
 
 Places are never lost. A hold is taken for a booking that may never be stored: its caller
 timed out, or the booking process died between the hold and its insert. Rather than holds that
@@ -9,32 +10,44 @@ be in flight for them), asks the booking service which of them a booking uses
 others back. If booking does not answer, nothing is given back. One instance sweeps at a time
 (a lease); every instance's timer ticks.
 """
+import hashlib
+import json
 import logging
 import re
-import time as clock
-from datetime import date, datetime, time, timedelta
+import time
+import uuid
+from datetime import date, datetime, time as dtime, timedelta
 
+from nameko.dependency_providers import Config
+from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
-from nameko.dependency_providers import Config
 
-from services.common.errors import (EXPECTED, InvalidRequest, NotFound, SlotFull,
-                                    SlotNotBookable)
-from services.common.lease import Leases, owner_id
+from services.common import contract
+from services.common.clock import Clock
+from services.common.errors import EXPECTED, InvalidRequest, NotFound, SlotFull, SlotNotBookable
+from services.common.lease import InstanceId, Leases, owner_id
 from services.common.mongo import MongoStore
+from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, rpc
+from services.common.schemas import load_or_raise, validated
 from services.common.settings import setting
-from services.common.schemas import load_or_raise
-from services.common.timeutil import PARIS, iso_paris, iso_utc, utcnow
+from services.common.timers import config_timer
+from services.common.timeutil import PARIS, as_utc, iso_paris, iso_utc
+from services.common.views import staff_view
+from services.slots import release as draw
 from services.slots import rules
 from services.slots.plan import decoy_slots, expand_plan
-from services.slots.schemas import OpeningPlanSchema
-from services.slots.store import RELEASED, SlotStore
+from services.slots.schemas import (AddDesksSchema, OpeningPlanSchema, PlanReleaseSchema,
+                                    RescheduleSchema, ScheduleQuerySchema)
+from services.slots.store import DUE, RELEASED, SlotStore
 
 log = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 200
 OPENING_PLAN = OpeningPlanSchema()
+PLAN_RELEASE, ADD_DESKS = PlanReleaseSchema(), AddDesksSchema()
+SCHEDULE_QUERY, RESCHEDULE = ScheduleQuerySchema(), RescheduleSchema()
 # hold ids become a field name in the slot document: no dots, no dollars
 HOLD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SWEEP_BATCH = 200  # holds asked about in one RPC
@@ -62,7 +75,16 @@ class Sweeper(DependencyProvider):
 
 
 def slot_view(slot):
-    """A slot as other services and the gateways see it: ISO times, Paris offsets."""
+    """A slot as other services and the gateways see it: ISO times, Paris offsets.
+
+    `free` is what can be booked now; places given back and waiting for their secret return
+    are `held_back` (staff only: the public gateway never passes it on).
+    """
+    published = slot.get("published_ts")
+    if published is not None:
+        published = iso_utc(draw.from_ts(published))
+    elif slot.get("published_at"):
+        published = iso_utc(slot["published_at"])
     return {
         "id": slot["_id"],
         "site": slot["site"],
@@ -72,25 +94,47 @@ def slot_view(slot):
         "capacity": slot["capacity"],
         "booked": slot["booked"],
         "free": slot["free"],
+        "held_back": slot.get("held_back", 0),
         "state": slot["state"],
-        "published_at": iso_utc(slot["published_at"]) if slot.get("published_at") else None,
+        "published_at": published,
         # internal: booking passes it to fraud, staff counts leave decoys out; the public
         # gateway copies named fields only, so applicants never see it
         "decoy": bool(slot.get("decoy")),
     }
 
 
+def plan_id_of(plan):
+    """Stable id of a plan's content: loading the same plan twice schedules nothing new."""
+    text = json.dumps(plan, sort_keys=True, default=str)
+    return "plan-" + hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def _local_midnight_utc(day):
-    return datetime.combine(day, time(0, 0), tzinfo=PARIS)
+    return datetime.combine(day, dtime(0, 0), tzinfo=PARIS)
+
+
+class ReleasePolicy(DependencyProvider):
+    """The RELEASE_* settings, and the random source (secrets; tests may swap `rng`)."""
+
+    def setup(self):
+        self.policy = draw.Policy.from_config(self.container.config)
+        self.policy.rng = draw.secret_random()
+
+    def get_dependency(self, worker_ctx):
+        return self.policy
 
 
 class SlotsService:
     name = "slots"
 
     store = MongoStore("slots", SlotStore)
+    clock = Clock()
+    policy = ReleasePolicy()
+    dispatch = EventDispatcher()
+    config = Config()
+    instance = InstanceId()
     booking = BoundedRpcProxy("booking")
     sweeper = Sweeper()
-    config = Config()
 
     @rpc(expected_exceptions=EXPECTED)
     def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False):
@@ -105,7 +149,7 @@ class SlotsService:
             raise InvalidRequest("Dates are YYYY-MM-DD.", {"from": ["Not a valid date."]})
         per_page = max(1, min(int(per_page), MAX_PER_PAGE))
         page = max(1, int(page))
-        start_from = max(_local_midnight_utc(first), utcnow())
+        start_from = max(_local_midnight_utc(first), self.clock.now())
         start_before = _local_midnight_utc(last + timedelta(days=1))
         found = self.store.list_open(
             procedure, start_from, start_before, (page - 1) * per_page, per_page + 1,
@@ -117,6 +161,13 @@ class SlotsService:
             "per_page": per_page,
             "has_more": len(found) > per_page,
         }
+
+    @rpc(expected_exceptions=EXPECTED)
+    def any_bookable(self, procedure):
+        """True when a place can be booked for `procedure` right now (M7 evidence checks it)."""
+        if procedure not in contract.PROCEDURE_CODES:
+            raise InvalidRequest("Unknown procedure.", {"procedure": ["Unknown procedure."]})
+        return self.store.first_bookable(procedure, self.clock.now()) is not None
 
     @rpc(expected_exceptions=EXPECTED)
     def get(self, slot_id):
@@ -134,7 +185,7 @@ class SlotsService:
             raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
         if not isinstance(slot_id, str):
             raise InvalidRequest("Invalid slot id.", {"slot_id": ["A text."]})
-        now = utcnow()
+        now = self.clock.now()
         # recorded first: if we die after taking the place, the sweeper finds this record
         earlier = self.store.record_hold(hold_id, slot_id, now)
         if earlier is not None and (earlier["state"] == RELEASED or earlier["slot_id"] != slot_id):
@@ -152,7 +203,12 @@ class SlotsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def release(self, hold_id):
-        """Give back the place held by `hold_id`. Safe to call any number of times."""
+        """Give back the place held by `hold_id`. Safe to call any number of times.
+
+        The one way a place comes back (applicant, fraud, staff, sweeper): it is not bookable
+        at once but held back until a random later instant (services/slots/release.py), so
+        that whoever let it go cannot take it back before an applicant sees it.
+        """
         if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
             return False
         return self._release(self.store.get_hold(hold_id))
@@ -162,14 +218,15 @@ class SlotsService:
             return False
         # the place first, then the record: dying in between leaves a live record whose
         # place is gone, which the sweeper ends without giving anything back twice
-        given = self.store.give_place_back(hold["slot_id"], hold["_id"])
+        given = self.store.give_place_back(hold["slot_id"], hold["_id"],
+                                           self._rerelease_ts(hold["slot_id"]))
         self.store.end_hold(hold["_id"])
         return given
 
     @timer(interval=1)
     def sweep_holds(self):
         """Give back the places of old holds that no booking uses (see the module docstring)."""
-        sweeper, now = self.sweeper, clock.time()
+        sweeper, now = self.sweeper, time.time()
         if now < sweeper.next_ts:
             return
         sweeper.next_ts = now + sweeper.settings["every"]
@@ -182,19 +239,82 @@ class SlotsService:
                          self._release)
         if released:
             log.warning("gave back %d places held without a booking", released)
+
+
     @rpc(expected_exceptions=EXPECTED)
-    def create_from_plan(self, plan):
-        """Create the slots of an opening plan (open at once for now), with their share of
-        decoys (SLOTS_DECOY_SHARE); return how many real slots there are and are new."""
-        plan = load_or_raise(OPENING_PLAN, plan, InvalidRequest)
-        slots = list(expand_plan(plan))
-        created = self.store.insert_new(slots, utcnow())
-        decoys = decoy_slots(plan, slots, setting(self.config, "SLOTS_DECOY_SHARE", 0.05))
-        self.store.insert_new(decoys, utcnow())
-        # decoys are not counted: staff see the real appointments only
-        log.info("opening plan %s/%s: %d slots, %d new",
-                 plan["site"], plan["procedure"], len(slots), created)
-        return {"slots": len(slots), "created": created}
+    def create_from_plan(self, plan, release="schedule"):
+        """Create the slots of an opening plan; return how many are new.
+
+        release: "schedule" (default: new slots start scheduled and are released in random
+        batches, M1), "now" (open at once: tests, and the part of the demo shown at start),
+        or a share between 0 and 1 (the demo: that share at once, the rest scheduled).
+        """
+        return self._create(plan, release, extra=False)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def open_extra_plan(self, plan, release="schedule"):
+        """M2: extra capacity for a procedure (renewals...) as a plan of its own.
+
+        Its slots are distinct from the regular plan's even at the same hours, and follow
+        their own random release schedule.
+        """
+        return self._create(plan, release, extra=True)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def add_desks(self, plan_id, desks, date_from=None, date_to=None):
+        """M2: `desks` more places on each future slot of a plan (optionally between two dates).
+
+        Places on scheduled slots go with their batch; on open slots they are held back and
+        come back at a random instant drawn like a batch's (or, for a slot too close for
+        that, like a freed place's), so nobody learns when.
+        """
+        args = validated(ADD_DESKS, plan_id=plan_id, desks=desks, date_from=date_from,
+                         date_to=date_to)
+        if self.store.get_plan(args["plan_id"]) is None:
+            raise NotFound("No plan with this id.", {"plan_id": ["Unknown plan."]})
+        now = self.clock.now()
+        slots = [s for s in self.store.of_plan(args["plan_id"], now) if _within(s, args)]
+        counts = {"scheduled": 0, "open": 0}
+        for slot in slots:
+            state = self.store.add_places(slot["_id"], args["desks"], self._added_return(slot, now))
+            counts["open" if state == rules.OPEN else "scheduled"] += 1
+        log.info("plan %s: %d places added on %d slots", args["plan_id"], args["desks"], len(slots))
+        return {"plan_id": args["plan_id"], "slots": len(slots), "places": args["desks"] * len(slots),
+                "scheduled_slots": counts["scheduled"], "open_slots": counts["open"]}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def schedule_for(self, procedure=None, plan_id=None, include_released=False, limit=100):
+        """Supervisors: the release batches (secret to everyone else), soonest first."""
+        args = validated(SCHEDULE_QUERY, procedure=procedure, plan_id=plan_id,
+                         include_released=include_released, limit=limit)
+        query = {} if args["include_released"] else {"state": {"$ne": RELEASED}}
+        for key in ("procedure", "plan_id"):
+            if args.get(key):
+                query[key] = args[key]
+        batches = self.store.batches(query, args["limit"])
+        return {"batches": [staff_view(b) for b in batches]}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def reschedule(self, batch_id, due, by="supervisor"):
+        """Supervisors: move a batch not yet released to another instant (ISO-8601 with offset).
+
+        The instant must be in the future (or now: release at the next pass) and before the
+        batch's first slot starts.
+        """
+        args = validated(RESCHEDULE, batch_id=batch_id, due=due, by=by)
+        batch = self.store.get_batch(args["batch_id"])
+        if batch is None:
+            raise NotFound("No release batch with this id.", {"batch_id": ["Unknown batch."]})
+        due_ts = draw.to_ts(max(args["due"], self.clock.now()))
+        if due_ts >= batch["first_start_ts"]:
+            raise InvalidRequest("A batch must be released before its first slot starts.",
+                                 {"due": ["Must be before the first slot of the batch."]})
+        moved = self.store.reschedule(args["batch_id"], due_ts, args["by"])
+        if moved is None:
+            raise InvalidRequest("This batch is already released.",
+                                 {"batch_id": ["Already released."]})
+        log.info("release batch %s moved by %s", args["batch_id"], args["by"])
+        return staff_view(moved)
 
     @rpc
     def is_empty(self):
@@ -204,6 +324,138 @@ class SlotsService:
     def holds(self, slot_id):
         """Hold ids currently holding a place on the slot (for audits and tests)."""
         return sorted(self.store.slot_holds(slot_id))
+
+    # -- the release timer -------------------------------------------------------------------
+
+    @config_timer("RELEASE_TIMER_SECONDS", 10.0)
+    def release_due(self):
+        """Release what is due: batches of scheduled slots, and freed places coming back.
+
+        Every instance's timer fires; one at a time passes its lease, and each batch or slot is
+        claimed by a conditional update besides, so a batch is released once whatever the
+        number of instances, and one left half-done by a crash is finished by the next pass.
+        """
+        interval = setting(self.config, "RELEASE_TIMER_SECONDS", 10.0)
+        if not self.store.leases.acquire("release_due", self.instance, 3 * interval, time.time()):
+            return
+        now_ts = draw.to_ts(self.clock.now())
+        for batch in self.store.claim_due(now_ts):
+            self._release_batch(batch, now_ts)
+        for slot in self.store.due_rereleases(now_ts):
+            done = self.store.rerelease(slot, now_ts, self._outbox_entry())
+            if done is not None:
+                self._announce(self.store.slot_outbox, done["_id"], self._rerelease_event(done))
+        # events whose dispatch failed (broker down, crash after the write)
+        for batch in self.store.batch_outbox.due("released", time.time()):
+            self._announce(self.store.batch_outbox, batch["_id"], self._batch_event(batch))
+        for slot in self.store.slot_outbox.due("released", time.time()):
+            self._announce(self.store.slot_outbox, slot["_id"], self._rerelease_event(slot))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _create(self, plan, release, extra):
+        plan = load_or_raise(OPENING_PLAN, plan, InvalidRequest)
+        release = validated(PLAN_RELEASE, release=release)["release"]
+        plan_id = plan_id_of(dict(plan, extra=extra))
+        now = self.clock.now()
+        self.store.save_plan({"_id": plan_id, "site": plan["site"], "procedure": plan["procedure"],
+                              "from": plan["from"].isoformat(), "to": plan["to"].isoformat(),
+                              "extra": extra, "created_at": now})
+        real = list(expand_plan(plan, variant=plan_id if extra else ""))
+        # decoys (SLOTS_DECOY_SHARE) go out with the releases like any slot; never counted
+        slots = real + decoy_slots(plan, real, setting(self.config, "SLOTS_DECOY_SHARE", 0.05))
+        policy = self.policy
+        share = 1.0 if release == "now" else 0.0 if release == "schedule" else float(release)
+        open_now = set()
+        if share > 0:
+            count = round(len(slots) * share)
+            open_now = {s["_id"] for s in policy.rng.sample(slots, count)} if count < len(slots) \
+                else {s["_id"] for s in slots}
+        created = self.store.insert_new([s for s in slots if s["_id"] in open_now], now,
+                                        state=rules.OPEN, published_ts=draw.to_ts(now),
+                                        plan_id=plan_id)
+        new_scheduled = self.store.insert_new([s for s in slots if s["_id"] not in open_now], now,
+                                              state=rules.SCHEDULED, plan_id=plan_id)
+        by_id = {s["_id"]: s for s in slots}
+        batches = draw.draw_batches([by_id[i] for i in new_scheduled], now, policy, policy.rng)
+        self.store.add_batches([{
+            "_id": f"rel-{uuid.uuid4().hex[:12]}", "plan_id": plan_id, "site": plan["site"],
+            "procedure": plan["procedure"], "due_ts": draw.to_ts(due), "state": DUE,
+            "slot_ids": ids, "first_start_ts": draw.to_ts(by_id[ids[0]]["start"]),
+            "created_at": now,
+        } for due, ids in batches])
+        decoys = {s["_id"] for s in slots if s.get("decoy")}
+        created = [i for i in created if i not in decoys]
+        new_scheduled_real = [i for i in new_scheduled if i not in decoys]
+        log.info("opening plan %s %s/%s: %d slots, %d new (%d open now, %d in %d release batches)",
+                 plan_id, plan["site"], plan["procedure"], len(real),
+                 len(created) + len(new_scheduled_real), len(created), len(new_scheduled_real),
+                 len(batches))
+        return {"slots": len(real), "created": len(created) + len(new_scheduled_real),
+                "open": len(created), "scheduled": len(new_scheduled_real),
+                "batches": len(batches), "plan_id": plan_id}
+
+    def _added_return(self, slot, now):
+        """When places added to an open slot become bookable (epoch seconds)."""
+        policy = self.policy
+        due = draw.release_instant(slot["start"], now, policy, policy.rng)
+        if due <= now:
+            due = now + timedelta(seconds=draw.freed_place_delay(now, slot["start"], policy, policy.rng))
+        return draw.to_ts(due)
+
+    def _rerelease_ts(self, slot_id):
+        """When a place given back on this slot becomes bookable again (epoch seconds)."""
+        slot = self.store.get(slot_id)
+        now = self.clock.now()
+        if slot is None:
+            return draw.to_ts(now)
+        return draw.to_ts(now) + draw.freed_place_delay(now, slot["start"], self.policy,
+                                                        self.policy.rng)
+
+    def _release_batch(self, batch, now_ts):
+        slots = self.store.open_slots(batch["slot_ids"], now_ts)
+        places = sum(s["free"] for s in slots if not s.get("decoy"))  # real places only
+        done = self.store.finish_batch(batch["_id"], now_ts, places, self._outbox_entry())
+        if done is None:
+            return  # finished by another instance after a takeover
+        log.info("release batch %s: %d slots, %d places", batch["_id"], len(slots), places)
+        self._announce(self.store.batch_outbox, done["_id"], self._batch_event(done))
+
+    def _outbox_entry(self):
+        grace = setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)
+        return Outbox.entry(str(uuid.uuid4()), time.time(), grace)
+
+    @staticmethod
+    def _batch_event(batch):
+        return contract.build(
+            "slots_released", event_id=batch["outbox"]["released"]["event_id"],
+            occurred_at=draw.from_ts(batch["released_ts"]), batch_id=batch["_id"],
+            procedure=batch["procedure"], site=batch["site"], count=batch["places"],
+            released_at=iso_utc(draw.from_ts(batch["released_ts"])))
+
+    @staticmethod
+    def _rerelease_event(slot):
+        last = slot["last_rerelease"]
+        return contract.build(
+            "slots_released", event_id=slot["outbox"]["released"]["event_id"],
+            occurred_at=draw.from_ts(last["at_ts"]), batch_id=f"{slot['_id']}@{last['at_ts']:.0f}",
+            procedure=slot["procedure"], site=slot["site"], count=last["places"],
+            released_at=iso_utc(draw.from_ts(last["at_ts"])))
+
+    def _announce(self, outbox, doc_id, payload):
+        try:
+            self.dispatch("slots_released", payload)
+        except Exception:
+            log.warning("slots_released %s not dispatched; the next pass retries", doc_id,
+                        exc_info=True)
+            return
+        outbox.sent(doc_id, "released")
+
+
+def _within(slot, args):
+    day = as_utc(slot["start"]).astimezone(PARIS).date()
+    return ((args.get("date_from") is None or day >= args["date_from"])
+            and (args.get("date_to") is None or day <= args["date_to"]))
 
 
 def sweep(store, holds_in_use, now_ts, max_age, release, batch=SWEEP_BATCH):

@@ -1,4 +1,4 @@
-"""The slots database: slots and the holds taken on them.
+"""The slots database: plans, slots, the holds taken on them, and the release schedule.
 
 A place is taken by one conditional update ({free > 0} -> free - 1): the database decides, so no
 number of concurrent callers can book more places than a slot has. The same update writes the
@@ -10,43 +10,84 @@ The `holds` collection is the index the sweeper reads (holds by age): a hold is 
 before its place is taken and marked released after its place is given back, so a process
 killed in between leaves a record the sweeper finds, never a place nobody can find.
 States: held (young or not yet checked), booked (the booking service said a booking uses it),
-released. Epoch numbers, not datetimes, for the times that are queried or set (the stand-in
-mishandles datetimes in $set).
+released.
+
+`free` counts the places bookable now; a place given back is not bookable at once but waits
+in `held_back` until `rerelease_ts` (capacity == booked + free + held_back; booked == active
+bookings + live holds). Releases are claimed with conditional single-document updates, so
+that any number of instances release each batch, and each held-back place, exactly once.
+Times written with $set are epoch seconds (`*_ts`): the embedded stand-in mishandles
+datetimes in $set.
 """
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.slots.rules import OPEN
+from services.common.lease import Leases
+from services.common.outbox import Outbox
+from services.slots.rules import OPEN, SCHEDULED
 
 HELD = "held"
 BOOKED = "booked"  # checked by the sweeper: a booking uses it
 RELEASED = "released"
 LIVE = [HELD, BOOKED]
 
+# a batch of the release schedule: due -> releasing (claimed) -> released
+DUE, RELEASING = "due", "releasing"
+CLAIM_SECONDS = 60.0  # a claimed batch not finished within this is taken over
+
 
 class SlotStore:
     def __init__(self, db):
         self.slots = db["slots"]
         self.holds = db["holds"]
-        self.leases = db["leases"]
+        self.plans = db["plans"]
+        self.releases = db["releases"]
+        self.leases = Leases(db["leases"])
+        # `slots_released` for a batch rides on the batch, for a freed place on its slot
+        self.batch_outbox = Outbox(self.releases, ("released",))
+        self.slot_outbox = Outbox(self.slots, ("released",))
+        self.pending = self.batch_outbox.pending + self.slot_outbox.pending
 
     def ensure_indexes(self):
         self.slots.create_index([("procedure", 1), ("state", 1), ("start", 1)])
+        self.slots.create_index([("plan_id", 1)])
+        self.slots.create_index([("rerelease_ts", 1)])
         self.holds.create_index([("slot_id", 1)])
         self.holds.create_index([("state", 1), ("at_ts", 1)])
+        self.releases.create_index([("state", 1), ("due_ts", 1)])
+        self.releases.create_index([("procedure", 1), ("state", 1)])
+        self.releases.create_index([("plan_id", 1)])
+        self.batch_outbox.ensure_indexes()
+        self.slot_outbox.ensure_indexes()
 
-    def insert_new(self, slots, now):
-        """Insert the slots not already there; return how many were new."""
-        docs = [dict(slot, state=OPEN, published_at=now, created_at=now) for slot in slots]
-        if not docs:
-            return 0
+    # -- plans and slots ---------------------------------------------------------------------
+
+    def save_plan(self, plan_doc):
+        """Record a plan once (its id is a hash of its content)."""
         try:
-            return len(self.slots.insert_many(docs, ordered=False).inserted_ids)
+            self.plans.insert_one(plan_doc)
+        except DuplicateKeyError:
+            pass
+
+    def get_plan(self, plan_id):
+        return self.plans.find_one({"_id": plan_id})
+
+    def insert_new(self, slots, now, state=OPEN, published_ts=None, plan_id=None):
+        """Insert the slots not already there; return the ids that were new."""
+        docs = [dict(slot, state=state, created_at=now, plan_id=plan_id, held_back=0,
+                     rerelease_ts=None, published_ts=published_ts if state == OPEN else None)
+                for slot in slots]
+        if not docs:
+            return []
+        try:
+            self.slots.insert_many(docs, ordered=False)
+            return [d["_id"] for d in docs]
         except BulkWriteError as exc:
-            duplicates = [e for e in exc.details["writeErrors"] if e["code"] == 11000]
-            if len(duplicates) != len(exc.details["writeErrors"]):
+            errors = exc.details["writeErrors"]
+            if any(e["code"] != 11000 for e in errors):
                 raise
-            return exc.details["nInserted"]
+            failed = {e["index"] for e in errors}
+            return [d["_id"] for i, d in enumerate(docs) if i not in failed]
 
     def any_slot(self):
         return self.slots.find_one({}, {"_id": 1}) is not None
@@ -58,6 +99,9 @@ class SlotStore:
         """{hold id: epoch seconds} of the holds that have a place on the slot (audits, tests)."""
         slot = self.slots.find_one({"_id": slot_id}, {"holds": 1})
         return (slot or {}).get("holds") or {}
+
+    def of_plan(self, plan_id, start_after):
+        return list(self.slots.find({"plan_id": plan_id, "start": {"$gt": start_after}}))
 
     def list_open(self, procedure, start_from, start_before, skip, limit, include_decoys=False):
         query = {
@@ -72,6 +116,16 @@ class SlotStore:
             query["decoy"] = {"$in": [False, None]}
         cursor = self.slots.find(query, {"holds": 0}).sort([("start", 1), ("_id", 1)]).skip(skip).limit(limit)
         return list(cursor)
+
+    def first_bookable(self, procedure, now):
+        """One open real slot with a free place for `procedure`, or None (indexed, no count).
+
+        Decoys do not count: they are always free, and no person could book them."""
+        return self.slots.find_one({"procedure": procedure, "state": OPEN, "free": {"$gt": 0},
+                                    "start": {"$gt": now}, "decoy": {"$in": [False, None]}},
+                                   {"_id": 1})
+
+    # -- holds -------------------------------------------------------------------------------
 
     def take_place(self, slot_id, hold_id, procedure, now):
         """Atomically take one place for `hold_id`; the updated slot, or None if nothing was
@@ -89,11 +143,17 @@ class SlotStore:
         return self.slots.find_one({"_id": slot_id, f"holds.{hold_id}": {"$exists": True}},
                                    {"holds": 0})
 
-    def give_place_back(self, slot_id, hold_id):
-        """Give back the place of `hold_id`, if it has one; True when one was given back."""
+    def give_place_back(self, slot_id, hold_id, rerelease_ts):
+        """Give back the place of `hold_id`, if it has one; True when one was given back.
+
+        The place waits in held_back; all waiting places come back at rerelease_ts. A later
+        instant only ever pushes the return back ($max), so a place freed now never rides on
+        an earlier place's nearer return.
+        """
         return self.slots.update_one(
             {"_id": slot_id, f"holds.{hold_id}": {"$exists": True}},
-            {"$inc": {"free": 1, "booked": -1}, "$unset": {f"holds.{hold_id}": ""}},
+            {"$inc": {"booked": -1, "held_back": 1}, "$unset": {f"holds.{hold_id}": ""},
+             "$max": {"rerelease_ts": rerelease_ts}},
         ).modified_count == 1
 
     def record_hold(self, hold_id, slot_id, now):
@@ -132,3 +192,80 @@ class SlotStore:
         if hold_ids:
             self.holds.update_many({"_id": {"$in": list(hold_ids)}, "state": HELD},
                                    {"$set": {"state": BOOKED}})
+
+    # -- freed places coming back ------------------------------------------------------------
+
+    def due_rereleases(self, now_ts, limit=200):
+        return list(self.slots.find({"rerelease_ts": {"$lte": now_ts}, "held_back": {"$gt": 0}},
+                                    {"held_back": 1, "rerelease_ts": 1}).limit(limit))
+
+    def rerelease(self, slot, now_ts, outbox_entry):
+        """Make the held-back places of `slot` bookable; the slot after, or None if another
+        instance did it first (the update only matches the state we read)."""
+        return self.slots.find_one_and_update(
+            {"_id": slot["_id"], "held_back": slot["held_back"], "rerelease_ts": slot["rerelease_ts"]},
+            {"$inc": {"held_back": -slot["held_back"], "free": slot["held_back"]},
+             "$set": {"rerelease_ts": None, "published_ts": now_ts,
+                      "last_rerelease": {"places": slot["held_back"], "at_ts": now_ts},
+                      Outbox.field("released"): outbox_entry}},
+            return_document=ReturnDocument.AFTER)
+
+    def add_places(self, slot_id, places, rerelease_ts):
+        """M2: more desks on a slot. Scheduled: they go with its batch; open: held back."""
+        scheduled = self.slots.find_one_and_update(
+            {"_id": slot_id, "state": SCHEDULED},
+            {"$inc": {"capacity": places, "free": places}})
+        if scheduled is not None:
+            return SCHEDULED
+        self.slots.update_one({"_id": slot_id},
+                              {"$inc": {"capacity": places, "held_back": places},
+                               "$max": {"rerelease_ts": rerelease_ts}})
+        return OPEN
+
+    # -- the release schedule ----------------------------------------------------------------
+
+    def add_batches(self, batches):
+        if batches:
+            self.releases.insert_many(batches)
+
+    def batches(self, query, limit):
+        return list(self.releases.find(query).sort([("due_ts", 1)]).limit(limit))
+
+    def get_batch(self, batch_id):
+        return self.releases.find_one({"_id": batch_id})
+
+    def reschedule(self, batch_id, due_ts, by):
+        return self.releases.find_one_and_update(
+            {"_id": batch_id, "state": DUE},
+            {"$set": {"due_ts": due_ts, "rescheduled": {"by": by, "due_ts": due_ts}}},
+            return_document=ReturnDocument.AFTER)
+
+    def claim_due(self, now_ts, limit=50):
+        """Batches due now (or claimed by an instance that died), each claimed by the caller."""
+        waiting = {"$or": [{"state": DUE, "due_ts": {"$lte": now_ts}},
+                           {"state": RELEASING, "claim_ts": {"$lt": now_ts}}]}
+        claimed = []
+        for doc in self.releases.find(waiting, {"_id": 1}).limit(limit):
+            taken = self.releases.find_one_and_update(
+                dict(waiting, _id=doc["_id"]),
+                {"$set": {"state": RELEASING, "claim_ts": now_ts + CLAIM_SECONDS}},
+                return_document=ReturnDocument.AFTER)
+            if taken is not None:  # another instance may have claimed it in between
+                claimed.append(taken)
+        return claimed
+
+    def open_slots(self, slot_ids, now_ts):
+        """scheduled -> open: a slot already open is left alone (a batch taken over after a
+        crash opens nothing twice and keeps the first published instant)."""
+        self.slots.update_many({"_id": {"$in": slot_ids}, "state": SCHEDULED},
+                               {"$set": {"state": OPEN, "published_ts": now_ts}})
+        return list(self.slots.find({"_id": {"$in": slot_ids}}, {"free": 1, "published_ts": 1,
+                                                                 "decoy": 1}))
+
+    def finish_batch(self, batch_id, now_ts, places, outbox_entry):
+        """releasing -> released, with the event to announce; None if already finished."""
+        return self.releases.find_one_and_update(
+            {"_id": batch_id, "state": RELEASING},
+            {"$set": {"state": RELEASED, "released_ts": now_ts, "places": places,
+                      Outbox.field("released"): outbox_entry}},
+            return_document=ReturnDocument.AFTER)

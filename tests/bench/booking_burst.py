@@ -38,7 +38,7 @@ def release_slots(amqp_uri, n_slots, desks, tries=20):
                 "hours": [f"{start_h:02d}:00-{end_total // 60:02d}:{end_total % 60:02d}"],
                 "slot_minutes": minutes, "desks": desks,
             }
-            if rpc.slots.create_from_plan(plan)["created"] == n_slots:
+            if rpc.slots.create_from_plan(plan, release="now")["created"] == n_slots:
                 slots = rpc.slots.list_open("duplicate", day.isoformat(), day.isoformat(), 1, 200)["slots"]
                 return day, [s["id"] for s in slots]
     raise SystemExit("no free day found for the release; clear var/mongo")

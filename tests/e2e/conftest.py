@@ -7,7 +7,7 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from deploy import run
-from tests.conftest import CONVOCATION_KEY, TOKEN_SECRET
+from tests.conftest import ATTESTATION_KEY, CONVOCATION_KEY, TOKEN_SECRET
 
 
 class System:
@@ -22,6 +22,7 @@ class System:
             WEB_SERVER_ADDRESS=config["WEB_SERVER_ADDRESS"],
             BOOKING_TOKEN_SECRET=TOKEN_SECRET,
             CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
+            ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
             RPC_TIMEOUT="10",
             OUTBOX_GRACE_SECONDS="2",
             MAX_WORKERS="60",

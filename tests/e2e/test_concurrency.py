@@ -43,9 +43,9 @@ def test_races_never_overbook(system, config, mongo):
         day += timedelta(days=1)
     with system.rpc() as rpc:
         rpc.slots.create_from_plan(dict(plan(procedure="renewal", desks=3, days=1, start=day,
-                                             hours=["09:00-09:30"])))
+                                             hours=["09:00-09:30"])), release="now")
         rpc.slots.create_from_plan(dict(plan(procedure="duplicate", desks=1, days=1, start=day,
-                                             hours=["09:00-14:00"], slot_minutes=15)))
+                                             hours=["09:00-14:00"], slot_minutes=15)), release="now")
         big = rpc.slots.list_open("renewal", day.isoformat(), day.isoformat())["slots"]
         small = rpc.slots.list_open("duplicate", day.isoformat(), day.isoformat())["slots"]
     assert len(big) == 1 and len(small) == 20

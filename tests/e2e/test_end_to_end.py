@@ -14,7 +14,7 @@ def test_book_over_http_see_the_event_on_the_bus_and_get_the_mail(system, http, 
     system.wait_ready()
     system.wait_consuming("evt-booking-booking_created--notify")
     with system.rpc() as rpc:
-        rpc.slots.create_from_plan(plan(procedure="first_application", desks=2))
+        rpc.slots.create_from_plan(plan(procedure="first_application", desks=2), release="now")
     listener = bus("booking")
 
     slots = http.get("/api/slots", params={"procedure": "first_application"}).json()["slots"]
@@ -59,6 +59,12 @@ def test_demo_plan_loads_only_into_an_empty_database(system):
     system.wait_ready()
     assert run.load_demo_plan_if_empty(system.env) > 0
     assert run.load_demo_plan_if_empty(system.env) == 0
+    with system.rpc() as rpc:
+        # part of the demo is open at start, the rest waits in the secret schedule
+        listed = rpc.slots.list_open("renewal", date.today().isoformat(),
+                                     (date.today() + timedelta(weeks=9)).isoformat(), 1, 200)
+        assert listed["slots"]
+        assert rpc.slots.schedule_for(procedure="renewal")["batches"]
     plans = run.demo_plans(date(2027, 1, 4))
     assert plans[0]["from"] == "2027-01-05"
     assert plans[0]["to"] == (date(2027, 1, 5) + timedelta(weeks=8)).isoformat()

@@ -23,7 +23,7 @@ def system(container_factory, config):
     container_factory(SlotsService, config).start()
     container_factory(BookingService, config).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=2))
+        rpc.slots.create_from_plan(plan(desks=2), release="now")
         yield rpc
 
 
@@ -166,7 +166,8 @@ def test_cancel_gives_the_place_back_once_and_announces_it_once(system, bus):
     assert [e[1]["reason"] for e in events] == ["applicant"]
     assert events[0][1]["reference"] == created["reference"]
     after = system.slots.get(slot["id"])
-    assert (after["booked"], after["free"]) == (0, 2)
+    # given back, and held back until its secret return (the freed-place rule)
+    assert (after["booked"], after["free"], after["held_back"]) == (0, 1, 1)
 
 
 def test_system_cancel_records_reason_and_evidence(system, bus):
@@ -207,7 +208,9 @@ def test_no_operation_renames_a_booking():
     assert rpc_methods == {"create", "get", "confirm", "cancel", "system_cancel", "statuses",
                            "relay_outbox", "expire_unconfirmed", "holds_in_use",
                            "convocation", "check_in", "day_view", "register_walk_in",
-                           "walk_in_rule"}
+                           "walk_in_rule",
+                           # M7 evidence: these write attempts only, never a booking
+                           "record_attempt", "attempts", "attestation", "verify_attestation"}
 
 
 def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):
@@ -219,7 +222,7 @@ def test_event_survives_a_crash_between_write_and_dispatch(container_factory, co
     dispatch.side_effect = RuntimeError("process killed before dispatch")
     crashing.start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=2))
+        rpc.slots.create_from_plan(plan(desks=2), release="now")
         created = rpc.booking.create(applicant(a_slot(rpc)["id"]), {"ip": "198.51.100.2"})
         crashing.kill()
         assert listener.drain(settle=1) == []
@@ -270,7 +273,7 @@ def test_cancel_while_slots_is_down_releases_the_place_later(container_factory, 
     slots.start()
     container_factory(BookingService, config).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=2))
+        rpc.slots.create_from_plan(plan(desks=2), release="now")
         slot = a_slot(rpc)
         created = rpc.booking.create(applicant(slot["id"]), {"ip": "198.51.100.2"})
         slots.stop()
@@ -287,7 +290,7 @@ def test_create_answers_unavailable_when_slots_does_not_answer(container_factory
     slots.start()
     container_factory(BookingService, dict(config, RPC_TIMEOUT=1)).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=2))
+        rpc.slots.create_from_plan(plan(desks=2), release="now")
         slot = a_slot(rpc)
         slots.stop()  # its queue stays: calls wait, and must not wait forever
         with pytest.raises(ServiceUnavailable):
@@ -310,7 +313,7 @@ def test_database_down_mid_booking_answers_unavailable_and_gives_the_place_back(
     container_factory(SlotsService, config).start()
     container_factory(BookingService, dict(config, MONGO_URI=uri, RPC_TIMEOUT=10)).start()
     with ClusterRpcProxy(config, timeout=30) as rpc:
-        rpc.slots.create_from_plan(plan(desks=1))
+        rpc.slots.create_from_plan(plan(desks=1), release="now")
         slot = a_slot(rpc)
         store.kill()
         store.wait()
@@ -318,5 +321,6 @@ def test_database_down_mid_booking_answers_unavailable_and_gives_the_place_back(
             rpc.booking.create(applicant(slot["id"]), CLIENT)
         assert "not made" in caught.value.message
         after = rpc.slots.get(slot["id"])
-        assert (after["booked"], after["free"]) == (0, 1)  # the place held first is given back
+        # the place held first is given back (held back until its return, like any freed place)
+        assert (after["booked"], after["free"], after["held_back"]) == (0, 0, 1)
         assert rpc.slots.holds(slot["id"]) == []

@@ -32,7 +32,7 @@ def system(container_factory, fraud_config, rpc):
                   for cls in (SlotsService, BookingService, FraudService)}
     for container in containers.values():
         container.start()
-    rpc.slots.create_from_plan(plan(desks=50, days=3))
+    rpc.slots.create_from_plan(plan(desks=50, days=3), release="now")
     return containers
 
 
@@ -189,7 +189,7 @@ def test_grey_zone_goes_to_staff_review(container_factory, fraud_config, rpc, bu
     config = dict(fraud_config, FRAUD_FAST_SECONDS=60)
     for cls in (SlotsService, BookingService, FraudService):
         container_factory(cls, config).start()
-    rpc.slots.create_from_plan(plan(desks=50, days=3))
+    rpc.slots.create_from_plan(plan(desks=50, days=3), release="now")
     booker = Booker(rpc)
     first = booker.book("Haddad", "Nour", "nour@example.org", ip="203.0.113.7", birth="1990-01-01")
     second = booker.book("Khalil", "Maya", "maya@example.org", ip="203.0.113.7", birth="1991-01-01")
@@ -300,7 +300,7 @@ def test_events_that_arrive_while_fraud_is_down_are_handled_when_it_is_back(
     fraud = container_factory(FraudService, fraud_config)
     fraud.start()  # declares its durable queues
     fraud.stop()
-    rpc.slots.create_from_plan(plan(desks=5))
+    rpc.slots.create_from_plan(plan(desks=5), release="now")
     booker = Booker(rpc)
     fake = booker.book("Inconnu", "Inconnu", "x@example.org")
     settle()
@@ -318,7 +318,7 @@ def test_a_failing_event_is_retried_then_parked_and_can_be_replayed(
     fraud = container_factory(FraudService, config)
     fraud.start()
     fraud.stop()
-    rpc.slots.create_from_plan(plan(desks=5))
+    rpc.slots.create_from_plan(plan(desks=5), release="now")
     booker = Booker(rpc)
     fake = booker.book("test", "Jean", "j@example.org")
     booking.stop()  # fraud cannot cancel: each try fails

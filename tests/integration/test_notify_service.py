@@ -109,7 +109,7 @@ def test_real_bookings_produce_confirmation_then_cancellation(container_factory,
     for cls in (SlotsService, BookingService, NotifyService):
         container_factory(cls, notify_config).start()
     with ClusterRpcProxy(notify_config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=1))
+        rpc.slots.create_from_plan(plan(desks=1), release="now")
         today = datetime.now(timezone.utc).date()
         slot = rpc.slots.list_open("renewal", today.isoformat(), (today + timedelta(days=30)).isoformat())["slots"][0]
         booked = rpc.booking.create(applicant(slot["id"]), {"ip": "203.0.113.1"})

@@ -28,10 +28,10 @@ def window(days=30):
 
 
 def test_plan_creates_slots_once(slots):
-    created = slots.create_from_plan(plan(desks=2, days=7))
+    created = slots.create_from_plan(plan(desks=2, days=7), release="now")
     assert created["created"] == created["slots"] > 0
-    again = slots.create_from_plan(plan(desks=2, days=7))
-    assert again == {"slots": created["slots"], "created": 0}
+    again = slots.create_from_plan(plan(desks=2, days=7), release="now")
+    assert (again["slots"], again["created"], again["batches"]) == (created["slots"], 0, 0)
     assert not slots.is_empty()
 
 
@@ -43,8 +43,8 @@ def test_invalid_plan_is_refused_with_fields(slots):
 
 
 def test_list_open_is_sorted_filtered_and_paginated(slots):
-    slots.create_from_plan(plan(procedure="renewal", days=14))
-    slots.create_from_plan(plan(procedure="duplicate", days=14))
+    slots.create_from_plan(plan(procedure="renewal", days=14), release="now")
+    slots.create_from_plan(plan(procedure="duplicate", days=14), release="now")
     first = slots.list_open("renewal", *window(), 1, 5)
     second = slots.list_open("renewal", *window(), 2, 5)
     assert len(first["slots"]) == 5 and first["has_more"]
@@ -58,7 +58,7 @@ def test_list_open_is_sorted_filtered_and_paginated(slots):
 
 
 def test_hold_takes_places_until_full_and_release_gives_back_once(slots):
-    slots.create_from_plan(plan(desks=2))
+    slots.create_from_plan(plan(desks=2), release="now")
     slot = first_slot(slots)
     assert slots.hold(slot["id"], "h1", "renewal")["free"] == 1
     assert slots.hold(slot["id"], "h2", "renewal")["free"] == 0
@@ -70,11 +70,12 @@ def test_hold_takes_places_until_full_and_release_gives_back_once(slots):
     assert slots.release("h1") is True
     assert slots.release("h1") is False  # twice: nothing more given back
     after = slots.get(slot["id"])
-    assert (after["free"], after["booked"]) == (1, 1)
+    # given back, yet held back until its secret return (tests/integration/test_releases.py)
+    assert (after["free"], after["held_back"], after["booked"]) == (0, 1, 1)
 
 
 def test_hold_asked_twice_keeps_one_place(slots):
-    slots.create_from_plan(plan(desks=3))
+    slots.create_from_plan(plan(desks=3), release="now")
     slot = first_slot(slots)
     slots.hold(slot["id"], "same", "renewal")
     again = slots.hold(slot["id"], "same", "renewal")
@@ -82,7 +83,7 @@ def test_hold_asked_twice_keeps_one_place(slots):
 
 
 def test_hold_refusals(slots, mongo):
-    slots.create_from_plan(plan(desks=1))
+    slots.create_from_plan(plan(desks=1), release="now")
     slot = first_slot(slots)
     with pytest.raises(NotFound):
         slots.hold("nope", "h", "renewal")
@@ -95,7 +96,7 @@ def test_hold_refusals(slots, mongo):
 
 
 def test_a_past_slot_cannot_be_booked(slots, mongo):
-    slots.create_from_plan(plan(desks=1))
+    slots.create_from_plan(plan(desks=1), release="now")
     slot = first_slot(slots)
     # rewrite start with a whole-document replace: the stand-in mangles datetimes given to $set
     doc = mongo("slots")["slots"].find_one({"_id": slot["id"]})
@@ -111,7 +112,7 @@ def test_concurrent_holds_never_exceed_capacity(container_factory, config):
     for _ in range(2):
         container_factory(SlotsService, config).start()
     with ClusterRpcProxy(config, timeout=30) as rpc:
-        rpc.slots.create_from_plan(plan(desks=3))
+        rpc.slots.create_from_plan(plan(desks=3), release="now")
         slot = first_slot(rpc.slots)
         replies = [rpc.slots.hold.call_async(slot["id"], f"h{i}", "renewal") for i in range(120)]
         won, full = 0, 0

@@ -63,12 +63,19 @@ def slot(**overrides):
     (None, NotFound),
     (slot(procedure="duplicate"), InvalidRequest),
     (slot(state="closed"), SlotNotBookable),
-    (slot(state="scheduled"), SlotNotBookable),
+    # not yet released: answered as an unknown slot, so nothing tells it is coming
+    (slot(state="scheduled"), NotFound),
     (slot(start=datetime(2020, 1, 1, tzinfo=UTC)), SlotNotBookable),
     (slot(free=0), SlotFull),
 ])
 def test_slot_refusals(candidate, expected):
     assert isinstance(slot_rules.refusal(candidate, "renewal", datetime.now(UTC)), expected)
+
+
+def test_a_scheduled_slot_is_refused_exactly_like_an_unknown_one():
+    scheduled = slot_rules.refusal(slot(state="scheduled"), "renewal", datetime.now(UTC))
+    unknown = slot_rules.refusal(None, "renewal", datetime.now(UTC))
+    assert (scheduled.message, scheduled.fields) == (unknown.message, unknown.fields)
 
 
 def test_a_bookable_slot_has_no_refusal():
