@@ -66,6 +66,8 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         SLOT_LISTING_CACHE_SECONDS=0,
         TRUSTED_PROXIES="127.0.0.1,::1",
         max_workers=30,
+        # decoys change every count of a plan: the tests about them ask for them
+        SLOTS_DECOY_SHARE=0,
     )
 
 

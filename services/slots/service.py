@@ -26,7 +26,7 @@ from nameko.timer import timer
 from services.common import contract
 from services.common.clock import Clock
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, SlotFull, SlotNotBookable
-from services.common.lease import InstanceId, Leases, owner_id
+from services.common.lease import InstanceId, owner_id
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, rpc
@@ -232,8 +232,8 @@ class SlotsService:
         sweeper.next_ts = now + sweeper.settings["every"]
         # kept while we sweep and renewed at each pass: another instance takes over only after
         # this one stops sweeping for three periods
-        if not Leases(self.store.leases).acquire(SWEEP_JOB, sweeper.owner,
-                                                 3 * sweeper.settings["every"], now):
+        if not self.store.leases.acquire(SWEEP_JOB, sweeper.owner, 3 * sweeper.settings["every"],
+                                         now):
             return
         released = sweep(self.store, self.booking.holds_in_use, now, sweeper.settings["max_age"],
                          self._release)

@@ -31,7 +31,7 @@ def open_slots(system, desks, hours):
     day = a_tuesday()
     with system.rpc() as rpc:
         rpc.slots.create_from_plan(dict(plan(procedure="renewal", desks=desks, days=1, start=day,
-                                             hours=hours)))
+                                             hours=hours)), release="now")
         return rpc.slots.list_open("renewal", day.isoformat(), day.isoformat(), 1, 200)["slots"]
 
 

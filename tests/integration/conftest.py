@@ -98,7 +98,7 @@ def counter(container_factory, counter_config, mongo, http):
     booking_clock, desk_clock = start_counter(container_factory, counter_config)
     add_staff(mongo)
     with ClusterRpcProxy(counter_config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=4, days=7, start=date.today() + timedelta(days=1)))
+        rpc.slots.create_from_plan(plan(desks=4, days=7, start=date.today() + timedelta(days=1)), release="now")
         today = date.today()
         slot = rpc.slots.list_open("renewal", today.isoformat(),
                                    (today + timedelta(days=10)).isoformat())["slots"][0]

@@ -20,7 +20,7 @@ def booked(container_factory, config, http):
     for cls in (SlotsService, BookingService, PublicGateway):
         container_factory(cls, config).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=2, start=date.today() + timedelta(days=1)))
+        rpc.slots.create_from_plan(plan(desks=2, start=date.today() + timedelta(days=1)), release="now")
         slot = http.get("/api/slots", params={"procedure": "renewal"}).json()["slots"][0]
         answer = http.post("/api/bookings", json=applicant(slot["id"], **NAME))
         assert answer.status_code == 201, answer.text

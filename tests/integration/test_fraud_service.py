@@ -161,7 +161,7 @@ def test_a_decoy_booking_is_cancelled_with_the_other_bookings_of_its_e_mail(
     config = dict(fraud_config, SLOTS_DECOY_SHARE=0.2)
     for cls in (SlotsService, BookingService, FraudService):
         container_factory(cls, config).start()
-    rpc.slots.create_from_plan(plan(desks=5, days=3))
+    rpc.slots.create_from_plan(plan(desks=5, days=3), release="now")
     booker = Booker(rpc)
     today = datetime.now(timezone.utc).date()
     decoy = next(s for s in rpc.slots.list_open("renewal", today.isoformat(),

@@ -130,7 +130,7 @@ def test_a_booking_nobody_confirmed_is_released_and_the_mail_says_why(container_
     for cls in (SlotsService, BookingService, NotifyService):
         container_factory(cls, config).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=1))
+        rpc.slots.create_from_plan(plan(desks=1), release="now")
         today = datetime.now(timezone.utc).date()
         slot = rpc.slots.list_open("renewal", today.isoformat(), (today + timedelta(days=30)).isoformat())["slots"][0]
         booked = rpc.booking.create(applicant(slot["id"]), {"ip": "203.0.113.1"})

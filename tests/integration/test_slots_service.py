@@ -131,7 +131,7 @@ def test_concurrent_holds_never_exceed_capacity(container_factory, config):
 def test_decoys_are_listed_only_on_request_look_like_slots_and_can_be_held(container_factory, config):
     container_factory(SlotsService, dict(config, SLOTS_DECOY_SHARE=0.2)).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        created = rpc.slots.create_from_plan(plan(desks=2, days=7))
+        created = rpc.slots.create_from_plan(plan(desks=2, days=7), release="now")
         real = rpc.slots.list_open("renewal", *window(), 1, 200)["slots"]
         everything = rpc.slots.list_open("renewal", *window(), 1, 200, include_decoys=True)["slots"]
         decoys = [s for s in everything if s["decoy"]]
