@@ -13,7 +13,8 @@ ENV = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=T
                   undefined=StrictUndefined)
 CSS = (HERE / "static" / "admin.css").read_bytes()
 
-STATUS_FR = {"active": "Attendu", "checked_in": "Reçu", "cancelled": "Annulé"}
+STATUS_FR = {"pending": "Non confirmé", "active": "Attendu", "checked_in": "Reçu",
+             "cancelled": "Annulé"}
 REASON_FR = {
     "applicant": "annulé par la personne",
     "multiple_bookings_same_email": "plusieurs rendez-vous avec une même adresse (fraude)",
@@ -21,6 +22,9 @@ REASON_FR = {
     "slot_grabbing": "captation automatisée (fraude)",
     "name_mismatch": "nom différent de la pièce d'identité au guichet",
     "staff": "annulé par la préfecture",
+    "not_confirmed": "non confirmé depuis le courriel à temps",
+    "email_already_used": "adresse déjà utilisée pour un autre rendez-vous confirmé",
+    "pending": "pas encore confirmé depuis le courriel",
     "other_site": "rendez-vous sur un autre site",
     "other_day": "rendez-vous un autre jour",
     "cancelled": "rendez-vous annulé",
