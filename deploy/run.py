@@ -40,9 +40,14 @@ EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notif
 
 def token_secret():
     """BOOKING_TOKEN_SECRET from the environment, else a local secret made once under var/."""
-    if os.environ.get("BOOKING_TOKEN_SECRET"):
-        return os.environ["BOOKING_TOKEN_SECRET"]
-    path = VAR / "booking_token_secret"
+    return local_secret("BOOKING_TOKEN_SECRET")
+
+
+def local_secret(key):
+    """The secret `key` from the environment, else one made once under var/ (its name, lower)."""
+    if os.environ.get(key):
+        return os.environ[key]
+    path = VAR / key.lower()
     if not path.exists():
         VAR.mkdir(exist_ok=True)
         path.write_text(secrets.token_urlsafe(32))
@@ -142,6 +147,7 @@ def main():
     env = dict(os.environ)
     env.setdefault("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
     env["BOOKING_TOKEN_SECRET"] = token_secret()
+    env["PUBLIC_FORM_SECRET"] = local_secret("PUBLIC_FORM_SECRET")
     procs, backing = [], []
     try:
         mongo_uris = {}  # service -> its own stand-in, when there is no MONGO_URI
@@ -169,6 +175,7 @@ def main():
             print(f"loaded the demo opening plan: {created} slots")
         print(
             "\nThe system is up:\n"
+            f"  applicant pages   http://127.0.0.1:{port}/\n"
             f"  public API        http://127.0.0.1:{port}/api/procedures\n"
             f"  free slots        http://127.0.0.1:{port}/api/slots?procedure=renewal\n"
             "  RabbitMQ (bus)    http://127.0.0.1:15672  (guest/guest)\n"

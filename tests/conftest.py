@@ -10,6 +10,7 @@ import requests
 from tests.helpers import BusListener
 
 TOKEN_SECRET = "test-only-secret-" + uuid.uuid4().hex
+FORM_SECRET = "test-only-form-secret-" + uuid.uuid4().hex
 
 
 def free_port():
@@ -50,6 +51,7 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         MONGO_DB_PREFIX=db_prefix,
         WEB_SERVER_ADDRESS=f"127.0.0.1:{web_port}",
         BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+        PUBLIC_FORM_SECRET=FORM_SECRET,
         RPC_TIMEOUT=3,
         OUTBOX_GRACE_SECONDS=1,
         TRUSTED_PROXIES="127.0.0.1,::1",

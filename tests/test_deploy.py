@@ -69,12 +69,14 @@ def test_nameko_config_substitutes_environment(monkeypatch):
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")
 def test_docker_compose_accepts_the_file():
-    env = dict(os.environ, BOOKING_TOKEN_SECRET="x" * 32, RABBITMQ_PASSWORD="p")
+    env = dict(os.environ, BOOKING_TOKEN_SECRET="x" * 32, PUBLIC_FORM_SECRET="y" * 32,
+               RABBITMQ_PASSWORD="p")
     result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     missing = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-                             env={"PATH": os.environ["PATH"], "RABBITMQ_PASSWORD": "p"},
+                             env={"PATH": os.environ["PATH"], "RABBITMQ_PASSWORD": "p",
+                                  "PUBLIC_FORM_SECRET": "y" * 32},
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "BOOKING_TOKEN_SECRET" in missing.stderr + missing.stdout
 

@@ -7,42 +7,13 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from services.common.ics import fold_ics, ics_text
 from services.common.reference_data import PROCEDURES, SITES
-from services.common.timeutil import PARIS, parse_iso, utcnow
+from services.common.timeutil import PARIS, long_date, parse_iso, utcnow
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# calendar names for dates written out in full; wording of the messages is in the templates
-FR_DAYS = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"]
-FR_MONTHS = ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
-             "septembre", "octobre", "novembre", "décembre"]
-EN_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-             "September", "October", "November", "December"]
-
 KIND_FOR_EVENT = {"booking_created": "confirmation", "booking_cancelled": "cancellation"}
-
-
-def ics_text(value):
-    """Escape a value for an iCalendar TEXT property (RFC 5545 section 3.3.11)."""
-    return (str(value).replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
-            .replace("\r\n", "\\n").replace("\n", "\\n"))
-
-
-def fold_ics(text):
-    """CRLF line ends, lines folded at 75 octets without splitting a UTF-8 character."""
-    out = []
-    for line in text.strip().splitlines():
-        chunk, size = "", 0
-        for char in line:
-            width = len(char.encode())
-            if size + width > 75:
-                out.append(chunk)
-                chunk, size = " ", 1
-            chunk += char
-            size += width
-        out.append(chunk)
-    return "\r\n".join(out) + "\r\n"
 
 
 ENV = Environment(
@@ -76,8 +47,8 @@ def context(event, settings):
         "walk_in": procedure.get("walk_in"),
         "site_label": site["label"],
         "site_address": site["address"],
-        "date_fr": f"{FR_DAYS[local.weekday()]} {local.day} {FR_MONTHS[local.month - 1]} {local.year}",
-        "date_en": f"{EN_DAYS[local.weekday()]} {local.day} {EN_MONTHS[local.month - 1]} {local.year}",
+        "date_fr": long_date(local, "fr"),
+        "date_en": long_date(local, "en"),
         "time": local.strftime("%H:%M"),
         "manage_url": f"{base}/bookings/{event['reference']}?token={token}" if token else base,
         "reason": event.get("reason"),

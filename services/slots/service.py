@@ -45,8 +45,10 @@ class SlotsService:
     store = MongoStore("slots", SlotStore)
 
     @rpc(expected_exceptions=EXPECTED)
-    def list_open(self, procedure, date_from, date_to, page=1, per_page=50):
-        """Open slots with a free place, starting on local days [date_from, date_to], by start."""
+    def list_open(self, procedure, date_from, date_to, page=1, per_page=50, site=None):
+        """Open slots with a free place, starting on local days [date_from, date_to], by start.
+
+        site: only that site's slots (the applicant pages choose a site before a time)."""
         try:
             first, last = date.fromisoformat(date_from), date.fromisoformat(date_to)
         except (TypeError, ValueError):
@@ -56,7 +58,7 @@ class SlotsService:
         start_from = max(_local_midnight_utc(first), utcnow())
         start_before = _local_midnight_utc(last + timedelta(days=1))
         found = self.store.list_open(
-            procedure, start_from, start_before, (page - 1) * per_page, per_page + 1
+            procedure, start_from, start_before, (page - 1) * per_page, per_page + 1, site
         )
         return {
             "slots": [slot_view(s) for s in found[:per_page]],

@@ -41,13 +41,15 @@ class SlotStore:
     def get(self, slot_id):
         return self.slots.find_one({"_id": slot_id})
 
-    def list_open(self, procedure, start_from, start_before, skip, limit):
+    def list_open(self, procedure, start_from, start_before, skip, limit, site=None):
         query = {
             "procedure": procedure,
             "state": OPEN,
             "free": {"$gt": 0},
             "start": {"$gte": start_from, "$lt": start_before},
         }
+        if site is not None:
+            query["site"] = site
         cursor = self.slots.find(query).sort([("start", 1), ("_id", 1)]).skip(skip).limit(limit)
         return list(cursor)
 

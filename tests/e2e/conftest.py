@@ -7,7 +7,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.exceptions import UnknownService
 
 from deploy import run
-from tests.conftest import TOKEN_SECRET
+from tests.conftest import FORM_SECRET, TOKEN_SECRET
 
 
 class System:
@@ -21,6 +21,7 @@ class System:
             MONGO_DB_PREFIX=config["MONGO_DB_PREFIX"],
             WEB_SERVER_ADDRESS=config["WEB_SERVER_ADDRESS"],
             BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+            PUBLIC_FORM_SECRET=FORM_SECRET,
             RPC_TIMEOUT="10",
             OUTBOX_GRACE_SECONDS="2",
             MAX_WORKERS="60",

@@ -1,0 +1,44 @@
+"""iCalendar text (RFC 5545) for appointment files: notify attaches one, the public pages serve one."""
+from datetime import timezone
+
+
+def ics_text(value):
+    """Escape a value for an iCalendar TEXT property (RFC 5545 section 3.3.11)."""
+    return (str(value).replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
+            .replace("\r\n", "\\n").replace("\n", "\\n"))
+
+
+def fold_ics(text):
+    """CRLF line ends, lines folded at 75 octets without splitting a UTF-8 character."""
+    out = []
+    for line in text.strip().splitlines():
+        chunk, size = "", 0
+        for char in line:
+            width = len(char.encode())
+            if size + width > 75:
+                out.append(chunk)
+                chunk, size = " ", 1
+            chunk += char
+            size += width
+        out.append(chunk)
+    return "\r\n".join(out) + "\r\n"
+
+
+def ics_time(value):
+    """An aware datetime as an iCalendar UTC DATE-TIME."""
+    return value.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def appointment_ics(uid, stamp, start, end, summary, location, description):
+    """One VEVENT in its VCALENDAR, folded and escaped; times are aware datetimes."""
+    lines = [
+        "BEGIN:VCALENDAR", "VERSION:2.0",
+        "PRODID:-//Prefecture de l'Herault//Rendez-vous etrangers//FR",
+        "CALSCALE:GREGORIAN", "METHOD:PUBLISH", "BEGIN:VEVENT",
+        f"UID:{ics_text(uid)}", f"DTSTAMP:{ics_time(stamp)}",
+        f"DTSTART:{ics_time(start)}", f"DTEND:{ics_time(end)}",
+        f"SUMMARY:{ics_text(summary)}", f"LOCATION:{ics_text(location)}",
+        f"DESCRIPTION:{ics_text(description)}",
+        "END:VEVENT", "END:VCALENDAR",
+    ]
+    return fold_ics("\n".join(lines))
