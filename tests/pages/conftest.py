@@ -8,6 +8,7 @@ from gateway.public.service import PublicGateway
 from services.booking.service import BookingService
 from services.slots.service import SlotsService
 from tests.browser import browser, new_page  # noqa: F401  (fixtures)
+from tests.e2e.conftest import System
 from tests.helpers import plan
 
 
@@ -27,6 +28,23 @@ def site(container_factory, config, gateway_config, web_port):
         rpc.slots.create_from_plan(plan(desks=1, days=7))
         rpc.slots.create_from_plan(plan(procedure="renewal_10y", desks=1, days=7))
     return f"http://127.0.0.1:{web_port}"
+
+
+@pytest.fixture
+def live_site(config, tmp_path, web_port):
+    """The same, each service its own `nameko run` process: Playwright's sync calls block this
+    process's only OS thread, so a gateway served from here under eventlet could never answer."""
+    system = System(config, tmp_path)
+    for name in ("slots", "booking", "public_gateway"):
+        system.start(name)
+    try:
+        system.wait_ready()
+        with system.rpc() as rpc:
+            rpc.slots.create_from_plan(plan(desks=1, days=7))
+            rpc.slots.create_from_plan(plan(procedure="renewal_10y", desks=1, days=7))
+        yield f"http://127.0.0.1:{web_port}"
+    finally:
+        system.stop()
 
 
 def csrf_of(html):
