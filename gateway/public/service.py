@@ -8,8 +8,7 @@ from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
 from gateway.public.pages import TOKEN_COOKIE, page
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
-from services.common.errors import (DomainError, InvalidRequest, NotFound, SlotFull,
-                                    SlotNotBookable)
+from services.common.errors import InvalidRequest, NotFound, SlotFull, SlotNotBookable
 from services.common.ics import appointment_ics
 from services.common.reference_data import (FREE_NOTICE, PROCEDURES, SITES, documents,
                                             procedure_view)

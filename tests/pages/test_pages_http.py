@@ -237,3 +237,30 @@ def test_home_page_shows_the_warning_and_where_to_report(http, site):
     assert 'href="https://www.internet-signalement.gouv.fr"' in home
     assert 'href="mailto:pref-etrangers@herault.gouv.fr"' in home
     assert home.index("gratuits") < home.index("<h1>")  # before anything else on the page
+
+
+@pytest.mark.parametrize("gateway_config", [{"PUBLIC_BASE_URL": "https://rdv.example.org"}],
+                         indirect=True)
+def test_cookies_are_secure_behind_https(http, site):
+    slot_path = first_slot_path(http)
+    form = http.get(slot_path)
+    assert "Secure" in form.headers["Set-Cookie"]
+    # a client only sends Secure cookies over https: hand this one back by hand
+    binding = re.search(r"csrf_id=([^;]+)", form.headers["Set-Cookie"]).group(1)
+    http.cookies.clear()
+    response = http.post(slot_path, data=dict(FORM, csrf_token=csrf_of(form.text)),
+                         headers={"Cookie": f"csrf_id={binding}"}, **NO_FOLLOW)
+    booked_reference(response)
+    assert "booking_token=" in response.headers["Set-Cookie"] and "Secure" in response.headers["Set-Cookie"]
+    english = http.get("/", params={"lang": "en"})
+    assert "Secure" in english.headers["Set-Cookie"]
+
+
+def test_the_gateway_refuses_to_start_without_its_form_secret(container_factory, config):
+    from nameko.exceptions import ConfigurationError
+
+    from gateway.public.service import PublicGateway
+
+    container = container_factory(PublicGateway, dict(config, PUBLIC_FORM_SECRET=None))
+    with pytest.raises(ConfigurationError, match="PUBLIC_FORM_SECRET"):
+        container.start()
