@@ -64,6 +64,13 @@ class Checks:
                 if "Content Security Policy" in message.text else None)
         return page
 
+    def violations(self):
+        """axe-core's violations on the sibling page: [(rule, impact, first targets)]."""
+        self.sibling.add_script_tag(url=self.axe_url)
+        return self.sibling.evaluate(
+            "axe.run({resultTypes: ['violations']}).then(r => r.violations.map("
+            "v => [v.id, v.impact, v.nodes.slice(0, 3).map(n => n.target.join(' '))]))")
+
     def visit(self, page, name, submit=None):
         """Screenshot, nothing wider than the screen, and axe on the same page (submit: the
         button to press in the sibling first, to check a form's error state)."""
@@ -75,10 +82,7 @@ class Checks:
         if submit:
             self.sibling.get_by_role("button", name=submit).click()
             self.sibling.wait_for_load_state()
-        self.sibling.add_script_tag(url=self.axe_url)
-        violations = self.sibling.evaluate(
-            "axe.run({resultTypes: ['violations']}).then(r => r.violations.map("
-            "v => [v.id, v.impact, v.nodes.slice(0, 3).map(n => n.target.join(' '))]))")
+        violations = self.violations()
         blocking = [v for v in violations if v[1] in BLOCKING]
         assert not blocking, f"{name}: {blocking}"
         assert not self.csp_reports, self.csp_reports
@@ -99,6 +103,14 @@ def checks(browser, axe_url):
     yield make
     for each in made:
         each.close()
+
+
+def test_the_accessibility_check_sees_what_it_must_refuse(checks):
+    check = checks(DESK)
+    check.sibling.set_content('<html><body><form><input name="x"></form>'
+                              '<p style="color:#bbb;background:#fff">pale</p></body></html>')
+    found = {rule: impact for rule, impact, _ in check.violations()}
+    assert found.get("label") == "critical" and found.get("color-contrast") == "serious"
 
 
 def test_book_fix_a_mistake_switch_language_and_cancel_at_desk_width_and_on_a_phone(
