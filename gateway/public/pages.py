@@ -91,9 +91,10 @@ class Page:
     def set_cookie(self, name, value, **options):
         self.cookies.append((name, value, options))
 
-    def render(self, template, status=200, private=True, **values):
+    def render(self, template, status=200, **values):
         body = ENV.get_template(template).render(page=self, t=self.t, lang=self.lang, **values)
-        return page_response(body, status=status, private=private)
+        # never cached, even pages without personal data: their language comes from a cookie
+        return page_response(body, status=status, private=True)
 
     def redirect(self, location):
         response = page_response("", status=303)

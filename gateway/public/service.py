@@ -127,12 +127,12 @@ class PublicGateway:
     @json_http("GET", "/")
     @page
     def home(self, current):
-        return current.render("home.html.j2", private=False)
+        return current.render("home.html.j2")
 
     @json_http("GET", "/book")
     @page
     def choose_procedure(self, current):
-        return current.render("procedures.html.j2", private=False, procedures=[
+        return current.render("procedures.html.j2", procedures=[
             dict(procedure_view(code), documents=documents(code, current.lang))
             for code in PROCEDURES])
 
