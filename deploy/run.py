@@ -346,6 +346,7 @@ def main():
     env["CONVOCATION_SIGNING_KEY"] = convocation_key()
     env["ADMIN_SECRET_KEY"] = local_secret("ADMIN_SECRET_KEY", "admin_secret_key")
     env["ATTESTATION_SIGNING_KEY"] = attestation_key()
+    env["PUBLIC_FORM_SECRET"] = local_secret("PUBLIC_FORM_SECRET", "public_form_secret")
     env.setdefault("RELEASE_DEMO_MINUTES", DEMO_RELEASE_MINUTES)
     services, backing, group = [], [], ProcessGroup()
     try:
@@ -385,6 +386,7 @@ def main():
             print(f"loaded the demo opening plan: {created} slots")
         print(
             "\nThe system is up:\n"
+            f"  applicant pages   http://127.0.0.1:{port}/\n"
             f"  public API        http://127.0.0.1:{port}/api/procedures\n"
             f"  free slots        http://127.0.0.1:{port}/api/slots?procedure=renewal\n"
             f"  staff (counter)   http://127.0.0.1:{admin_port}/login\n"

@@ -15,6 +15,7 @@ ADMIN_SECRET = "test-only-admin-secret-" + uuid.uuid4().hex
 # a fresh Ed25519 key per test session: convocations signed in one run verify only in that run
 CONVOCATION_KEY = new_private_key_text()
 ATTESTATION_KEY = new_private_key_text()
+FORM_SECRET = "test-only-form-secret-" + uuid.uuid4().hex
 
 
 def free_port():
@@ -58,6 +59,7 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
         ADMIN_SECRET_KEY=ADMIN_SECRET,
         ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
+        PUBLIC_FORM_SECRET=FORM_SECRET,
         RPC_TIMEOUT=3,
         OUTBOX_GRACE_SECONDS=1,
         OUTBOX_RELAY_SECONDS=0.5,

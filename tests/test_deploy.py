@@ -74,7 +74,7 @@ def test_docker_compose_accepts_the_file():
         "docker-compose is missing: `make test-tools` (deploy/ensure_test_tools.sh) installs "
         "Debian's docker-compose, whose `config -q` checks this file without a Docker engine")
     secrets = {"CONVOCATION_SIGNING_KEY": "k" * 44, "ADMIN_SECRET_KEY": "a" * 32,
-               "ATTESTATION_SIGNING_KEY": "k"}
+               "ATTESTATION_SIGNING_KEY": "k", "PUBLIC_FORM_SECRET": "y" * 32}
     env = dict(os.environ, BOOKING_TOKEN_SECRET="x" * 32, RABBITMQ_PASSWORD="p", **secrets)
     result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
                             env=env, capture_output=True, text=True)

@@ -37,3 +37,94 @@ class BookingAccessSchema(Schema):
 
     reference = SafeString(required=True, validate=REFERENCE)
     token = SafeString(required=True, validate=validate.Length(min=1, max=128))
+
+
+# -- what the JSON API answers: described for the OpenAPI document (gateway/public/openapi.py) --
+
+class NoticeSchema(Schema):
+    fr = fields.String(required=True)
+    en = fields.String(required=True)
+
+
+class WalkInSchema(Schema):
+    weekdays = fields.List(fields.String(), required=True)
+    mornings_only = fields.Boolean(required=True)
+    fr = fields.String(required=True)
+    en = fields.String(required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True, metadata={"description": "a code: invalid_request, not_found, slot_full..."})
+    message = fields.String(required=True)
+    fields = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True,
+                         metadata={"description": "the reasons, per field of the request"})
+
+
+class ProcedureSchema(Schema):
+    code = fields.String(required=True)
+    label_fr = fields.String(required=True)
+    label_en = fields.String(required=True)
+    requires_foreigner_number = fields.Boolean(required=True)
+    walk_in = fields.Nested(WalkInSchema)
+
+
+class ProceduresSchema(Schema):
+    procedures = fields.List(fields.Nested(ProcedureSchema), required=True)
+    notice = fields.Nested(NoticeSchema, required=True)
+
+
+class SlotSchema(Schema):
+    id = fields.String(required=True)
+    site = fields.String(required=True)
+    procedure = fields.String(required=True)
+    start = fields.AwareDateTime(required=True, metadata={"description": "Europe/Paris offset"})
+    end = fields.AwareDateTime(required=True)
+    free = fields.Integer(required=True)
+
+
+class SlotListSchema(Schema):
+    slots = fields.List(fields.Nested(SlotSchema), required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+    has_more = fields.Boolean(required=True)
+    notice = fields.Nested(NoticeSchema, required=True)
+    walk_in = fields.Nested(WalkInSchema)
+
+
+class BookedSlotSchema(Schema):
+    id = fields.String(required=True)
+    site = fields.String(required=True)
+    procedure = fields.String()
+    start = fields.AwareDateTime(required=True)
+    end = fields.AwareDateTime(required=True)
+    site_address = fields.String(allow_none=True)
+
+
+class BookingCreatedSchema(Schema):
+    reference = fields.String(required=True)
+    token = fields.String(required=True, metadata={"description": "keep it: it proves the booking is yours"})
+    status = fields.String(required=True)
+    slot = fields.Nested(BookedSlotSchema, required=True)
+    notice = fields.Nested(NoticeSchema, required=True)
+    walk_in = fields.Nested(WalkInSchema)
+
+
+class BookingSchema(Schema):
+    reference = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["active", "cancelled", "checked_in"]))
+    procedure = fields.String(required=True)
+    slot = fields.Nested(BookedSlotSchema, required=True)
+    family_name = fields.String(required=True)
+    given_names = fields.String(required=True)
+    birth_date = fields.Date(required=True)
+    foreigner_number = fields.String(allow_none=True)
+    email = fields.String(required=True)
+    phone = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime(required=True)
+    cancel_reason = fields.String()
+    cancelled_at = fields.AwareDateTime()
+    notice = fields.Nested(NoticeSchema, required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)

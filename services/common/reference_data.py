@@ -43,10 +43,13 @@ SITES = {
     "montpellier": {
         "label": "Préfecture de l'Hérault, guichet des étrangers",
         "address": "34 place des Martyrs de la Résistance, 34062 Montpellier",
+        # a plain link for applicants to follow: the pages load nothing from the map site
+        "map_url": "https://www.openstreetmap.org/search?query=34%20place%20des%20Martyrs%20de%20la%20R%C3%A9sistance%2C%2034000%20Montpellier",
     },
     "beziers": {
         "label": "Sous-préfecture de Béziers, guichet des étrangers",
         "address": "Boulevard Édouard Herriot, 34500 Béziers",
+        "map_url": "https://www.openstreetmap.org/search?query=Boulevard%20%C3%89douard%20Herriot%2C%2034500%20B%C3%A9ziers",
     },
 }
 
@@ -66,3 +69,38 @@ def procedure_view(code):
     if "walk_in" in entry:
         view["walk_in"] = dict(entry["walk_in"])
     return view
+
+
+# What to bring to the desk, per procedure, shown before booking and on the confirmation.
+_ALWAYS = [
+    ("votre passeport (ou une pièce d'identité de votre pays)", "your passport (or an identity document from your country)"),
+    ("un justificatif de domicile de moins de 6 mois", "proof of address less than 6 months old"),
+    ("3 photos d'identité récentes (norme ISO/IEC 19794-5)", "3 recent identity photos (ISO/IEC 19794-5 standard)"),
+    ("votre convocation imprimée ou sur votre téléphone", "your appointment letter, printed or on your phone"),
+]
+_CURRENT_PERMIT = [("votre titre de séjour actuel", "your current residence permit")]
+DOCUMENTS = {
+    "first_application": _ALWAYS + [
+        ("votre acte de naissance avec sa traduction par un traducteur agréé",
+         "your birth certificate with a translation by a sworn translator"),
+        ("votre visa ou le justificatif de votre entrée en France", "your visa or proof of your entry into France"),
+    ],
+    "renewal": _ALWAYS + _CURRENT_PERMIT,
+    "renewal_10y": _ALWAYS + _CURRENT_PERMIT,
+    "change_of_status": _ALWAYS + _CURRENT_PERMIT + [
+        ("les pièces justifiant votre nouvelle situation (contrat de travail, diplôme...)",
+         "documents proving your new situation (employment contract, diploma...)"),
+    ],
+    "duplicate": _ALWAYS + [
+        ("la déclaration de perte ou de vol, ou le titre détérioré",
+         "the report of loss or theft, or the damaged permit"),
+        ("un timbre fiscal (le montant est indiqué sur service-public.fr)",
+         "a tax stamp (the amount is given on service-public.fr)"),
+    ],
+}
+
+
+def documents(code, lang):
+    """The documents to bring for a procedure, in French ("fr") or English ("en")."""
+    index = 0 if lang == "fr" else 1
+    return [pair[index] for pair in DOCUMENTS[code]]

@@ -30,3 +30,19 @@ def parse_iso(text):
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without offset: {text!r}")
     return parsed.astimezone(timezone.utc)
+
+
+# calendar names for dates written out in full, in the two languages applicants read
+FR_DAYS = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"]
+FR_MONTHS = ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
+             "septembre", "octobre", "novembre", "décembre"]
+EN_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+             "September", "October", "November", "December"]
+
+
+def long_date(day, lang):
+    """'mardi 4 mars 2027' or 'Tuesday 4 March 2027' for a date (or a local datetime)."""
+    if lang == "fr":
+        return f"{FR_DAYS[day.weekday()]} {day.day} {FR_MONTHS[day.month - 1]} {day.year}"
+    return f"{EN_DAYS[day.weekday()]} {day.day} {EN_MONTHS[day.month - 1]} {day.year}"

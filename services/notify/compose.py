@@ -8,53 +8,14 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from services.common.ics import fold_ics, ics_text
 from services.common.reference_data import PROCEDURES, SITES
-from services.common.timeutil import PARIS, parse_iso, utcnow
+from services.common.timeutil import PARIS, long_date, parse_iso, utcnow
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# calendar names for dates written out in full; wording of the messages is in the templates
-FR_DAYS = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"]
-FR_MONTHS = ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
-             "septembre", "octobre", "novembre", "décembre"]
-EN_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-             "September", "October", "November", "December"]
-
 KIND_FOR_EVENT = {"booking_created": "confirmation", "booking_cancelled": "cancellation",
                   "attempt_recorded": "attempt_receipt"}
-
-
-# every character str.splitlines() breaks a line at (CR, LF, VT, FF, FS, GS, RS, NEL, U+2028,
-# U+2029): each becomes the escaped "\n", so a name can never start a property of its own
-ICS_LINE_BREAK = re.compile("\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-# other controls are not allowed in TEXT values (RFC 5545 section 3.3.11): dropped
-ICS_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f]")
-
-
-def ics_text(value):
-    """Escape a value for an iCalendar TEXT property (RFC 5545 section 3.3.11)."""
-    text = (str(value).replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,"))
-    return ICS_CONTROL.sub("", ICS_LINE_BREAK.sub("\\\\n", text))
-
-
-def fold_ics(text):
-    """CRLF line ends, lines folded at 75 octets without splitting a UTF-8 character.
-
-    Split at the template's own line ends only: values are escaped, and splitlines() would
-    also break at U+2028 and friends."""
-    out = []
-    for line in text.strip().replace("\r\n", "\n").split("\n"):
-        chunk, size = "", 0
-        for char in line:
-            width = len(char.encode())
-            if size + width > 75:
-                out.append(chunk)
-                chunk, size = " ", 1
-            chunk += char
-            size += width
-        out.append(chunk)
-    return "\r\n".join(out) + "\r\n"
 
 
 ENV = Environment(
@@ -88,8 +49,8 @@ def context(event, settings):
         "walk_in": procedure.get("walk_in"),
         "site_label": site["label"],
         "site_address": site["address"],
-        "date_fr": f"{FR_DAYS[local.weekday()]} {local.day} {FR_MONTHS[local.month - 1]} {local.year}",
-        "date_en": f"{EN_DAYS[local.weekday()]} {local.day} {EN_MONTHS[local.month - 1]} {local.year}",
+        "date_fr": long_date(local, "fr"),
+        "date_en": long_date(local, "en"),
         "time": local.strftime("%H:%M"),
         "manage_url": f"{base}/bookings/{event['reference']}?token={token}" if token else base,
         # a page with a button: a mail client fetching the link ahead does not confirm
@@ -115,8 +76,8 @@ def attempt_context(event, settings):
         "procedure_fr": procedure.get("label_fr", event["procedure"]),
         "procedure_en": procedure.get("label_en", event["procedure"]),
         "foreigner_number": event.get("foreigner_number"),
-        "date_fr": f"{FR_DAYS[at.weekday()]} {at.day} {FR_MONTHS[at.month - 1]} {at.year}",
-        "date_en": f"{EN_DAYS[at.weekday()]} {at.day} {EN_MONTHS[at.month - 1]} {at.year}",
+        "date_fr": long_date(at, "fr"),
+        "date_en": long_date(at, "en"),
         "time": at.strftime("%H:%M"),
         "token": event["token"],
         "attempts_url": f"{base}/api/attempts/{event['reference']}?token={event['token']}",

@@ -137,11 +137,13 @@ class SlotsService:
     sweeper = Sweeper()
 
     @rpc(expected_exceptions=EXPECTED)
-    def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False):
+    def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False,
+                  site=None):
         """Open slots with a free place, starting on local days [date_from, date_to], by start.
 
         Decoys are left out unless include_decoys: the applicant pages never offer them; the
-        JSON API shows them (a script reading it can book one, a person cannot).
+        JSON API shows them (a script reading it can book one, a person cannot). site: only
+        that site's slots (the applicant pages choose a site before a time).
         """
         try:
             first, last = date.fromisoformat(date_from), date.fromisoformat(date_to)
@@ -153,7 +155,7 @@ class SlotsService:
         start_before = _local_midnight_utc(last + timedelta(days=1))
         found = self.store.list_open(
             procedure, start_from, start_before, (page - 1) * per_page, per_page + 1,
-            include_decoys=bool(include_decoys),
+            include_decoys=bool(include_decoys), site=site,
         )
         return {
             "slots": [slot_view(s) for s in found[:per_page]],

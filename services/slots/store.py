@@ -103,7 +103,8 @@ class SlotStore:
     def of_plan(self, plan_id, start_after):
         return list(self.slots.find({"plan_id": plan_id, "start": {"$gt": start_after}}))
 
-    def list_open(self, procedure, start_from, start_before, skip, limit, include_decoys=False):
+    def list_open(self, procedure, start_from, start_before, skip, limit, include_decoys=False,
+                  site=None):
         query = {
             "procedure": procedure,
             "state": OPEN,
@@ -114,6 +115,8 @@ class SlotStore:
             # null matches slots written without the field; the stand-in drops every match
             # of {"$ne": true} next to the indexed fields, so it is not used
             query["decoy"] = {"$in": [False, None]}
+        if site is not None:
+            query["site"] = site
         cursor = self.slots.find(query, {"holds": 0}).sort([("start", 1), ("_id", 1)]).skip(skip).limit(limit)
         return list(cursor)
 

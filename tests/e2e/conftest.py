@@ -7,7 +7,7 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from deploy import run
-from tests.conftest import ATTESTATION_KEY, CONVOCATION_KEY, TOKEN_SECRET
+from tests.conftest import ATTESTATION_KEY, CONVOCATION_KEY, FORM_SECRET, TOKEN_SECRET
 
 
 class System:
@@ -23,6 +23,7 @@ class System:
             BOOKING_TOKEN_SECRET=TOKEN_SECRET,
             CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
             ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
+            PUBLIC_FORM_SECRET=FORM_SECRET,
             RPC_TIMEOUT="10",
             OUTBOX_GRACE_SECONDS="2",
             MAX_WORKERS="60",

@@ -1,4 +1,5 @@
 """The public JSON API over real HTTP, in front of the real slots and booking services."""
+import re
 import time
 
 import pytest
@@ -271,21 +272,20 @@ def test_a_place_freed_after_full_is_bookable_once_the_memory_expires(http, serv
     assert http.post("/api/bookings", json=applicant(slot_id, email="b@example.org")).status_code == 201
 
 
-def test_the_link_in_the_e_mail_shows_the_booking_and_cancels_it_with_a_post(http, services):
+def test_the_link_in_the_e_mail_shows_the_booking_and_cancelling_takes_a_confirmed_post(http, services):
     booked = http.post("/api/bookings", json=applicant(first_slot_id(http))).json()
     page = http.get(f"/bookings/{booked['reference']}", params={"token": booked["token"]})
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert booked["reference"] in page.text and "Benali" in page.text and "gratuits" in page.text
     assert page.headers["Cache-Control"] == "no-store"
-    assert "<form method=\"post\"" in page.text
+    # cancelling is a link to a confirmation step (tests/pages/ try it), never a GET that cancels
+    assert f'href="/bookings/{booked["reference"]}/cancel"' in page.text
     # opening the link twice (or a mail client prefetching it) cancels nothing
     assert http.get(f"/api/bookings/{booked['reference']}",
                     headers={"X-Booking-Token": booked["token"]}).json()["status"] == "pending"
-    wrong = http.post(f"/bookings/{booked['reference']}/cancel", data={"token": "nope"})
-    assert wrong.status_code == 404 and "Aucun rendez-vous" in wrong.text
-    done = http.post(f"/bookings/{booked['reference']}/cancel", data={"token": booked["token"]})
-    assert done.status_code == 200 and "Your appointment is cancelled" in done.text
-    assert "<form" not in done.text
+    http.cookies.clear()
+    wrong = http.post(f"/bookings/{booked['reference']}/cancel", data={"token": booked["token"]})
+    assert wrong.status_code == 404 and "Introuvable" in wrong.text  # a token in the form is no key
     assert http.get(f"/bookings/{booked['reference']}", params={"token": "x"}).status_code == 404
 
 
@@ -295,16 +295,22 @@ def test_the_confirmation_link_shows_a_button_and_only_its_post_confirms(http, s
     link = f"/bookings/{booked['reference']}/confirm"
     for _ in range(2):  # a mail client or a scanner fetching the link ahead
         page = http.get(link, params={"token": booked["token"]})
-        assert page.status_code == 200 and "Confirm my appointment" in page.text
-        assert "pas encore définitif" in page.text and "not final yet" in page.text
+        assert page.status_code == 200 and "Confirmer mon rendez-vous" in page.text
+        assert "pas encore définitif" in page.text
+        assert "token=" not in page.url  # moved into this booking's cookie, out of the address
         assert f'action="{link}"' in page.text
     assert http.get(api, headers={"X-Booking-Token": booked["token"]}).json()["status"] == "pending"
-    assert http.post(link, data={"token": "nope"}).status_code == 404
-    done = http.post(link, data={"token": booked["token"]})
-    assert done.status_code == 200 and "Your appointment is confirmed" in done.text
-    assert "Confirm my appointment" not in done.text
+    # a post without the form's CSRF token (another site's form) confirms nothing
+    assert http.post(link, data={}).status_code == 400
+    assert http.get(api, headers={"X-Booking-Token": booked["token"]}).json()["status"] == "pending"
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    done = http.post(link, data={"csrf_token": csrf})
+    assert done.status_code == 200 and "Votre rendez-vous est confirmé" in done.text
+    assert "Confirmer mon rendez-vous" not in done.text
     assert http.get(api, headers={"X-Booking-Token": booked["token"]}).json()["status"] == "active"
-    assert http.get(link, params={"token": "x"}).status_code == 404
+    http.cookies.clear()
+    assert http.get(link).status_code == 404
+    assert http.get(link, params={"token": "x"}).status_code in (400, 404)
 
 
 def test_pages_escape_what_applicants_typed(http, services):

@@ -1,0 +1,215 @@
+"""The applicant pages in a real headless Chromium, at desk width and at a phone's 320 px.
+
+A person books from the home page, makes a mistake and fixes it, switches to English and
+cancels from the manage page. axe-core checks each page on the way (no serious or critical
+violation); screenshots go to var/screenshots/ for people to look at.
+"""
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import axe_playwright_python
+import pytest
+import requests
+
+from tests.browser import DESK, PHONE, screenshot
+from tests.conftest import free_port
+
+BLOCKING = ("serious", "critical")
+
+
+@pytest.fixture(scope="session")
+def axe_url():
+    """axe-core's script (as the pinned axe-playwright-python ships it) from a local server.
+
+    Loaded by URL, not sent through Playwright: under eventlet's monkey-patch a message of
+    several hundred kilobytes to the browser never finishes writing, and the session hangs.
+    """
+    port = free_port()
+    folder = Path(axe_playwright_python.__file__).parent
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(folder)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/axe.min.js"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if requests.get(url, timeout=1).ok:
+                break
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+class Checks:
+    """What each page visited must pass. axe runs in a sibling context that bypasses the CSP
+    (for the check only: the pages allow no outside script) with the person's cookies; the
+    person's own page keeps the CSP, and any violation it reports fails the test."""
+
+    def __init__(self, browser, viewport, axe_url):
+        self.width = viewport["width"]
+        self.axe_url = axe_url
+        self.context = browser.new_context(viewport=viewport, bypass_csp=True)
+        self.sibling = self.context.new_page()
+        self.csp_reports = []
+
+    def watch(self, page):
+        page.on("console", lambda message: self.csp_reports.append(message.text)
+                if "Content Security Policy" in message.text else None)
+        return page
+
+    def violations(self):
+        """axe-core's violations on the sibling page: [(rule, impact, first targets)]."""
+        self.sibling.add_script_tag(url=self.axe_url)
+        return self.sibling.evaluate(
+            "axe.run({resultTypes: ['violations']}).then(r => r.violations.map("
+            "v => [v.id, v.impact, v.nodes.slice(0, 3).map(n => n.target.join(' '))]))")
+
+    def visit(self, page, name, submit=None):
+        """Screenshot, nothing wider than the screen, and axe on the same page (submit: the
+        button to press in the sibling first, to check a form's error state)."""
+        screenshot(page, f"{self.width}-{name}")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{name}: {overflow} px wider than the screen"
+        self.context.add_cookies(page.context.cookies())
+        self.sibling.goto(page.url)
+        if submit:
+            self.sibling.get_by_role("button", name=submit).click()
+            self.sibling.wait_for_load_state()
+        violations = self.violations()
+        blocking = [v for v in violations if v[1] in BLOCKING]
+        assert not blocking, f"{name}: {blocking}"
+        assert not self.csp_reports, self.csp_reports
+        return violations
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def checks(browser, axe_url):
+    made = []
+
+    def make(viewport):
+        made.append(Checks(browser, viewport, axe_url))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def test_the_accessibility_check_sees_what_it_must_refuse(checks):
+    check = checks(DESK)
+    check.sibling.set_content('<html><body><form><input name="x"></form>'
+                              '<p style="color:#bbb;background:#fff">pale</p></body></html>')
+    found = {rule: impact for rule, impact, _ in check.violations()}
+    assert found.get("label") == "critical" and found.get("color-contrast") == "serious"
+
+
+def test_book_fix_a_mistake_switch_language_and_cancel_at_desk_width_and_on_a_phone(
+        live_site, new_page, checks):
+    # one system for both widths: starting it is most of the cost
+    for viewport in (DESK, PHONE):
+        book_fix_switch_and_cancel(live_site, new_page, checks(viewport), viewport)
+    keyboard_and_walk_in_rule(live_site, new_page, checks(PHONE))
+
+
+def book_fix_switch_and_cancel(live_site, new_page, check, viewport):
+    page = check.watch(new_page(viewport=viewport))
+    page.goto(live_site + "/")
+    # the warning and where to report an offer, without scrolling
+    warning = page.locator(".warning")
+    assert warning.is_visible() and "gratuits" in warning.inner_text()
+    box = page.locator(".warning a").first.bounding_box()
+    assert box["y"] + box["height"] <= viewport["height"]
+    check.visit(page, "01-home")
+
+    page.get_by_role("link", name="Prendre rendez-vous").first.click()
+    page.wait_for_url("**/book")
+    check.visit(page, "02-procedures")
+    page.get_by_role("link", name="Renouvellement de titre de séjour").click()
+    page.wait_for_url("**/book/renewal")
+    check.visit(page, "03-sites")
+    page.get_by_role("link", name="Préfecture de l'Hérault, guichet des étrangers").click()
+    page.wait_for_url("**/book/renewal/montpellier")
+    check.visit(page, "04-slots")
+    first_time = page.locator("a.time").first
+    chosen = first_time.get_attribute("aria-label")
+    first_time.click()
+    page.wait_for_url(re.compile(r".*/book/renewal/montpellier/[^/]+$"))
+    assert chosen.split()[-1] in page.locator(".slot-chosen").inner_text()
+    check.visit(page, "05-form")
+
+    # a mistake: no e-mail address
+    page.get_by_label("Nom de famille").fill("Benali")
+    page.get_by_label("Prénoms").fill("Yasmine")
+    page.get_by_label("Date de naissance").fill("1988-03-14")
+    page.get_by_label("Téléphone").fill("06 12 34 56 78")
+    page.get_by_label("Numéro d'étranger").fill("0123456789")
+    page.get_by_role("button", name="Confirmer le rendez-vous").click()
+    page.wait_for_load_state()
+    email = page.get_by_label("Adresse électronique")
+    assert email.get_attribute("aria-invalid") == "true"
+    described = email.get_attribute("aria-describedby").split()
+    assert "Indiquez votre adresse électronique" in page.locator(f"#{described[0]}").inner_text()
+    assert page.get_by_label("Nom de famille").input_value() == "Benali"  # the input kept
+    assert page.get_by_label("Date de naissance").input_value() == "1988-03-14"
+    check.visit(page, "06-form-error", submit="Confirmer le rendez-vous")
+
+    # fixed, reaching the field from the summary's link
+    page.locator(".error-summary a[href='#email']").click()
+    assert page.evaluate("document.activeElement.id") == "email"
+    email.fill("yasmine.benali@example.org")
+    page.get_by_role("button", name="Confirmer le rendez-vous").click()
+    page.wait_for_url(re.compile(r".*/bookings/RDV-[0-9A-Z]{4}-[0-9A-Z]{4}\?booked=1$"))
+    assert "Votre rendez-vous est confirmé" in page.locator("[role=status]").inner_text()
+    reference = page.locator(".reference").inner_text()
+    check.visit(page, "07-confirmation")
+
+    # English, one click away, remembered
+    page.get_by_role("link", name="English").click()
+    page.wait_for_load_state()
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.get_by_role("heading", level=1).inner_text() == "Your appointment"
+    check.visit(page, "08-confirmation-en")
+
+    # the manage page, as from the e-mail (the cookie holds the token), then cancel
+    page.goto(f"{live_site}/bookings/{reference}")
+    assert "token" not in page.url and page.locator("html").get_attribute("lang") == "en"
+    page.get_by_role("link", name="Cancel the appointment").click()
+    page.wait_for_url(f"**/bookings/{reference}/cancel")
+    check.visit(page, "09-cancel-confirm")
+    page.get_by_role("button", name="Yes, cancel the appointment").click()
+    page.wait_for_url(f"**/bookings/{reference}")
+    assert "This appointment is cancelled" in page.locator("[role=status]").inner_text()
+    check.visit(page, "10-cancelled")
+
+    # back in French, the no-free-slot page
+    page.goto(f"{live_site}/book/duplicate/beziers?lang=fr")
+    assert page.get_by_role("heading", level=1).inner_text() == "Aucun créneau libre pour le moment"
+    check.visit(page, "11-no-slot")
+
+
+def keyboard_and_walk_in_rule(live_site, new_page, check):
+    """The skip link comes first and shows its focus; the walk-in rule stands above the slots."""
+    page = check.watch(new_page(viewport=PHONE))
+    page.goto(live_site + "/book/renewal_10y/montpellier")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("[document.activeElement.className, document.activeElement.textContent]")
+    assert focused == ["skip", "Aller au contenu"]
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    screenshot(page, "320-12-skip-link-focused")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    # the walk-in rule stands above the slots (M6)
+    rule = page.get_by_role("heading", name="Sans rendez-vous").bounding_box()
+    first_slot = page.locator("a.time").first.bounding_box()
+    assert rule["y"] < first_slot["y"]
+    check.visit(page, "13-walk-in-slots")
