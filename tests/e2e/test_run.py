@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from deploy import run as run_module
+
 from tests.conftest import TOKEN_SECRET, free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -74,8 +76,9 @@ class Run:
         self.web_port = free_port()
         self.env = dict(
             os.environ, AMQP_URI=rabbit_config["AMQP_URI"], RUN_VAR_DIR=str(tmp_path / "var"),
-            RUN_MONGO_PORT=str(free_run(4)), SMTP_PORT=str(free_port()),
-            WEB_SERVER_ADDRESS=f"127.0.0.1:{self.web_port}", BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+            RUN_MONGO_PORT=str(free_run(len(run_module.EMBEDDED_MONGO_PORTS))), SMTP_PORT=str(free_port()),
+            WEB_SERVER_ADDRESS=f"127.0.0.1:{self.web_port}",
+            ADMIN_SERVER_ADDRESS=f"127.0.0.1:{free_port()}", BOOKING_TOKEN_SECRET=TOKEN_SECRET,
             LOG_LEVEL="WARNING")
         self.env.update(extra)
         self.web_port = int(self.env["WEB_SERVER_ADDRESS"].rsplit(":", 1)[1])
@@ -220,7 +223,8 @@ def test_a_port_already_taken_stops_it_before_anything_starts(make_run, which):
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # the run's ports are chosen first; then something else takes one of them
-        run_env = dict(RUN_MONGO_PORT=str(free_run(4)), SMTP_PORT=str(free_port()))
+        run_env = dict(RUN_MONGO_PORT=str(free_run(len(run_module.EMBEDDED_MONGO_PORTS))),
+                       SMTP_PORT=str(free_port()), ADMIN_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")
         gateway_port = free_port()
         ports = {"mongo": int(run_env["RUN_MONGO_PORT"]) + 2, "sink": int(run_env["SMTP_PORT"]),
                  "gateway": gateway_port}

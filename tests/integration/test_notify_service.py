@@ -135,7 +135,7 @@ def test_a_booking_nobody_confirmed_is_released_and_the_mail_says_why(container_
         slot = rpc.slots.list_open("renewal", today.isoformat(), (today + timedelta(days=30)).isoformat())["slots"][0]
         booked = rpc.booking.create(applicant(slot["id"]), {"ip": "203.0.113.1"})
         messages = sink.wait_for(2)
-        assert rpc.slots.get(slot["id"])["free"] == 1  # the place went back
+        assert rpc.slots.get(slot["id"])["held_back"] == 1  # the place went back, held back for a while
     released = [m for m in messages if "annulé" in m["Subject"]][0]
     text = released.get_body(("plain",)).get_content()
     assert booked["reference"] in released["Subject"]
