@@ -40,7 +40,7 @@ from services.slots import rules
 from services.slots.plan import decoy_slots, expand_plan
 from services.slots.schemas import (AddDesksSchema, OpeningPlanSchema, PlanReleaseSchema,
                                     RescheduleSchema, ScheduleQuerySchema)
-from services.slots.store import DUE, RELEASED, SlotStore
+from services.slots.store import DUE, HELD, KEPT, RELEASED, SlotStore
 
 log = logging.getLogger(__name__)
 
@@ -177,17 +177,19 @@ class SlotsService:
         return slot_view(slot)
 
     @rpc(expected_exceptions=EXPECTED)
-    def hold(self, slot_id, hold_id, procedure):
+    def hold(self, slot_id, hold_id, procedure, keep=False):
         """Take one place on the slot for `hold_id`; raise why not (full, past, closed...).
 
-        Asking again with the same hold id keeps the one place (a retried call)."""
+        Asking again with the same hold id keeps the one place (a retried call). keep: the
+        holder answers for the place itself and gives it back (the allocator's offers, which
+        wait days for an answer): the sweeper leaves such a hold alone."""
         if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
             raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
         if not isinstance(slot_id, str):
             raise InvalidRequest("Invalid slot id.", {"slot_id": ["A text."]})
         now = self.clock.now()
         # recorded first: if we die after taking the place, the sweeper finds this record
-        earlier = self.store.record_hold(hold_id, slot_id, now)
+        earlier = self.store.record_hold(hold_id, slot_id, now, state=KEPT if keep else HELD)
         if earlier is not None and (earlier["state"] == RELEASED or earlier["slot_id"] != slot_id):
             raise SlotNotBookable("This hold has ended.")
         slot = self.store.take_place(slot_id, hold_id, procedure, now)
@@ -222,6 +224,27 @@ class SlotsService:
                                            self._rerelease_ts(hold["slot_id"]))
         self.store.end_hold(hold["_id"])
         return given
+
+    @rpc(expected_exceptions=EXPECTED)
+    def hand_over(self, old_hold, new_hold):
+        """Give the place of a kept hold to another kept hold, without it becoming bookable
+        in between (an offer declined or lapsed goes to the next request). True when handed
+        over; False when `old_hold` has no place (then nothing changes). Safe to repeat."""
+        for hold_id in (old_hold, new_hold):
+            if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
+                raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
+        old = self.store.get_hold(old_hold)
+        if old is None or old["state"] == RELEASED:
+            new = self.store.get_hold(new_hold)
+            return bool(new and new["state"] == KEPT and new["slot_id"] == (old or {}).get("slot_id"))
+        now = self.clock.now()
+        # the new record first: dying after it leaves a live record the next call completes
+        earlier = self.store.record_hold(new_hold, old["slot_id"], now, state=KEPT)
+        if earlier is not None and earlier.get("slot_id") != old["slot_id"]:
+            raise SlotNotBookable("This hold has ended.")
+        self.store.hand_over(old["slot_id"], old_hold, new_hold, now.timestamp())
+        self.store.end_hold(old_hold)
+        return self.store.has_place(old["slot_id"], new_hold) is not None
 
     @timer(interval=1)
     def sweep_holds(self):
