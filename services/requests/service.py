@@ -91,6 +91,8 @@ class RequestsService:
         """Switch a procedure between direct booking and requests. Existing bookings stay;
         existing requests keep waiting (they get places again once switched back)."""
         args = validated(MODE, procedure=procedure, mode=mode, by=by)
+        # slots first: it decides every hold, so a procedure switched here is switched there
+        self.slots.set_mode(args["procedure"], args["mode"])
         self.store.set_mode(args["procedure"], args["mode"], args["by"], time.time())
         log.info("procedure %s switched to %s by %s", args["procedure"], args["mode"], args["by"])
         return self.modes()
@@ -342,7 +344,8 @@ class RequestsService:
         last = today + timedelta(days=self._setting("REQUEST_HORIZON_DAYS", 120))
         places, page = [], 1
         while True:
-            found = self.slots.list_open(procedure, today.isoformat(), last.isoformat(), page, PAGE)
+            found = self.slots.list_open(procedure, today.isoformat(), last.isoformat(), page, PAGE,
+                                         for_allocation=True)
             for slot in found["slots"]:
                 if slot["free"] > 0 and not slot.get("decoy"):
                     start, end = rules.slot_times(slot)

@@ -52,6 +52,8 @@ SCHEDULE_QUERY, RESCHEDULE = ScheduleQuerySchema(), RescheduleSchema()
 HOLD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SWEEP_BATCH = 200  # holds asked about in one RPC
 SWEEP_JOB = "sweep_holds"
+REQUESTS_MODE = ("Cette démarche est attribuée sur demande : déposez une demande. / This procedure "
+                 "is allocated by request: file a request (POST /api/requests).")
 
 
 def sweep_settings(config):
@@ -137,11 +139,13 @@ class SlotsService:
     sweeper = Sweeper()
 
     @rpc(expected_exceptions=EXPECTED)
-    def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False):
+    def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False,
+                  for_allocation=False):
         """Open slots with a free place, starting on local days [date_from, date_to], by start.
 
         Decoys are left out unless include_decoys: the applicant pages never offer them; the
-        JSON API shows them (a script reading it can book one, a person cannot).
+        JSON API shows them (a script reading it can book one, a person cannot). A procedure
+        allocated by request lists nothing, except to the allocator (for_allocation).
         """
         try:
             first, last = date.fromisoformat(date_from), date.fromisoformat(date_to)
@@ -149,6 +153,8 @@ class SlotsService:
             raise InvalidRequest("Dates are YYYY-MM-DD.", {"from": ["Not a valid date."]})
         per_page = max(1, min(int(per_page), MAX_PER_PAGE))
         page = max(1, int(page))
+        if not for_allocation and self.store.allocated_by_request(procedure):
+            return {"slots": [], "page": page, "per_page": per_page, "has_more": False}
         start_from = max(_local_midnight_utc(first), self.clock.now())
         start_before = _local_midnight_utc(last + timedelta(days=1))
         found = self.store.list_open(
@@ -187,6 +193,11 @@ class SlotsService:
             raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
         if not isinstance(slot_id, str):
             raise InvalidRequest("Invalid slot id.", {"slot_id": ["A text."]})
+        if not keep and self.store.allocated_by_request(procedure) \
+                and not self._kept_on(hold_id, slot_id):
+            # its places go to requests (services/requests): none is grabbed meanwhile; an
+            # accepted offer books the place its kept hold has already
+            raise SlotNotBookable(REQUESTS_MODE, {"procedure": ["Allocated by request."]})
         now = self.clock.now()
         # recorded first: if we die after taking the place, the sweeper finds this record
         earlier = self.store.record_hold(hold_id, slot_id, now, state=KEPT if keep else HELD)
@@ -224,6 +235,19 @@ class SlotsService:
                                            self._rerelease_ts(hold["slot_id"]))
         self.store.end_hold(hold["_id"])
         return given
+
+    def _kept_on(self, hold_id, slot_id):
+        hold = self.store.get_hold(hold_id)
+        return bool(hold and hold["state"] == KEPT and hold["slot_id"] == slot_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_mode(self, procedure, mode):
+        """`open` or `requests` (the requests service's supervisor RPC sets it here too, where
+        every hold is decided)."""
+        if procedure not in contract.PROCEDURE_CODES or mode not in ("open", "requests"):
+            raise InvalidRequest("Unknown procedure or mode.", {"mode": ["open or requests."]})
+        self.store.set_mode(procedure, mode)
+        return mode
 
     @rpc(expected_exceptions=EXPECTED)
     def hand_over(self, old_hold, new_hold):

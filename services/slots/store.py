@@ -45,6 +45,8 @@ class SlotStore:
         self.plans = db["plans"]
         self.releases = db["releases"]
         self.leases = Leases(db["leases"])
+        # per-procedure mode (issue 12): a procedure in `requests` mode is held by offers only
+        self.modes = db["modes"]
         # `slots_released` for a batch rides on the batch, for a freed place on its slot
         self.batch_outbox = Outbox(self.releases, ("released",))
         self.slot_outbox = Outbox(self.slots, ("released",))
@@ -70,6 +72,13 @@ class SlotStore:
             self.plans.insert_one(plan_doc)
         except DuplicateKeyError:
             pass
+
+    def allocated_by_request(self, procedure):
+        doc = self.modes.find_one({"_id": procedure})
+        return bool(doc and doc.get("mode") == "requests")
+
+    def set_mode(self, procedure, mode):
+        self.modes.update_one({"_id": procedure}, {"$set": {"mode": mode}}, upsert=True)
 
     def get_plan(self, plan_id):
         return self.plans.find_one({"_id": plan_id})
