@@ -58,6 +58,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
 from booking_burst import CpuSteal  # noqa: E402
 from deploy import embedded_mongo, run  # noqa: E402
+from services.common.signing import new_private_key_text  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 API = "http://guest:guest@127.0.0.1:15672/api"
@@ -330,7 +331,10 @@ def start_system(work, span, mode="open"):
     env = dict(os.environ, AMQP_URI=f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
                MONGO_URI=mongo_uri, MONGO_DB_PREFIX=f"fair{uuid.uuid4().hex[:6]}_",
                WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", BOOKING_TOKEN_SECRET=uuid.uuid4().hex,
-               LOG_LEVEL="WARNING", RPC_TIMEOUT="10", MAX_WORKERS="40")
+               LOG_LEVEL="WARNING", RPC_TIMEOUT="10", MAX_WORKERS="40",
+               # booking refuses to start without its signing keys
+               CONVOCATION_SIGNING_KEY=new_private_key_text(),
+               ATTESTATION_SIGNING_KEY=new_private_key_text())
     for name in ("slots", "booking", "fraud", "public_gateway") + (
             ("requests",) if mode == "requests" else ()):
         procs.append(run.start_service(name, env, work / f"{name}.log"))
