@@ -385,7 +385,8 @@ def main():
                 "site": SITE, "procedure": PROCEDURE, "from": day, "to": day,
                 "weekdays": ["monday", "tuesday", "wednesday", "thursday", "friday"],
                 "hours": [f"09:00-{end // 60:02d}:{end % 60:02d}"], "slot_minutes": minutes,
-                "desks": args.desks})
+                # the release itself: open at once (plans are scheduled by default since M1)
+                "desks": args.desks}, release="now")
             everything = rpc.slots.list_open(PROCEDURE, day, day, 1, 200, include_decoys=True)["slots"]
         decoys = {s["id"] for s in everything if s["decoy"]}
         places = sum(s["capacity"] for s in everything if not s["decoy"])
