@@ -24,7 +24,7 @@ first, else it stops with a message and exit code 2, having started nothing.
 
 Environment, besides the services' own settings (deploy/config.yaml):
   RUN_VAR_DIR     where stores, mail and the local token secret live (default: var/)
-  RUN_MONGO_PORT  first of the four stand-in ports (default 27017: 27017-27020)
+  RUN_MONGO_PORT  first of the stand-in ports (default 27017: 27017-27022)
   SMTP_PORT       the sink's port when SMTP_HOST is not set (default 1025)
   WEB_SERVER_ADDRESS  the public gateway's address (default 0.0.0.0:8000)
 """
@@ -52,6 +52,7 @@ PROCESSES = {
     "booking": "services.booking.service",
     "notify": "services.notify.service",
     "fraud": "services.fraud.service",
+    "requests": "services.requests.service",
     "public_gateway": "gateway.public.service",
     "admin_gateway": "gateway.admin.service",
 }
@@ -63,7 +64,7 @@ PROCESSES = {
 # keyed by process; each process's database is named after it, except the staff gateway's
 DATABASE_OF = {"admin_gateway": "admin"}
 EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notify": 27020,
-                        "admin_gateway": 27021}
+                        "admin_gateway": 27021, "requests": 27022}
 
 
 def local_secret(key, filename, make=lambda: secrets.token_urlsafe(32)):

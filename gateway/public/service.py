@@ -20,12 +20,17 @@ from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import (AttemptAccessSchema, AttemptRequestSchema, AttestationSchema,
                                      BookingRequestSchema, load_or_raise)
 from services.common.timeutil import PARIS, long_date, parse_iso, utcnow
+from services.requests.schemas import AvailabilitySchema, RequestAccessSchema, RequestFilingSchema
 
 TOKEN_HEADER = "X-Booking-Token"
+REQUEST_TOKEN_HEADER = "X-Request-Token"
+
 ATTEMPT_TOKEN_HEADER = "X-Attempt-Token"
 # built once: a marshmallow Schema costs more to build than to load a request with
 SLOT_QUERY, BOOKING_REQUEST, BOOKING_ACCESS = SlotQuerySchema(), BookingRequestSchema(), BookingAccessSchema()
 ATTEMPT_REQUEST, ATTEMPT_ACCESS, ATTESTATION = AttemptRequestSchema(), AttemptAccessSchema(), AttestationSchema()
+REQUEST_FILING, REQUEST_ACCESS, AVAILABILITY = (RequestFilingSchema(), RequestAccessSchema(),
+                                                AvailabilitySchema())
 
 
 def _walk_in(procedure):
@@ -37,6 +42,7 @@ class PublicGateway:
 
     slots = BoundedRpcProxy("slots")
     booking = BoundedRpcProxy("booking")
+    requests = BoundedRpcProxy("requests")
     trusted_proxies = TrustedProxies()
     full_slots = FullSlots()
     listings = SlotListings()
@@ -114,6 +120,53 @@ class PublicGateway:
         access = self._access(request, reference)
         return dict(self.booking.cancel(access["reference"], access["token"]), notice=FREE_NOTICE)
 
+    # issue 12: procedures allocated by request
+
+    @json_http("GET", "/api/modes")
+    def modes(self, request):
+        """How each procedure is given out: `open` (book a slot) or `requests` (file a request)."""
+        return {"modes": self.requests.modes()}
+
+    @json_http("POST", "/api/requests", private=True)
+    def file_request(self, request):
+        body = read_json(request)
+        load_or_raise(REQUEST_FILING, body, InvalidRequest)
+        return 201, dict(self.requests.file(body), notice=FREE_NOTICE)
+
+    @json_http("GET", "/api/requests/<reference>", private=True)
+    def get_request(self, request, reference):
+        access = self._request_access(request, reference)
+        return dict(self.requests.get(access["reference"], access["token"]), notice=FREE_NOTICE)
+
+    @json_http("POST", "/api/requests/<reference>/confirm", private=True)
+    def confirm_request(self, request, reference):
+        access = self._request_access(request, reference)
+        return self.requests.confirm(access["reference"], access["token"])
+
+    @json_http("PUT", "/api/requests/<reference>/availability", private=True)
+    def update_availability(self, request, reference):
+        access = self._request_access(request, reference)
+        body = read_json(request)
+        load_or_raise(AVAILABILITY, body, InvalidRequest)
+        return self.requests.update_availability(access["reference"], access["token"], body)
+
+    @json_http("DELETE", "/api/requests/<reference>", private=True)
+    def withdraw_request(self, request, reference):
+        access = self._request_access(request, reference)
+        return self.requests.withdraw(access["reference"], access["token"])
+
+    @json_http("POST", "/api/requests/<reference>/accept", private=True)
+    def accept_offer(self, request, reference):
+        access = self._request_access(request, reference)
+        accepted = self.requests.accept(access["reference"], access["token"],
+                                        client_of(request, self.trusted_proxies))
+        return dict(accepted, notice=FREE_NOTICE)
+
+    @json_http("POST", "/api/requests/<reference>/decline", private=True)
+    def decline_offer(self, request, reference):
+        access = self._request_access(request, reference)
+        return self.requests.decline(access["reference"], access["token"])
+
     # M7: evidence of failed attempts
 
     @json_http("POST", "/api/attempts")
@@ -182,6 +235,11 @@ class PublicGateway:
         token = (request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE)
                  or request.args.get("token") or "")
         return load_or_raise(BOOKING_ACCESS, {"reference": reference, "token": token},
+                             InvalidRequest)
+
+    def _request_access(self, request, reference):
+        token = request.headers.get(REQUEST_TOKEN_HEADER) or request.args.get("token") or ""
+        return load_or_raise(REQUEST_ACCESS, {"reference": reference, "token": token},
                              InvalidRequest)
 
     def _attempt_access(self, request, reference):

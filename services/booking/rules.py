@@ -1,14 +1,13 @@
 """Booking rules as plain functions: references, tokens, what events and applicants see."""
-import hashlib
-import hmac
 import secrets
-from base64 import urlsafe_b64encode
 from datetime import datetime, time, timedelta, timezone
 
 from services.common import contract
 from services.common.contract import ACTIVE, CANCEL_REASONS, CANCELLED, CHECKED_IN, PENDING  # noqa: F401
 from services.common.normalise import normalise_email, normalise_name
 from services.common.reference_data import PROCEDURES
+# one implementation for booking and request tokens
+from services.common.tokens import TokenSigner, new_salt  # noqa: F401
 from services.common.timeutil import PARIS, as_utc, iso_paris, iso_utc
 
 # what the applicant reads next to a booking that waits for its confirmation
@@ -26,35 +25,6 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 def new_reference():
     chars = "".join(secrets.choice(_ALPHABET) for _ in range(8))
     return f"RDV-{chars[:4]}-{chars[4:]}"
-
-
-class TokenSigner:
-    """Booking tokens are HMACs of the reference and a per-booking salt under a configured key.
-
-    Only a hash of the token is stored, yet the outbox relay can rebuild the token for a
-    delayed `booking_created` (notify puts the cancel link in the confirmation) without the
-    plaintext ever sitting in the database.
-    """
-
-    def __init__(self, secret):
-        self._key = secret.encode()
-
-    def token_for(self, reference, salt):
-        digest = hmac.new(self._key, f"{reference}:{salt}".encode(), hashlib.sha256).digest()
-        return urlsafe_b64encode(digest).decode().rstrip("=")
-
-    @staticmethod
-    def hash_token(token):
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    def matches(self, token, token_hash):
-        if not isinstance(token, str) or not token:
-            return False
-        return hmac.compare_digest(self.hash_token(token), token_hash)
-
-
-def new_salt():
-    return secrets.token_hex(8)
 
 
 def seconds_after_publication(published_at, booked_at):

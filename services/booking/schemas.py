@@ -48,3 +48,11 @@ class WalkInSchema(Schema):
     def _digits(self, value, **kwargs):
         if not FOREIGNER_NUMBER.match(value):
             raise ValidationError("The foreigner number (AGDREF) has exactly 10 digits.")
+
+
+class OfferHoldSchema(Schema):
+    """An accepted offer (services/requests): the booking's reference and the offer's hold."""
+    reference = SafeString(required=True, validate=validate.Regexp(
+        r"^RDV-[0-9A-Z]{4}-[0-9A-Z]{4}$", error="Not a valid booking reference."))
+    hold_id = SafeString(required=True, validate=validate.Regexp(
+        r"^OFR-[0-9A-Z]{4}-[0-9A-Z]{4}$", error="Not an offer's hold id."))

@@ -11,7 +11,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.errors import PyMongoError
 
 from services.booking import evidence, rules
-from services.booking.schemas import CheckInSchema, DayQuerySchema, WalkInSchema
+from services.booking.schemas import CheckInSchema, DayQuerySchema, OfferHoldSchema, WalkInSchema
 from services.booking.store import BookingStore
 from services.common import signing
 from services.common.clock import Clock
@@ -26,6 +26,7 @@ from services.common.schemas import (AttemptAccessSchema, AttemptRequestSchema, 
                                      BookingRequestSchema, ClientSchema, load_or_raise)
 from services.common.settings import setting
 from services.common.timers import config_timer
+from services.common.tokens import Tokens
 from services.common.timeutil import iso_utc, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,8 @@ CHECK_IN, DAY_QUERY, WALK_IN = CheckInSchema(), DayQuerySchema(), WalkInSchema()
 INVALID_CODE = "Code de convocation invalide (falsifié, modifié ou inconnu). / Invalid convocation code."
 DEFAULT_WALK_IN_HOURS = "08:30-12:00"
 ATTEMPT_REQUEST, ATTEMPT_ACCESS, ATTESTATION = AttemptRequestSchema(), AttemptAccessSchema(), AttestationSchema()
+OFFER = OfferHoldSchema()
 NO_ATTEMPT = "No recorded attempt with this reference and token."
-
-
-class Tokens(DependencyProvider):
-    """The token signer, keyed from configuration; the service refuses to start without a key."""
-
-    def setup(self):
-        secret = self.container.config.get("BOOKING_TOKEN_SECRET")
-        if not secret or len(str(secret)) < 16:
-            raise ConfigurationError(
-                "BOOKING_TOKEN_SECRET must be set to a secret of at least 16 characters")
-        self.signer = rules.TokenSigner(str(secret))
-
-    def get_dependency(self, worker_ctx):
-        return self.signer
 
 
 class ConvocationKey(DependencyProvider):
@@ -107,9 +95,14 @@ class BookingService:
     attestation_key = AttestationKey()
 
     @rpc(expected_exceptions=EXPECTED)
-    def create(self, request, client):
+    def create(self, request, client, offer=None):
         """Book a place: hold it on the slot, store the booking as pending, announce
         `booking_created` (its e-mail carries the confirmation link).
+
+        offer: {"reference", "hold_id"} when an allocated offer is accepted (services/requests):
+        the place is already held under the offer's id and the reference is given, so that a
+        retried acceptance finds the booking instead of making a second one. A failure then
+        leaves the offer's place held (the applicant may try again) rather than giving it back.
 
         An e-mail that already holds a confirmed booking is refused up front (409, naming the
         booking's reference): two requests at once may both pass, fraud's M3 is the net.
@@ -118,9 +111,11 @@ class BookingService:
         client = load_or_raise(CLIENT, client, InvalidRequest)
         email_key = rules.email_key(data["email"])
         self._refuse_second_booking(email_key)
-        reference = rules.new_reference()
+        offer = load_or_raise(OFFER, offer, InvalidRequest) if offer is not None else None
+        reference = offer["reference"] if offer else rules.new_reference()
+        hold_id = offer["hold_id"] if offer else reference
         started = time.time()
-        slot = self.slots.hold(data["slot_id"], reference, data["procedure"])
+        slot = self.slots.hold(data["slot_id"], hold_id, data["procedure"])
         now = utcnow()
         confirm_by = rules.confirm_by_ts(now.timestamp(), self._confirm_minutes())
         published_at = parse_iso(slot["published_at"]) if slot.get("published_at") else None
@@ -149,7 +144,7 @@ class BookingService:
             "seconds_after_publication": rules.seconds_after_publication(published_at, now),
             "token_hash": rules.TokenSigner.hash_token(token),
             "token_salt": salt,
-            "hold_id": reference,
+            "hold_id": hold_id,
             # the instance that made it: tests check that every booking process takes part
             "created_by": self.instance,
             "outbox": {"created": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())},

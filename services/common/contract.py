@@ -150,6 +150,29 @@ class FraudDetected(Envelope):
     evidence = fields.Dict(load_default=dict)
 
 
+class RequestFiled(Envelope):
+    reference = fields.String(required=True, metadata={"doc": "the request's reference (REQ-...)"})
+    procedure = fields.String(required=True, validate=validate.OneOf(PROCEDURE_CODES))
+    email = fields.String(required=True, metadata={"doc": "where the confirmation link goes"})
+    token = fields.String(required=True,
+                          metadata={"doc": "for the link in the e-mail; the bus is internal"})
+    confirm_by = IsoTime(required=True, metadata={"doc": "unconfirmed after this, it lapses"})
+
+
+class OfferMade(Envelope):
+    offer_id = fields.String(required=True, metadata={"doc": "the offer (OFR-...), its hold id"})
+    reference = fields.String(required=True, metadata={"doc": "the request it answers"})
+    procedure = fields.String(required=True, validate=validate.OneOf(PROCEDURE_CODES))
+    site = fields.String(required=True, validate=validate.OneOf(SITE_CODES))
+    slot_id = fields.String(required=True)
+    slot_start = IsoTime(required=True)
+    slot_end = IsoTime(required=True)
+    deadline = IsoTime(required=True, metadata={"doc": "accept before this, or it goes to the next"})
+    email = fields.String(required=True)
+    token = fields.String(required=True,
+                          metadata={"doc": "the request's token, for the links; the bus is internal"})
+
+
 class Event:
     def __init__(self, name, producer, schema, meaning, consumers=()):
         self.name, self.producer, self.schema = name, producer, schema
@@ -172,10 +195,16 @@ EVENTS = {event.name: event for event in (
     Event("booking_checked_in", "booking", BookingCheckedIn,
           "the applicant was received at the counter (names matched the identity document)"),
     Event("slots_released", "slots", SlotsReleased,
-          "a batch of places became bookable (random weekday instants, M1)"),
+          "a batch of places became bookable (random weekday instants, M1)", consumers=("requests",)),
     Event("attempt_recorded", "booking", AttemptRecorded,
           "an applicant found nothing bookable and recorded the attempt (M7 evidence)",
           consumers=("notify",)),
+    Event("request_filed", "requests", RequestFiled,
+          "an applicant filed a request for a procedure allocated by draw; the e-mail asks to "
+          "confirm it before it enters the draw", consumers=("notify",)),
+    Event("offer_made", "requests", OfferMade,
+          "a released place was allocated to a waiting request: the e-mail offers it with a "
+          "deadline to accept", consumers=("notify",)),
     Event("fraud_detected", "fraud", FraudDetected,
           "fraud cancelled a booking or sent it to staff review, with the evidence"),
 )}

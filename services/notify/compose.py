@@ -15,7 +15,8 @@ from services.common.timeutil import PARIS, long_date, parse_iso, utcnow
 TEMPLATES = Path(__file__).parent / "templates"
 
 KIND_FOR_EVENT = {"booking_created": "confirmation", "booking_cancelled": "cancellation",
-                  "attempt_recorded": "attempt_receipt"}
+                  "attempt_recorded": "attempt_receipt", "request_filed": "request_filed",
+                  "offer_made": "offer"}
 
 
 ENV = Environment(
@@ -87,11 +88,42 @@ def attempt_context(event, settings):
     }
 
 
+def request_context(event, settings):
+    """A request filed (its confirmation link) or an offer made (slot, deadline, links)."""
+    procedure = PROCEDURES.get(event["procedure"], {})
+    base = settings["public_base_url"].rstrip("/")
+    token = event["token"]
+    values = {
+        "reference": event["reference"],
+        "procedure_fr": procedure.get("label_fr", event["procedure"]),
+        "procedure_en": procedure.get("label_en", event["procedure"]),
+        "request_url": f"{base}/api/requests/{event['reference']}?token={token}",
+        "confirm_url": f"{base}/api/requests/{event['reference']}/confirm?token={token}",
+        "report_url": settings["report_url"],
+        "report_email": settings["report_email"],
+    }
+    for key in ("confirm_by", "deadline", "slot_start"):
+        if event.get(key):
+            local = parse_iso(event[key]).astimezone(PARIS)
+            values[f"{key}_fr"] = (f"{FR_DAYS[local.weekday()]} {local.day} "
+                                   f"{FR_MONTHS[local.month - 1]} {local.year} à {local:%H:%M}")
+            values[f"{key}_en"] = (f"{EN_DAYS[local.weekday()]} {local.day} "
+                                   f"{EN_MONTHS[local.month - 1]} {local.year} at {local:%H:%M}")
+    if event.get("site"):
+        site = SITES.get(event["site"], {"label": event["site"], "address": ""})
+        values.update(site_label=site["label"], site_address=site["address"])
+    return values
+
+
 def compose(event_type, event, settings):
     """The message for this event: kind, recipient, subject, text, html and .ics (or None)."""
     kind = KIND_FOR_EVENT[event_type]
-    values = attempt_context(event, settings) if event_type == "attempt_recorded" \
-        else context(event, settings)
+    if event_type == "attempt_recorded":
+        values = attempt_context(event, settings)
+    elif event_type in ("request_filed", "offer_made"):
+        values = request_context(event, settings)
+    else:
+        values = context(event, settings)
     render = lambda name: ENV.get_template(name).render(values)  # noqa: E731
     return {
         "kind": kind,

@@ -105,6 +105,14 @@ class NotifyService:
         self.store.inbox.handle("attempt_recorded", event,
                                 lambda e: self._accept("attempt_recorded", e))
 
+    @event_handler("requests", "request_filed", requeue_on_error=True)
+    def on_request_filed(self, event):
+        self.store.inbox.handle("request_filed", event, lambda e: self._accept("request_filed", e))
+
+    @event_handler("requests", "offer_made", requeue_on_error=True)
+    def on_offer_made(self, event):
+        self.store.inbox.handle("offer_made", event, lambda e: self._accept("offer_made", e))
+
     @timer(interval=0.5)
     def deliver_due(self):
         """Retries, backlog after an outage, and messages whose sender died mid-send.

@@ -40,7 +40,7 @@ from services.slots import rules
 from services.slots.plan import decoy_slots, expand_plan
 from services.slots.schemas import (AddDesksSchema, OpeningPlanSchema, PlanReleaseSchema,
                                     RescheduleSchema, ScheduleQuerySchema)
-from services.slots.store import DUE, RELEASED, SlotStore
+from services.slots.store import DUE, HELD, KEPT, RELEASED, SlotStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ SCHEDULE_QUERY, RESCHEDULE = ScheduleQuerySchema(), RescheduleSchema()
 HOLD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SWEEP_BATCH = 200  # holds asked about in one RPC
 SWEEP_JOB = "sweep_holds"
+REQUESTS_MODE = ("Cette démarche est attribuée sur demande : déposez une demande. / This procedure "
+                 "is allocated by request: file a request (POST /api/requests).")
 
 
 def sweep_settings(config):
@@ -138,12 +140,13 @@ class SlotsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False,
-                  site=None):
+                  site=None, for_allocation=False):
         """Open slots with a free place, starting on local days [date_from, date_to], by start.
 
         Decoys are left out unless include_decoys: the applicant pages never offer them; the
         JSON API shows them (a script reading it can book one, a person cannot). site: only
-        that site's slots (the applicant pages choose a site before a time).
+        that site's slots (the applicant pages choose a site before a time). A procedure
+        allocated by request lists nothing, except to the allocator (for_allocation).
         """
         try:
             first, last = date.fromisoformat(date_from), date.fromisoformat(date_to)
@@ -151,6 +154,8 @@ class SlotsService:
             raise InvalidRequest("Dates are YYYY-MM-DD.", {"from": ["Not a valid date."]})
         per_page = max(1, min(int(per_page), MAX_PER_PAGE))
         page = max(1, int(page))
+        if not for_allocation and self.store.allocated_by_request(procedure):
+            return {"slots": [], "page": page, "per_page": per_page, "has_more": False}
         start_from = max(_local_midnight_utc(first), self.clock.now())
         start_before = _local_midnight_utc(last + timedelta(days=1))
         found = self.store.list_open(
@@ -179,17 +184,24 @@ class SlotsService:
         return slot_view(slot)
 
     @rpc(expected_exceptions=EXPECTED)
-    def hold(self, slot_id, hold_id, procedure):
+    def hold(self, slot_id, hold_id, procedure, keep=False):
         """Take one place on the slot for `hold_id`; raise why not (full, past, closed...).
 
-        Asking again with the same hold id keeps the one place (a retried call)."""
+        Asking again with the same hold id keeps the one place (a retried call). keep: the
+        holder answers for the place itself and gives it back (the allocator's offers, which
+        wait days for an answer): the sweeper leaves such a hold alone."""
         if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
             raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
         if not isinstance(slot_id, str):
             raise InvalidRequest("Invalid slot id.", {"slot_id": ["A text."]})
+        if not keep and self.store.allocated_by_request(procedure) \
+                and not self._kept_on(hold_id, slot_id):
+            # its places go to requests (services/requests): none is grabbed meanwhile; an
+            # accepted offer books the place its kept hold has already
+            raise SlotNotBookable(REQUESTS_MODE, {"procedure": ["Allocated by request."]})
         now = self.clock.now()
         # recorded first: if we die after taking the place, the sweeper finds this record
-        earlier = self.store.record_hold(hold_id, slot_id, now)
+        earlier = self.store.record_hold(hold_id, slot_id, now, state=KEPT if keep else HELD)
         if earlier is not None and (earlier["state"] == RELEASED or earlier["slot_id"] != slot_id):
             raise SlotNotBookable("This hold has ended.")
         slot = self.store.take_place(slot_id, hold_id, procedure, now)
@@ -224,6 +236,40 @@ class SlotsService:
                                            self._rerelease_ts(hold["slot_id"]))
         self.store.end_hold(hold["_id"])
         return given
+
+    def _kept_on(self, hold_id, slot_id):
+        hold = self.store.get_hold(hold_id)
+        return bool(hold and hold["state"] == KEPT and hold["slot_id"] == slot_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_mode(self, procedure, mode):
+        """`open` or `requests` (the requests service's supervisor RPC sets it here too, where
+        every hold is decided)."""
+        if procedure not in contract.PROCEDURE_CODES or mode not in ("open", "requests"):
+            raise InvalidRequest("Unknown procedure or mode.", {"mode": ["open or requests."]})
+        self.store.set_mode(procedure, mode)
+        return mode
+
+    @rpc(expected_exceptions=EXPECTED)
+    def hand_over(self, old_hold, new_hold):
+        """Give the place of a kept hold to another kept hold, without it becoming bookable
+        in between (an offer declined or lapsed goes to the next request). True when handed
+        over; False when `old_hold` has no place (then nothing changes). Safe to repeat."""
+        for hold_id in (old_hold, new_hold):
+            if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
+                raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
+        old = self.store.get_hold(old_hold)
+        if old is None or old["state"] == RELEASED:
+            new = self.store.get_hold(new_hold)
+            return bool(new and new["state"] == KEPT and new["slot_id"] == (old or {}).get("slot_id"))
+        now = self.clock.now()
+        # the new record first: dying after it leaves a live record the next call completes
+        earlier = self.store.record_hold(new_hold, old["slot_id"], now, state=KEPT)
+        if earlier is not None and earlier.get("slot_id") != old["slot_id"]:
+            raise SlotNotBookable("This hold has ended.")
+        self.store.hand_over(old["slot_id"], old_hold, new_hold, now.timestamp())
+        self.store.end_hold(old_hold)
+        return self.store.has_place(old["slot_id"], new_hold) is not None
 
     @timer(interval=1)
     def sweep_holds(self):

@@ -29,7 +29,9 @@ from services.slots.rules import OPEN, SCHEDULED
 HELD = "held"
 BOOKED = "booked"  # checked by the sweeper: a booking uses it
 RELEASED = "released"
-LIVE = [HELD, BOOKED]
+# taken by a holder that answers for it itself (the allocator's offers, issue 12): never swept
+KEPT = "kept"
+LIVE = [HELD, BOOKED, KEPT]
 
 # a batch of the release schedule: due -> releasing (claimed) -> released
 DUE, RELEASING = "due", "releasing"
@@ -43,6 +45,8 @@ class SlotStore:
         self.plans = db["plans"]
         self.releases = db["releases"]
         self.leases = Leases(db["leases"])
+        # per-procedure mode (issue 12): a procedure in `requests` mode is held by offers only
+        self.modes = db["modes"]
         # `slots_released` for a batch rides on the batch, for a freed place on its slot
         self.batch_outbox = Outbox(self.releases, ("released",))
         self.slot_outbox = Outbox(self.slots, ("released",))
@@ -68,6 +72,13 @@ class SlotStore:
             self.plans.insert_one(plan_doc)
         except DuplicateKeyError:
             pass
+
+    def allocated_by_request(self, procedure):
+        doc = self.modes.find_one({"_id": procedure})
+        return bool(doc and doc.get("mode") == "requests")
+
+    def set_mode(self, procedure, mode):
+        self.modes.update_one({"_id": procedure}, {"$set": {"mode": mode}}, upsert=True)
 
     def get_plan(self, plan_id):
         return self.plans.find_one({"_id": plan_id})
@@ -159,11 +170,11 @@ class SlotStore:
              "$max": {"rerelease_ts": rerelease_ts}},
         ).modified_count == 1
 
-    def record_hold(self, hold_id, slot_id, now):
+    def record_hold(self, hold_id, slot_id, now, state=HELD):
         """Record the hold before its place is taken; None when new, else the existing record
         (a retried call)."""
         try:
-            self.holds.insert_one({"_id": hold_id, "slot_id": slot_id, "state": HELD, "at": now,
+            self.holds.insert_one({"_id": hold_id, "slot_id": slot_id, "state": state, "at": now,
                                    "at_ts": now.timestamp()})
             return None
         except DuplicateKeyError:
@@ -171,7 +182,16 @@ class SlotStore:
 
     def forget_hold(self, hold_id):
         """Drop the record of a hold that took no place (refused): its id may be tried again."""
-        self.holds.delete_one({"_id": hold_id, "state": HELD})
+        self.holds.delete_one({"_id": hold_id, "state": {"$in": [HELD, KEPT]}})
+
+    def hand_over(self, slot_id, old_hold, new_hold, now_ts):
+        """The place of `old_hold` now belongs to `new_hold`, in one single-document update
+        (the ledger is untouched: booked stays, free stays); True when it was handed over."""
+        return self.slots.update_one(
+            {"_id": slot_id, f"holds.{old_hold}": {"$exists": True},
+             f"holds.{new_hold}": {"$exists": False}},
+            {"$unset": {f"holds.{old_hold}": ""}, "$set": {f"holds.{new_hold}": now_ts}},
+        ).modified_count == 1
 
     def get_hold(self, hold_id):
         return self.holds.find_one({"_id": hold_id})

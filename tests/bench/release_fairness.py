@@ -28,6 +28,13 @@ of those are in a staff review case), and the CPU steal: the machine is shared.
 
     .venv/bin/python tests/bench/release_fairness.py            # about 1.5 minutes
     .venv/bin/python tests/bench/release_fairness.py --span 60  # the full first minute
+    .venv/bin/python tests/bench/release_fairness.py --mode requests
+
+--mode requests (issue 12): the procedure is allocated by request. The same people file a
+request instead (honest ones once each; the one-email seller one per buyer on its one
+address; placeholders; the cybercafe and the proxies one real-looking person each), confirm it,
+and the release is allocated by draw; everybody offered a place accepts it. Speed no longer
+counts: a script's share is the share of confirmed requests it can file for distinct people.
 """
 import argparse
 import http.client
@@ -51,6 +58,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
 from booking_burst import CpuSteal  # noqa: E402
 from deploy import embedded_mongo, run  # noqa: E402
+from services.common.signing import new_private_key_text  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 API = "http://guest:guest@127.0.0.1:15672/api"
@@ -242,7 +250,74 @@ class Release:
                 time.sleep(1.0)
 
 
-def start_system(work, span):
+AVAILABLE = {"sites": [SITE], "times": [{"weekday": d, "from": "08:00", "to": "18:00"} for d in
+                                         ("monday", "tuesday", "wednesday", "thursday", "friday")]}
+
+
+class Requests:
+    """--mode requests: who files what, then the draw decides."""
+
+    def __init__(self, release):
+        self.release = release
+        self.filed = {}  # request reference -> (group, token)
+
+    def file(self, group, family, given, email, ip, agent, birth):
+        body = {"procedure": PROCEDURE, "family_name": family, "given_names": given,
+                "birth_date": birth, "email": email, "availability": AVAILABLE}
+        status, answer = self.release.gw.request("POST", "/api/requests", body,
+                                                 {"X-Forwarded-For": ip, "User-Agent": agent})
+        if status != 201:
+            with self.release.lock:
+                self.release.refused[(group, answer.get("error") if isinstance(answer, dict) else status)] += 1
+            return
+        self.release.gw.request("POST", f"/api/requests/{answer['reference']}/confirm", None,
+                                {"X-Request-Token": answer["token"]})
+        with self.release.lock:
+            self.filed[answer["reference"]] = (group, answer["token"])
+
+    def everyone(self, actors, names):
+        jobs = [(g, f, gv, f"{who}.{uuid.uuid4().hex[:6]}@example.org", ip, agent, birth)
+                for g, who, _, f, gv, ip, agent, birth in actors]
+        seller = f"rdv.express.{uuid.uuid4().hex[:4]}@gmail.com"
+        jobs += [("one_email", f, g, seller, "198.18.0.9", DESKTOP, f"19{70 + i}-04-0{1 + i % 9}")
+                 for i, (f, g) in enumerate(names[-10:][:6])]
+        jobs += [("placeholder", f, g, f"holder{i}.{uuid.uuid4().hex[:4]}@example.org",
+                  f"198.18.1.{i + 1}", DESKTOP, "1980-01-01") for i, (f, g) in enumerate(PLACEHOLDERS[:6])]
+        jobs += [("cybercafe", f, g, f"c{i}.{uuid.uuid4().hex[:6]}@example.org", "203.0.113.77",
+                  DESKTOP, f"19{75 + i % 20}-0{1 + i % 9}-2{i % 8}") for i, (f, g) in enumerate(names[-30:-10])]
+        jobs += [("proxies", f, g, f"p{n}.{uuid.uuid4().hex[:6]}@example.org",
+                  f"100.{64 + n % 50}.{n % 250}.{(n * 7) % 250 + 1}", MOBILE, f"19{70 + n % 30}-1{n % 3}-1{n % 9}")
+                 for n, (f, g) in enumerate(names[-90:-30])]
+        random.shuffle(jobs)  # arrival order does not matter here: the draw decides
+        threads = [threading.Thread(target=self.file, args=job) for job in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def accept_all(self, until):
+        """Every offered request accepts, until nothing new is offered for a few seconds."""
+        done, quiet = set(), time.monotonic()
+        while time.monotonic() < until and time.monotonic() - quiet < 15:
+            for ref, (group, token) in list(self.filed.items()):
+                if ref in done:
+                    continue
+                status, answer = self.release.gw.request("GET", f"/api/requests/{ref}", None,
+                                                         {"X-Request-Token": token})
+                if status == 200 and answer["state"] == "offered":
+                    status, answer = self.release.gw.request(
+                        "POST", f"/api/requests/{ref}/accept", None, {"X-Request-Token": token})
+                    if status == 200:
+                        done.add(ref)
+                        quiet = time.monotonic()
+                        booking = answer["booking"]
+                        with self.release.lock:
+                            self.release.booked[booking["reference"]] = group
+                            self.release.slot_of[booking["reference"]] = booking["slot"]["id"]
+            time.sleep(1.0)
+
+
+def start_system(work, span, mode="open"):
     vhost = f"bench_fair_{uuid.uuid4().hex[:8]}"
     requests.put(f"{API}/vhosts/{vhost}", timeout=5).raise_for_status()
     requests.put(f"{API}/permissions/{vhost}/guest",
@@ -256,8 +331,12 @@ def start_system(work, span):
     env = dict(os.environ, AMQP_URI=f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
                MONGO_URI=mongo_uri, MONGO_DB_PREFIX=f"fair{uuid.uuid4().hex[:6]}_",
                WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", BOOKING_TOKEN_SECRET=uuid.uuid4().hex,
-               LOG_LEVEL="WARNING", RPC_TIMEOUT="10", MAX_WORKERS="40")
-    for name in ("slots", "booking", "fraud", "public_gateway"):
+               LOG_LEVEL="WARNING", RPC_TIMEOUT="10", MAX_WORKERS="40",
+               # booking refuses to start without its signing keys
+               CONVOCATION_SIGNING_KEY=new_private_key_text(),
+               ATTESTATION_SIGNING_KEY=new_private_key_text())
+    for name in ("slots", "booking", "fraud", "public_gateway") + (
+            ("requests",) if mode == "requests" else ()):
         procs.append(run.start_service(name, env, work / f"{name}.log"))
     run.wait_for_http(f"http://127.0.0.1:{port}/health", procs=procs)
     deadline = time.monotonic() + 60
@@ -285,6 +364,8 @@ def main():
     parser.add_argument("--span", type=float, default=30.0, help="seconds honest applicants arrive over")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds left to fraud after the span")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--mode", choices=("open", "requests"), default="open",
+                        help="open: today's booking; requests: allocated by draw (issue 12)")
     args = parser.parse_args()
     if args.seed is not None:
         random.seed(args.seed)
@@ -292,17 +373,20 @@ def main():
     from nameko.standalone.rpc import ClusterRpcProxy
 
     work = Path(tempfile.mkdtemp(prefix="bench-fairness-"))
-    vhost, env, port, procs = start_system(work, args.span)
+    vhost, env, port, procs = start_system(work, args.span, args.mode)
     try:
         day = release_day()
         minutes = 10
         end = 9 * 60 + args.slots * minutes
+        if args.mode == "requests":
+            return run_requests_mode(args, env, port, day, end)
         with ClusterRpcProxy({"AMQP_URI": env["AMQP_URI"]}, timeout=60) as rpc:
             rpc.slots.create_from_plan({
                 "site": SITE, "procedure": PROCEDURE, "from": day, "to": day,
                 "weekdays": ["monday", "tuesday", "wednesday", "thursday", "friday"],
                 "hours": [f"09:00-{end // 60:02d}:{end % 60:02d}"], "slot_minutes": minutes,
-                "desks": args.desks})
+                # the release itself: open at once (plans are scheduled by default since M1)
+                "desks": args.desks}, release="now")
             everything = rpc.slots.list_open(PROCEDURE, day, day, 1, 200, include_decoys=True)["slots"]
         decoys = {s["id"] for s in everything if s["decoy"]}
         places = sum(s["capacity"] for s in everything if not s["decoy"])
@@ -359,6 +443,67 @@ def main():
     finally:
         run.stop_all(procs)
         requests.delete(f"{API}/vhosts/{vhost}", timeout=5)
+
+
+def honest_actors(names, places, args):
+    honest_n = int(args.honest_factor * places + 0.999)
+    carrier_n, association_n = max(2, honest_n // 6), max(2, honest_n // 10)
+    own_n = honest_n - carrier_n - association_n
+    pick, actors = iter(names), []
+    for i in range(own_n):
+        family, given = next(pick)
+        actors.append(("own", f"own{i}", 0, family, given, f"192.0.{i // 200 + 2}.{i % 200 + 1}",
+                       random.choice([MOBILE, DESKTOP]), f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}"))
+    for i in range(carrier_n):
+        family, given = next(pick)
+        actors.append(("carrier", f"carrier{i}", 0, family, given, "100.64.12.34", MOBILE,
+                       f"19{65 + i % 35}-0{1 + i % 9}-0{1 + i % 9}"))
+    for i in range(association_n):
+        family, given = next(pick)
+        actors.append(("association", f"assoc{i}", 0, family, given, "198.51.100.40", DESKTOP,
+                       f"19{55 + i % 40}-1{i % 3}-2{i % 8}"))
+    return actors, honest_n, {"own": own_n, "carrier": carrier_n, "association": association_n}
+
+
+def run_requests_mode(args, env, port, day, end):
+    """Requests filed and confirmed first, then the release, allocated; offers accepted."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    with ClusterRpcProxy({"AMQP_URI": env["AMQP_URI"]}, timeout=60) as rpc:
+        rpc.requests.set_mode(PROCEDURE, "requests", by="bench")
+        release = Release(env, Gateway(port), args.span, day, set())
+        names = real_names()
+        places = args.slots * args.desks
+        actors, honest_n, sizes = honest_actors(names, places, args)
+        steal = CpuSteal()
+        release.start = time.monotonic()
+        filing = Requests(release)
+        filing.everyone(actors, names)
+        rpc.slots.create_from_plan({
+            "site": SITE, "procedure": PROCEDURE, "from": day, "to": day,
+            "weekdays": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+            "hours": [f"09:00-{end // 60:02d}:{end % 60:02d}"], "slot_minutes": 10,
+            "desks": args.desks})
+        for batch in rpc.slots.schedule_for(procedure=PROCEDURE)["batches"]:
+            try:
+                rpc.slots.reschedule(batch["id"], time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
+            except Exception:  # released already
+                pass
+        filing.accept_all(time.monotonic() + args.span + 60)
+        elapsed = time.monotonic() - release.start
+        time.sleep(args.settle)
+        stolen = steal.percent()
+        refs = list(release.booked)
+        statuses = rpc.booking.statuses(refs) if refs else {}
+        in_review = {r["id"] for r in rpc.fraud.review_queue("open", 500)}
+        cases = rpc.fraud.cases("open", 500)
+        everything = rpc.slots.list_open(PROCEDURE, day, day, 1, 200, include_decoys=True,
+                                         for_allocation=True)["slots"]
+    decoys = {s["id"] for s in everything if s["decoy"]}
+    filed = Counter(group for group, _ in filing.filed.values())
+    print(f"mode requests: confirmed requests per group {dict(filed)}")
+    report(release, statuses, in_review, cases, release.slot_of, decoys, places, honest_n, sizes,
+           elapsed, stolen, args)
 
 
 def report(release, statuses, in_review, cases, slot_of, decoys, places, honest_n, sizes,
