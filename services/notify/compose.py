@@ -105,10 +105,8 @@ def request_context(event, settings):
     for key in ("confirm_by", "deadline", "slot_start"):
         if event.get(key):
             local = parse_iso(event[key]).astimezone(PARIS)
-            values[f"{key}_fr"] = (f"{FR_DAYS[local.weekday()]} {local.day} "
-                                   f"{FR_MONTHS[local.month - 1]} {local.year} à {local:%H:%M}")
-            values[f"{key}_en"] = (f"{EN_DAYS[local.weekday()]} {local.day} "
-                                   f"{EN_MONTHS[local.month - 1]} {local.year} at {local:%H:%M}")
+            values[f"{key}_fr"] = f"{long_date(local, 'fr')} à {local:%H:%M}"
+            values[f"{key}_en"] = f"{long_date(local, 'en')} at {local:%H:%M}"
     if event.get("site"):
         site = SITES.get(event["site"], {"label": event["site"], "address": ""})
         values.update(site_label=site["label"], site_address=site["address"])
