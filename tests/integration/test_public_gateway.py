@@ -24,14 +24,10 @@ def gateway(container_factory, gateway_config):
 
 
 @pytest.fixture
-def service_overrides(request):
-    """Settings of the slots and booking services for one test (indirect parametrize)."""
-    return getattr(request, "param", {})
-
-
-@pytest.fixture
-def services(container_factory, config, gateway, service_overrides):
-    started = {cls.name: container_factory(cls, dict(config, **service_overrides))
+def services(container_factory, config, gateway, request):
+    # settings of the slots and booking services for one test (indirect parametrize)
+    overrides = getattr(request, "param", {})
+    started = {cls.name: container_factory(cls, dict(config, **overrides))
                for cls in (SlotsService, BookingService)}
     for container in started.values():
         container.start()
@@ -149,7 +145,7 @@ def test_a_second_booking_on_a_confirmed_email_is_409_naming_the_reference_not_t
     assert "email" in body["fields"]
 
 
-@pytest.mark.parametrize("service_overrides", [{"SLOTS_DECOY_SHARE": 0.2}], indirect=True)
+@pytest.mark.parametrize("services", [{"SLOTS_DECOY_SHARE": 0.2}], indirect=True)
 def test_the_json_api_shows_decoys_like_any_slot_and_the_pages_listing_does_not(http, services, config):
     with ClusterRpcProxy(config, timeout=20) as rpc:
         listed = http.get("/api/slots", params={"procedure": "renewal", "per_page": 200}).json()["slots"]
