@@ -2,12 +2,15 @@
 from werkzeug.wrappers import Response
 
 from gateway.http import json_http, read_json
-from gateway.public import convocation, pages
+from gateway.public import convocation, fairness, pages
 from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
+from gateway.readiness import gather, ready_answer
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from services.common.errors import DomainError, InvalidRequest, ServiceUnavailable, SlotFull
 from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
+from services.common.logs import CallIdLogging
+from services.common.metrics import Metrics
 from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import BookingRequestSchema, load_or_raise
 
@@ -27,10 +30,49 @@ class PublicGateway:
     booking = BoundedRpcProxy("booking")
     trusted_proxies = TrustedProxies()
     full_slots = FullSlots()
+    metrics = Metrics()
+    log_context = CallIdLogging()
+    figures_cache = fairness.FiguresCache()
+    slots_health = BoundedRpcProxy("slots", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
+    booking_health = BoundedRpcProxy("booking", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
 
     @json_http("GET", "/health")
     def health(self, request):
         return {"status": "ok"}
+
+    @json_http("GET", "/ready")
+    def ready(self, request):
+        """200 when the broker carries calls and slots and booking answer their health RPC."""
+        return ready_answer(self._health())
+
+    @json_http("GET", "/metrics")
+    def metrics_page(self, request):
+        """Prometheus text format (the reverse proxy keeps it off the internet)."""
+        self.metrics.set_health(self._health())
+        return self.metrics.response()
+
+    @json_http("GET", "/fairness")
+    def fairness_page(self, request):
+        """Public figures per procedure (gateway/public/fairness.py); no personal data."""
+        slots, booking = self.figures_cache.get(self._figures)
+        return fairness.page(slots, booking, self.figures_cache.days)
+
+    @json_http("GET", "/static/public.css")
+    def stylesheet(self, request):
+        return fairness.css()
+
+    def _health(self):
+        return gather({"slots": self.slots_health, "booking": self.booking_health})
+
+    def _figures(self):
+        days = self.figures_cache.days
+
+        def ask(call):
+            try:
+                return call()
+            except DomainError:
+                return None
+        return ask(lambda: self.slots.figures(days)), ask(lambda: self.booking.figures(days))
 
     @json_http("GET", "/api/procedures")
     def procedures(self, request):

@@ -2,6 +2,7 @@
 import logging
 import time
 import uuid
+from datetime import timedelta
 
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
@@ -10,18 +11,22 @@ from nameko.extensions import DependencyProvider
 from pymongo.errors import DuplicateKeyError
 from pymongo.errors import PyMongoError
 
-from services.booking import rules
+from services.booking import figures as booking_figures, rules
 from services.booking.schemas import CheckInSchema, DayQuerySchema, WalkInSchema
 from services.booking.store import BookingStore
 from services.common import signing
 from services.common.clock import Clock
+from services.common import health
+from services.common.logs import CallIdLogging
 from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, NotFound, Refused,
                                     ServiceUnavailable)
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
-from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
+from services.common.reference_data import PROCEDURES
+from services.common.schemas import (BookingRequestSchema, ClientSchema, FiguresSchema,
+                                    load_or_raise, validated)
 from services.common.settings import setting
 from services.common.timers import config_timer
 from services.common.timeutil import iso_utc, parse_iso, utcnow
@@ -39,6 +44,7 @@ EXPIRY_BATCH = 200  # unconfirmed bookings released per sweep at most
 # built once: a marshmallow Schema costs more to build than to load a request with
 BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
 CHECK_IN, DAY_QUERY, WALK_IN = CheckInSchema(), DayQuerySchema(), WalkInSchema()
+FIGURES = FiguresSchema()
 INVALID_CODE = "Code de convocation invalide (falsifié, modifié ou inconnu). / Invalid convocation code."
 DEFAULT_WALK_IN_HOURS = "08:30-12:00"
 
@@ -86,6 +92,7 @@ class BookingService:
     config = Config()
     instance = InstanceId()
     deadline = RequestDeadline()
+    log_context = CallIdLogging()
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, request, client):
@@ -341,6 +348,23 @@ class BookingService:
                 "text": rules.walk_in_rule_text(self._walk_in_hours())}
 
     # a safety net for failed dispatches, not the normal path
+    @rpc(expected_exceptions=EXPECTED)
+    def health(self):
+        """Store reachable, and events not yet announced (services/common/health.py)."""
+        def backlog():
+            self.store.ping()
+            return {"outbox": health.outbox_backlog(self.store.outbox)}
+        return health.report(self.name, backlog)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def figures(self, days=56):
+        """Per procedure over the last `days`: bookings, median wait until the appointment
+        (overall and by week), cancellations by reason (services/booking/figures.py)."""
+        args = validated(FIGURES, days=days)
+        since = utcnow() - timedelta(days=args["days"])
+        found = self.store.created_since(since, booking_figures.FIELDS)
+        return {"days": args["days"], "procedures": booking_figures.figures(found, PROCEDURES)}
+
     @config_timer("OUTBOX_RELAY_SECONDS", 5.0)
     def relay_outbox(self):
         """Send the events whose dispatch did not happen (crash, broker down) and finish releases.

@@ -39,6 +39,8 @@ class BookingStore:
         self.bookings.create_index([("status", 1), ("confirm_by_ts", 1)])
         # the counter's day view: one site, one day, by time
         self.bookings.create_index([("slot.site", 1), ("slot.start", 1)])
+        # domain figures read the recent bookings
+        self.bookings.create_index([("created_at", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -135,3 +137,10 @@ class BookingStore:
             {"slot.site": site, "slot.start": {"$gte": start, "$lt": end}},
             {"token_hash": 0, "token_salt": 0, "client": 0},
         ).sort([("slot.start", 1), ("_id", 1)]).limit(limit))
+
+    def created_since(self, since, fields, limit=200000):
+        """Recent bookings (markers left out), with only `fields`: the domain figures."""
+        return list(self.bookings.find({"created_at": {"$gte": since}}, fields).limit(limit))
+
+    def ping(self):
+        self.bookings.find_one({}, {"_id": 1})

@@ -145,3 +145,8 @@ def validated(schema, error_cls=None, **arguments):
     from services.common.errors import InvalidRequest
 
     return load_or_raise(schema, arguments, error_cls or InvalidRequest)
+
+
+class FiguresSchema(Schema):
+    """Domain figures over the last `days` days (monitoring, fairness page)."""
+    days = fields.Integer(load_default=56, strict=True, validate=validate.Range(min=1, max=366))

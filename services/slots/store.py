@@ -132,3 +132,11 @@ class SlotStore:
         if hold_ids:
             self.holds.update_many({"_id": {"$in": list(hold_ids)}, "state": HELD},
                                    {"$set": {"state": BOOKED}})
+
+    def published_since(self, since, fields, limit=200000):
+        """Slots published from `since` on, with only `fields`: the domain figures."""
+        return list(self.slots.find({"published_at": {"$gte": since}}, fields).limit(limit))
+
+    def count_held(self, limit=10000):
+        """Holds not yet known to be used by a booking (the sweeper's backlog)."""
+        return len(list(self.holds.find({"state": HELD}, {"_id": 1}).limit(limit)))

@@ -207,7 +207,7 @@ def test_no_operation_renames_a_booking():
     assert rpc_methods == {"create", "get", "confirm", "cancel", "system_cancel", "statuses",
                            "relay_outbox", "expire_unconfirmed", "holds_in_use",
                            "convocation", "check_in", "day_view", "register_walk_in",
-                           "walk_in_rule"}
+                           "walk_in_rule", "health", "figures"}
 
 
 def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):
