@@ -9,8 +9,8 @@ from services.common.figures import median, rounded, week_of
 
 # cancellations that mean a trafficker held the place (services/fraud, check-in's M4)
 TRAFFICKING = ("multiple_bookings_same_email", "name_not_exact", "slot_grabbing", "name_mismatch")
-FIELDS = {"procedure": 1, "created_at": 1, "slot.start": 1, "status": 1, "cancellation.reason": 1,
-          "walk_in": 1}
+# whole sub-documents: the embedded stand-in does not project dotted paths
+FIELDS = {"procedure": 1, "created_at": 1, "slot": 1, "status": 1, "cancellation": 1, "walk_in": 1}
 
 
 def figures(bookings, procedures):
@@ -19,7 +19,8 @@ def figures(bookings, procedures):
     out = {code: {"bookings": 0, "waits": [], "cancellations": {}, "weeks": {}}
            for code in procedures}
     for booking in bookings:
-        if booking.get("walk_in") or booking.get("procedure") not in out:
+        if (booking.get("walk_in") or booking.get("procedure") not in out
+                or not booking.get("slot") or not booking.get("created_at")):
             continue
         entry = out[booking["procedure"]]
         entry["bookings"] += 1
