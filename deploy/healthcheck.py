@@ -13,7 +13,7 @@ import sys
 
 import requests
 
-GATEWAYS = {"public_gateway"}
+GATEWAYS = {"public_gateway", "admin_gateway"}
 TIMEOUT = 5
 
 

@@ -218,7 +218,11 @@ class BoundedRpcProxy(RpcProxy):
         self.timeout_key, self.timeout_default = timeout_key, timeout_default
 
     def get_dependency(self, worker_ctx):
-        timeout = setting(self.container.config, self.timeout_key, self.timeout_default)
+        config = self.container.config
+        if self.timeout_key == "RPC_TIMEOUT":
+            timeout = setting(config, "RPC_TIMEOUT", DEFAULT_TIMEOUT)
+        else:
+            timeout = setting(config, self.timeout_key, self.timeout_default)
         options = dict(self.options)
         options.setdefault("delivery_mode", TRANSIENT)
         return _BoundedServiceProxy(
