@@ -70,6 +70,12 @@ def test_monitoring_is_for_supervisors_only(system, http):
     answer = http.get("/api/monitoring", headers=bearer(http, "agent"))
     assert answer.status_code == 403 and answer.json()["error"] == "forbidden"
     assert http.get("/monitoring", allow_redirects=False).headers["Location"] == "/login"
+    form = http.get("/login")
+    http.post("/login", data={"csrf": csrf_of(form.text), "username": "agent",
+                              "password": "correct horse battery staple"})
+    page = http.get("/monitoring")
+    assert page.status_code == 403 and "rpc-booking" not in page.text
+    assert 'href="/monitoring"' not in http.get("/day").text  # not in an agent's menu
 
 
 def test_the_view_lists_the_queues_with_consumers_and_flags_a_stopped_one(system, http):
