@@ -25,6 +25,7 @@ from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.wrappers import Request, Response
 
+from services.common.metrics import UNMATCHED, metrics_for
 from services.common.errors import (EXPECTED, DomainError, InvalidRequest, PayloadTooLarge,
                                     UnsupportedMediaType)
 from services.common.settings import setting
@@ -41,6 +42,8 @@ RESERVED_FDS = 200
 MIN_IDLE_SECONDS = 0.5
 # accept() errors that mean "out of resources for now", not "the listening socket is broken"
 RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# a metric label takes these methods as they are, anything else as "other" (bounded)
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def json_response(status, payload, headers=None):
@@ -69,6 +72,9 @@ class _JsonWsgiApp(WsgiApp):
             response = provider.handle_request(request)
         except HTTPException as exc:
             response = _http_error(exc)
+            metrics_for(self.server.container).observe_request(
+                UNMATCHED, request.method if request.method in KNOWN_METHODS else "other",
+                response.status_code, 0.0)
         return response(environ, start_response)
 
 
@@ -248,7 +254,11 @@ class JsonHttp(HttpRequestHandler):
         super().__init__(method, url, **kwargs)
 
     def handle_request(self, request):
+        started = time.perf_counter()
         response = super().handle_request(request)
+        # the URL rule, never the raw path: bounded, and free of references and tokens
+        metrics_for(self.container).observe_request(self.url, self.method, response.status_code,
+                                                    time.perf_counter() - started)
         if self.private:
             response.headers["Cache-Control"] = "no-store"
         return response

@@ -10,6 +10,8 @@ import time
 from datetime import date, datetime, time as clock_time, timedelta, timezone
 
 from gateway.admin import pages
+from gateway.admin.monitoring import BusMonitor
+from gateway.readiness import gather, ready_answer
 from gateway.admin.accounts import AccountLocked, LoginFailed, authenticate, new_account
 from gateway.admin.auth import (COOKIE, LOGIN_CSRF_COOKIE, AdminSettings, CsrfRefused, Forbidden,
                                 Locked, Unauthenticated, allowed, audit_entry, session_key)
@@ -19,10 +21,13 @@ from gateway.admin.store import AccountExists, AdminStore
 from gateway.csrf import new_binding
 from gateway.http import MAX_BODY_BYTES, json_http, json_response, read_json
 from services.common.clock import Clock
+from services.common.logs import CallIdLogging
+from services.common.metrics import Metrics
 from services.common.errors import EXPECTED, DomainError, InvalidRequest, NotFound
 from services.common.mongo import MongoStore
 from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import load_or_raise
+from services.common.timers import config_timer
 from services.common.timeutil import PARIS, iso_utc
 
 EXPECTED_HERE = EXPECTED + (Unauthenticated, Forbidden, Locked, CsrfRefused)
@@ -30,6 +35,8 @@ LOGIN, ACCOUNT, DAY_QUERY = LoginSchema(), AccountSchema(), DayQuerySchema()
 CHECK_IN, WALK_IN, AUDIT_QUERY = CheckInBodySchema(), WalkInBodySchema(), AuditQuerySchema()
 # a supervisor's lock lasts until a supervisor unlocks (epoch seconds far ahead: a number, not inf)
 LOCKED_FOR_GOOD = 32503680000  # 3000-01-01
+MONITORED = ("slots", "booking", "fraud", "notify")
+FIGURE_DAYS = 28  # the monitoring page's domain figures cover the last four weeks
 
 route = json_http
 
@@ -66,12 +73,40 @@ class AdminGateway:
     fraud = BoundedRpcProxy("fraud")
     settings = AdminSettings()
     clock = Clock()
+    # monitoring: the bus, the services' health (short bound) and their domain figures
+    bus = BusMonitor()
+    metrics = Metrics()
+    log_context = CallIdLogging()
+    slots = BoundedRpcProxy("slots")
+    notify = BoundedRpcProxy("notify")
+    slots_health = BoundedRpcProxy("slots", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
+    booking_health = BoundedRpcProxy("booking", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
+    fraud_health = BoundedRpcProxy("fraud", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
+    notify_health = BoundedRpcProxy("notify", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
 
     # -- public bits ---------------------------------------------------------------------------
 
     @route("GET", "/health", expected_exceptions=EXPECTED_HERE)
     def health(self, request):
         return {"status": "ok"}
+
+    @route("GET", "/ready", expected_exceptions=EXPECTED_HERE)
+    def ready(self, request):
+        """200 when the broker and the services the counter calls answer, else 503."""
+        status, body = ready_answer(gather({"booking": self.booking_health,
+                                            "fraud": self.fraud_health}))
+        return status, body
+
+    @route("GET", "/metrics", expected_exceptions=EXPECTED_HERE)
+    def metrics_page(self, request):
+        """Prometheus text format; the staff gateway is internal (127.0.0.1 by default)."""
+        self.metrics.set_health(self._health())
+        return self.metrics.response()
+
+    @config_timer("MONITOR_SAMPLE_SECONDS", 15.0)
+    def sample_bus(self):
+        """Depths sampled between page views, for the "depth keeps growing" alarm."""
+        self.bus.snapshot()
 
     @route("GET", "/static/admin.css", expected_exceptions=EXPECTED_HERE)
     def stylesheet(self, request):
@@ -135,7 +170,17 @@ class AdminGateway:
         self._api_staff(request, "supervisor")
         return {"entries": self._audit(request.args.to_dict())}
 
+    @route("GET", "/api/monitoring", expected_exceptions=EXPECTED_HERE)
+    def api_monitoring(self, request):
+        self._api_staff(request, "supervisor")
+        return self._monitoring()
+
     # -- pages ---------------------------------------------------------------------------------
+
+    @route("GET", "/monitoring", expected_exceptions=EXPECTED_HERE)
+    def monitoring_page(self, request):
+        return self._page(request, "supervisor", lambda staff: self._render(
+            staff, "monitoring.html.j2", view=self._monitoring()))
 
     @route("GET", "/", expected_exceptions=EXPECTED_HERE)
     def home(self, request):
@@ -357,6 +402,34 @@ class AdminGateway:
             since, until = start.timestamp(), (start + timedelta(days=1)).timestamp()
         return [_audit_view(e) for e in self.store.find_audit(query["person"], query["object"],
                                                               since, until)]
+
+    def _health(self):
+        return gather({"slots": self.slots_health, "booking": self.booking_health,
+                       "fraud": self.fraud_health, "notify": self.notify_health})
+
+    def _monitoring(self):
+        """The bus (management API), each service's health, and the domain figures; a part
+        that does not answer is None with the others shown."""
+        now = self.clock.now()
+        since, until = now - timedelta(days=FIGURE_DAYS), now
+
+        def ask(call):
+            try:
+                return call()
+            except DomainError:
+                return None
+        return {
+            "at": iso_utc(now),
+            "bus": self.bus.snapshot(),
+            "services": self._health(),
+            "figures": {
+                "days": FIGURE_DAYS,
+                "slots": ask(lambda: self.slots.figures(FIGURE_DAYS)),
+                "booking": ask(lambda: self.booking.figures(FIGURE_DAYS)),
+                "fraud_decisions": ask(lambda: self.fraud.counts(iso_utc(since), iso_utc(until))),
+                "mail": ask(lambda: self.notify.outbox_status()),
+            },
+        }
 
     def _record(self, who, action, obj, before=None, after=None):
         self.store.append_audit(audit_entry(who, action, obj, before, after))

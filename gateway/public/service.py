@@ -5,15 +5,18 @@ from werkzeug.wrappers import Response
 
 from gateway.html import page_response
 from gateway.http import json_http, read_json
-from gateway.public import convocation, forms, openapi, pages
+from gateway.public import convocation, fairness, forms, openapi, pages
 from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
 from gateway.public.listing_cache import SlotListings
 from gateway.public.pages import TOKEN_COOKIE, page
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
-from services.common.errors import (InvalidRequest, NotFound, ServiceUnavailable, SlotFull,
-                                    SlotNotBookable)
+from gateway.readiness import gather, ready_answer
+from services.common.errors import (DomainError, InvalidRequest, NotFound, ServiceUnavailable,
+                                    SlotFull, SlotNotBookable)
 from services.common.ics import appointment_ics
+from services.common.logs import CallIdLogging
+from services.common.metrics import Metrics
 from services.common.reference_data import (FREE_NOTICE, PROCEDURES, SITES, documents,
                                             procedure_view)
 from services.common.rpc import BoundedRpcProxy
@@ -47,10 +50,49 @@ class PublicGateway:
     full_slots = FullSlots()
     listings = SlotListings()
     page_settings = pages.PageSettings()
+    metrics = Metrics()
+    log_context = CallIdLogging()
+    figures_cache = fairness.FiguresCache()
+    slots_health = BoundedRpcProxy("slots", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
+    booking_health = BoundedRpcProxy("booking", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
 
     @json_http("GET", "/health")
     def health(self, request):
         return {"status": "ok"}
+
+    @json_http("GET", "/ready")
+    def ready(self, request):
+        """200 when the broker carries calls and slots and booking answer their health RPC."""
+        return ready_answer(self._health())
+
+    @json_http("GET", "/metrics")
+    def metrics_page(self, request):
+        """Prometheus text format (the reverse proxy keeps it off the internet)."""
+        self.metrics.set_health(self._health())
+        return self.metrics.response()
+
+    @json_http("GET", "/fairness")
+    def fairness_page(self, request):
+        """Public figures per procedure (gateway/public/fairness.py); no personal data."""
+        slots, booking = self.figures_cache.get(self._figures)
+        return fairness.page(slots, booking, self.figures_cache.days)
+
+    @json_http("GET", "/static/public.css")
+    def fairness_stylesheet(self, request):
+        return fairness.css()
+
+    def _health(self):
+        return gather({"slots": self.slots_health, "booking": self.booking_health})
+
+    def _figures(self):
+        days = self.figures_cache.days
+
+        def ask(call):
+            try:
+                return call()
+            except DomainError:
+                return None
+        return ask(lambda: self.slots.figures(days)), ask(lambda: self.booking.figures(days))
 
     @json_http("GET", "/api/procedures")
     def procedures(self, request):

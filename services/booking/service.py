@@ -2,6 +2,7 @@
 import logging
 import time
 import uuid
+from datetime import timedelta
 
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
@@ -11,19 +12,23 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.errors import PyMongoError
 
 from services.booking import evidence, rules
+from services.booking import figures as booking_figures
 from services.booking.schemas import CheckInSchema, DayQuerySchema, OfferHoldSchema, WalkInSchema
 from services.booking.store import BookingStore
-from services.common import signing
+from services.common import health, signing
 from services.common.clock import Clock
 from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, NotFound,
                                     PlacesAvailable, Refused, ServiceUnavailable,
                                     TooManyAttempts)
+from services.common.logs import CallIdLogging
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
+from services.common.reference_data import PROCEDURES
 from services.common.schemas import (AttemptAccessSchema, AttemptRequestSchema, AttestationSchema,
-                                     BookingRequestSchema, ClientSchema, load_or_raise)
+                                     BookingRequestSchema, ClientSchema, FiguresSchema,
+                                     load_or_raise, validated)
 from services.common.settings import setting
 from services.common.timers import config_timer
 from services.common.tokens import Tokens
@@ -42,6 +47,7 @@ EXPIRY_BATCH = 200  # unconfirmed bookings released per sweep at most
 # built once: a marshmallow Schema costs more to build than to load a request with
 BOOKING_REQUEST, CLIENT = BookingRequestSchema(), ClientSchema()
 CHECK_IN, DAY_QUERY, WALK_IN = CheckInSchema(), DayQuerySchema(), WalkInSchema()
+FIGURES = FiguresSchema()
 INVALID_CODE = "Code de convocation invalide (falsifié, modifié ou inconnu). / Invalid convocation code."
 DEFAULT_WALK_IN_HOURS = "08:30-12:00"
 ATTEMPT_REQUEST, ATTEMPT_ACCESS, ATTESTATION = AttemptRequestSchema(), AttemptAccessSchema(), AttestationSchema()
@@ -93,6 +99,7 @@ class BookingService:
     instance = InstanceId()
     deadline = RequestDeadline()
     attestation_key = AttestationKey()
+    log_context = CallIdLogging()
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, request, client, offer=None):
@@ -425,6 +432,23 @@ class BookingService:
                 "attempts_on_record": bool(on_record), "message": message}
 
     # a safety net for failed dispatches, not the normal path
+    @rpc(expected_exceptions=EXPECTED)
+    def health(self):
+        """Store reachable, and events not yet announced (services/common/health.py)."""
+        def backlog():
+            self.store.ping()
+            return {"outbox": health.outbox_backlog(self.store.outbox)}
+        return health.report(self.name, backlog)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def figures(self, days=56):
+        """Per procedure over the last `days`: bookings, median wait until the appointment
+        (overall and by week), cancellations by reason (services/booking/figures.py)."""
+        args = validated(FIGURES, days=days)
+        since = utcnow() - timedelta(days=args["days"])
+        found = self.store.created_since(since, booking_figures.FIELDS)
+        return {"days": args["days"], "procedures": booking_figures.figures(found, PROCEDURES)}
+
     @config_timer("OUTBOX_RELAY_SECONDS", 5.0)
     def relay_outbox(self):
         """Send the events whose dispatch did not happen (crash, broker down) and finish releases.

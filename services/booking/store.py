@@ -45,6 +45,8 @@ class BookingStore:
         self.bookings.create_index([("slot.site", 1), ("slot.start", 1)])
         self.attempt_outbox.ensure_indexes()
         self.attempts.create_index([("file", 1), ("at_ts", 1)])
+        # domain figures read the recent bookings
+        self.bookings.create_index([("created_at", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -174,3 +176,10 @@ class BookingStore:
 
     def attempts_by_reference(self, references):
         return {a["_id"]: a for a in self.attempts.find({"_id": {"$in": references}})}
+
+    def created_since(self, since, fields, limit=200000):
+        """Recent bookings (markers left out), with only `fields`: the domain figures."""
+        return list(self.bookings.find({"created_at": {"$gte": since}}, fields).limit(limit))
+
+    def ping(self):
+        self.bookings.find_one({}, {"_id": 1})

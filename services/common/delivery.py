@@ -25,3 +25,13 @@ def count_states(collection, field="state"):
         if row["_id"] in counts:
             counts[row["_id"]] = row["n"]
     return counts
+
+
+def count_states_by(collection, by, field="state"):
+    """[{by: value, "state": state, "count": n}] for each (value, state) present (one
+    aggregation): inbox events by type and state, for monitoring."""
+    rows = collection.aggregate([{"$group": {"_id": {"by": f"${by}", "state": f"${field}"},
+                                             "n": {"$sum": 1}}}])
+    return sorted(({by: row["_id"].get("by"), "state": row["_id"].get("state"), "count": row["n"]}
+                   for row in rows if row["_id"].get("state") in STATES),
+                  key=lambda r: (str(r[by]), r["state"]))

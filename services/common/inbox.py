@@ -43,6 +43,9 @@ class Inbox:
         self.events = collection
         self.max_attempts = max_attempts
         self.clock = clock
+        # on_park(event_id, event_type, reason): told of each parked event; services set it
+        # to services/common/deadletter.py's DeadLetters, so operators see it on the bus
+        self.on_park = None
         # "handled": a lost mark only lets a late copy be handled again, idempotently
         self.done_marks = PendingMarks(collection, {"state": DONE})
         self.pending = [self.done_marks]
@@ -72,6 +75,7 @@ class Inbox:
                 self._set(event_id, PARKED)
                 log.error("event %s (%s) parked after %d tries: %s", event_id, name, attempts,
                           describe(exc))
+                self._tell_parked(event_id, name, describe(exc))
                 return  # acked: staff see it among the parked events and can replay it
             eventlet.sleep(backoff(attempts, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS))
             raise
@@ -117,7 +121,12 @@ class Inbox:
                                     "event": payload if isinstance(payload, dict) else {"raw": repr(payload)[:2000]},
                                     "at_ts": self.clock()})
         except DuplicateKeyError:
-            pass
+            return  # parked before: told already
+        self._tell_parked(key, name, f"contract: {exc}")
+
+    def _tell_parked(self, event_id, name, reason):
+        if self.on_park is not None:
+            self.on_park(event_id, name, reason)
 
     # -- staff -------------------------------------------------------------------------------
 

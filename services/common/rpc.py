@@ -29,6 +29,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import MethodProxy, RpcProxy, ServiceProxy, get_rpc_exchange
 
 from services.common.errors import ServiceUnavailable
+from services.common.metrics import metrics_for
 from services.common.settings import setting
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,20 @@ class _BoundedMethodProxy(MethodProxy):
         self.inherited = getattr(self.worker_ctx, "rpc_deadline", None) if inherit_deadline else None
 
     def __call__(self, *args, **kwargs):
+        # timed for the caller's /metrics (gateway/metrics.py): service and method names only
+        started, outcome = time.perf_counter(), "error"
+        try:
+            result = self._bounded_call(*args, **kwargs)
+            outcome = "ok"
+            return result
+        except ServiceUnavailable:
+            outcome = "unavailable"
+            raise
+        finally:
+            metrics_for(self.worker_ctx.container).observe_rpc(
+                self.service_name, self.method_name, outcome, time.perf_counter() - started)
+
+    def _bounded_call(self, *args, **kwargs):
         now = time.time()
         # the tighter of our own bound and the deadline of the request we are working for
         self.deadline = min(now + self.timeout, self.inherited or float("inf"))
@@ -195,12 +210,19 @@ class BoundedRpcProxy(RpcProxy):
     the deadline of the request being worked for, if sooner. `inherit_deadline=False` for
     clean-up calls (giving a place back) that must run even when the caller gave up."""
 
-    def __init__(self, target_service, inherit_deadline=True, **options):
+    def __init__(self, target_service, inherit_deadline=True, timeout_key="RPC_TIMEOUT",
+                 timeout_default=DEFAULT_TIMEOUT, **options):
         super().__init__(target_service, **options)
         self.inherit_deadline = inherit_deadline
+        # another bound than RPC_TIMEOUT: health checks (HEALTH_RPC_TIMEOUT) answer faster
+        self.timeout_key, self.timeout_default = timeout_key, timeout_default
 
     def get_dependency(self, worker_ctx):
-        timeout = setting(self.container.config, "RPC_TIMEOUT", DEFAULT_TIMEOUT)
+        config = self.container.config
+        if self.timeout_key == "RPC_TIMEOUT":
+            timeout = setting(config, "RPC_TIMEOUT", DEFAULT_TIMEOUT)
+        else:
+            timeout = setting(config, self.timeout_key, self.timeout_default)
         options = dict(self.options)
         options.setdefault("delivery_mode", TRANSIENT)
         return _BoundedServiceProxy(

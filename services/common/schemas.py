@@ -179,3 +179,8 @@ class AttestationSchema(Schema):
 
     attestation = fields.Dict(required=True)
     signature = SafeString(required=True, validate=validate.Length(min=1, max=200))
+
+
+class FiguresSchema(Schema):
+    """Domain figures over the last `days` days (monitoring, fairness page)."""
+    days = fields.Integer(load_default=56, strict=True, validate=validate.Range(min=1, max=366))

@@ -13,6 +13,9 @@ from marshmallow import Schema, fields, validate
 from nameko.events import EventDispatcher, event_handler
 from nameko.extensions import DependencyProvider
 
+from services.common import health
+from services.common.deadletter import DeadLetters
+from services.common.logs import CallIdLogging
 from services.common.errors import EXPECTED, InvalidRequest, NotFound
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
@@ -120,6 +123,8 @@ class FraudService:
     dispatch = EventDispatcher()
     settings = Settings()
     instance = InstanceId()
+    dead_letters = DeadLetters()
+    log_context = CallIdLogging()
 
     # requeue on error: the inbox counts the tries and parks the event after FRAUD_MAX_ATTEMPTS.
     # Fraud screens confirmed bookings only: a pending booking (anyone can type someone
@@ -224,6 +229,16 @@ class FraudService:
         return counts
 
     @rpc(expected_exceptions=EXPECTED)
+    def health(self):
+        """Store reachable, decisions not yet announced, events parked or retrying, review
+        cases open (services/common/health.py)."""
+        def backlog():
+            return dict(health.inbox_backlog(self.store.inbox),
+                        outbox=health.outbox_backlog(self.store.outbox),
+                        review_cases_open=self.store.count_open_cases())
+        return health.report(self.name, backlog)
+
+    @rpc(expected_exceptions=EXPECTED)
     def parked_events(self, limit=100):
         args = validated(LISTING, limit=limit)
         return [staff_view(f) for f in self.store.inbox.parked(args["limit"])]
@@ -244,6 +259,7 @@ class FraudService:
     def _inbox(self):
         inbox = self.store.inbox
         inbox.max_attempts = self.settings["max_attempts"]
+        inbox.on_park = self.dead_letters
         return inbox
 
     def _screening(self):

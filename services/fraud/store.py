@@ -211,3 +211,6 @@ class FraudStore:
     def allowed_among(self, keys):
         """Which of these allow-list keys are present (one query for a whole group)."""
         return {doc["_id"] for doc in self.allowed.find({"_id": {"$in": list(keys)}}, {"_id": 1})}
+
+    def count_open_cases(self, limit=10000):
+        return len(list(self.cases.find({"state": "open"}, {"_id": 1}).limit(limit)))

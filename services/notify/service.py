@@ -16,6 +16,9 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from pymongo.errors import PyMongoError
 
+from services.common import health
+from services.common.deadletter import DeadLetters
+from services.common.logs import CallIdLogging
 from services.common.errors import EXPECTED, NotFound, describe
 from services.common.mongo import MongoStore
 from services.common.rpc import rpc
@@ -88,16 +91,18 @@ class NotifyService:
     mail = Mailer()
     settings = Settings()
     schedule = Schedule()
+    dead_letters = DeadLetters()
+    log_context = CallIdLogging()
 
     # requeue: an event is only acked once its message is safely in the outbox
     @event_handler("booking", "booking_created", requeue_on_error=True)
     def on_booking_created(self, event):
-        self.store.inbox.handle("booking_created", event,
+        self._inbox().handle("booking_created", event,
                                 lambda e: self._accept("booking_created", e))
 
     @event_handler("booking", "booking_cancelled", requeue_on_error=True)
     def on_booking_cancelled(self, event):
-        self.store.inbox.handle("booking_cancelled", event,
+        self._inbox().handle("booking_cancelled", event,
                                 lambda e: self._accept("booking_cancelled", e))
 
     @event_handler("booking", "attempt_recorded", requeue_on_error=True)
@@ -160,12 +165,24 @@ class NotifyService:
         return message_view(self.store.get(args["key"]))
 
     @rpc(expected_exceptions=EXPECTED)
+    def health(self):
+        """Store reachable, mail by state (pending and retrying: the backlog; done: sent;
+        parked: failed for good), events parked or retrying (services/common/health.py)."""
+        return health.report(self.name, lambda: dict(health.inbox_backlog(self.store.inbox),
+                                                     mail=self.store.counts()))
+
+    @rpc(expected_exceptions=EXPECTED)
     def parked_events(self, limit=100):
         """Events notify could not take (malformed, or failing every try), for staff."""
         args = validated(LISTING, limit=limit)
         return [staff_view(e) for e in self.store.inbox.parked(args["limit"])]
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _inbox(self):
+        inbox = self.store.inbox
+        inbox.on_park = self.dead_letters  # a parked event shows on the bus (dead letters)
+        return inbox
 
     def _accept(self, event_type, event):
         key = rules.idempotency_key(event.get("event_id"), KIND_FOR_EVENT[event_type])

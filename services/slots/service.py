@@ -23,18 +23,22 @@ from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
-from services.common import contract
+from services.common import contract, health
 from services.common.clock import Clock
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, SlotFull, SlotNotBookable
 from services.common.lease import InstanceId, owner_id
+from services.common.logs import CallIdLogging
+from services.common.reference_data import PROCEDURES
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import load_or_raise, validated
 from services.common.settings import setting
+from services.common.schemas import FiguresSchema
 from services.common.timers import config_timer
-from services.common.timeutil import PARIS, as_utc, iso_paris, iso_utc
+from services.common.timeutil import PARIS, as_utc, iso_paris, iso_utc, utcnow
 from services.common.views import staff_view
+from services.slots import figures as slot_figures
 from services.slots import release as draw
 from services.slots import rules
 from services.slots.plan import decoy_slots, expand_plan
@@ -137,6 +141,7 @@ class SlotsService:
     instance = InstanceId()
     booking = BoundedRpcProxy("booking")
     sweeper = Sweeper()
+    log_context = CallIdLogging()
 
     @rpc(expected_exceptions=EXPECTED)
     def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False,
@@ -367,6 +372,20 @@ class SlotsService:
     @rpc
     def is_empty(self):
         return not self.store.any_slot()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def health(self):
+        """Store reachable, and holds the sweeper has yet to check (services/common/health.py)."""
+        return health.report(self.name, lambda: {"holds_held": self.store.count_held()})
+
+    @rpc(expected_exceptions=EXPECTED)
+    def figures(self, days=56):
+        """Per procedure, slots published in the last `days`: places released, booked, free,
+        the next free appointment, how fast slots were taken (services/slots/figures.py)."""
+        args = validated(FiguresSchema(), days=days)
+        now = utcnow()
+        found = self.store.published_since(now - timedelta(days=args["days"]), slot_figures.FIELDS)
+        return {"days": args["days"], "procedures": slot_figures.figures(found, PROCEDURES, now)}
 
     @rpc(expected_exceptions=EXPECTED)
     def holds(self, slot_id):

@@ -292,3 +292,13 @@ class SlotStore:
             {"$set": {"state": RELEASED, "released_ts": now_ts, "places": places,
                       Outbox.field("released"): outbox_entry}},
             return_document=ReturnDocument.AFTER)
+
+    def published_since(self, since, fields, limit=200000):
+        """Slots published from `since` on, with only `fields`: the domain figures."""
+        return list(self.slots.find({"$or": [{"published_ts": {"$gte": since.timestamp()}},
+                                             {"published_at": {"$gte": since}}]},
+                                    fields).limit(limit))
+
+    def count_held(self, limit=10000):
+        """Holds not yet known to be used by a booking (the sweeper's backlog)."""
+        return len(list(self.holds.find({"state": HELD}, {"_id": 1}).limit(limit)))

@@ -212,7 +212,8 @@ def test_no_operation_renames_a_booking():
                            "convocation", "check_in", "day_view", "register_walk_in",
                            "walk_in_rule",
                            # M7 evidence: these write attempts only, never a booking
-                           "record_attempt", "attempts", "attestation", "verify_attestation"}
+                           "record_attempt", "attempts", "attestation", "verify_attestation",
+                           "health", "figures"}
 
 
 def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):

@@ -1,0 +1,146 @@
+"""The bus as supervisors watch it: queues per service from RabbitMQ's management HTTP API,
+with alarms, beside the services' own health and domain figures.
+
+Rules are plain functions (tests call them directly): which service a queue belongs to, the
+view of one queue, whether a depth keeps growing, the alarms. `BusMonitor` is the dependency
+that asks the management API (short timeouts: an unreachable API makes the page say so and
+nothing else waits on it) and keeps a short in-process history of depths per queue, which
+the "depth keeps growing" alarm reads. Each staff gateway process keeps its own history.
+"""
+import time
+from collections import deque
+from urllib.parse import quote
+
+import requests
+from nameko.extensions import DependencyProvider
+
+from deploy.rabbitmq_definitions import vhost_of
+from services.common.settings import setting
+
+DEAD_LETTER_PREFIX = "dead-letters"
+HISTORY_SECONDS_MARGIN = 2.0  # samples kept a little beyond the growth window
+MAX_SAMPLES = 500  # per queue, whatever the window
+COLUMNS = ("name,messages,messages_ready,messages_unacknowledged,consumers,state,policy,"
+           "message_stats.publish_details.rate,message_stats.deliver_get_details.rate,"
+           "message_stats.publish,arguments")
+
+NO_CONSUMER, GROWING, DEAD_LETTERS = "no_consumer", "growing", "dead_letters"
+
+
+def service_of(queue):
+    """The service a queue belongs to: rpc-<service>, evt-<source>-<event>--<service>.<method>
+    (nameko's names); the dead-letter queues are the bus's; reply queues, 'replies'."""
+    if queue.startswith("rpc-"):
+        return queue[4:]
+    if queue.startswith("evt-") and "--" in queue:
+        return queue.split("--", 1)[1].split(".", 1)[0]
+    if queue.startswith(DEAD_LETTER_PREFIX):
+        return "bus"
+    if queue.startswith("rpc.reply-"):
+        return "replies"
+    return "other"
+
+
+def watched(queue):
+    """Queues a service must consume: its RPC queue and its event handlers' queues."""
+    return queue.startswith("rpc-") or queue.startswith("evt-")
+
+
+def queue_view(raw):
+    stats = raw.get("message_stats") or {}
+    return {
+        "name": raw["name"],
+        "service": service_of(raw["name"]),
+        "depth": raw.get("messages") or 0,
+        "ready": raw.get("messages_ready") or 0,
+        "unacked": raw.get("messages_unacknowledged") or 0,
+        "consumers": raw.get("consumers") or 0,
+        "publish_rate": round((stats.get("publish_details") or {}).get("rate") or 0.0, 2),
+        "deliver_rate": round((stats.get("deliver_get_details") or {}).get("rate") or 0.0, 2),
+        "policy": raw.get("policy") or None,  # the definitions file's, e.g. dead-lettering
+    }
+
+
+def growing(samples, window, now):
+    """True when the depth rose over the last `window` seconds without ever falling: samples
+    [(ts, depth)] cover the whole window, each at least the one before, the last above the first."""
+    recent = [(ts, d) for ts, d in samples if ts >= now - window]
+    older = [(ts, d) for ts, d in samples if ts < now - window]
+    if not older or not recent:
+        return False  # not watched for the whole window yet
+    series = [older[-1]] + recent
+    return (all(b[1] >= a[1] for a, b in zip(series, series[1:]))
+            and series[-1][1] > series[0][1])
+
+
+def alarms(queues, history, window, now):
+    """[{kind, queue, service, message}] for the views of the queues."""
+    found = []
+    for q in queues:
+        if watched(q["name"]) and q["consumers"] == 0:
+            found.append({"kind": NO_CONSUMER, "queue": q["name"], "service": q["service"],
+                          "message": f"Aucun consommateur : {q['service']} est arrêté ? / "
+                                     f"No consumer: is {q['service']} down?"})
+        if q["name"].startswith(DEAD_LETTER_PREFIX) and q["depth"] > 0:
+            found.append({"kind": DEAD_LETTERS, "queue": q["name"], "service": q["service"],
+                          "message": f"{q['depth']} message(s) en lettre morte / dead-lettered"})
+        if growing(history.get(q["name"], ()), window, now):
+            found.append({"kind": GROWING, "queue": q["name"], "service": q["service"],
+                          "message": f"File en hausse depuis {int(window)} s / depth growing "
+                                     f"for {int(window)} s"})
+    return found
+
+
+def by_service(queues):
+    grouped = {}
+    for q in sorted(queues, key=lambda q: q["name"]):
+        grouped.setdefault(q["service"], []).append(q)
+    return grouped
+
+
+class BusMonitor(DependencyProvider):
+    """Reads the management API for this service's vhost; keeps each queue's recent depths."""
+
+    def setup(self):
+        config = self.container.config
+        self.url = setting(config, "RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672").rstrip("/")
+        self.auth = (setting(config, "RABBITMQ_MANAGEMENT_USER", "guest"),
+                     setting(config, "RABBITMQ_MANAGEMENT_PASSWORD", "guest"))
+        self.timeout = setting(config, "MONITOR_HTTP_TIMEOUT", 2.0)
+        self.window = setting(config, "MONITOR_GROWTH_SECONDS", 300.0)
+        self.vhost = vhost_of(config["AMQP_URI"])
+        self.history = {}
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def snapshot(self, now=None):
+        """{"reachable", "error", "queues", "services", "alarms", "vhost"}."""
+        now = time.time() if now is None else now
+        try:
+            answer = requests.get(f"{self.url}/api/queues/{quote(self.vhost, safe='')}",
+                                  params={"columns": COLUMNS}, auth=self.auth,
+                                  timeout=self.timeout)
+            answer.raise_for_status()
+            raw = answer.json()
+        except (requests.RequestException, ValueError) as exc:
+            return {"reachable": False, "vhost": self.vhost, "queues": [], "services": {},
+                    "alarms": [], "error": f"RabbitMQ management API unreachable "
+                                           f"({type(exc).__name__}) / injoignable"}
+        queues = [queue_view(q) for q in raw if not q["name"].startswith("rpc.reply-")]
+        self.record(queues, now)
+        return {"reachable": True, "vhost": self.vhost, "queues": queues,
+                "services": by_service(queues), "error": None,
+                "alarms": alarms(queues, self.history, self.window, now)}
+
+    def record(self, queues, now):
+        keep_after = now - self.window - HISTORY_SECONDS_MARGIN - 60
+        names = set()
+        for q in queues:
+            names.add(q["name"])
+            samples = self.history.setdefault(q["name"], deque(maxlen=MAX_SAMPLES))
+            samples.append((now, q["depth"]))
+            while len(samples) > 2 and samples[1][0] < keep_after:
+                samples.popleft()  # the oldest beyond the window, one kept as its start
+        for gone in set(self.history) - names:
+            del self.history[gone]
