@@ -22,7 +22,8 @@ from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
-from services.common.schemas import (ApplicantLookupSchema, AttemptAccessSchema, AttemptRequestSchema, AttestationSchema,
+from services.common.schemas import (ApplicantLookupSchema, AttemptAccessSchema,
+                                     AttemptRequestSchema, AttestationSchema,
                                      BookingRequestSchema, ClientSchema, load_or_raise)
 from services.common.normalise import normalise_email
 from services.common.settings import setting
