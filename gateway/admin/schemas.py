@@ -1,5 +1,5 @@
 """What staff send to the admin gateway (JSON bodies, forms, query strings)."""
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from gateway.admin.accounts import MIN_PASSWORD_LENGTH, ROLES
 from services.booking.schemas import CODE, SITE
@@ -47,3 +47,99 @@ class AuditQuerySchema(Schema):
     person = SafeString(load_default=None, validate=validate.Length(max=64))
     object = SafeString(load_default=None, validate=validate.Length(max=80))
     day = fields.Date(load_default=None)
+
+
+# -- supervisors (gateway/admin/supervision.py) ---------------------------------------------------
+
+PLAN_ID = validate.Regexp(r"^plan-[0-9a-f]{12}$", error="Not a valid plan id.")
+
+
+class PlanExtraSchema(Schema):
+    extra = fields.Boolean(load_default=False)
+
+
+class DesksSchema(Schema):
+    plan_id = SafeString(required=True, validate=PLAN_ID)
+    desks = fields.Integer(required=True, validate=validate.Range(min=1, max=50))
+    date_from = fields.Date(load_default=None, allow_none=True)
+    date_to = fields.Date(load_default=None, allow_none=True)
+
+
+class BatchDueSchema(Schema):
+    batch_id = SafeString(required=True, validate=validate.Regexp(
+        r"^rel-[0-9a-f]{12}$", error="Not a valid batch id."))
+    due = fields.AwareDateTime(required=True)
+
+
+class FiguresSchema(Schema):
+    procedure = SafeString(load_default=None, validate=validate.OneOf(sorted(PROCEDURES)))
+    site = SafeString(load_default=None, validate=SITE)
+    plan_id = SafeString(load_default=None, validate=PLAN_ID)
+    include_released = fields.Boolean(load_default=False)
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=200))
+
+
+class DecisionSchema(Schema):
+    """Keep (clear) or cancel a whole review case, or one booking of it, with a note."""
+
+    case_id = SafeString(load_default=None, validate=validate.Length(min=1, max=400))
+    reference = SafeString(load_default=None, validate=validate.Regexp(
+        r"^RDV-[0-9A-Z]{4}-[0-9A-Z]{4}$", error="Not a valid booking reference."))
+    decision = SafeString(required=True, validate=validate.OneOf(("cancel", "clear")))
+    note = SafeString(load_default="", validate=validate.Length(max=1000))
+
+    @validates_schema
+    def _one_target(self, data, **kwargs):
+        if bool(data.get("case_id")) == bool(data.get("reference")):
+            raise ValidationError("Give a case_id or a booking reference (one of them).", "case_id")
+
+
+ALLOW_KINDS = ("client", "email", "booking")
+
+
+class AllowSchema(Schema):
+    kind = SafeString(required=True, validate=validate.OneOf(ALLOW_KINDS))
+    value = SafeString(required=True, validate=validate.Length(min=1, max=320))
+    why = SafeString(required=True, validate=validate.Length(min=1, max=500))
+    until = fields.Date(load_default=None, allow_none=True)  # last day it holds (Paris)
+
+
+class DisallowSchema(Schema):
+    kind = SafeString(required=True, validate=validate.OneOf(ALLOW_KINDS))
+    value = SafeString(required=True, validate=validate.Length(min=1, max=320))
+
+
+class PeriodSchema(Schema):
+    """Paris days, both included."""
+
+    since = fields.Date(required=True)
+    until = fields.Date(required=True)
+
+    @validates_schema
+    def _order(self, data, **kwargs):
+        if "since" in data and "until" in data and data["until"] < data["since"]:
+            raise ValidationError("Must not be before 'since'.", "until")
+
+
+class WaiverSchema(Schema):
+    """M7: who (foreigner number, or e-mail), the permit's expiry date and the filing date."""
+
+    foreigner_number = SafeString(load_default=None, allow_none=True, validate=validate.Regexp(
+        r"^\d{10}$", error="The foreigner number (AGDREF) has exactly 10 digits."))
+    email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
+    expiry = fields.Date(required=True)
+    filing = fields.Date(required=True)
+
+    @validates_schema
+    def _who(self, data, **kwargs):
+        if not data.get("foreigner_number") and not data.get("email"):
+            raise ValidationError("Give the foreigner number or the e-mail.", "foreigner_number")
+
+
+class ResendSchema(Schema):
+    key = SafeString(required=True, validate=validate.Length(min=1, max=200))
+
+
+class PasswordSchema(Schema):
+    password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    again = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=256))

@@ -18,6 +18,7 @@ from gateway.admin.auth import (COOKIE, LOGIN_CSRF_COOKIE, AdminSettings, CsrfRe
 from gateway.admin.schemas import (AccountSchema, AuditQuerySchema, CheckInBodySchema,
                                    DayQuerySchema, LoginSchema, WalkInBodySchema)
 from gateway.admin.store import AccountExists, AdminStore
+from gateway.admin.supervision import Supervision
 from gateway.csrf import new_binding
 from gateway.http import MAX_BODY_BYTES, json_http, json_response, read_json
 from services.common.clock import Clock
@@ -30,7 +31,7 @@ from services.common.schemas import load_or_raise
 from services.common.timers import config_timer
 from services.common.timeutil import PARIS, iso_utc
 
-EXPECTED_HERE = EXPECTED + (Unauthenticated, Forbidden, Locked, CsrfRefused)
+EXPECTED_HERE = EXPECTED + (Unauthenticated, Forbidden, Locked, CsrfRefused)  # and subclasses
 LOGIN, ACCOUNT, DAY_QUERY = LoginSchema(), AccountSchema(), DayQuerySchema()
 CHECK_IN, WALK_IN, AUDIT_QUERY = CheckInBodySchema(), WalkInBodySchema(), AuditQuerySchema()
 # a supervisor's lock lasts until a supervisor unlocks (epoch seconds far ahead: a number, not inf)
@@ -50,6 +51,7 @@ def _account_view(account):
     locked = locked_until > time.time()
     return {"id": account["_id"], "role": account["role"], "site": account["site"],
             "locked": locked, "locked_until": _iso_ts(locked_until) if locked else None,
+            "must_change_password": bool(account.get("must_change_password")),
             "created_at": _iso_ts(account.get("created_ts"))}
 
 
@@ -65,7 +67,13 @@ def _form(request):
     return {k: v for k, v in request.form.items() if k != "csrf"}
 
 
-class AdminGateway:
+class PasswordChangeRequired(Forbidden):
+    code = "password_change_required"
+    default_message = ("Choisissez d'abord un nouveau mot de passe (POST /api/password). / "
+                       "Set a new password first.")
+
+
+class AdminGateway(Supervision):
     name = "admin_gateway"
 
     store = MongoStore("admin", AdminStore)
@@ -119,7 +127,8 @@ class AdminGateway:
         data = load_or_raise(LOGIN, read_json(request), InvalidRequest)
         signed, record = self._log_in(data["username"], data["password"])
         return 201, {"token": signed, "expires_at": _iso_ts(record["expires_ts"]),
-                     "username": record["username"], "role": record["role"], "site": record["site"]}
+                     "username": record["username"], "role": record["role"], "site": record["site"],
+                     "must_change_password": record["must_change_password"]}
 
     @route("POST", "/api/logout", expected_exceptions=EXPECTED_HERE)
     def api_logout(self, request):
@@ -197,10 +206,10 @@ class AdminGateway:
             return self._login_form(request, CsrfRefused.default_message, 403)
         try:
             data = load_or_raise(LOGIN, _form(request), InvalidRequest)
-            signed, _ = self._log_in(data["username"], data["password"])
+            signed, record = self._log_in(data["username"], data["password"])
         except DomainError as error:
             return self._login_form(request, error.message, error.status)
-        response = pages.redirect("/day")
+        response = pages.redirect("/password" if record["must_change_password"] else "/day")
         self.settings.cookie(response, signed)
         return response
 
@@ -314,6 +323,8 @@ class AdminGateway:
                          after={"locked_until": _iso_ts(locked.until_ts)})
             raise Locked()
         signed, record = settings.new_session(account, now_ts)
+        # after a reset, the session only lets its holder set a new password
+        record["must_change_password"] = bool(account.get("must_change_password"))
         self.store.add_session(record)
         self._record(account["_id"], "login", f"account:{account['_id']}")
         return signed, record
@@ -448,21 +459,25 @@ class AdminGateway:
             return None
         return staff
 
-    def _api_staff(self, request, role):
+    def _api_staff(self, request, role, changing_password=False):
         header = request.headers.get("Authorization", "")
         signed = header[7:].strip() if header.lower().startswith("bearer ") else None
         staff = self._staff(signed)
         if staff is None:
             raise Unauthenticated()
+        if staff.get("must_change_password") and not changing_password:
+            raise PasswordChangeRequired()
         if not allowed(staff["role"], role):
             raise Forbidden()
         return staff
 
-    def _page(self, request, role, handle):
+    def _page(self, request, role, handle, changing_password=False):
         """Run a page handler for a logged-in member of staff with `role`, or say why not."""
         staff = self._staff(request.cookies.get(COOKIE))
         if staff is None:
             return pages.redirect("/login")
+        if staff.get("must_change_password") and not changing_password:
+            return pages.redirect("/password")
         if not allowed(staff["role"], role):
             return self._render(staff, "error.html.j2", status=403, code=403,
                                 message=Forbidden.default_message)
@@ -488,11 +503,11 @@ class AdminGateway:
                             secure=self.settings.cookie_secure, path="/login")
         return response
 
-    def _accounts_form(self, staff, values=None, errors=None, message=None, status=200):
+    def _accounts_form(self, staff, values=None, errors=None, message=None, status=200, reset=None):
         return self._render(staff, "accounts.html.j2", status=status,
                             accounts=[_account_view(a) for a in self.store.all_accounts()],
                             values=values or {"role": "agent", "site": staff["site"]},
-                            errors=errors or {}, message=message)
+                            errors=errors or {}, message=message, reset=reset)
 
     def _day_links(self, staff, day):
         current = date.fromisoformat(day["day"])

@@ -61,6 +61,18 @@ class AdminStore:
     def reset_failures(self, username):
         self.accounts.update_one({"_id": username}, {"$set": {"failed_logins": 0}})
 
+    def reset_password(self, username, password_hash):
+        """A supervisor's reset: a temporary password, to be replaced at the next log-in."""
+        self.accounts.update_one({"_id": username}, {"$set": {
+            "password_hash": password_hash, "must_change_password": True, "failed_logins": 0,
+            "locked_until_ts": 0}})
+
+    def set_new_password(self, username, password_hash, session_key):
+        """The person's own new password; their current session may do everything again."""
+        self.accounts.update_one({"_id": username}, {"$set": {
+            "password_hash": password_hash, "must_change_password": False}})
+        self.sessions.update_one({"_id": session_key}, {"$set": {"must_change_password": False}})
+
     def set_password_hash(self, username, password_hash):
         self.accounts.update_one({"_id": username}, {"$set": {"password_hash": password_hash}})
 

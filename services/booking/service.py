@@ -25,8 +25,10 @@ from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
+from services.common.normalise import normalise_email
 from services.common.reference_data import PROCEDURES
-from services.common.schemas import (AttemptAccessSchema, AttemptRequestSchema, AttestationSchema,
+from services.common.schemas import (ApplicantLookupSchema, AttemptAccessSchema,
+                                     AttemptRequestSchema, AttestationSchema,
                                      BookingRequestSchema, ClientSchema, FiguresSchema,
                                      load_or_raise, validated)
 from services.common.settings import setting
@@ -52,6 +54,7 @@ INVALID_CODE = "Code de convocation invalide (falsifié, modifié ou inconnu). /
 DEFAULT_WALK_IN_HOURS = "08:30-12:00"
 ATTEMPT_REQUEST, ATTEMPT_ACCESS, ATTESTATION = AttemptRequestSchema(), AttemptAccessSchema(), AttestationSchema()
 OFFER = OfferHoldSchema()
+APPLICANT_LOOKUP = ApplicantLookupSchema()
 NO_ATTEMPT = "No recorded attempt with this reference and token."
 
 
@@ -388,6 +391,7 @@ class BookingService:
         attempt = {
             "_id": reference, "file": evidence.file_id(number, email),
             "procedure": data["procedure"], "email": email, "foreigner_number": number,
+            "email_key": normalise_email(email),
             "at": now, "at_ts": now.timestamp(),
             "token_hash": rules.TokenSigner.hash_token(token), "token_salt": salt,
             "outbox": {"recorded": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())},
@@ -409,6 +413,16 @@ class BookingService:
         attempt = self._owned_attempt(reference, token)
         fields = evidence.attestation_fields(self.store.attempts_in(attempt["file"]), utcnow())
         return {"attestation": fields, "signature": signing.sign(self.attestation_key, fields)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def attempts_of(self, foreigner_number=None, email=None):
+        """Staff (M7 waiver): the attempts on record for an applicant, by foreigner number
+        (AGDREF) or, without one, by e-mail; oldest first."""
+        data = load_or_raise(APPLICANT_LOOKUP, {"foreigner_number": foreigner_number,
+                                                "email": email}, InvalidRequest)
+        found = self.store.attempts_of(data["foreigner_number"], normalise_email(data["email"] or ""),
+                                       data["email"])
+        return {"attempts": [dict(evidence.attempt_view(a), file=a["file"]) for a in found]}
 
     @rpc(expected_exceptions=EXPECTED)
     def verify_attestation(self, document):

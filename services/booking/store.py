@@ -47,6 +47,9 @@ class BookingStore:
         self.attempts.create_index([("file", 1), ("at_ts", 1)])
         # domain figures read the recent bookings
         self.bookings.create_index([("created_at", 1)])
+        # staff look an applicant's evidence up by foreigner number or e-mail (M7 waiver)
+        self.attempts.create_index([("foreigner_number", 1), ("at_ts", 1)])
+        self.attempts.create_index([("email_key", 1), ("at_ts", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -173,6 +176,15 @@ class BookingStore:
 
     def attempts_in(self, file, limit=500):
         return list(self.attempts.find({"file": file}).sort([("at_ts", 1)]).limit(limit))
+
+    def attempts_of(self, foreigner_number=None, email_key=None, email=None, limit=500):
+        """Every recorded attempt of an applicant, by foreigner number or e-mail, oldest first
+        (`email` as given too: attempts recorded before `email_key` was stored)."""
+        if foreigner_number:
+            query = {"foreigner_number": foreigner_number}
+        else:
+            query = {"$or": [{"email_key": email_key}, {"email": email}]}
+        return list(self.attempts.find(query).sort([("at_ts", 1)]).limit(limit))
 
     def attempts_by_reference(self, references):
         return {a["_id"]: a for a in self.attempts.find({"_id": {"$in": references}})}

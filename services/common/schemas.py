@@ -184,3 +184,20 @@ class AttestationSchema(Schema):
 class FiguresSchema(Schema):
     """Domain figures over the last `days` days (monitoring, fairness page)."""
     days = fields.Integer(load_default=56, strict=True, validate=validate.Range(min=1, max=366))
+
+
+class ApplicantLookupSchema(Schema):
+    """Staff look an applicant's M7 evidence up: the foreigner number, or else the e-mail."""
+
+    foreigner_number = SafeString(load_default=None, allow_none=True)
+    email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
+
+    @validates("foreigner_number")
+    def _foreigner_number_digits(self, value, **kwargs):
+        if value is not None and not FOREIGNER_NUMBER.match(value):
+            raise ValidationError("The foreigner number (AGDREF) has exactly 10 digits.")
+
+    @validates_schema
+    def _one_of_them(self, data, **kwargs):
+        if not data.get("foreigner_number") and not data.get("email"):
+            raise ValidationError("Give the foreigner number or the e-mail.", "foreigner_number")

@@ -66,6 +66,14 @@ class Allow(Schema):
     value = SafeString(required=True, validate=validate.Length(min=1, max=320))
     by = SafeString(required=True, validate=validate.Length(min=1, max=100))
     why = SafeString(required=True, validate=validate.Length(min=1, max=500))
+    # until when the exemption holds (an association's office for a season); none: until removed
+    until = fields.AwareDateTime(load_default=None, allow_none=True)
+
+
+class Disallow(Schema):
+    kind = SafeString(required=True, validate=validate.OneOf(ALLOW_KINDS))
+    value = SafeString(required=True, validate=validate.Length(min=1, max=320))
+    by = SafeString(required=True, validate=validate.Length(min=1, max=100))
 
 
 class ReviewListing(ListingSchema):
@@ -101,7 +109,7 @@ class EventId(Schema):
 
 ALLOW, REVIEWS, DECIDE, PERIOD, LISTING, EVENT_ID = (Allow(), ReviewListing(), Decide(), Period(),
                                                       ListingSchema(), EventId())
-CASES, DECIDE_CASE = CaseListing(), DecideCase()
+CASES, DECIDE_CASE, DISALLOW = CaseListing(), DecideCase(), Disallow()
 
 
 def case_view(case, reviews):
@@ -150,20 +158,39 @@ class FraudService:
     # -- staff RPC ---------------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED)
-    def allow(self, kind, value, by, why):
-        """Exempt a booking, an e-mail or a client address from the automatic rules."""
-        args = validated(ALLOW, kind=kind, value=value, by=by, why=why)
-        value = args["value"]
-        if args["kind"] == "email":
-            value = rules.email_key(value, self.settings["provider_rules"])
+    def allow(self, kind, value, by, why, until=None):
+        """Exempt a booking, an e-mail or a client address from the automatic rules, until
+        `until` (ISO 8601 with offset) or until removed."""
+        args = validated(ALLOW, kind=kind, value=value, by=by, why=why, until=until)
+        now = time.time()
+        if args["until"] is not None and args["until"].timestamp() <= now:
+            raise InvalidRequest("An exemption must end in the future.",
+                                 {"until": ["Must be in the future."]})
+        value = self._allow_value(args["kind"], args["value"])
         entry = {"_id": f"{args['kind']}:{value}", "kind": args["kind"], "value": value,
-                 "by": args["by"], "why": args["why"], "at_ts": time.time()}
+                 "by": args["by"], "why": args["why"], "at_ts": now,
+                 "until_ts": args["until"].timestamp() if args["until"] else None}
         self.store.allow(entry)
         return staff_view(entry)
 
     @rpc(expected_exceptions=EXPECTED)
+    def disallow(self, kind, value, by):
+        """Remove an allow-list entry; the entry as it was."""
+        args = validated(DISALLOW, kind=kind, value=value, by=by)
+        removed = self.store.disallow(f"{args['kind']}:{self._allow_value(args['kind'], args['value'])}")
+        if removed is None:
+            raise NotFound("No allow-list entry for this value.", {"value": ["Not on the list."]})
+        log.info("allow-list entry of kind %s removed by %s", args["kind"], args["by"])
+        return staff_view(removed)
+
+    @rpc(expected_exceptions=EXPECTED)
     def allow_list(self):
-        return [staff_view(e) for e in self.store.allow_entries()]
+        now = time.time()
+        return [dict(staff_view(e), expired=bool(e.get("until_ts") and e["until_ts"] <= now))
+                for e in self.store.allow_entries()]
+
+    def _allow_value(self, kind, value):
+        return rules.email_key(value, self.settings["provider_rules"]) if kind == "email" else value
 
     @rpc(expected_exceptions=EXPECTED)
     def review_queue(self, state="open", limit=100):

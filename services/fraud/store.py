@@ -12,6 +12,8 @@ Address and user-agent groups only matter within a time window, and a popular us
 shared by thousands: they are cut into buckets one window long (a window spans at most two)
 and capped, so that no document grows without end and each event reads and rewrites little.
 """
+import time
+
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -208,9 +210,15 @@ class FraudStore:
     def allow_entries(self):
         return list(self.allowed.find())
 
-    def allowed_among(self, keys):
-        """Which of these allow-list keys are present (one query for a whole group)."""
-        return {doc["_id"] for doc in self.allowed.find({"_id": {"$in": list(keys)}}, {"_id": 1})}
+    def disallow(self, key):
+        return self.allowed.find_one_and_delete({"_id": key})
+
+    def allowed_among(self, keys, now_ts=None):
+        """Which of these allow-list keys are present and not expired (one query for a group)."""
+        now_ts = time.time() if now_ts is None else now_ts
+        return {doc["_id"] for doc in self.allowed.find({"_id": {"$in": list(keys)}},
+                                                        {"_id": 1, "until_ts": 1})
+                if not doc.get("until_ts") or doc["until_ts"] > now_ts}
 
     def count_open_cases(self, limit=10000):
         return len(list(self.cases.find({"state": "open"}, {"_id": 1}).limit(limit)))

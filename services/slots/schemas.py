@@ -81,3 +81,16 @@ class RescheduleSchema(Schema):
                                                                   error="Not a valid batch id."))
     due = fields.AwareDateTime(required=True)
     by = SafeString(load_default="supervisor", validate=validate.Length(min=1, max=100))
+
+
+class FiguresQuerySchema(Schema):
+    """Supervisors: which procedure and site the capacity figures and last releases cover."""
+
+    procedure = SafeString(load_default=None, allow_none=True,
+                           validate=validate.OneOf(sorted(PROCEDURES)))
+    site = SafeString(load_default=None, allow_none=True, validate=validate.OneOf(sorted(SITES)))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=200))
+
+
+class PreviewSchema(Schema):
+    extra = fields.Boolean(load_default=False)

@@ -42,8 +42,10 @@ from services.slots import figures as slot_figures
 from services.slots import release as draw
 from services.slots import rules
 from services.slots.plan import decoy_slots, expand_plan
-from services.slots.schemas import (AddDesksSchema, OpeningPlanSchema, PlanReleaseSchema,
-                                    RescheduleSchema, ScheduleQuerySchema)
+from services.slots.capacity import capacity_figures, release_speed
+from services.slots.schemas import (AddDesksSchema, FiguresQuerySchema, OpeningPlanSchema,
+                                    PlanReleaseSchema, PreviewSchema, RescheduleSchema,
+                                    ScheduleQuerySchema)
 from services.slots.store import DUE, HELD, KEPT, RELEASED, SlotStore
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ MAX_PER_PAGE = 200
 OPENING_PLAN = OpeningPlanSchema()
 PLAN_RELEASE, ADD_DESKS = PlanReleaseSchema(), AddDesksSchema()
 SCHEDULE_QUERY, RESCHEDULE = ScheduleQuerySchema(), RescheduleSchema()
+FIGURES_QUERY, PREVIEW = FiguresQuerySchema(), PreviewSchema()
 # hold ids become a field name in the slot document: no dots, no dollars
 HOLD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SWEEP_BATCH = 200  # holds asked about in one RPC
@@ -368,6 +371,43 @@ class SlotsService:
                                  {"batch_id": ["Already released."]})
         log.info("release batch %s moved by %s", args["batch_id"], args["by"])
         return staff_view(moved)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def preview_plan(self, plan, extra=False):
+        """Supervisors: what a plan would make, before it is saved (nothing is written)."""
+        plan = load_or_raise(OPENING_PLAN, plan, InvalidRequest)
+        extra = validated(PREVIEW, extra=extra)["extra"]
+        plan_id = plan_id_of(dict(plan, extra=extra))
+        real = list(expand_plan(plan, variant=plan_id if extra else ""))
+        days = {as_utc(s["start"]).astimezone(PARIS).date() for s in real}
+        return {"plan_id": plan_id, "slots": len(real), "places": len(real) * plan["desks"],
+                "days": len(days), "exists": self.store.get_plan(plan_id) is not None,
+                "first_start": iso_paris(real[0]["start"]) if real else None,
+                "last_start": iso_paris(real[-1]["start"]) if real else None}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def capacity(self, procedure=None, site=None):
+        """Supervisors: places scheduled, released, booked, freed and waiting for re-release,
+        by procedure and site, over the slots still to come."""
+        args = validated(FIGURES_QUERY, procedure=procedure, site=site)
+        query = {"start": {"$gt": self.clock.now()}}
+        for key in ("procedure", "site"):
+            if args.get(key):
+                query[key] = args[key]
+        return {"figures": capacity_figures(self.store.figures_of(query))}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def last_releases(self, procedure=None, site=None, limit=20):
+        """Supervisors: the last released batches, newest first, with how long their places
+        took to go."""
+        args = validated(FIGURES_QUERY, procedure=procedure, site=site, limit=limit)
+        query = {key: args[key] for key in ("procedure", "site") if args.get(key)}
+        answer = []
+        for batch in self.store.released_batches(query, args["limit"]):
+            speed = release_speed(batch, self.store.places_of(batch["slot_ids"]))
+            view = staff_view({k: v for k, v in batch.items() if k != "slot_ids"})
+            answer.append(dict(view, slots=len(batch["slot_ids"]), **speed))
+        return {"releases": answer}
 
     @rpc
     def is_empty(self):

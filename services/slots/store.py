@@ -61,6 +61,7 @@ class SlotStore:
         self.releases.create_index([("state", 1), ("due_ts", 1)])
         self.releases.create_index([("procedure", 1), ("state", 1)])
         self.releases.create_index([("plan_id", 1)])
+        self.releases.create_index([("state", 1), ("released_ts", -1)])
         self.batch_outbox.ensure_indexes()
         self.slot_outbox.ensure_indexes()
 
@@ -166,7 +167,8 @@ class SlotStore:
         """
         return self.slots.update_one(
             {"_id": slot_id, f"holds.{hold_id}": {"$exists": True}},
-            {"$inc": {"booked": -1, "held_back": 1}, "$unset": {f"holds.{hold_id}": ""},
+            # `freed` counts every place ever given back (staff figures)
+            {"$inc": {"booked": -1, "held_back": 1, "freed": 1}, "$unset": {f"holds.{hold_id}": ""},
              "$max": {"rerelease_ts": rerelease_ts}},
         ).modified_count == 1
 
@@ -262,6 +264,23 @@ class SlotStore:
             {"_id": batch_id, "state": DUE},
             {"$set": {"due_ts": due_ts, "rescheduled": {"by": by, "due_ts": due_ts}}},
             return_document=ReturnDocument.AFTER)
+
+    def released_batches(self, query, limit):
+        """The last released batches, newest first (staff figures)."""
+        return list(self.releases.find(dict(query, state=RELEASED))
+                    .sort([("released_ts", -1)]).limit(limit))
+
+    def figures_of(self, query):
+        """Real slots (no decoys) matching `query`, with what the capacity figures need."""
+        return self.slots.find(dict(query, decoy={"$in": [False, None]}),
+                               {"site": 1, "procedure": 1, "state": 1, "capacity": 1, "booked": 1,
+                                "free": 1, "held_back": 1, "freed": 1})
+
+    def places_of(self, slot_ids):
+        """Slots with their holds' instants: when each place of a batch was taken."""
+        return list(self.slots.find({"_id": {"$in": list(slot_ids)}},
+                                    {"free": 1, "held_back": 1, "booked": 1, "holds": 1,
+                                     "decoy": 1}))
 
     def claim_due(self, now_ts, limit=50):
         """Batches due now (or claimed by an instance that died), each claimed by the caller."""
