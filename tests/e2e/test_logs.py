@@ -1,5 +1,6 @@
 """One booking followed across separately running services by its call id in their JSON logs,
 and no log line with the applicant's e-mail, name, birth date or the booking's token."""
+import re
 import json
 import time
 
@@ -57,7 +58,7 @@ def test_a_booking_followed_by_its_call_id_without_personal_data(system, http, t
     system.wait_consuming("evt-booking-booking_created--notify")
     system.wait_consuming("evt-booking-booking_confirmed--fraud")
     with system.rpc() as rpc:
-        rpc.slots.create_from_plan(plan(procedure="first_application", desks=2))
+        rpc.slots.create_from_plan(plan(procedure="first_application", desks=2), release="now")
     slot_id = http.get("/api/slots", params={"procedure": "first_application"}).json()["slots"][0]["id"]
     request = applicant(slot_id, procedure="first_application", foreigner_number=None,
                         family_name="Ferreira-Logtest", given_names="Lucia", email=EMAIL,
@@ -66,8 +67,10 @@ def test_a_booking_followed_by_its_call_id_without_personal_data(system, http, t
     reference, token = booked["reference"], booked["token"]
     sink.wait_for(1)
     # the link in the e-mail (token in the query string, as access logs would show it)
-    assert http.get(f"/bookings/{reference}/confirm", params={"token": token}).status_code == 200
-    assert http.post(f"/bookings/{reference}/confirm", data={"token": token}).status_code == 200
+    page = http.get(f"/bookings/{reference}/confirm", params={"token": token})
+    assert page.status_code == 200
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    assert http.post(f"/bookings/{reference}/confirm", data={"csrf_token": csrf}).status_code == 200
 
     # booking: gateway -> booking -> slots (hold) -> notify (booking_created, its e-mail)
     wait_for_line(system, "notify-2.log", "notify.on_booking_created")

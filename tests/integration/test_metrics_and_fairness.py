@@ -23,7 +23,7 @@ def system(container_factory, config):
     for container in started.values():
         container.start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=1, days=3))
+        rpc.slots.create_from_plan(plan(desks=1, days=3), release="now")
     return started
 
 
