@@ -18,7 +18,7 @@ from gateway.admin.auth import (COOKIE, LOGIN_CSRF_COOKIE, AdminSettings, CsrfRe
 from gateway.admin.schemas import (AccountSchema, AuditQuerySchema, CheckInBodySchema,
                                    DayQuerySchema, LoginSchema, WalkInBodySchema)
 from gateway.admin.store import AccountExists, AdminStore
-from gateway.admin.supervision import Supervision
+from gateway.admin import supervision
 from gateway.csrf import new_binding
 from gateway.http import MAX_BODY_BYTES, json_http, json_response, read_json
 from services.common.clock import Clock
@@ -73,7 +73,9 @@ class PasswordChangeRequired(Forbidden):
                        "Set a new password first.")
 
 
-class AdminGateway(Supervision):
+# the module, not the class: `nameko run` takes every class with entrypoints in this module
+# for a service, and the mixin alone has no name
+class AdminGateway(supervision.Supervision):
     name = "admin_gateway"
 
     store = MongoStore("admin", AdminStore)
