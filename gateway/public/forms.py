@@ -72,20 +72,48 @@ def booking_request(procedure, slot_id, form):
     return body
 
 
-def field_errors(fields, form, lang):
-    """InvalidRequest fields -> {form field: message in `lang`}, and the reasons for no field."""
+def field_errors(fields, form, lang, messages=None, known=FIELDS):
+    """InvalidRequest fields -> {form field: message in `lang`}, and the reasons for no field.
+    `messages` and `known`: another form's (the attempt form's); the booking form's by default."""
+    messages = messages or MESSAGES
     index = 0 if lang == "fr" else 1
     errors, other = {}, []
     for field, reasons in (fields or {}).items():
-        if field not in FIELDS:
+        if field not in known:
             other.extend(reasons)
             continue
         if not str(form.get(field, "")).strip():
             kind = "missing"
         else:
             kind = next((REASON_KINDS[r] for r in reasons if r in REASON_KINDS), "invalid")
-        errors[field] = (MESSAGES.get((field, kind)) or MESSAGES.get((field, "invalid")) or GENERAL)[index]
+        errors[field] = (messages.get((field, kind)) or messages.get((field, "invalid")) or GENERAL)[index]
     return errors, other
+
+
+# M7: the form recording a failed attempt (the JSON API's POST /api/attempts body)
+ATTEMPT_FIELDS = ("procedure", "email", "foreigner_number")
+ATTEMPT_MESSAGES = {
+    **{key: value for key, value in MESSAGES.items() if key[0] == "foreigner_number"},
+    ("procedure", "missing"): ("Choisissez votre démarche.", "Choose your procedure."),
+    ("procedure", "invalid"): ("Choisissez votre démarche dans la liste.",
+                               "Choose your procedure from the list."),
+    ("email", "missing"): (
+        "Indiquez votre adresse électronique : le récépissé y sera envoyé.",
+        "Enter your e-mail address: the receipt is sent there."),
+    ("email", "invalid"): MESSAGES[("email", "invalid")],
+    ("foreigner_number", "missing"): MESSAGES[("foreigner_number", "invalid")],
+}
+
+
+def attempt_request(form):
+    """The JSON API's attempt body from the form (an empty foreigner number: none)."""
+    number = form.get("foreigner_number", "").strip()
+    return {"procedure": form.get("procedure", ""), "email": form.get("email", "").strip(),
+            "foreigner_number": number or None}
+
+
+def attempt_errors(fields, form, lang):
+    return field_errors(fields, form, lang, ATTEMPT_MESSAGES, ATTEMPT_FIELDS)
 
 
 def slots_by_day(slots, lang):

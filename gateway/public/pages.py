@@ -47,8 +47,8 @@ class PageSettings(DependencyProvider):
         self.report_url = setting(config, "REPORT_URL", "https://www.internet-signalement.gouv.fr")
         self.report_email = setting(config, "REPORT_EMAIL", "pref-etrangers@herault.gouv.fr")
         self.mail_domain = setting(config, "MAIL_DOMAIN", "rdv.herault.gouv.fr")
-        # M7: the "record a failed attempt" API is another issue's; its place waits behind this
-        self.attempts_enabled = setting(config, "PUBLIC_ATTEMPTS_ENABLED", False)
+        # M7: the "no free slot" page offers to record a failed attempt (/attempts/new)
+        self.attempts_enabled = setting(config, "PUBLIC_ATTEMPTS_ENABLED", True)
 
     def get_dependency(self, worker_ctx):
         return self

@@ -12,8 +12,9 @@ from gateway.public.listing_cache import SlotListings
 from gateway.public.pages import TOKEN_COOKIE, page
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from gateway.readiness import gather, ready_answer
-from services.common.errors import (DomainError, InvalidRequest, NotFound, ServiceUnavailable,
-                                    SlotFull, SlotNotBookable)
+from services.common.errors import (DomainError, InvalidRequest, NotFound, PlacesAvailable,
+                                    ServiceUnavailable, SlotFull, SlotNotBookable,
+                                    TooManyAttempts)
 from services.common.ics import appointment_ics
 from services.common.logs import CallIdLogging
 from services.common.metrics import Metrics
@@ -442,6 +443,45 @@ class PublicGateway:
             "Content-Type": "text/calendar; charset=utf-8",
             "Content-Disposition": f'attachment; filename="{booking["reference"]}.ics"'})
 
+    # M7: the page recording a failed attempt (the JSON API's POST /api/attempts)
+
+    @json_http("GET", "/attempts/new")
+    @page
+    def attempt_form(self, current):
+        args = current.request.args
+        values = {"procedure": args.get("procedure", ""), "email": "", "foreigner_number": ""}
+        return self._attempt_form(current, values, {}, site=args.get("site"))
+
+    @json_http("POST", "/attempts/new")
+    @page
+    def attempt_record(self, current):
+        form = current.request.form
+        values = {field: form.get(field, "") for field in forms.ATTEMPT_FIELDS}
+        site = form.get("site")
+        if not current.csrf_ok():
+            return self._attempt_form(current, values, {}, site, status=400, problem="csrf")
+        try:
+            body = forms.attempt_request(form)
+            load_or_raise(ATTEMPT_REQUEST, body, InvalidRequest)
+            recorded = self.booking.record_attempt(body)
+        except InvalidRequest as error:
+            errors, _ = forms.attempt_errors(error.fields, form, current.lang)
+            if not errors:
+                return pages.error_page(current, error, back="/attempts/new")
+            return self._attempt_form(current, values, errors, site, status=400)
+        except PlacesAvailable:
+            return self._attempt_form(current, values, {}, site, status=409,
+                                      problem="places_available")
+        except TooManyAttempts:
+            return self._attempt_form(current, values, {}, site, status=429,
+                                      problem="too_many_attempts")
+        at = parse_iso(recorded["at"]).astimezone(PARIS)
+        # the token goes only to the mailbox (receipt e-mail), never into this page or its URL
+        return current.render("attempt_receipt.html.j2",
+                              reference=recorded["reference"], email=body["email"],
+                              procedure=procedure_view(recorded["procedure"]),
+                              date=long_date(at, current.lang), time=at.strftime("%H:%M"))
+
     # -- page helpers --------------------------------------------------------------------------
 
     def _procedure(self, code):
@@ -471,6 +511,18 @@ class PublicGateway:
                               slot=slot, date=long_date(start, current.lang),
                               time=start.strftime("%H:%M"), values=values, errors=errors,
                               problem=problem, back=_slots_url(procedure, site))
+
+    def _attempt_form(self, current, values, errors, site, status=200, problem=None):
+        code = values.get("procedure")
+        chosen = procedure_view(code) if code in PROCEDURES else None
+        site = site if site in SITES else None
+        if chosen is None:
+            back = "/book"
+        else:
+            back = f"/book/{code}/{site}" if site else f"/book/{code}"
+        return current.render("attempt_form.html.j2", status=status, values=values,
+                              errors=errors, problem=problem, chosen=chosen, site=site, back=back,
+                              procedures=[procedure_view(c) for c in PROCEDURES])
 
     def _page_access(self, current, reference):
         try:

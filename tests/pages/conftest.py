@@ -25,8 +25,9 @@ def site(container_factory, config, gateway_config, web_port):
                             (BookingService, config)):
         container_factory(cls, cls_config).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
-        rpc.slots.create_from_plan(plan(desks=1, days=7))
-        rpc.slots.create_from_plan(plan(procedure="renewal_10y", desks=1, days=7))
+        # open at once: a scheduled batch opens only when the release timer gets to it
+        rpc.slots.create_from_plan(plan(desks=1, days=7), release="now")
+        rpc.slots.create_from_plan(plan(procedure="renewal_10y", desks=1, days=7), release="now")
     return f"http://127.0.0.1:{web_port}"
 
 
@@ -40,8 +41,9 @@ def live_site(config, tmp_path, web_port):
     try:
         system.wait_ready()
         with system.rpc() as rpc:
-            rpc.slots.create_from_plan(plan(desks=1, days=7))
-            rpc.slots.create_from_plan(plan(procedure="renewal_10y", desks=1, days=7))
+            rpc.slots.create_from_plan(plan(desks=1, days=7), release="now")
+            rpc.slots.create_from_plan(plan(procedure="renewal_10y", desks=1, days=7),
+                                       release="now")
         yield f"http://127.0.0.1:{web_port}"
     finally:
         system.stop()

@@ -206,16 +206,22 @@ def test_no_free_slot_says_so_without_promising_a_time(http, site):
     assert page.status_code == 200
     assert "Aucun créneau libre pour le moment" in page.text
     assert "moments choisis au hasard" in page.text
-    assert 'id="attempts"' not in page.text  # the M7 API is not there yet
     english = http.get("/book/duplicate/beziers", params={"lang": "en"})
     assert "No free slot at the moment" in english.text
 
 
-@pytest.mark.parametrize("gateway_config", [{"PUBLIC_ATTEMPTS_ENABLED": "true"}], indirect=True)
-def test_the_place_for_recording_an_attempt_shows_when_its_api_exists(http, site):
+def test_the_no_free_slot_page_offers_to_record_an_attempt(http, site):
     page = http.get("/book/duplicate/beziers")
     assert 'id="attempts"' in page.text and "Enregistrer ma tentative" in page.text
+    assert 'href="/attempts/new?procedure=duplicate&amp;site=beziers"' in page.text
     assert 'id="attempts"' not in http.get("/book/renewal/montpellier").text  # slots are free there
+
+
+@pytest.mark.parametrize("gateway_config", [{"PUBLIC_ATTEMPTS_ENABLED": "false"}], indirect=True)
+def test_the_attempt_section_can_be_turned_off(http, site):
+    page = http.get("/book/duplicate/beziers")
+    assert page.status_code == 200 and "Aucun créneau libre" in page.text
+    assert 'id="attempts"' not in page.text
 
 
 def test_the_language_switch_is_remembered(http, site):
