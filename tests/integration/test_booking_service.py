@@ -213,7 +213,7 @@ def test_no_operation_renames_a_booking():
                            "walk_in_rule",
                            # M7 evidence: these write attempts only, never a booking
                            "record_attempt", "attempts", "attestation", "verify_attestation",
-                           "health", "figures"}
+                           "health", "figures", "attempts_of"}
 
 
 def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):
