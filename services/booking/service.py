@@ -23,7 +23,7 @@ from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, N
 from services.common.logs import CallIdLogging
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
-from services.common.outbox import Outbox
+from services.common.outbox import Outbox, dispatched
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.normalise import normalise_email
 from services.common.reference_data import PROCEDURES
@@ -591,13 +591,7 @@ class BookingService:
             self.store.outbox.sent(booking["_id"], "confirmed")
 
     def _dispatched(self, reference, event_type, payload):
-        try:
-            self.dispatch(event_type, payload)
-            return True
-        except Exception:
-            log.warning("%s for %s not dispatched; the relay retries", event_type, reference,
-                        exc_info=True)
-            return False
+        return dispatched(self.dispatch, event_type, payload, reference)
 
     def _release_quietly(self, hold_id):
         try:

@@ -14,10 +14,14 @@ slots: released) and calls:
   idempotent publish, see services/common/pending.py);
 - `due(kind, now_ts, lease)` from its relay, then publishes each and marks it sent.
 """
+import logging
+
 from pymongo import ReturnDocument
 
 from services.common.delivery import DONE, PENDING
 from services.common.pending import PendingMarks
+
+log = logging.getLogger(__name__)
 
 RELAY_LEASE_SECONDS = 30.0  # a relay sends a claimed record within this, or another may
 
@@ -63,3 +67,15 @@ class Outbox:
 
     def count_pending(self, kind):
         return len(list(self.collection.find({f"outbox.{kind}.state": PENDING}, {"_id": 1}).limit(10000)))
+
+
+def dispatched(dispatch, event_type, payload, doc_id):
+    """Publish one event; False (logged) when the broker did not take it: its outbox record
+    stays pending and the relay sends it later."""
+    try:
+        dispatch(event_type, payload)
+        return True
+    except Exception:
+        log.warning("%s for %s not dispatched; the relay retries", event_type, doc_id,
+                    exc_info=True)
+        return False

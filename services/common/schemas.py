@@ -72,11 +72,11 @@ FOREIGNER_NUMBER = re.compile(r"^\d{10}$")
 PHONE = validate.Regexp(r"^\+?[0-9][0-9 .()-]{5,24}$", error="Not a valid phone number.")
 
 
-class BookingRequestSchema(Schema):
-    """What an applicant gives to book a slot (DESIGN.md section 3)."""
+class ApplicantSchema(Schema):
+    """Who the applicant is and how to reach them, as given (DESIGN.md section 3): shared by a
+    booking and a request (services/requests), with the procedure it is for."""
 
     procedure = SafeString(required=True, validate=validate.OneOf(sorted(PROCEDURES)))
-    slot_id = SafeString(required=True, validate=SLOT_ID)
     family_name = SafeString(required=True, validate=validate.Length(min=1, max=100))
     # some passports carry no given name: an empty string is allowed, a missing field is not
     given_names = SafeString(required=True, validate=validate.Length(max=150))
@@ -103,6 +103,12 @@ class BookingRequestSchema(Schema):
                 "Required for renewals: the 10-digit number on your residence permit.",
                 "foreigner_number",
             )
+
+
+class BookingRequestSchema(ApplicantSchema):
+    """What an applicant gives to book a slot."""
+
+    slot_id = SafeString(required=True, validate=SLOT_ID)
 
 
 class ClientSchema(Schema):

@@ -4,8 +4,7 @@ from datetime import date
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from services.common.reference_data import PROCEDURES, SITES
-from services.common.schemas import (FOREIGNER_NUMBER, PHONE, AsciiEmail, SafeString,
-                                     no_future_date)
+from services.common.schemas import ApplicantSchema, SafeString
 from services.requests.rules import MODES, WEEKDAYS
 
 REQUEST_REFERENCE = validate.Regexp(r"^REQ-[0-9A-Z]{4}-[0-9A-Z]{4}$",
@@ -39,41 +38,17 @@ def availability_doc(data):
                       for w in data["times"]]}
 
 
-class RequestFilingSchema(Schema):
-    """A request for a procedure in `requests` mode (issue 12)."""
-    procedure = SafeString(required=True, validate=validate.OneOf(sorted(PROCEDURES)))
-    family_name = SafeString(required=True, validate=validate.Length(min=1, max=100))
-    given_names = SafeString(required=True, validate=validate.Length(max=150))
-    birth_date = fields.Date(required=True, validate=no_future_date)
-    email = AsciiEmail(required=True, validate=validate.Length(max=254))
-    phone = SafeString(load_default=None, allow_none=True, validate=PHONE)
-    foreigner_number = SafeString(load_default=None, allow_none=True)
+class RequestFilingSchema(ApplicantSchema):
+    """A request for a procedure in `requests` mode (issue 12): the applicant as for a
+    booking, the permit's expiry, and when and where they can come."""
     permit_expiry = fields.Date(load_default=None, allow_none=True,
                                 metadata={"doc": "the current permit's end of validity"})
     availability = fields.Nested(AvailabilitySchema, required=True)
-
-    @validates("family_name")
-    def _family_name_not_blank(self, value, **kwargs):
-        if not value.strip():
-            raise ValidationError("Give your family name exactly as on your passport or permit.")
-
-    @validates("foreigner_number")
-    def _foreigner_number_digits(self, value, **kwargs):
-        if value is not None and not FOREIGNER_NUMBER.match(value):
-            raise ValidationError("The foreigner number (AGDREF) has exactly 10 digits.")
 
     @validates("permit_expiry")
     def _sensible_expiry(self, value, **kwargs):
         if value is not None and not date(2000, 1, 1) <= value <= date(2100, 1, 1):
             raise ValidationError("Not a plausible expiry date.")
-
-    @validates_schema
-    def _foreigner_number_for_renewals(self, data, **kwargs):
-        entry = PROCEDURES.get(data.get("procedure"))
-        if entry and entry["requires_foreigner_number"] and not data.get("foreigner_number"):
-            raise ValidationError(
-                "Required for renewals: the 10-digit number on your residence permit.",
-                "foreigner_number")
 
 
 class RequestAccessSchema(Schema):

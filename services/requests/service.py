@@ -30,7 +30,7 @@ from services.common.errors import (EXPECTED, InvalidRequest, NotFound, Refused,
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.normalise import normalise_email
-from services.common.outbox import Outbox
+from services.common.outbox import Outbox, dispatched
 from services.common.reference_data import PROCEDURES
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import ClientSchema, load_or_raise, validated
@@ -490,13 +490,7 @@ class RequestsService:
             self.store.offer_outbox.sent(offer["_id"], "made")
 
     def _dispatched(self, doc_id, event_type, payload):
-        try:
-            self.dispatch(event_type, payload)
-            return True
-        except Exception:
-            log.warning("%s for %s not dispatched; the relay retries", event_type, doc_id,
-                        exc_info=True)
-            return False
+        return dispatched(self.dispatch, event_type, payload, doc_id)
 
     def _grace(self):
         return setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)
