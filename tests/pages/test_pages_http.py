@@ -178,7 +178,9 @@ def test_cancel_asks_first_and_needs_the_csrf_token(http, site):
     page = http.get(f"/bookings/{reference}")
     assert "Ce rendez-vous est annulé" in page.text and "Vous l'avez annulé" in unescape(page.text)
     assert f"/bookings/{reference}/cancel" not in page.text
-    assert free_of(http, slot_path) == 1  # the place is back
+    # given back, yet not bookable at once: it returns at a random later instant (issue 8),
+    # not to whoever let it go
+    assert free_of(http, slot_path) == 0
 
 
 def test_a_slot_taken_meanwhile_sends_back_to_the_list(http, site):
