@@ -78,6 +78,7 @@ def _created_fields(booking):
         seconds_after_publication=booking.get("seconds_after_publication"),
         client=booking.get("client") or {},
         decoy=bool(booking["slot"].get("decoy")),
+        offer_id=booking.get("offer_id"),
     )
 
 

@@ -113,6 +113,8 @@ class BookingService:
         the place is already held under the offer's id and the reference is given, so that a
         retried acceptance finds the booking instead of making a second one. A failure then
         leaves the offer's place held (the applicant may try again) rather than giving it back.
+        Such a booking is born confirmed (the mailbox was proven when the request was
+        confirmed): `booking_created` then `booking_confirmed`, from one insert.
 
         An e-mail that already holds a confirmed booking is refused up front (409, naming the
         booking's reference): two requests at once may both pass, fraud's M3 is the net.
@@ -122,6 +124,10 @@ class BookingService:
         email_key = rules.email_key(data["email"])
         self._refuse_second_booking(email_key)
         offer = load_or_raise(OFFER, offer, InvalidRequest) if offer is not None else None
+        if offer:
+            made = self.store.get(offer["reference"])
+            if made is not None:  # a retried acceptance: the same answer again
+                return self._answer_again(made)
         reference = offer["reference"] if offer else rules.new_reference()
         hold_id = offer["hold_id"] if offer else reference
         started = time.time()
@@ -159,6 +165,10 @@ class BookingService:
             "created_by": self.instance,
             "outbox": {"created": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())},
         }
+        if offer:
+            booking.update(status=rules.ACTIVE, confirmed_ts=now.timestamp(), offer_id=hold_id,
+                           confirm_by_ts=None)
+            booking["outbox"]["confirmed"] = Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())
         # the caller still waits, and the slots sweeper cannot have judged the hold abandoned
         hold_age_limit = started + setting(self.config, "HOLD_MAX_AGE_SECONDS", 60.0)
         last_moment = min(hold_age_limit - time.time(), self.deadline.remaining())
@@ -169,6 +179,9 @@ class BookingService:
         try:
             self.store.insert(booking)
         except DuplicateKeyError:
+            made = self.store.get(reference) if offer else None
+            if made is not None:  # the same acceptance, made at the same moment: its answer
+                return self._answer_again(made)
             # fenced off: the sweeper judged the hold abandoned and gave the place back
             log.warning("booking %s given up: its hold was already given back", reference)
             self._release_quietly(reference)
@@ -189,16 +202,26 @@ class BookingService:
             self._release_quietly(reference)
             raise ServiceUnavailable(NOT_MADE)
         self._announce_created(booking, token)
-        return {
-            "reference": reference,
-            "token": token,
-            "status": rules.PENDING,
-            "not_final": rules.NOT_FINAL,
-            "confirm_by": rules.applicant_view(booking).get("confirm_by"),
-            "slot": {k: slot[k] for k in ("id", "site", "procedure", "start", "end")},
-            # this booking took the last place: callers can stop sending attempts for it
-            "slot_full": slot["free"] <= 0,
-        }
+        if offer:
+            self._announce_confirmed(booking)
+            self._cancel_other_pending(booking)
+        # this booking took the last place: callers can stop sending attempts for it
+        return self._created_answer(booking, token, slot_full=slot["free"] <= 0)
+
+    def _answer_again(self, booking):
+        return self._created_answer(booking, self.tokens.token_for(booking["_id"], booking["token_salt"]),
+                                    slot_full=False)
+
+    @staticmethod
+    def _created_answer(booking, token, slot_full):
+        view = rules.applicant_view(booking)
+        answer = {"reference": booking["_id"], "token": token, "status": booking["status"],
+                  "confirm_by": view.get("confirm_by"),
+                  "slot": dict(view["slot"], procedure=booking["procedure"]),
+                  "slot_full": slot_full}
+        if booking["status"] == rules.PENDING:
+            answer["not_final"] = rules.NOT_FINAL
+        return answer
 
     @rpc(expected_exceptions=EXPECTED)
     def get(self, reference, token):
@@ -219,12 +242,15 @@ class BookingService:
         if confirmed is None:  # expired or cancelled meanwhile
             return rules.applicant_view(self.store.get(reference))
         self._announce_confirmed(confirmed)
-        # the other pending bookings on this e-mail can no longer be confirmed: their places
-        # go back now rather than when they expire, and their e-mail says why
-        for other in self.store.pending_on_email(confirmed["email_key"], reference):
-            self._cancel(other, "email_already_used", {"confirmed": reference}, "system",
-                         statuses=(rules.PENDING,))
+        self._cancel_other_pending(confirmed)
         return rules.applicant_view(confirmed)
+
+    def _cancel_other_pending(self, confirmed):
+        """The other pending bookings on this e-mail can no longer be confirmed: their places
+        go back now rather than when they expire, and their e-mail says why."""
+        for other in self.store.pending_on_email(confirmed["email_key"], confirmed["_id"]):
+            self._cancel(other, "email_already_used", {"confirmed": confirmed["_id"]}, "system",
+                         statuses=(rules.PENDING,))
 
     @rpc(expected_exceptions=EXPECTED)
     def cancel(self, reference, token):

@@ -103,6 +103,9 @@ class BookingCreated(BookingFacts):
                           metadata={"doc": "for the manage link in the confirmation; the bus is internal"})
     decoy = fields.Boolean(load_default=False,
                            metadata={"doc": "internal: the slot is a decoy only scripts book"})
+    offer_id = fields.String(allow_none=True, load_default=None,
+                             metadata={"doc": "the accepted offer when the place was allocated by "
+                                              "request (issue 12): confirmed at once, no race"})
 
 
 class BookingConfirmed(BookingCreated):

@@ -31,7 +31,9 @@ def index_entry(event, settings):
         "client_ip": (event.get("client") or {}).get("ip") or "",
         "user_agent": (event.get("client") or {}).get("user_agent") or "",
         "created_ts": parse_iso(event["occurred_at"]).timestamp(),
-        "seconds_after_publication": event.get("seconds_after_publication"),
+        # an allocated offer was given, not raced for: its speed says nothing about a script
+        "seconds_after_publication": (None if event.get("offer_id")
+                                      else event.get("seconds_after_publication")),
         "decoy": bool(event.get("decoy")),
         "slot_id": event.get("slot_id"),
     }

@@ -57,6 +57,8 @@ def context(event, settings):
         # a page with a button: a mail client fetching the link ahead does not confirm
         "confirm_url": f"{base}/bookings/{event['reference']}/confirm?token={token}" if token else base,
         "confirm_minutes": int(settings.get("confirm_minutes") or 0),
+        # an accepted offer (issue 12) is born confirmed: its e-mail asks nothing more
+        "confirmed": bool(event.get("offer_id")),
         "reason": event.get("reason"),
         "report_url": settings["report_url"],
         "report_email": settings["report_email"],

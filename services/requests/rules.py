@@ -30,9 +30,9 @@ UNCONFIRMED, WAITING, OFFERED, BOOKED, EXPIRED, WITHDRAWN = (
 STATES = (UNCONFIRMED, WAITING, OFFERED, BOOKED, EXPIRED, WITHDRAWN)
 OPEN_STATES = (UNCONFIRMED, WAITING, OFFERED)
 
-# offer states
-HOLDING, MADE, ACCEPTED, DECLINED, LAPSED, VOID = (
-    "holding", "offered", "accepted", "declined", "lapsed", "void")
+# offer states; ACCEPTING: taken by an acceptance in progress, out of reach of the lapse
+HOLDING, MADE, ACCEPTING, ACCEPTED, DECLINED, LAPSED, VOID = (
+    "holding", "offered", "accepting", "accepted", "declined", "lapsed", "void")
 
 MODES = ("open", "requests")
 

@@ -25,8 +25,8 @@ from nameko.events import EventDispatcher, event_handler
 
 from services.common import contract
 from services.common.clock import Clock
-from services.common.errors import (EXPECTED, InvalidRequest, NotFound, Refused, SlotFull,
-                                    SlotNotBookable)
+from services.common.errors import (EXPECTED, DomainError, InvalidRequest, NotFound, Refused,
+                                    ServiceUnavailable, SlotFull, SlotNotBookable)
 from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.normalise import normalise_email
@@ -53,6 +53,9 @@ NOT_FOUND = "No request with this reference and token."
 # Crockford's alphabet, as booking references: read aloud at a counter without ambiguity
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 HOLDING_GRACE_SECONDS = 30.0  # an offer still `holding` after this lost its allocator
+# an acceptance still unfinished after this lost its caller (the booking service stores nothing
+# after its caller's RPC deadline, far shorter)
+ACCEPT_GRACE_SECONDS = 120.0
 PAGE = 200
 
 
@@ -198,18 +201,43 @@ class RequestsService:
     @rpc(expected_exceptions=EXPECTED)
     def accept(self, reference, token, client=None):
         """Accept the offer: it becomes a booking made by the booking service exactly like
-        today's (booking_created, then confirmed: the e-mail was proven at filing)."""
+        today's (booking_created, then booking_confirmed: the e-mail was proven at filing)."""
         request = self._owned(reference, token)
         client = load_or_raise(CLIENT, client or {"ip": ""}, InvalidRequest)
         offer = self.store.get_offer(request.get("offer_id") or "")
         if request["state"] == rules.BOOKED and offer and offer["state"] == rules.ACCEPTED:
             return dict(self._view(request), booking={"reference": offer["booking_reference"]})
-        if request["state"] != rules.OFFERED or offer is None or offer["state"] != rules.MADE:
+        if request["state"] != rules.OFFERED or offer is None or offer["state"] not in (
+                rules.MADE, rules.ACCEPTING):
             raise Refused("No offer to accept.", {"state": [request["state"]]})
-        if offer["deadline_ts"] <= self.clock.now().timestamp():
-            self._lapse(offer)
-            raise Refused("The offer's deadline has passed; the place went to the next request.",
-                          {"deadline": [iso_from_ts(offer["deadline_ts"])]})
+        if offer["state"] == rules.MADE:
+            if offer["deadline_ts"] <= self.clock.now().timestamp():
+                self._lapse(offer)
+                raise Refused("The offer's deadline has passed; the place went to the next request.",
+                              {"deadline": [iso_from_ts(offer["deadline_ts"])]})
+            # taken out of the lapse's reach before the booking is made: a lapse at the same
+            # moment would hand the place to the next request while it becomes this booking
+            offer = self.store.move_offer(offer["_id"], [rules.MADE],
+                                          {"state": rules.ACCEPTING, "accepting_ts": time.time()}) \
+                or self.store.get_offer(offer["_id"])
+            if offer["state"] != rules.ACCEPTING:
+                raise Refused("No offer to accept.", {"state": [offer["state"]]})
+        created = self._book_offer(request, offer, client)
+        self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.ACCEPTED,
+                                                               "booking_reference": created["reference"],
+                                                               "accepted_ts": time.time()})
+        booked = self.store.move(request["_id"], [rules.OFFERED], {"state": rules.BOOKED,
+                                                                  "booking_reference": created["reference"]})
+        if booked is not None:
+            self.store.free_keys(booked)
+        return dict(self._view(booked or self.store.get(request["_id"])),
+                    booking={"reference": created["reference"], "token": created["token"],
+                             "slot": created["slot"]})
+
+    def _book_offer(self, request, offer, client):
+        """The booking an offer taken for acceptance becomes (born confirmed: the mailbox was
+        proven when the request was confirmed). Refused: the offer is offered again; the
+        booking service unreachable: it stays taken, a retry or the timer finishes it."""
         identity = request["identity"]
         booking_request = {
             "procedure": request["procedure"], "slot_id": offer["slot_id"],
@@ -217,21 +245,14 @@ class RequestsService:
             "birth_date": identity["birth_date"], "email": request["email"],
             "phone": request.get("phone"), "foreigner_number": identity.get("foreigner_number"),
         }
-        booking_ref = booking_reference_of(offer["_id"])
-        created = self.booking.create(booking_request, client,
-                                      offer={"reference": booking_ref, "hold_id": offer["_id"]})
-        # the mailbox was proven when the request was confirmed: no second round trip
-        self.booking.confirm(created["reference"], created["token"])
-        self.store.move_offer(offer["_id"], [rules.MADE], {"state": rules.ACCEPTED,
-                                                          "booking_reference": booking_ref,
-                                                          "accepted_ts": time.time()})
-        booked = self.store.move(request["_id"], [rules.OFFERED], {"state": rules.BOOKED,
-                                                                  "booking_reference": booking_ref})
-        if booked is not None:
-            self.store.free_keys(booked)
-        return dict(self._view(booked or self.store.get(request["_id"])),
-                    booking={"reference": created["reference"], "token": created["token"],
-                             "slot": created["slot"]})
+        try:
+            return self.booking.create(booking_request, client, offer={
+                "reference": booking_reference_of(offer["_id"]), "hold_id": offer["_id"]})
+        except ServiceUnavailable:
+            raise
+        except DomainError:
+            self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.MADE})
+            raise
 
     @rpc(expected_exceptions=EXPECTED)
     def decline(self, reference, token):
@@ -296,6 +317,8 @@ class RequestsService:
         now_ts = self.clock.now().timestamp()
         for offer in self.store.lapsed_due(now_ts):
             self._lapse(offer)
+        for offer in self.store.accepting_before(time.time() - ACCEPT_GRACE_SECONDS):
+            self._finish_accepting(offer)
         for request in self.store.unconfirmed_due(now_ts):
             expired = self.store.move(request["_id"], [rules.UNCONFIRMED],
                                       {"state": rules.EXPIRED, "closed_ts": now_ts})
@@ -403,6 +426,26 @@ class RequestsService:
             else:
                 self.store.move_offer(offer["_id"], [rules.HOLDING], {"state": rules.VOID})
 
+    def _finish_accepting(self, offer):
+        """An acceptance whose caller died: booked when the booking exists, else offered again
+        (the lapse then applies), or passed on when the request was withdrawn meanwhile."""
+        booking_ref = booking_reference_of(offer["_id"])
+        if booking_ref in self.booking.statuses([booking_ref]):
+            self.store.move_offer(offer["_id"], [rules.ACCEPTING], {
+                "state": rules.ACCEPTED, "booking_reference": booking_ref, "accepted_ts": time.time()})
+            booked = self.store.move(offer["request_id"], [rules.OFFERED], {
+                "state": rules.BOOKED, "booking_reference": booking_ref})
+            if booked is not None:
+                self.store.free_keys(booked)
+            return
+        request = self.store.get(offer["request_id"]) or {}
+        if request.get("state") == rules.OFFERED and request.get("offer_id") == offer["_id"]:
+            self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.MADE})
+        else:
+            void = self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.VOID})
+            if void is not None:
+                self._pass_on(void, exclude={offer["request_id"]})
+
     def _lapse(self, offer):
         lapsed = self.store.move_offer(offer["_id"], [rules.MADE], {"state": rules.LAPSED})
         if lapsed is not None:
@@ -463,7 +506,7 @@ class RequestsService:
             view["confirm_by"] = iso_from_ts(request["confirm_by_ts"])
         if request["state"] == rules.OFFERED and request.get("offer_id"):
             offer = self.store.get_offer(request["offer_id"])
-            if offer is not None and offer["state"] == rules.MADE:
+            if offer is not None and offer["state"] in (rules.MADE, rules.ACCEPTING):
                 view["offer"] = {"site": offer["site"], "slot_id": offer["slot_id"],
                                  "start": iso_from_ts(offer["slot_start_ts"]),
                                  "end": iso_from_ts(offer["slot_end_ts"]),

@@ -14,7 +14,8 @@ from pymongo.errors import DuplicateKeyError
 from services.common.inbox import Inbox
 from services.common.lease import Leases
 from services.common.outbox import Outbox
-from services.requests.rules import (HOLDING, MADE, OFFERED, OPEN_STATES, UNCONFIRMED, WAITING)
+from services.requests.rules import (ACCEPTING, HOLDING, MADE, OFFERED, OPEN_STATES, UNCONFIRMED,
+                                     WAITING)
 
 
 class RequestStore:
@@ -121,6 +122,11 @@ class RequestStore:
         """Offers written but not finished (their allocator died between the steps)."""
         return list(self.offers.find({"procedure": procedure, "state": HOLDING,
                                       "created_ts": {"$lt": older_than_ts}}).limit(limit))
+
+    def accepting_before(self, older_than_ts, limit=100):
+        """Offers taken for acceptance whose acceptance never finished (its caller died)."""
+        return list(self.offers.find({"state": ACCEPTING,
+                                      "accepting_ts": {"$lt": older_than_ts}}).limit(limit))
 
     def lapsed_due(self, now_ts, limit=100):
         return list(self.offers.find({"state": MADE, "deadline_ts": {"$lt": now_ts}}).limit(limit))

@@ -2,6 +2,8 @@
 release allocated by draw, offers e-mailed; one accepted (a booking like today's), one
 declined and one lapsed (the requests service's clock moved past the deadline), their places
 handed to the next requests."""
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -58,6 +60,7 @@ def offers_to(sink, reference):
 def test_requests_allocated_offered_accepted_declined_lapsed(system, http, sink, mongo, bus):
     rpc, clock = system
     bookings = bus("booking", "booking_created")
+    confirmations = bus("booking", "booking_confirmed")
     rpc.requests.set_mode("renewal", "requests", by="chief")
     day = next_weekday(date.today() + timedelta(days=2), 1)  # a Tuesday
     today = date.today()
@@ -121,6 +124,19 @@ def test_requests_allocated_offered_accepted_declined_lapsed(system, http, sink,
     assert accepted.json()["state"] == "booked" and booking["slot"]["id"] == slot_id
     _, created = bookings.wait_for(lambda t, p: p["reference"] == booking["reference"])
     assert created["identity"]["family_name"] == "Diallo"
+    assert created["offer_id"] == "OFR-" + booking["reference"][4:]
+    _, confirmed = confirmations.wait_for(lambda t, p: p["reference"] == booking["reference"])
+    assert confirmed["offer_id"] == created["offer_id"]
+    # born confirmed: its e-mail says so and asks for no confirmation
+    assert wait_until(lambda: [m for m in sink.messages() if booking["reference"] in str(m["Subject"])])
+    mail = [m for m in sink.messages() if booking["reference"] in str(m["Subject"])]
+    assert len(mail) == 1 and str(mail[0]["Subject"]).startswith("Rendez-vous confirmé"), \
+        [str(m["Subject"]) for m in mail]
+    text = mail[0].get_body(preferencelist=("plain",)).get_content()
+    assert "/confirm?token=" not in text and "PAS ENCORE" not in text and "CONFIRMÉ" in text
+    # a retried acceptance finds the same booking
+    again = http.post(f"/api/requests/{filed[0]['reference']}/accept", headers=token0)
+    assert again.status_code == 200 and again.json()["booking"]["reference"] == booking["reference"]
     seen = http.get(f"/api/bookings/{booking['reference']}",
                     headers={"X-Booking-Token": booking["token"]}).json()
     assert seen["status"] == "active"
@@ -155,3 +171,92 @@ def test_requests_allocated_offered_accepted_declined_lapsed(system, http, sink,
     assert draws and all(rpc.requests.draw_record(d["_id"])["replays"] for d in draws)
     counts = rpc.requests.counts()
     assert sum(counts["by_procedure"]["renewal"].values()) == 3  # two booked, three open
+
+
+def offered_pair(http, rpc, sink):
+    """Two confirmed requests for one place (next Tuesday 09:00 at Montpellier): the first is
+    offered it, the second waits. Their answers (reference, token)."""
+    rpc.requests.set_mode("renewal", "requests", by="chief")
+    day = next_weekday(date.today() + timedelta(days=2), 1)
+    filed = []
+    for i, (family, given, days) in enumerate(PEOPLE[:2]):
+        answer = http.post("/api/requests", json={
+            "procedure": "renewal", "family_name": family, "given_names": given,
+            "birth_date": "1990-01-0%d" % (i + 1), "email": f"pair{i}@example.org",
+            "foreigner_number": f"022345678{i}",
+            "permit_expiry": (date.today() + timedelta(days=days)).isoformat(),
+            "availability": availability(day)})
+        assert answer.status_code == 201, answer.text
+        filed.append(answer.json())
+        assert http.post(f"/api/requests/{filed[-1]['reference']}/confirm",
+                         headers={"X-Request-Token": filed[-1]["token"]}).json()["state"] == "waiting"
+    rpc.slots.create_from_plan(plan(days=1, start=day, hours=["09:00-09:30"], desks=1), release="now")
+    assert wait_until(lambda: state_of(http, filed[0])["state"] == "offered", timeout=20)
+    assert state_of(http, filed[1])["state"] == "waiting"
+    return filed
+
+
+def state_of(http, request):
+    return http.get(f"/api/requests/{request['reference']}",
+                    headers={"X-Request-Token": request["token"]}).json()
+
+
+def test_an_acceptance_in_progress_is_out_of_the_lapse_reach(system, http, sink, mongo):
+    """An offer taken for acceptance does not lapse under it (the place would go to the next
+    request while it becomes a booking); an acceptance whose caller died is offered again, and
+    then lapses as any offer."""
+    rpc, clock = system
+    first, second = offered_pair(http, rpc, sink)
+    offer_id = mongo("requests")["requests"].find_one({"_id": first["reference"]})["offer_id"]
+    offers = mongo("requests")["offers"]
+    # an acceptance has taken the offer (as accept() does before calling booking)
+    offers.update_one({"_id": offer_id}, {"$set": {"state": "accepting", "accepting_ts": 4e9}})
+    clock.at = datetime.now(timezone.utc) + timedelta(hours=49)
+    time.sleep(1.5)  # five timer periods past the deadline
+    assert offers.find_one({"_id": offer_id})["state"] == "accepting"
+    assert state_of(http, second)["state"] == "waiting"
+    # its caller died long ago and no booking was made: offered again, then lapsed, and the
+    # place goes to the next request
+    offers.update_one({"_id": offer_id}, {"$set": {"accepting_ts": 1.0}})
+    assert wait_until(lambda: state_of(http, second)["state"] == "offered", timeout=10)
+    assert offers.find_one({"_id": offer_id})["state"] == "lapsed"
+    assert state_of(http, first)["state"] == "waiting"
+
+
+def test_an_acceptance_cut_short_after_the_booking_is_finished(system, http, sink, mongo):
+    """The booking was made but the acceptance died before recording it: the timer finds the
+    booking and the request is booked; the place is never offered to the next."""
+    rpc, clock = system
+    first, second = offered_pair(http, rpc, sink)
+    offer_id = mongo("requests")["requests"].find_one({"_id": first["reference"]})["offer_id"]
+    offer = state_of(http, first)["offer"]
+    created = rpc.booking.create(
+        {"procedure": "renewal", "slot_id": offer["slot_id"], "family_name": PEOPLE[0][0],
+         "given_names": PEOPLE[0][1], "birth_date": "1990-01-01", "email": "pair0@example.org",
+         "foreigner_number": "0223456780"},
+        {"ip": "192.0.2.1"}, offer={"reference": "RDV-" + offer_id[4:], "hold_id": offer_id})
+    assert created["status"] == "active"
+    mongo("requests")["offers"].update_one({"_id": offer_id},
+                                           {"$set": {"state": "accepting", "accepting_ts": 1.0}})
+    assert wait_until(lambda: state_of(http, first)["state"] == "booked", timeout=10)
+    assert state_of(http, first)["booking_reference"] == created["reference"]
+    clock.at = datetime.now(timezone.utc) + timedelta(hours=49)
+    time.sleep(1.5)
+    assert state_of(http, second)["state"] == "waiting"
+    assert rpc.slots.holds(offer["slot_id"]) == [offer_id]
+
+
+def test_concurrent_acceptances_make_one_booking(system, http, sink, mongo):
+    """A double tap or a retry racing the first: one booking, every answer naming it."""
+    rpc, clock = system
+    first, _ = offered_pair(http, rpc, sink)
+    slot_id = state_of(http, first)["offer"]["slot_id"]
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: http.post(
+            f"/api/requests/{first['reference']}/accept",
+            headers={"X-Request-Token": first["token"]}), range(6)))
+    made = {a.json()["booking"]["reference"] for a in answers if a.status_code == 200}
+    assert len(made) == 1, [(a.status_code, a.text) for a in answers]
+    assert all(a.status_code in (200, 409) for a in answers), [a.text for a in answers]
+    assert mongo("booking")["bookings"].count_documents({"slot.id": slot_id}) == 1
+    assert len(rpc.slots.holds(slot_id)) == 1

@@ -157,3 +157,19 @@ def test_an_allow_listed_address_skips_the_address_rules(world):
                                 client={"ip": "198.51.100.99", "user_agent": "x"},
                                 identity=person(f"Name{'abcde'[i]}", "Given", f"197{i}-01-01")))
     assert booking.cancelled == {} and sent == [] and screening.store.cases_in("open", 10) == []
+
+
+@pytest.mark.parametrize("offer", [False, True])
+def test_an_accepted_offer_is_not_judged_on_its_speed(world, offer):
+    """Two people accepting their offers from one address right after the release: a family's
+    quick bookings go to review (speed plus a shared address); accepted offers (issue 12) were
+    given, not raced for, so the speed counts for nothing and nobody is sent to review."""
+    screening, booking, sent = world
+    for i, (family, given) in enumerate([("Kaya", "Ayşe"), ("Kaya", "Mehmet")]):
+        extra = {"offer_id": f"OFR-FFFF-000{i}"} if offer else {}
+        screening.screen(booked(booking, f"RDV-FFFF-000{i}", email=f"kaya{i}@example.org",
+                                seconds_after_publication=0.5,
+                                client={"ip": "203.0.113.70", "user_agent": "x"},
+                                identity=person(family, given, f"198{i}-01-01"), **extra))
+    assert booking.cancelled == {}
+    assert len(screening.store.cases_in("open", 10)) == (0 if offer else 1)
