@@ -11,6 +11,7 @@ from services.common.signing import new_private_key_text
 from tests.helpers import BusListener
 
 TOKEN_SECRET = "test-only-secret-" + uuid.uuid4().hex
+REQUEST_TOKEN_SECRET = "test-only-request-secret-" + uuid.uuid4().hex
 ADMIN_SECRET = "test-only-admin-secret-" + uuid.uuid4().hex
 # a fresh Ed25519 key per test session: convocations signed in one run verify only in that run
 CONVOCATION_KEY = new_private_key_text()
@@ -56,6 +57,7 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         MONGO_DB_PREFIX=db_prefix,
         WEB_SERVER_ADDRESS=f"127.0.0.1:{web_port}",
         BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+        REQUEST_TOKEN_SECRET=REQUEST_TOKEN_SECRET,
         CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
         ADMIN_SECRET_KEY=ADMIN_SECRET,
         ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,

@@ -2,7 +2,8 @@
 
 Only a hash of the token is stored, yet a relay can rebuild the token for a delayed event
 (notify puts the link in its e-mail) without the plaintext ever sitting in a database.
-Booking tokens and request tokens are made the same way.
+Booking tokens and request tokens are made the same way, each under its own key
+(BOOKING_TOKEN_SECRET, REQUEST_TOKEN_SECRET): one key leaked forges one kind of link.
 """
 import hashlib
 import hmac
@@ -36,14 +37,17 @@ def new_salt():
 
 
 class Tokens(DependencyProvider):
-    """The token signer, keyed from BOOKING_TOKEN_SECRET; a service using it refuses to start
-    without a key."""
+    """The token signer, keyed from the configuration key `key`; a service using it refuses to
+    start without it."""
+
+    def __init__(self, key="BOOKING_TOKEN_SECRET"):
+        self.key = key
 
     def setup(self):
-        secret = self.container.config.get("BOOKING_TOKEN_SECRET")
+        secret = self.container.config.get(self.key)
         if not secret or len(str(secret)) < 16:
             raise ConfigurationError(
-                "BOOKING_TOKEN_SECRET must be set to a secret of at least 16 characters")
+                f"{self.key} must be set to a secret of at least 16 characters")
         self.signer = TokenSigner(str(secret))
 
     def get_dependency(self, worker_ctx):

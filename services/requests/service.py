@@ -76,7 +76,7 @@ class RequestsService:
     slots = BoundedRpcProxy("slots")
     booking = BoundedRpcProxy("booking")
     dispatch = EventDispatcher()
-    tokens = Tokens()
+    tokens = Tokens("REQUEST_TOKEN_SECRET")
     clock = Clock()
     config = Config()
     instance = InstanceId()

@@ -331,6 +331,7 @@ def start_system(work, span, mode="open"):
     env = dict(os.environ, AMQP_URI=f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
                MONGO_URI=mongo_uri, MONGO_DB_PREFIX=f"fair{uuid.uuid4().hex[:6]}_",
                WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", BOOKING_TOKEN_SECRET=uuid.uuid4().hex,
+               REQUEST_TOKEN_SECRET=uuid.uuid4().hex,
                LOG_LEVEL="WARNING", RPC_TIMEOUT="10", MAX_WORKERS="40",
                # booking refuses to start without its signing keys
                CONVOCATION_SIGNING_KEY=new_private_key_text(),

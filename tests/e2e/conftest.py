@@ -7,7 +7,8 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from deploy import run
-from tests.conftest import ATTESTATION_KEY, CONVOCATION_KEY, FORM_SECRET, TOKEN_SECRET
+from tests.conftest import (ATTESTATION_KEY, CONVOCATION_KEY, FORM_SECRET, REQUEST_TOKEN_SECRET,
+                            TOKEN_SECRET)
 
 
 class System:
@@ -21,6 +22,7 @@ class System:
             MONGO_DB_PREFIX=config["MONGO_DB_PREFIX"],
             WEB_SERVER_ADDRESS=config["WEB_SERVER_ADDRESS"],
             BOOKING_TOKEN_SECRET=TOKEN_SECRET,
+            REQUEST_TOKEN_SECRET=REQUEST_TOKEN_SECRET,
             CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
             ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
             PUBLIC_FORM_SECRET=FORM_SECRET,

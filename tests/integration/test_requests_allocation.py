@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from nameko.exceptions import ConfigurationError
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import replace_dependencies
 
@@ -16,6 +17,8 @@ from services.booking.service import BookingService
 from services.notify.service import NotifyService
 from services.requests.service import RequestsService
 from services.slots.service import SlotsService
+from services.common.tokens import TokenSigner
+from tests.conftest import REQUEST_TOKEN_SECRET, TOKEN_SECRET
 from tests.helpers import plan, wait_until
 from tests.integration.conftest import FixedClock
 
@@ -260,3 +263,23 @@ def test_concurrent_acceptances_make_one_booking(system, http, sink, mongo):
     assert all(a.status_code in (200, 409) for a in answers), [a.text for a in answers]
     assert mongo("booking")["bookings"].count_documents({"slot.id": slot_id}) == 1
     assert len(rpc.slots.holds(slot_id)) == 1
+
+
+def test_requests_refuse_to_start_without_their_own_token_key(container_factory, config):
+    """Request links are signed under REQUEST_TOKEN_SECRET, not the booking key: a service
+    configured with the booking key only does not start."""
+    container = container_factory(RequestsService, dict(config, REQUEST_TOKEN_SECRET=None))
+    with pytest.raises(ConfigurationError):
+        container.start()
+
+
+def test_a_request_token_is_signed_with_the_request_key(system, http, sink, mongo):
+    rpc, _ = system
+    rpc.requests.set_mode("renewal", "requests", by="chief")
+    filed = http.post("/api/requests", json={
+        "procedure": "renewal", "family_name": "Diallo", "given_names": "Aminata",
+        "birth_date": "1990-01-01", "email": "key@example.org", "foreigner_number": "0323456780",
+        "availability": availability(next_weekday(date.today(), 1))}).json()
+    salt = mongo("requests")["requests"].find_one({"_id": filed["reference"]})["token_salt"]
+    assert filed["token"] == TokenSigner(REQUEST_TOKEN_SECRET).token_for(filed["reference"], salt)
+    assert filed["token"] != TokenSigner(TOKEN_SECRET).token_for(filed["reference"], salt)
