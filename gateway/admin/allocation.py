@@ -131,8 +131,9 @@ class Allocation:
                 return None
         modes = ask(self.requests.modes)
         counts = ask(self.requests.counts) or {"by_procedure": {}, "by_expiry_month": {}}
-        months = {procedure: months_in_order(by_month)
-                  for procedure, by_month in counts["by_expiry_month"].items()}
+        by_month = counts["by_expiry_month"]
+        months = {code: months_in_order(by_month[code]) for code in pages.PROCEDURES
+                  if code in by_month}  # the procedures in the order of every other table
         return self._render(staff, "requests.html.j2", status=status, modes=modes,
                             by_procedure=counts["by_procedure"], months=months,
                             states=OPEN_STATES, message=message, errors=errors or {},
