@@ -11,16 +11,14 @@ A mixin of AdminGateway (gateway/admin/service.py), which supplies sessions, CSR
 and the audit log (`_api_staff`, `_page`, `_check_csrf`, `_render`, `_record`).
 """
 from gateway.admin import pages
-from gateway.admin.auth import CsrfRefused, Forbidden, Locked, Unauthenticated, allowed
+from gateway.admin.auth import Forbidden, allowed
 from gateway.admin.schemas import DrawQuerySchema, ModeSwitchSchema
-from gateway.http import json_http, read_json
-from services.common.errors import EXPECTED, DomainError, InvalidRequest, NotFound
+from gateway.admin.supervision import EXPECTED_HERE, SUPERVISOR, route
+from gateway.http import read_json
+from services.common.errors import DomainError, InvalidRequest, NotFound
 from services.common.schemas import load_or_raise
 
-route = json_http
-
-EXPECTED_HERE = EXPECTED + (Unauthenticated, Forbidden, Locked, CsrfRefused)
-SUPERVISOR, AGENT = "supervisor", "agent"
+AGENT = "agent"
 MODE_SWITCH, DRAW_QUERY = ModeSwitchSchema(), DrawQuerySchema()
 OPEN_STATES = ("unconfirmed", "waiting", "offered")  # what requests.counts() counts
 NO_PERMIT = "none"  # requests.counts()'s month for a request without a permit
