@@ -5,6 +5,7 @@ from gateway.admin.accounts import MIN_PASSWORD_LENGTH, ROLES
 from services.booking.schemas import CODE, SITE
 from services.common.reference_data import PROCEDURES
 from services.common.schemas import SafeString
+from services.requests.rules import MODES
 
 USERNAME = validate.Regexp(r"^[a-z0-9][a-z0-9._-]{2,31}$",
                            error="3 to 32 characters: lower-case letters, digits, '.', '_', '-'.")
@@ -143,3 +144,17 @@ class ResendSchema(Schema):
 class PasswordSchema(Schema):
     password = fields.String(required=True, validate=validate.Length(min=1, max=256))
     again = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=256))
+
+
+# -- allocation by request (gateway/admin/allocation.py, issue 12) ------------------------------
+
+class ModeSwitchSchema(Schema):
+    """A procedure switched between direct booking (`open`) and allocation by request."""
+
+    procedure = SafeString(required=True, validate=validate.OneOf(sorted(PROCEDURES)))
+    mode = SafeString(required=True, validate=validate.OneOf(MODES))
+
+
+class DrawQuerySchema(Schema):
+    draw_id = SafeString(required=True, validate=validate.Regexp(
+        r"^DRW-[0-9a-f]{12}$", error="Not a valid draw id (DRW- and 12 hexadecimal digits)."))

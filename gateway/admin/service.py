@@ -18,7 +18,7 @@ from gateway.admin.auth import (COOKIE, LOGIN_CSRF_COOKIE, AdminSettings, CsrfRe
 from gateway.admin.schemas import (AccountSchema, AuditQuerySchema, CheckInBodySchema,
                                    DayQuerySchema, LoginSchema, WalkInBodySchema)
 from gateway.admin.store import AccountExists, AdminStore
-from gateway.admin import supervision
+from gateway.admin import allocation, supervision
 from gateway.csrf import new_binding
 from gateway.http import MAX_BODY_BYTES, json_http, json_response, read_json
 from services.common.clock import Clock
@@ -75,12 +75,13 @@ class PasswordChangeRequired(Forbidden):
 
 # the module, not the class: `nameko run` takes every class with entrypoints in this module
 # for a service, and the mixin alone has no name
-class AdminGateway(supervision.Supervision):
+class AdminGateway(supervision.Supervision, allocation.Allocation):
     name = "admin_gateway"
 
     store = MongoStore("admin", AdminStore)
     booking = BoundedRpcProxy("booking")
     fraud = BoundedRpcProxy("fraud")
+    requests = BoundedRpcProxy("requests")  # allocation by request (allocation.py)
     settings = AdminSettings()
     clock = Clock()
     # monitoring: the bus, the services' health (short bound) and their domain figures
