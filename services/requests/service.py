@@ -52,7 +52,7 @@ FILING, ACCESS, AVAILABILITY, MODE, CLIENT = (RequestFilingSchema(), RequestAcce
 NOT_FOUND = "No request with this reference and token."
 # Crockford's alphabet, as booking references: read aloud at a counter without ambiguity
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-HOLDING_GRACE_SECONDS = 30.0  # an offer still `holding` after this lost its allocator
+RENEW_EVERY = 20  # offers made between two renewals of the allocation lease
 # an acceptance still unfinished after this lost its caller (the booking service stores nothing
 # after its caller's RPC deadline, far shorter)
 ACCEPT_GRACE_SECONDS = 120.0
@@ -336,7 +336,7 @@ class RequestsService:
         """One allocation pass: the number of offers made, or None when another instance holds
         the procedure's lease. Places are the procedure's open places (decoys left out)."""
         job = f"allocate:{procedure}"
-        if not self.store.leases.acquire(job, self.instance, 120.0, time.time()):
+        if not self._allocation_lease(job):
             return None
         try:
             self._finish_holding(procedure)
@@ -344,11 +344,17 @@ class RequestsService:
             if not places:
                 return 0
             waiting = self.store.waiting(procedure)
-            return self._draw_and_offer(procedure, waiting, places)
+            return self._draw_and_offer(procedure, waiting, places, lambda: self._allocation_lease(job))
         finally:
             self.store.leases.release(job, self.instance)
 
-    def _draw_and_offer(self, procedure, waiting, places):
+    def _allocation_lease(self, job):
+        """Taken or renewed. The lease spares work, it does not make allocation safe: a request
+        takes an offer by a conditional update and a place by slots' hold, whoever runs."""
+        return self.store.leases.acquire(job, self.instance,
+                                         self._setting("REQUEST_LEASE_SECONDS", 30.0), time.time())
+
+    def _draw_and_offer(self, procedure, waiting, places, still_ours):
         if not waiting:
             return 0
         now = self.clock.now()
@@ -360,7 +366,15 @@ class RequestsService:
                                     at_ts=now.timestamp(),
                                     offers=[{"request": r, "slot": s} for r, s in pairs]))
         places_by_id = {p["id"]: p for p in places}
-        return sum(self._offer(by_id[r], places_by_id[s], draw_id) for r, s in pairs)
+        made = 0
+        for n, (request_id, slot_id) in enumerate(pairs):
+            if n and n % RENEW_EVERY == 0 and not still_ours():
+                # another instance took over a pass that outlived its lease: it makes the rest
+                # (the record keeps the draw as made; the other pass records its own)
+                log.warning("allocation of %s handed over after %d offers", procedure, made)
+                break
+            made += self._offer(by_id[request_id], places_by_id[slot_id], draw_id)
+        return made
 
     def _open_places(self, procedure):
         today = rules.paris_today(self.clock.now())
@@ -387,7 +401,9 @@ class RequestsService:
             "_id": offer_id, "request_id": request["_id"], "procedure": request["procedure"],
             "site": place["site"], "slot_id": place["id"], "slot_start_ts": place["start"].timestamp(),
             "slot_end_ts": place["end"].timestamp(), "state": rules.HOLDING,
-            "created_ts": now_ts, "draw_id": draw_id, "from_offer": old_hold})
+            "created_ts": now_ts, "draw_id": draw_id, "from_offer": old_hold,
+            # the instance that made it: tests check that several allocators take part
+            "made_by": self.instance})
         if not self.store.take_offer(request["_id"], offer_id, now_ts):
             self.store.move_offer(offer_id, [rules.HOLDING], {"state": rules.VOID})
             return 0
@@ -419,7 +435,8 @@ class RequestsService:
 
     def _finish_holding(self, procedure):
         """Offers whose allocator died between writing them and holding their place."""
-        for offer in self.store.holding(procedure, time.time() - HOLDING_GRACE_SECONDS):
+        grace = self._setting("REQUEST_HOLDING_GRACE_SECONDS", 30.0)
+        for offer in self.store.holding(procedure, time.time() - grace):
             request = self.store.get(offer["request_id"]) or {}
             if request.get("state") == rules.OFFERED and request.get("offer_id") == offer["_id"]:
                 self._hold_and_announce(offer, offer.get("from_offer"))
@@ -469,7 +486,7 @@ class RequestsService:
                  "start": parse_iso(iso_from_ts(offer["slot_start_ts"])),
                  "end": parse_iso(iso_from_ts(offer["slot_end_ts"]))}
         job = f"allocate:{offer['procedure']}"
-        if self.store.leases.acquire(job, self.instance, 120.0, time.time()):
+        if self._allocation_lease(job):
             try:
                 waiting = [r for r in self.store.waiting(offer["procedure"])
                            if r["_id"] not in exclude]
