@@ -5,12 +5,12 @@ from werkzeug.wrappers import Response
 
 from gateway.html import page_response
 from gateway.http import json_http, read_json
-from gateway.public import convocation, fairness, forms, openapi, pages
+# request_pages as a module: `nameko run` would take a class imported here for a service
+from gateway.public import convocation, fairness, forms, openapi, pages, request_pages
 from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
 from gateway.public.listing_cache import SlotListings
 from gateway.public.pages import TOKEN_COOKIE, page
-from gateway.public.request_pages import RequestPages
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from gateway.readiness import gather, ready_answer
 from services.common.errors import (DomainError, InvalidRequest, NotFound, PlacesAvailable,
@@ -42,7 +42,7 @@ def _walk_in(procedure):
     return PROCEDURES[procedure].get("walk_in")
 
 
-class PublicGateway(RequestPages):
+class PublicGateway(request_pages.RequestPages):
     name = "public_gateway"
 
     slots = BoundedRpcProxy("slots")
