@@ -9,6 +9,8 @@ person owns the mailbox).
 A mixin of PublicGateway (gateway/public/service.py), which supplies the RPC proxies, the page
 settings and `_procedure`.
 """
+from datetime import date
+
 from gateway.http import json_http
 from gateway.public import forms, pages
 from gateway.public.client import client_of
@@ -200,7 +202,9 @@ class RequestPages:
                   "cells": forms.grid_cells(lang), "sites": SITES,
                   "chosen_sites": request["availability"]["sites"],
                   "chosen_times": forms.ticked(request["availability"]),
-                  "offer": None, "confirm_by": None}
+                  "offer": None, "confirm_by": None, "permit_expiry": None}
+        if request.get("permit_expiry"):
+            values["permit_expiry"] = long_date(date.fromisoformat(request["permit_expiry"]), lang)
         if request.get("confirm_by"):
             values["confirm_by"] = self._when(request["confirm_by"], lang)
         offer = request.get("offer")
