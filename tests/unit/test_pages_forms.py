@@ -12,9 +12,9 @@ FORM = {"family_name": "Benali", "given_names": "Yasmine", "birth_date": " 1988-
         "email": " yasmine@example.org ", "phone": "", "foreigner_number": ""}
 
 
-def schema_errors(body):
+def schema_errors(body, schema=BookingRequestSchema):
     try:
-        load_or_raise(BookingRequestSchema(), body, InvalidRequest)
+        load_or_raise(schema(), body, InvalidRequest)
     except InvalidRequest as error:
         return error.fields
     return {}
@@ -99,11 +99,7 @@ def test_the_calendar_file_escapes_and_folds():
 
 def request_schema_errors(body):
     from services.requests.schemas import RequestFilingSchema
-    try:
-        load_or_raise(RequestFilingSchema(), body, InvalidRequest)
-    except InvalidRequest as error:
-        return error.fields
-    return {}
+    return schema_errors(body, RequestFilingSchema)
 
 
 def test_the_request_form_posts_what_the_json_api_takes_with_half_day_windows():
