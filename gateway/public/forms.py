@@ -51,14 +51,27 @@ MESSAGES = {
 }
 # what the schema says (services/common/schemas.py) -> the kind of message above
 REASON_KINDS = {"Must not be in the future.": "future", "Must be after 1900.": "old",
-                "Required for renewals: the 10-digit number on your residence permit.": "missing"}
+                "Required for renewals: the 10-digit number on your residence permit.": "missing",
+                # the requests service's Refused (one open request per e-mail and number)
+                "A request is already open with this value.": "taken"}
 GENERAL = ("Vérifiez ce champ.", "Check this field.")
+
+
+def _kind(reason):
+    if reason.startswith("Not an exact name"):  # M4, said by the requests service
+        return "not_exact"
+    return REASON_KINDS.get(reason)
 
 
 def booking_request(procedure, slot_id, form):
     """The JSON API's booking body from the form's fields (strings, trimmed of outer spaces
     only where a person cannot mean them: e-mail, phone, numbers)."""
-    body = {"procedure": procedure, "slot_id": slot_id}
+    return dict({"procedure": procedure, "slot_id": slot_id}, **applicant(procedure, form))
+
+
+def applicant(procedure, form):
+    """Who the person is, from a booking or request form's fields (ApplicantSchema's)."""
+    body = {}
     for field in FIELDS:
         value = form.get(field, "")
         if field in ("email", "phone", "foreigner_number", "birth_date"):
@@ -85,7 +98,7 @@ def field_errors(fields, form, lang, messages=None, known=FIELDS):
         if not str(form.get(field, "")).strip():
             kind = "missing"
         else:
-            kind = next((REASON_KINDS[r] for r in reasons if r in REASON_KINDS), "invalid")
+            kind = next((_kind(r) for r in reasons if _kind(r)), "invalid")
         errors[field] = (messages.get((field, kind)) or messages.get((field, "invalid")) or GENERAL)[index]
     return errors, other
 
@@ -124,3 +137,104 @@ def slots_by_day(slots, lang):
         local.append(dict(slot, time=start.strftime("%H:%M"), day=start.date()))
     local.sort(key=lambda slot: (slot["day"], slot["time"]))
     return [(long_date(day, lang), list(group)) for day, group in groupby(local, key=lambda s: s["day"])]
+
+
+# issue 12: the request form (the JSON API's POST /api/requests body) and its availability
+# grid: each weekday the desks open, morning or afternoon (opening hours 08:30-12:00 and
+# 13:30-16:30, deploy/demo_plan.json; a window holds a slot only when the slot fits in it)
+HALF_DAYS = (("morning", "08:00", "13:00", "matin", "morning"),
+             ("afternoon", "13:00", "18:00", "après-midi", "afternoon"))
+GRID_DAYS = (("monday", "Lundi", "Monday"), ("tuesday", "Mardi", "Tuesday"),
+             ("wednesday", "Mercredi", "Wednesday"), ("thursday", "Jeudi", "Thursday"),
+             ("friday", "Vendredi", "Friday"))
+REQUEST_FIELDS = FIELDS + ("permit_expiry",)
+REQUEST_MESSAGES = {
+    **MESSAGES,
+    ("family_name", "not_exact"): (
+        "Écrivez votre vrai nom de famille, exactement comme sur votre passeport ou votre titre de séjour.",
+        "Write your real family name, exactly as on your passport or residence permit."),
+    ("given_names", "not_exact"): (
+        "Écrivez vos vrais prénoms, exactement comme sur votre passeport ou votre titre de séjour.",
+        "Write your real given names, exactly as on your passport or residence permit."),
+    ("email", "taken"): (
+        "Une demande est déjà en cours avec cette adresse électronique pour cette démarche.",
+        "A request is already open with this e-mail address for this procedure."),
+    ("foreigner_number", "taken"): (
+        "Une demande est déjà en cours avec ce numéro d'étranger pour cette démarche.",
+        "A request is already open with this foreigner number for this procedure."),
+    ("permit_expiry", "invalid"): (
+        "La date de fin du titre doit être une vraie date (jour, mois, année), ou restez vide.",
+        "The permit's end date must be a real date (day, month, year), or leave it empty."),
+    ("sites", "missing"): (
+        "Cochez au moins un lieu où vous pouvez venir.",
+        "Tick at least one place you can come to."),
+    ("sites", "invalid"): ("Choisissez un lieu dans la liste.", "Choose a place from the list."),
+    ("times", "missing"): (
+        "Cochez au moins une demi-journée où vous pouvez venir.",
+        "Tick at least one half-day when you can come."),
+    ("times", "invalid"): ("Choisissez des demi-journées dans la grille.",
+                           "Choose half-days from the grid."),
+}
+
+
+def grid_cells(lang):
+    """[(weekday, day label, [(cell key, half-day label)])] for the availability grid."""
+    index = 0 if lang == "fr" else 1
+    return [(day, labels[index], [(f"{day}-{half[0]}", half[3 + index]) for half in HALF_DAYS])
+            for day, *labels in GRID_DAYS]
+
+
+def _values(form, name):
+    getlist = getattr(form, "getlist", None)
+    values = getlist(name) if getlist else form.get(name, [])
+    return [values] if isinstance(values, str) else list(values)
+
+
+def availability(form):
+    """The AvailabilitySchema body from the ticked boxes: `sites` (site codes) and `times`
+    (cell keys such as "monday-morning"; unknown keys are passed on for the schema to refuse)."""
+    windows = {f"{day}-{key}": (day, start, end) for day, *_ in GRID_DAYS
+               for key, start, end, *_ in HALF_DAYS}
+    times = []
+    for cell in dict.fromkeys(_values(form, "times")):
+        day, start, end = windows.get(cell, (cell, "", ""))
+        times.append({"weekday": day, "from": start, "to": end})
+    return {"sites": list(dict.fromkeys(_values(form, "sites"))), "times": times}
+
+
+def ticked(availability_doc):
+    """The grid's cells an availability covers (a window overlapping a half-day ticks it)."""
+    cells = set()
+    for window in (availability_doc or {}).get("times") or ():
+        for key, start, end, *_ in HALF_DAYS:
+            if window.get("from", "") < end and window.get("to", "") > start:
+                cells.add(f"{window.get('weekday')}-{key}")
+    return cells
+
+
+def request_filing(procedure, form):
+    """The JSON API's request body from the request form's fields."""
+    expiry = form.get("permit_expiry", "").strip()
+    return dict({"procedure": procedure}, **applicant(procedure, form),
+                permit_expiry=expiry or None, availability=availability(form))
+
+
+def request_errors(fields, form, lang):
+    """InvalidRequest or Refused fields of a request -> {form field: message}, and the rest.
+    The availability's reasons (availability.sites, availability.times.0.to...) go to their
+    group of boxes: "missing" when none is ticked."""
+    grouped, boxes = {}, {}
+    for field, reasons in (fields or {}).items():
+        parts = field.split(".")
+        if parts[0] == "availability" and len(parts) > 1 and parts[1] in ("sites", "times"):
+            boxes[parts[1]] = True
+        elif field == "availability":
+            boxes.update(sites=True, times=True)
+        else:
+            grouped[field] = reasons
+    errors, other = field_errors(grouped, form, lang, REQUEST_MESSAGES, REQUEST_FIELDS)
+    index = 0 if lang == "fr" else 1
+    for group in boxes:
+        kind = "invalid" if _values(form, group) else "missing"
+        errors[group] = REQUEST_MESSAGES[(group, kind)][index]
+    return errors, other

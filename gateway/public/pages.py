@@ -15,7 +15,8 @@ from werkzeug.wrappers import Response
 
 from gateway import csrf
 from gateway.html import page_response
-from services.common.errors import DomainError
+from services.common.errors import DomainError, InvalidRequest
+from services.common.schemas import load_or_raise
 from services.common.settings import setting
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ STYLESHEET = (HERE / "static" / "site.css").read_bytes()
 LANGS = ("fr", "en")
 LANG_COOKIE = "lang"
 TOKEN_COOKIE = "booking_token"
+REQUEST_TOKEN_COOKIE = "request_token"
 CSRF_FIELD = "csrf_token"
 YEAR = 365 * 24 * 3600
 
@@ -131,6 +133,18 @@ def page(method):
         return current.finish(response)
 
     return run
+
+
+def token_link(current, schema, cookie, reference, home, path):
+    """An e-mail link with ?token=: the token goes into a cookie for the pages under `home`
+    (one booking's or one request's), out of the address bar, the history and any later
+    referrer. The redirect to `path`, or None when the address carries no token."""
+    token = current.request.args.get("token")
+    if not token:
+        return None
+    access = load_or_raise(schema, {"reference": reference, "token": token}, InvalidRequest)
+    current.set_cookie(cookie, access["token"], path=home)
+    return current.redirect(path)
 
 
 def error_page(current, error, back=None):

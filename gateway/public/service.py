@@ -5,7 +5,8 @@ from werkzeug.wrappers import Response
 
 from gateway.html import page_response
 from gateway.http import json_http, read_json
-from gateway.public import convocation, fairness, forms, openapi, pages
+# request_pages as a module: `nameko run` would take a class imported here for a service
+from gateway.public import convocation, fairness, forms, openapi, pages, request_pages
 from gateway.public.client import TrustedProxies, client_of
 from gateway.public.full_slots import FullSlots
 from gateway.public.listing_cache import SlotListings
@@ -41,7 +42,7 @@ def _walk_in(procedure):
     return PROCEDURES[procedure].get("walk_in")
 
 
-class PublicGateway:
+class PublicGateway(request_pages.RequestPages):
     name = "public_gateway"
 
     slots = BoundedRpcProxy("slots")
@@ -304,14 +305,17 @@ class PublicGateway:
     @json_http("GET", "/book")
     @page
     def choose_procedure(self, current):
+        modes = self.slots.modes()
         return current.render("procedures.html.j2", procedures=[
-            dict(procedure_view(code), documents=documents(code, current.lang))
-            for code in PROCEDURES])
+            dict(procedure_view(code), documents=documents(code, current.lang),
+                 by_request=modes[code] == "requests") for code in PROCEDURES])
 
     @json_http("GET", "/book/<procedure>")
     @page
     def choose_site(self, current, procedure):
         procedure = self._procedure(procedure)
+        if self._by_request(procedure):
+            return current.redirect(f"/request/{procedure['code']}")
         today = utcnow().astimezone(PARIS).date()
         sites = []
         for code, site in SITES.items():
@@ -326,6 +330,8 @@ class PublicGateway:
     @page
     def choose_slot(self, current, procedure, site):
         procedure, site = self._procedure(procedure), self._site(site)
+        if self._by_request(procedure):
+            return current.redirect(f"/request/{procedure['code']}")
         query = load_or_raise(SLOT_QUERY, {"procedure": procedure["code"],
                                            "page": current.request.args.get("page", "1"),
                                            "per_page": str(SLOTS_PER_PAGE)}, InvalidRequest)
@@ -341,6 +347,8 @@ class PublicGateway:
     @page
     def booking_form(self, current, procedure, site, slot_id):
         procedure, site = self._procedure(procedure), self._site(site)
+        if self._by_request(procedure):
+            return current.redirect(f"/request/{procedure['code']}")
         try:
             slot = self._bookable_slot(procedure, site, slot_id)
         except SlotFull as error:
@@ -351,6 +359,8 @@ class PublicGateway:
     @page
     def book(self, current, procedure, site, slot_id):
         procedure, site = self._procedure(procedure), self._site(site)
+        if self._by_request(procedure):
+            return current.redirect(f"/request/{procedure['code']}")
         back = _slots_url(procedure, site)
         form = current.request.form
         values = {field: form.get(field, "") for field in forms.FIELDS}
@@ -537,15 +547,9 @@ class PublicGateway:
         return self.booking.get(access["reference"], access["token"])
 
     def _token_link(self, current, reference, path):
-        """An e-mail link with ?token=: the token goes into this booking's cookie, out of the
-        address bar, the history and any later referrer. The redirect, or None."""
-        token = current.request.args.get("token")
-        if not token:
-            return None
-        access = load_or_raise(BOOKING_ACCESS, {"reference": reference, "token": token},
-                               InvalidRequest)
-        current.set_cookie(TOKEN_COOKIE, access["token"], path=f"/bookings/{reference}")
-        return current.redirect(path)
+        """The e-mail link's token into this booking's cookie (pages.token_link)."""
+        return pages.token_link(current, BOOKING_ACCESS, TOKEN_COOKIE, reference,
+                                f"/bookings/{reference}", path)
 
     def _booking_values(self, current, booking):
         start = parse_iso(booking["slot"]["start"]).astimezone(PARIS)

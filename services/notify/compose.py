@@ -99,8 +99,8 @@ def request_context(event, settings):
         "reference": event["reference"],
         "procedure_fr": procedure.get("label_fr", event["procedure"]),
         "procedure_en": procedure.get("label_en", event["procedure"]),
-        "request_url": f"{base}/api/requests/{event['reference']}?token={token}",
-        "confirm_url": f"{base}/api/requests/{event['reference']}/confirm?token={token}",
+        "request_url": f"{base}/requests/{event['reference']}?token={token}",
+        "confirm_url": f"{base}/requests/{event['reference']}/confirm?token={token}",
         "report_url": settings["report_url"],
         "report_email": settings["report_email"],
     }

@@ -250,6 +250,14 @@ class SlotsService:
         return bool(hold and hold["state"] == KEPT and hold["slot_id"] == slot_id)
 
     @rpc(expected_exceptions=EXPECTED)
+    def modes(self):
+        """{procedure: "open" | "requests"} for every procedure: the public pages ask it once
+        per page to show the right path (book a slot, or file a request)."""
+        stored = self.store.modes_all()
+        return {code: "requests" if stored.get(code) == "requests" else "open"
+                for code in contract.PROCEDURE_CODES}
+
+    @rpc(expected_exceptions=EXPECTED)
     def set_mode(self, procedure, mode):
         """`open` or `requests` (the requests service's supervisor RPC sets it here too, where
         every hold is decided)."""

@@ -78,6 +78,10 @@ class SlotStore:
         doc = self.modes.find_one({"_id": procedure})
         return bool(doc and doc.get("mode") == "requests")
 
+    def modes_all(self):
+        """{procedure: mode} of the procedures ever switched (the others are `open`)."""
+        return {doc["_id"]: doc.get("mode") for doc in self.modes.find({})}
+
     def set_mode(self, procedure, mode):
         self.modes.update_one({"_id": procedure}, {"$set": {"mode": mode}}, upsert=True)
 

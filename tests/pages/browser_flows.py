@@ -1,21 +1,26 @@
 """The applicant pages in a real headless Chromium, at desk width and at a phone's 320 px.
 
 A person books from the home page, makes a mistake and fixes it, switches to English and
-cancels from the manage page. axe-core checks each page on the way (no serious or critical
+cancels from the manage page. Another, for a procedure allocated by request (issue 12), files
+a request with a mistake, opens the e-mail's link, confirms, gets an offer and accepts it. axe-core checks each page on the way (no serious or critical
 violation); screenshots go to var/screenshots/ for people to look at.
 """
 import re
 import subprocess
 import sys
 import time
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import axe_playwright_python
 import pytest
 import requests
 
+from services.common.errors import InvalidRequest
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, DESK, PHONE, screenshot
 from tests.conftest import free_port
+from tests.e2e.conftest import System
+from tests.helpers import BusListener, plan, wait_until
 
 BLOCKING = ("serious", "critical")
 
@@ -240,3 +245,110 @@ def keyboard_and_walk_in_rule(live_site, new_page, check):
     first_slot = page.locator("a.time").first.bounding_box()
     assert rule["y"] < first_slot["y"]
     check.visit(page, "13-walk-in-slots")
+
+
+@pytest.fixture
+def request_site(config, tmp_path, web_port):
+    """Gateway, slots, booking and requests as `nameko run` processes; renewals by request.
+    (the gateway's base URL, an RPC proxy, a listener of request_filed: the e-mail's token)"""
+    system = System(config, tmp_path)
+    system.env["RELEASE_TIMER_SECONDS"] = "0.5"
+    for name in ("slots", "booking", "requests", "public_gateway"):
+        system.start(name)
+    listener = BusListener(config["AMQP_URI"], "requests", "request_filed")
+    try:
+        system.wait_ready()
+        system.wait_consuming("rpc-requests")
+        with system.rpc() as rpc:
+            rpc.requests.set_mode("renewal", "requests", by="chief")
+            yield f"http://127.0.0.1:{web_port}", rpc, listener
+    finally:
+        listener.close()
+        system.stop()
+
+
+def test_request_file_confirm_and_accept_an_offer_at_desk_width_and_on_a_phone(
+        request_site, new_page, checks):
+    url, rpc, listener = request_site
+    for index, viewport in enumerate((DESK, PHONE)):
+        request_flow(url, rpc, listener, new_page, checks(viewport), viewport, index)
+
+
+def request_flow(url, rpc, listener, new_page, check, viewport, index):
+    page = check.watch(new_page(viewport=viewport))
+    page.goto(url + "/book")
+    page.get_by_role("link", name="Renouvellement de titre de séjour").click()
+    page.wait_for_url("**/request/renewal")
+    assert "tirage au sort" in page.locator(".callout").first.inner_text()
+    check.visit(page, "r01-request-form")
+
+    # a mistake: nothing ticked for the week
+    family = ("Diallo", "Nguyen")[index]
+    page.get_by_label("Nom de famille").fill(family)
+    page.get_by_label("Prénoms").fill("Aminata")
+    page.get_by_label("Date de naissance").fill("1990-05-02")
+    page.get_by_label("Numéro d'étranger").fill(f"012345678{index}")
+    page.get_by_label("Fin de validité de votre titre de séjour").fill("2030-01-31")
+    page.get_by_label("Adresse électronique").fill(f"{family.lower()}@example.org")
+    page.get_by_label("Préfecture de l'Hérault").check()
+    page.get_by_role("button", name="Envoyer ma demande").click()
+    page.wait_for_load_state()
+    assert "Cochez au moins une demi-journée" in page.locator(".error-summary").inner_text()
+    assert page.get_by_label("Nom de famille").input_value() == family  # the input kept
+    assert page.get_by_label("Préfecture de l'Hérault").is_checked()
+    check.visit(page, "r02-request-form-error", submit="Envoyer ma demande")
+
+    # fixed from the summary's link: Tuesday mornings and Thursday afternoons
+    page.locator(".error-summary a[href='#times']").click()
+    assert page.evaluate("document.activeElement.id") == "times"
+    page.get_by_label("Mardi matin").check()
+    page.get_by_label("Jeudi après-midi").check()
+    page.get_by_role("button", name="Envoyer ma demande").click()
+    page.wait_for_load_state()
+    reference = page.locator("#request-reference").inner_text()
+    assert f"{family.lower()}@example.org" in page.locator("[role=status]").inner_text()
+    check.visit(page, "r03-request-receipt")
+
+    # the e-mail's confirmation link: the token leaves the address bar; a button confirms
+    _, event = listener.wait_for(lambda t, p: p["reference"] == reference)
+    page.goto(f"{url}/requests/{reference}/confirm?token={event['token']}")
+    assert page.url.endswith(f"/requests/{reference}/confirm")
+    check.visit(page, "r04-request-confirm")
+    page.get_by_role("button", name="Confirmer ma demande").click()
+    page.wait_for_url(f"**/requests/{reference}?confirmed=1")
+    assert "confirmée et en attente" in page.locator("[role=status]").first.inner_text()
+    assert page.get_by_label("Mardi matin").is_checked()
+    check.visit(page, "r05-request-waiting")
+    page.get_by_role("link", name="Retirer ma demande").click()
+    check.visit(page, "r06-request-withdraw-sure")
+    page.get_by_role("link", name="Non, garder ma demande").click()
+    page.wait_for_url(f"**/requests/{reference}")
+
+    # a release on a Tuesday morning: the place is offered
+    day = date.today() + timedelta(days=2)
+    day += timedelta(days=(1 - day.weekday()) % 7 + 7 * index)
+    rpc.slots.create_from_plan(plan(days=1, start=day, hours=["09:00-09:30"], desks=1),
+                               release="schedule")
+    for batch in rpc.slots.schedule_for(procedure="renewal")["batches"]:
+        try:
+            rpc.slots.reschedule(batch["id"], datetime.now(timezone.utc).isoformat())
+        except InvalidRequest:
+            pass
+    assert wait_until(lambda: rpc.requests.get(reference, event["token"])["state"] == "offered",
+                      timeout=30)
+    page.reload()
+    assert "Une place vous est proposée" in page.locator("[role=status]").first.inner_text()
+    check.visit(page, "r07-request-offer")
+    page.get_by_role("link", name="Refuser").click()
+    page.wait_for_url(f"**/requests/{reference}/decline")
+    check.visit(page, "r08-request-decline-sure")
+    page.get_by_role("link", name="Non, revenir à ma demande").click()
+    page.get_by_role("button", name="Accepter ce rendez-vous").click()
+    page.wait_for_url(re.compile(r".*/bookings/RDV-[0-9A-Z]{4}-[0-9A-Z]{4}\?booked=1$"))
+    assert "Votre rendez-vous est confirmé" in page.locator("[role=status]").inner_text()
+    check.visit(page, "r09-request-booked")
+
+    # the request's page in English
+    page.goto(f"{url}/requests/{reference}?lang=en")
+    assert "Appointment booked" in page.locator(".summary").inner_text()
+    check.visit(page, "r10-request-booked-en")

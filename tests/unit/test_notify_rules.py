@@ -150,3 +150,21 @@ def test_no_name_can_add_a_line_to_the_ics(separator):
 def test_ics_text_escapes_every_line_break_and_drops_other_controls():
     assert ics_text("a\u2028b\u2029c\rd\r\ne\x85f") == "a\\nb\\nc\\nd\\ne\\nf"
     assert ics_text("a\x00b\x07c\x7fd\te") == "abcd\te"
+
+
+def test_request_e_mails_link_to_the_request_pages_not_the_json_api():
+    filed = compose("request_filed", {"reference": "REQ-AB12-CD34", "procedure": "renewal",
+                                      "email": "a@example.org", "token": "secret-token",
+                                      "confirm_by": "2027-03-04T08:30:00+00:00"}, SETTINGS)
+    offer = compose("offer_made", {"reference": "REQ-AB12-CD34", "procedure": "renewal",
+                                   "email": "a@example.org", "token": "secret-token",
+                                   "site": "montpellier", "slot_start": "2027-03-04T08:30:00+00:00",
+                                   "deadline": "2027-03-02T08:30:00+00:00"}, SETTINGS)
+    page = "https://rdv.example.fr/requests/REQ-AB12-CD34?token=secret-token"
+    confirm = "https://rdv.example.fr/requests/REQ-AB12-CD34/confirm?token=secret-token"
+    for body in (filed["text"], filed["html"]):
+        assert confirm in body and page in body
+    for body in (offer["text"], offer["html"]):
+        assert page in body
+    for message in (filed, offer):
+        assert "/api/" not in message["text"] + message["html"]

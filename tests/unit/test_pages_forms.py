@@ -12,9 +12,9 @@ FORM = {"family_name": "Benali", "given_names": "Yasmine", "birth_date": " 1988-
         "email": " yasmine@example.org ", "phone": "", "foreigner_number": ""}
 
 
-def schema_errors(body):
+def schema_errors(body, schema=BookingRequestSchema):
     try:
-        load_or_raise(BookingRequestSchema(), body, InvalidRequest)
+        load_or_raise(schema(), body, InvalidRequest)
     except InvalidRequest as error:
         return error.fields
     return {}
@@ -93,3 +93,70 @@ def test_the_calendar_file_escapes_and_folds():
     event = Calendar.from_ical(text).walk("VEVENT")[0]
     assert str(event["LOCATION"]) == "a, b; c" and str(event["DESCRIPTION"]) == "line\nnext"
     assert event["DTSTART"].dt == start
+
+
+# issue 12: the request form
+
+def request_schema_errors(body):
+    from services.requests.schemas import RequestFilingSchema
+    return schema_errors(body, RequestFilingSchema)
+
+
+def test_the_request_form_posts_what_the_json_api_takes_with_half_day_windows():
+    from werkzeug.datastructures import MultiDict
+    form = MultiDict(list(dict(FORM, foreigner_number="0123456789", permit_expiry=" 2031-05-02 ").items())
+                     + [("sites", "montpellier"), ("sites", "beziers"), ("sites", "montpellier"),
+                        ("times", "tuesday-morning"), ("times", "friday-afternoon")])
+    body = forms.request_filing("renewal", form)
+    assert body["procedure"] == "renewal" and body["foreigner_number"] == "0123456789"
+    assert body["permit_expiry"] == "2031-05-02" and body["email"] == "yasmine@example.org"
+    assert body["availability"] == {
+        "sites": ["montpellier", "beziers"],
+        "times": [{"weekday": "tuesday", "from": "08:00", "to": "13:00"},
+                  {"weekday": "friday", "from": "13:00", "to": "18:00"}]}
+    assert request_schema_errors(body) == {}
+    # the opening hours (08:30-12:00, 13:30-16:30) fit in the half-days
+    from services.requests.rules import can_come
+    from datetime import datetime, timezone
+    tuesday_11 = datetime(2030, 1, 1, 10, 40, tzinfo=timezone.utc)  # 11:40 in Paris, a Tuesday
+    assert can_come(body["availability"], "montpellier", tuesday_11,
+                    tuesday_11.replace(hour=11))
+    # a first application: no permit, the date left empty
+    first = forms.request_filing("first_application", MultiDict(
+        list(dict(FORM, permit_expiry="").items()) + [("sites", "beziers"), ("times", "monday-morning")]))
+    assert first["permit_expiry"] is None and "foreigner_number" not in first
+    assert request_schema_errors(first) == {}
+
+
+def test_request_errors_land_next_to_their_field_and_box_group():
+    from werkzeug.datastructures import MultiDict
+    form = MultiDict(dict(FORM, permit_expiry="31/02/2030"))
+    body = forms.request_filing("renewal", form)
+    fields = request_schema_errors(body)
+    errors, other = forms.request_errors(fields, form, "fr")
+    assert errors["sites"] == "Cochez au moins un lieu où vous pouvez venir."
+    assert errors["times"] == "Cochez au moins une demi-journée où vous pouvez venir."
+    assert "vraie date" in errors["permit_expiry"]
+    assert other == []
+    # a box not from the grid: refused by the schema, shown as "choose from the grid"
+    bad = MultiDict([("sites", "paris"), ("times", "sunday-night")])
+    errors, _ = forms.request_errors(
+        request_schema_errors(forms.request_filing("duplicate", bad)), bad, "en")
+    assert errors["sites"] == "Choose a place from the list."
+    assert errors["times"] == "Choose half-days from the grid."
+    # the requests service's refusals: M4 and "already open"
+    errors, _ = forms.request_errors({"family_name": ["Not an exact name (placeholder)."],
+                                      "email": ["A request is already open with this value."]},
+                                     {"family_name": "Test", "email": "a@b.fr"}, "fr")
+    assert errors["family_name"].startswith("Écrivez votre vrai nom")
+    assert errors["email"].startswith("Une demande est déjà en cours")
+
+
+def test_a_stored_availability_ticks_the_half_days_it_overlaps():
+    assert forms.ticked({"times": [{"weekday": "tuesday", "from": "08:00", "to": "12:00"},
+                                   {"weekday": "friday", "from": "11:00", "to": "15:00"}]}) == {
+        "tuesday-morning", "friday-morning", "friday-afternoon"}
+    assert forms.ticked(forms.availability({"times": ["monday-afternoon"]})) == {"monday-afternoon"}
+    days = forms.grid_cells("en")
+    assert [d for d, _, _ in days] == ["monday", "tuesday", "wednesday", "thursday", "friday"]
+    assert days[0][2] == [("monday-morning", "morning"), ("monday-afternoon", "afternoon")]
