@@ -521,13 +521,17 @@ class RequestsService:
                 "booking_reference": request.get("booking_reference")}
         if request["state"] == rules.UNCONFIRMED:
             view["confirm_by"] = iso_from_ts(request["confirm_by_ts"])
-        if request["state"] == rules.OFFERED and request.get("offer_id"):
-            offer = self.store.get_offer(request["offer_id"])
+        if request["state"] == rules.OFFERED:
+            offer = self.store.get_offer(request.get("offer_id") or "")
             if offer is not None and offer["state"] in (rules.MADE, rules.ACCEPTING):
                 view["offer"] = {"site": offer["site"], "slot_id": offer["slot_id"],
                                  "start": iso_from_ts(offer["slot_start_ts"]),
                                  "end": iso_from_ts(offer["slot_end_ts"]),
                                  "deadline": iso_from_ts(offer["deadline_ts"])}
+            else:
+                # the offer is still being made (its place not held yet, maybe never): the
+                # applicant has nothing to answer until it is, so it still reads as waiting
+                view["state"] = rules.WAITING
         return view
 
     def _announce_filed(self, request, token):
