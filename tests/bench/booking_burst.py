@@ -153,6 +153,18 @@ def print_machine(stolen):
         print(f"  {name:60s} {kb / 1024:8.1f} MiB")
 
 
+def throwaway_secrets():
+    """Every key the services refuse to start without, made fresh for one benchmark run."""
+    import uuid
+
+    from services.common.signing import new_private_key_text
+
+    return {"BOOKING_TOKEN_SECRET": uuid.uuid4().hex, "REQUEST_TOKEN_SECRET": uuid.uuid4().hex,
+            "PUBLIC_FORM_SECRET": uuid.uuid4().hex, "ADMIN_SECRET_KEY": uuid.uuid4().hex,
+            "CONVOCATION_SIGNING_KEY": new_private_key_text(),
+            "ATTESTATION_SIGNING_KEY": new_private_key_text()}
+
+
 def pct(values, q):
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 

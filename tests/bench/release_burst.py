@@ -35,7 +35,8 @@ import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bench.booking_burst import CpuSteal, NAMES, pct, system_parser  # noqa: E402
+from tests.bench.booking_burst import (CpuSteal, NAMES, pct, system_parser,  # noqa: E402
+                                       throwaway_secrets)
 
 RUN = f"{random.getrandbits(32):08x}"
 PROCEDURE, SITE = "duplicate", "beziers"
@@ -54,7 +55,6 @@ class OwnSystem:
 
     def __init__(self, management="http://guest:guest@127.0.0.1:15672"):
         from deploy import embedded_mongo, run
-        from services.common.signing import new_private_key_text
 
         self.run, self.management = run, management
         self.vhost = f"release_burst_{RUN}"
@@ -69,8 +69,8 @@ class OwnSystem:
             proc, uris[name] = embedded_mongo.start(self.tmp / name, free_port())
             self.stores.append(proc)
         env = dict(os.environ, AMQP_URI=self.amqp_uri, WEB_SERVER_ADDRESS=f"127.0.0.1:{self.port}",
-                   BOOKING_TOKEN_SECRET=uuid.uuid4().hex, ATTESTATION_SIGNING_KEY=new_private_key_text(),
-                   RELEASE_TIMER_SECONDS="0.5", LOG_LEVEL="WARNING", MAX_WORKERS="20")
+                   RELEASE_TIMER_SECONDS="0.5", LOG_LEVEL="WARNING", MAX_WORKERS="20",
+                   **throwaway_secrets())
         self.procs = []
         for name, instances in (("slots", 2), ("booking", 1), ("public_gateway", 1)):
             for i in range(instances):

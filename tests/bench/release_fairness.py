@@ -41,6 +41,7 @@ import http.client
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import threading
@@ -56,9 +57,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
-from booking_burst import CpuSteal  # noqa: E402
+from booking_burst import CpuSteal, throwaway_secrets  # noqa: E402
 from deploy import embedded_mongo, run  # noqa: E402
-from services.common.signing import new_private_key_text  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 API = "http://guest:guest@127.0.0.1:15672/api"
@@ -153,9 +153,15 @@ class Release:
         return None
 
     def confirm_by_button(self, booked, ip, agent):
-        self.gw.request("POST", f"/bookings/{booked['reference']}/confirm",
-                        {"token": booked["token"]}, {"X-Forwarded-For": ip, "User-Agent": agent},
-                        form=True)
+        """As a browser does it: the e-mail's link (its token goes into a cookie), the page,
+        then its button with the page's CSRF token."""
+        with requests.Session() as browser:
+            browser.headers.update({"X-Forwarded-For": ip, "User-Agent": agent})
+            base = f"http://127.0.0.1:{self.gw.port}/bookings/{booked['reference']}/confirm"
+            page = browser.get(f"{base}?token={booked['token']}", timeout=60)
+            found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            if found:
+                browser.post(base, data={"csrf_token": found.group(1)}, timeout=60)
 
     def confirm_by_script(self, booked, ip, agent):
         self.gw.request("POST", f"/api/bookings/{booked['reference']}/confirm", None,
@@ -259,7 +265,7 @@ class Requests:
 
     def __init__(self, release):
         self.release = release
-        self.filed = {}  # request reference -> (group, token)
+        self.filed = {}  # request reference -> (group, token, headers of the person's device)
 
     def file(self, group, family, given, email, ip, agent, birth):
         body = {"procedure": PROCEDURE, "family_name": family, "given_names": given,
@@ -270,10 +276,11 @@ class Requests:
             with self.release.lock:
                 self.release.refused[(group, answer.get("error") if isinstance(answer, dict) else status)] += 1
             return
-        self.release.gw.request("POST", f"/api/requests/{answer['reference']}/confirm", None,
-                                {"X-Request-Token": answer["token"]})
+        # each person confirms and later accepts from their own device, as they filed
+        device = {"X-Forwarded-For": ip, "User-Agent": agent, "X-Request-Token": answer["token"]}
+        self.release.gw.request("POST", f"/api/requests/{answer['reference']}/confirm", None, device)
         with self.release.lock:
-            self.filed[answer["reference"]] = (group, answer["token"])
+            self.filed[answer["reference"]] = (group, answer["token"], device)
 
     def everyone(self, actors, names):
         jobs = [(g, f, gv, f"{who}.{uuid.uuid4().hex[:6]}@example.org", ip, agent, birth)
@@ -299,14 +306,13 @@ class Requests:
         """Every offered request accepts, until nothing new is offered for a few seconds."""
         done, quiet = set(), time.monotonic()
         while time.monotonic() < until and time.monotonic() - quiet < 15:
-            for ref, (group, token) in list(self.filed.items()):
+            for ref, (group, _, device) in list(self.filed.items()):
                 if ref in done:
                     continue
-                status, answer = self.release.gw.request("GET", f"/api/requests/{ref}", None,
-                                                         {"X-Request-Token": token})
+                status, answer = self.release.gw.request("GET", f"/api/requests/{ref}", None, device)
                 if status == 200 and answer["state"] == "offered":
                     status, answer = self.release.gw.request(
-                        "POST", f"/api/requests/{ref}/accept", None, {"X-Request-Token": token})
+                        "POST", f"/api/requests/{ref}/accept", None, device)
                     if status == 200:
                         done.add(ref)
                         quiet = time.monotonic()
@@ -330,12 +336,8 @@ def start_system(work, span, mode="open"):
     port = free_port()
     env = dict(os.environ, AMQP_URI=f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
                MONGO_URI=mongo_uri, MONGO_DB_PREFIX=f"fair{uuid.uuid4().hex[:6]}_",
-               WEB_SERVER_ADDRESS=f"127.0.0.1:{port}", BOOKING_TOKEN_SECRET=uuid.uuid4().hex,
-               REQUEST_TOKEN_SECRET=uuid.uuid4().hex,
-               LOG_LEVEL="WARNING", RPC_TIMEOUT="10", MAX_WORKERS="40",
-               # booking refuses to start without its signing keys
-               CONVOCATION_SIGNING_KEY=new_private_key_text(),
-               ATTESTATION_SIGNING_KEY=new_private_key_text())
+               WEB_SERVER_ADDRESS=f"127.0.0.1:{port}",
+               LOG_LEVEL="WARNING", RPC_TIMEOUT="10", MAX_WORKERS="40", **throwaway_secrets())
     for name in ("slots", "booking", "fraud", "public_gateway") + (
             ("requests",) if mode == "requests" else ()):
         procs.append(run.start_service(name, env, work / f"{name}.log"))
@@ -501,7 +503,7 @@ def run_requests_mode(args, env, port, day, end):
         everything = rpc.slots.list_open(PROCEDURE, day, day, 1, 200, include_decoys=True,
                                          for_allocation=True)["slots"]
     decoys = {s["id"] for s in everything if s["decoy"]}
-    filed = Counter(group for group, _ in filing.filed.values())
+    filed = Counter(group for group, _, _ in filing.filed.values())
     print(f"mode requests: confirmed requests per group {dict(filed)}")
     report(release, statuses, in_review, cases, release.slot_of, decoys, places, honest_n, sizes,
            elapsed, stolen, args)
