@@ -31,7 +31,6 @@ from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.normalise import normalise_email
 from services.common.outbox import Outbox, dispatched
-from services.common.reference_data import PROCEDURES
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import ClientSchema, load_or_raise, validated
 from services.common.settings import setting
@@ -85,18 +84,19 @@ class RequestsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def modes(self):
-        """{procedure: "open" | "requests"} for every procedure (open unless switched)."""
-        stored = self.store.modes_all()
-        return {code: stored.get(code, "open") for code in PROCEDURES}
+        """{procedure: "open" | "requests"} for every procedure (open unless switched). Slots
+        keeps the one switch (it decides every hold): two copies could disagree after a
+        failure between their writes and leave a procedure nobody can book."""
+        return self.slots.modes()
 
     @rpc(expected_exceptions=EXPECTED)
     def set_mode(self, procedure, mode, by="supervisor"):
         """Switch a procedure between direct booking and requests. Existing bookings stay;
         existing requests keep waiting (they get places again once switched back)."""
         args = validated(MODE, procedure=procedure, mode=mode, by=by)
-        # slots first: it decides every hold, so a procedure switched here is switched there
         self.slots.set_mode(args["procedure"], args["mode"])
-        self.store.set_mode(args["procedure"], args["mode"], args["by"], time.time())
+        # who switched what when, for the requests' own history (the staff audit log has it too)
+        self.store.record_mode_change(args["procedure"], args["mode"], args["by"], time.time())
         log.info("procedure %s switched to %s by %s", args["procedure"], args["mode"], args["by"])
         return self.modes()
 
@@ -107,7 +107,7 @@ class RequestsService:
         """File a request; it enters the draw once confirmed from its e-mail (request_filed)."""
         data = load_or_raise(FILING, request, InvalidRequest)
         procedure = data["procedure"]
-        if self.store.mode(procedure) != "requests":
+        if self.slots.modes()[procedure] != "requests":
             raise Refused("Cette démarche se réserve directement. / This procedure is booked "
                           "directly, not by request.", {"procedure": ["Booked directly."]})
         # M4 before the draw: a placeholder or handle is refused now, with the reason
@@ -301,7 +301,7 @@ class RequestsService:
         self.store.inbox.handle("slots_released", event, self._on_released)
 
     def _on_released(self, event):
-        if self.store.mode(event["procedure"]) != "requests":
+        if self.slots.modes()[event["procedure"]] != "requests":
             return
         if self.allocate(event["procedure"]) is None:
             # another instance is allocating this procedure: its pass, or the timer's next,
@@ -324,7 +324,7 @@ class RequestsService:
                                       {"state": rules.EXPIRED, "closed_ts": now_ts})
             if expired is not None:
                 self.store.free_keys(expired)
-        for procedure, mode in self.store.modes_all().items():
+        for procedure, mode in self.slots.modes().items():
             if mode == "requests":
                 self.allocate(procedure)
         for request in self.store.request_outbox.due("filed", time.time()):

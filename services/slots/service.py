@@ -259,8 +259,8 @@ class SlotsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def set_mode(self, procedure, mode):
-        """`open` or `requests` (the requests service's supervisor RPC sets it here too, where
-        every hold is decided)."""
+        """`open` or `requests`, through the requests service's supervisor RPC. The one copy
+        of the switch: every hold is decided here, and the requests service reads it here."""
         if procedure not in contract.PROCEDURE_CODES or mode not in ("open", "requests"):
             raise InvalidRequest("Unknown procedure or mode.", {"mode": ["open or requests."]})
         self.store.set_mode(procedure, mode)
