@@ -245,13 +245,17 @@ class RequestsService:
             "birth_date": identity["birth_date"], "email": request["email"],
             "phone": request.get("phone"), "foreigner_number": identity.get("foreigner_number"),
         }
+        booking_ref = booking_reference_of(offer["_id"])
         try:
             return self.booking.create(booking_request, client, offer={
-                "reference": booking_reference_of(offer["_id"]), "hold_id": offer["_id"]})
+                "reference": booking_ref, "hold_id": offer["_id"]})
         except ServiceUnavailable:
             raise
         except DomainError:
-            self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.MADE})
+            # refused (another booking on this e-mail...): offered again, unless a concurrent
+            # acceptance of the same offer made the booking meanwhile
+            if booking_ref not in self.booking.statuses([booking_ref]):
+                self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.MADE})
             raise
 
     @rpc(expected_exceptions=EXPECTED)
