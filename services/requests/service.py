@@ -63,6 +63,11 @@ def _code():
     return f"{chars[:4]}-{chars[4:]}"
 
 
+def _booking_of(created):
+    """What an acceptance answers of the booking it made: enough to open it."""
+    return {key: created[key] for key in ("reference", "token", "slot")}
+
+
 def booking_reference_of(offer_id):
     """The booking an accepted offer becomes: derived, so a retried acceptance finds it."""
     return "RDV-" + offer_id[len("OFR-"):]
@@ -206,7 +211,9 @@ class RequestsService:
         client = load_or_raise(CLIENT, client or {"ip": ""}, InvalidRequest)
         offer = self.store.get_offer(request.get("offer_id") or "")
         if request["state"] == rules.BOOKED and offer and offer["state"] == rules.ACCEPTED:
-            return dict(self._view(request), booking={"reference": offer["booking_reference"]})
+            # accepted already (a retry whose first answer was lost): the booking made, with
+            # its token, as the first answer had it
+            return dict(self._view(request), booking=_booking_of(self._book_offer(request, offer, client)))
         if request["state"] != rules.OFFERED or offer is None or offer["state"] not in (
                 rules.MADE, rules.ACCEPTING):
             raise Refused("No offer to accept.", {"state": [request["state"]]})
@@ -230,9 +237,7 @@ class RequestsService:
                                                                   "booking_reference": created["reference"]})
         if booked is not None:
             self.store.free_keys(booked)
-        return dict(self._view(booked or self.store.get(request["_id"])),
-                    booking={"reference": created["reference"], "token": created["token"],
-                             "slot": created["slot"]})
+        return dict(self._view(booked or self.store.get(request["_id"])), booking=_booking_of(created))
 
     def _book_offer(self, request, offer, client):
         """The booking an offer taken for acceptance becomes (born confirmed: the mailbox was
