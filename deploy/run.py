@@ -345,6 +345,7 @@ def main():
         return 2
     env["BOOKING_TOKEN_SECRET"] = token_secret()
     env["REQUEST_TOKEN_SECRET"] = local_secret("REQUEST_TOKEN_SECRET", "request_token_secret")
+    env["SLOT_ID_SECRET"] = local_secret("SLOT_ID_SECRET", "slot_id_secret")
     env["CONVOCATION_SIGNING_KEY"] = convocation_key()
     env["ADMIN_SECRET_KEY"] = local_secret("ADMIN_SECRET_KEY", "admin_secret_key")
     env["ATTESTATION_SIGNING_KEY"] = attestation_key()

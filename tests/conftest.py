@@ -12,6 +12,7 @@ from tests.helpers import BusListener
 
 TOKEN_SECRET = "test-only-secret-" + uuid.uuid4().hex
 REQUEST_TOKEN_SECRET = "test-only-request-secret-" + uuid.uuid4().hex
+SLOT_ID_SECRET = "test-only-slot-id-secret-" + uuid.uuid4().hex
 ADMIN_SECRET = "test-only-admin-secret-" + uuid.uuid4().hex
 # a fresh Ed25519 key per test session: convocations signed in one run verify only in that run
 CONVOCATION_KEY = new_private_key_text()
@@ -58,6 +59,7 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         WEB_SERVER_ADDRESS=f"127.0.0.1:{web_port}",
         BOOKING_TOKEN_SECRET=TOKEN_SECRET,
         REQUEST_TOKEN_SECRET=REQUEST_TOKEN_SECRET,
+        SLOT_ID_SECRET=SLOT_ID_SECRET,
         CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
         ADMIN_SECRET_KEY=ADMIN_SECRET,
         ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,

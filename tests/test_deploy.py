@@ -47,14 +47,14 @@ def test_configuration_comes_from_the_environment_only():
     # secrets are required variables, not values written here
     assert "${BOOKING_TOKEN_SECRET:?" in text and "${RABBITMQ_PASSWORD:?" in text
     assert "${CONVOCATION_SIGNING_KEY:?" in text and "${ADMIN_SECRET_KEY:?" in text
-    assert "${REQUEST_TOKEN_SECRET:?" in text
+    assert "${REQUEST_TOKEN_SECRET:?" in text and "${SLOT_ID_SECRET:?" in text
     assert not re.search(r"guest:guest", text)
     # read as text: once nameko's YAML resolver is registered, loading substitutes the values
     config = (ROOT / "deploy" / "config.yaml").read_text()
     for key in ("AMQP_URI", "MONGO_URI", "BOOKING_TOKEN_SECRET", "RPC_TIMEOUT", "TRUSTED_PROXIES"):
         assert re.search(rf"^{key}: \$\{{{key}:", config, re.M), key
-    for secret in ("BOOKING_TOKEN_SECRET", "REQUEST_TOKEN_SECRET", "CONVOCATION_SIGNING_KEY",
-                   "ADMIN_SECRET_KEY"):
+    for secret in ("BOOKING_TOKEN_SECRET", "REQUEST_TOKEN_SECRET", "SLOT_ID_SECRET",
+                   "CONVOCATION_SIGNING_KEY", "ADMIN_SECRET_KEY"):
         assert re.search(rf"^{secret}: \$\{{{secret}:\}}$", config, re.M), secret  # no default
 
 
@@ -77,7 +77,7 @@ def test_docker_compose_accepts_the_file():
         "Debian's docker-compose, whose `config -q` checks this file without a Docker engine")
     secrets = {"CONVOCATION_SIGNING_KEY": "k" * 44, "ADMIN_SECRET_KEY": "a" * 32,
                "ATTESTATION_SIGNING_KEY": "k", "PUBLIC_FORM_SECRET": "y" * 32,
-               "REQUEST_TOKEN_SECRET": "r" * 32}
+               "REQUEST_TOKEN_SECRET": "r" * 32, "SLOT_ID_SECRET": "s" * 32}
     env = dict(os.environ, BOOKING_TOKEN_SECRET="x" * 32, RABBITMQ_PASSWORD="p", **secrets)
     result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
                             env=env, capture_output=True, text=True)

@@ -99,7 +99,7 @@ class RequestPages:
         except (SlotFull, SlotNotBookable):
             return self._request_page(current, reference, status=409, problem="no_offer")
         booking = accepted["booking"]
-        if booking.get("token"):  # absent when a retried acceptance finds the booking made
+        if booking.get("token"):
             current.set_cookie(TOKEN_COOKIE, booking["token"],
                                path=f"/bookings/{booking['reference']}")
         return current.redirect(f"/bookings/{booking['reference']}?booked=1")

@@ -169,7 +169,7 @@ class PublicGateway(request_pages.RequestPages):
     @json_http("GET", "/api/modes")
     def modes(self, request):
         """How each procedure is given out: `open` (book a slot) or `requests` (file a request)."""
-        return {"modes": self.requests.modes()}
+        return {"modes": self.slots.modes()}
 
     @json_http("POST", "/api/requests", private=True)
     def file_request(self, request):

@@ -122,13 +122,14 @@ class BookingService:
         data = load_or_raise(BOOKING_REQUEST, request, InvalidRequest)
         client = load_or_raise(CLIENT, client, InvalidRequest)
         email_key = rules.email_key(data["email"])
-        self._refuse_second_booking(email_key)
         offer = load_or_raise(OFFER, offer, InvalidRequest) if offer is not None else None
         if offer:
             made = self.store.get(offer["reference"])
             if made is not None:  # a retried acceptance: the same answer again
                 return self._answer_again(made)
         reference = offer["reference"] if offer else rules.new_reference()
+        # an acceptance racing its own retry must not find itself as "another booking"
+        self._refuse_second_booking(email_key, other_than=reference if offer else None)
         hold_id = offer["hold_id"] if offer else reference
         started = time.time()
         slot = self.slots.hold(data["slot_id"], hold_id, data["procedure"])

@@ -36,11 +36,11 @@ def new_salt():
     return secrets.token_hex(8)
 
 
-class Tokens(DependencyProvider):
-    """The token signer, keyed from the configuration key `key`; a service using it refuses to
-    start without it."""
+class Secret(DependencyProvider):
+    """A secret from the configuration key `key`; a service using it refuses to start without
+    one of at least 16 characters."""
 
-    def __init__(self, key="BOOKING_TOKEN_SECRET"):
+    def __init__(self, key):
         self.key = key
 
     def setup(self):
@@ -48,7 +48,21 @@ class Tokens(DependencyProvider):
         if not secret or len(str(secret)) < 16:
             raise ConfigurationError(
                 f"{self.key} must be set to a secret of at least 16 characters")
-        self.signer = TokenSigner(str(secret))
+        self.value = str(secret)
+
+    def get_dependency(self, worker_ctx):
+        return self.value
+
+
+class Tokens(Secret):
+    """The token signer, keyed from the configuration key `key`."""
+
+    def __init__(self, key="BOOKING_TOKEN_SECRET"):
+        super().__init__(key)
+
+    def setup(self):
+        super().setup()
+        self.signer = TokenSigner(self.value)
 
     def get_dependency(self, worker_ctx):
         return self.signer

@@ -31,7 +31,6 @@ from services.common.lease import InstanceId
 from services.common.mongo import MongoStore
 from services.common.normalise import normalise_email
 from services.common.outbox import Outbox, dispatched
-from services.common.reference_data import PROCEDURES
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import ClientSchema, load_or_raise, validated
 from services.common.settings import setting
@@ -64,6 +63,11 @@ def _code():
     return f"{chars[:4]}-{chars[4:]}"
 
 
+def _booking_of(created):
+    """What an acceptance answers of the booking it made: enough to open it."""
+    return {key: created[key] for key in ("reference", "token", "slot")}
+
+
 def booking_reference_of(offer_id):
     """The booking an accepted offer becomes: derived, so a retried acceptance finds it."""
     return "RDV-" + offer_id[len("OFR-"):]
@@ -85,18 +89,19 @@ class RequestsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def modes(self):
-        """{procedure: "open" | "requests"} for every procedure (open unless switched)."""
-        stored = self.store.modes_all()
-        return {code: stored.get(code, "open") for code in PROCEDURES}
+        """{procedure: "open" | "requests"} for every procedure (open unless switched). Slots
+        keeps the one switch (it decides every hold): two copies could disagree after a
+        failure between their writes and leave a procedure nobody can book."""
+        return self.slots.modes()
 
     @rpc(expected_exceptions=EXPECTED)
     def set_mode(self, procedure, mode, by="supervisor"):
         """Switch a procedure between direct booking and requests. Existing bookings stay;
         existing requests keep waiting (they get places again once switched back)."""
         args = validated(MODE, procedure=procedure, mode=mode, by=by)
-        # slots first: it decides every hold, so a procedure switched here is switched there
         self.slots.set_mode(args["procedure"], args["mode"])
-        self.store.set_mode(args["procedure"], args["mode"], args["by"], time.time())
+        # who switched what when, for the requests' own history (the staff audit log has it too)
+        self.store.record_mode_change(args["procedure"], args["mode"], args["by"], time.time())
         log.info("procedure %s switched to %s by %s", args["procedure"], args["mode"], args["by"])
         return self.modes()
 
@@ -107,7 +112,7 @@ class RequestsService:
         """File a request; it enters the draw once confirmed from its e-mail (request_filed)."""
         data = load_or_raise(FILING, request, InvalidRequest)
         procedure = data["procedure"]
-        if self.store.mode(procedure) != "requests":
+        if self.slots.modes()[procedure] != "requests":
             raise Refused("Cette démarche se réserve directement. / This procedure is booked "
                           "directly, not by request.", {"procedure": ["Booked directly."]})
         # M4 before the draw: a placeholder or handle is refused now, with the reason
@@ -206,7 +211,9 @@ class RequestsService:
         client = load_or_raise(CLIENT, client or {"ip": ""}, InvalidRequest)
         offer = self.store.get_offer(request.get("offer_id") or "")
         if request["state"] == rules.BOOKED and offer and offer["state"] == rules.ACCEPTED:
-            return dict(self._view(request), booking={"reference": offer["booking_reference"]})
+            # accepted already (a retry whose first answer was lost): the booking made, with
+            # its token, as the first answer had it
+            return dict(self._view(request), booking=_booking_of(self._book_offer(request, offer, client)))
         if request["state"] != rules.OFFERED or offer is None or offer["state"] not in (
                 rules.MADE, rules.ACCEPTING):
             raise Refused("No offer to accept.", {"state": [request["state"]]})
@@ -230,9 +237,7 @@ class RequestsService:
                                                                   "booking_reference": created["reference"]})
         if booked is not None:
             self.store.free_keys(booked)
-        return dict(self._view(booked or self.store.get(request["_id"])),
-                    booking={"reference": created["reference"], "token": created["token"],
-                             "slot": created["slot"]})
+        return dict(self._view(booked or self.store.get(request["_id"])), booking=_booking_of(created))
 
     def _book_offer(self, request, offer, client):
         """The booking an offer taken for acceptance becomes (born confirmed: the mailbox was
@@ -245,13 +250,17 @@ class RequestsService:
             "birth_date": identity["birth_date"], "email": request["email"],
             "phone": request.get("phone"), "foreigner_number": identity.get("foreigner_number"),
         }
+        booking_ref = booking_reference_of(offer["_id"])
         try:
             return self.booking.create(booking_request, client, offer={
-                "reference": booking_reference_of(offer["_id"]), "hold_id": offer["_id"]})
+                "reference": booking_ref, "hold_id": offer["_id"]})
         except ServiceUnavailable:
             raise
         except DomainError:
-            self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.MADE})
+            # refused (another booking on this e-mail...): offered again, unless a concurrent
+            # acceptance of the same offer made the booking meanwhile
+            if booking_ref not in self.booking.statuses([booking_ref]):
+                self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.MADE})
             raise
 
     @rpc(expected_exceptions=EXPECTED)
@@ -301,7 +310,7 @@ class RequestsService:
         self.store.inbox.handle("slots_released", event, self._on_released)
 
     def _on_released(self, event):
-        if self.store.mode(event["procedure"]) != "requests":
+        if self.slots.modes()[event["procedure"]] != "requests":
             return
         if self.allocate(event["procedure"]) is None:
             # another instance is allocating this procedure: its pass, or the timer's next,
@@ -324,7 +333,7 @@ class RequestsService:
                                       {"state": rules.EXPIRED, "closed_ts": now_ts})
             if expired is not None:
                 self.store.free_keys(expired)
-        for procedure, mode in self.store.modes_all().items():
+        for procedure, mode in self.slots.modes().items():
             if mode == "requests":
                 self.allocate(procedure)
         for request in self.store.request_outbox.due("filed", time.time()):

@@ -24,7 +24,7 @@ class RequestStore:
         self.offers = db["offers"]
         self.claims = db["claims"]
         self.draws = db["draws"]
-        self.modes = db["modes"]
+        self.mode_changes = db["mode_changes"]
         self.leases = Leases(db["leases"])
         self.inbox = Inbox(db["events"])
         # `request_filed` rides on the request, `offer_made` on the offer
@@ -43,16 +43,9 @@ class RequestStore:
 
     # -- modes -------------------------------------------------------------------------------
 
-    def mode(self, procedure):
-        doc = self.modes.find_one({"_id": procedure})
-        return doc["mode"] if doc else "open"
-
-    def modes_all(self):
-        return {doc["_id"]: doc["mode"] for doc in self.modes.find({})}
-
-    def set_mode(self, procedure, mode, by, now_ts):
-        self.modes.update_one({"_id": procedure},
-                              {"$set": {"mode": mode, "by": by, "at_ts": now_ts}}, upsert=True)
+    def record_mode_change(self, procedure, mode, by, now_ts):
+        self.mode_changes.insert_one({"procedure": procedure, "mode": mode, "by": by,
+                                      "at_ts": now_ts})
 
     # -- requests ----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Expand an opening plan into slots. Opening hours are local (Europe/Paris); slots are UTC."""
 import hashlib
+import hmac
 import random
 from datetime import datetime, time, timedelta
 
@@ -8,8 +9,10 @@ from services.common.timeutil import PARIS, as_utc
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
-def slot_id(site, procedure, start_utc, variant=""):
-    """Stable id: loading the same plan twice creates nothing new.
+def slot_id(secret, site, procedure, start_utc, variant=""):
+    """Stable id: loading the same plan twice creates nothing new. Keyed (SLOT_ID_SECRET): an
+    id computed from the opening hours would let a script send bookings for a slot before
+    anybody can see it, and book it the instant it is released.
 
     variant: an extra plan's id (M2), so that its slots stay apart from the regular ones at
     the same hours.
@@ -17,10 +20,10 @@ def slot_id(site, procedure, start_utc, variant=""):
     key = f"{site}|{procedure}|{as_utc(start_utc).isoformat()}"
     if variant:
         key += f"|{variant}"
-    return hashlib.sha1(key.encode()).hexdigest()[:16]
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def expand_plan(plan, variant=""):
+def expand_plan(plan, secret, variant=""):
     """Yield slot documents for each opening window of each chosen weekday in [from, to].
 
     plan: site, procedure, from/to (dates), weekdays (names), hours [(start, end) times],
@@ -37,7 +40,7 @@ def expand_plan(plan, variant=""):
                 while start + length <= end_of_window:
                     start_utc = as_utc(start)
                     yield {
-                        "_id": slot_id(plan["site"], plan["procedure"], start_utc, variant),
+                        "_id": slot_id(secret, plan["site"], plan["procedure"], start_utc, variant),
                         "site": plan["site"],
                         "procedure": plan["procedure"],
                         "start": start_utc,
@@ -56,12 +59,12 @@ def parse_hours(text):
     return time.fromisoformat(opens.strip()), time.fromisoformat(closes.strip())
 
 
-def decoy_slots(plan, real_slots, share):
+def decoy_slots(plan, real_slots, share, secret):
     """Decoys for a plan: about `share` of its real slots' number, on the plan's own grid just
     outside an opening window (one slot before opening, or at closing), so that no real desk's
     capacity is used and, in the JSON API, a decoy looks like any other slot (same id scheme,
-    same capacity). Chosen by a generator seeded with the plan: loading a plan twice makes the
-    same decoys, hence nothing new.
+    same capacity). Chosen by a generator seeded with the plan and the secret: loading a plan
+    twice makes the same decoys, hence nothing new, and the plan alone does not tell them.
     """
     if share <= 0 or not real_slots:
         return []
@@ -75,9 +78,9 @@ def decoy_slots(plan, real_slots, share):
     real_starts = {s["start"] for s in real_slots}
     candidates = [c for c in candidates if as_utc(c) not in real_starts]
     count = min(len(candidates), max(1, round(share * len(real_slots))))
-    rng = random.Random(f"{plan['site']}|{plan['procedure']}|{plan['from']}|{plan['to']}")
+    rng = random.Random(f"{secret}|{plan['site']}|{plan['procedure']}|{plan['from']}|{plan['to']}")
     return [{
-        "_id": slot_id(plan["site"], plan["procedure"], as_utc(start)),
+        "_id": slot_id(secret, plan["site"], plan["procedure"], as_utc(start)),
         "site": plan["site"],
         "procedure": plan["procedure"],
         "start": as_utc(start),

@@ -36,6 +36,7 @@ from services.common.schemas import load_or_raise, validated
 from services.common.settings import setting
 from services.common.schemas import FiguresSchema
 from services.common.timers import config_timer
+from services.common.tokens import Secret
 from services.common.timeutil import PARIS, as_utc, iso_paris, iso_utc, utcnow
 from services.common.views import staff_view
 from services.slots import figures as slot_figures
@@ -145,6 +146,7 @@ class SlotsService:
     booking = BoundedRpcProxy("booking")
     sweeper = Sweeper()
     log_context = CallIdLogging()
+    slot_id_secret = Secret("SLOT_ID_SECRET")
 
     @rpc(expected_exceptions=EXPECTED)
     def list_open(self, procedure, date_from, date_to, page=1, per_page=50, include_decoys=False,
@@ -259,8 +261,8 @@ class SlotsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def set_mode(self, procedure, mode):
-        """`open` or `requests` (the requests service's supervisor RPC sets it here too, where
-        every hold is decided)."""
+        """`open` or `requests`, through the requests service's supervisor RPC. The one copy
+        of the switch: every hold is decided here, and the requests service reads it here."""
         if procedure not in contract.PROCEDURE_CODES or mode not in ("open", "requests"):
             raise InvalidRequest("Unknown procedure or mode.", {"mode": ["open or requests."]})
         self.store.set_mode(procedure, mode)
@@ -386,7 +388,7 @@ class SlotsService:
         plan = load_or_raise(OPENING_PLAN, plan, InvalidRequest)
         extra = validated(PREVIEW, extra=extra)["extra"]
         plan_id = plan_id_of(dict(plan, extra=extra))
-        real = list(expand_plan(plan, variant=plan_id if extra else ""))
+        real = list(expand_plan(plan, self.slot_id_secret, variant=plan_id if extra else ""))
         days = {as_utc(s["start"]).astimezone(PARIS).date() for s in real}
         return {"plan_id": plan_id, "slots": len(real), "places": len(real) * plan["desks"],
                 "days": len(days), "exists": self.store.get_plan(plan_id) is not None,
@@ -476,9 +478,10 @@ class SlotsService:
         self.store.save_plan({"_id": plan_id, "site": plan["site"], "procedure": plan["procedure"],
                               "from": plan["from"].isoformat(), "to": plan["to"].isoformat(),
                               "extra": extra, "created_at": now})
-        real = list(expand_plan(plan, variant=plan_id if extra else ""))
+        real = list(expand_plan(plan, self.slot_id_secret, variant=plan_id if extra else ""))
         # decoys (SLOTS_DECOY_SHARE) go out with the releases like any slot; never counted
-        slots = real + decoy_slots(plan, real, setting(self.config, "SLOTS_DECOY_SHARE", 0.05))
+        slots = real + decoy_slots(plan, real, setting(self.config, "SLOTS_DECOY_SHARE", 0.05),
+                                   self.slot_id_secret)
         policy = self.policy
         share = 1.0 if release == "now" else 0.0 if release == "schedule" else float(release)
         open_now = set()

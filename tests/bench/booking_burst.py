@@ -161,6 +161,7 @@ def throwaway_secrets():
 
     return {"BOOKING_TOKEN_SECRET": uuid.uuid4().hex, "REQUEST_TOKEN_SECRET": uuid.uuid4().hex,
             "PUBLIC_FORM_SECRET": uuid.uuid4().hex, "ADMIN_SECRET_KEY": uuid.uuid4().hex,
+            "SLOT_ID_SECRET": uuid.uuid4().hex,
             "CONVOCATION_SIGNING_KEY": new_private_key_text(),
             "ATTESTATION_SIGNING_KEY": new_private_key_text()}
 

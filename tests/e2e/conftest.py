@@ -8,7 +8,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from deploy import run
 from tests.conftest import (ATTESTATION_KEY, CONVOCATION_KEY, FORM_SECRET, REQUEST_TOKEN_SECRET,
-                            TOKEN_SECRET)
+                            SLOT_ID_SECRET, TOKEN_SECRET)
 
 
 class System:
@@ -23,6 +23,7 @@ class System:
             WEB_SERVER_ADDRESS=config["WEB_SERVER_ADDRESS"],
             BOOKING_TOKEN_SECRET=TOKEN_SECRET,
             REQUEST_TOKEN_SECRET=REQUEST_TOKEN_SECRET,
+            SLOT_ID_SECRET=SLOT_ID_SECRET,
             CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
             ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
             PUBLIC_FORM_SECRET=FORM_SECRET,

@@ -123,7 +123,7 @@ def test_the_switch_reaches_requests_and_slots_and_is_audited(desk):
 
 def test_the_switch_passes_the_staff_username_as_by(desk, mongo):
     assert switch(desk, "duplicate", "requests").status_code == 200
-    doc = mongo("requests")["modes"].find_one({"_id": "duplicate"})
+    doc = mongo("requests")["mode_changes"].find_one({"procedure": "duplicate"})
     assert (doc["mode"], doc["by"]) == ("requests", "chief")
 
 

@@ -28,7 +28,7 @@ def plan_slots(first_day, weeks=8, desks=3):
         "to": first_day + timedelta(weeks=weeks), "weekdays": ["monday", "tuesday", "wednesday",
                                                                "thursday", "friday"],
         "hours": [(time(8, 30), time(12)), (time(13, 30), time(16, 30))],
-        "slot_minutes": 20, "desks": desks}))
+        "slot_minutes": 20, "desks": desks}, "a-slot-id-key-for-tests"))
 
 
 def many_draws(n_plans=60, seed=7):

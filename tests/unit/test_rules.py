@@ -10,6 +10,7 @@ from services.slots import rules as slot_rules
 from services.slots.plan import decoy_slots, expand_plan
 
 UTC = timezone.utc
+KEY = "a-slot-id-key-for-tests"
 
 
 def a_plan(**overrides):
@@ -22,7 +23,7 @@ def a_plan(**overrides):
 
 
 def test_plan_expands_chosen_weekdays_and_windows_in_paris_time():
-    slots = list(expand_plan(a_plan()))
+    slots = list(expand_plan(a_plan(), KEY))
     # Monday 22 and Wednesday 24 March: 3 morning + 2 afternoon slots each
     assert len(slots) == 10
     first = slots[0]
@@ -34,22 +35,32 @@ def test_plan_expands_chosen_weekdays_and_windows_in_paris_time():
 
 def test_plan_follows_daylight_saving_time():
     # 29 March 2027 is after the switch to summer time (CEST, UTC+2)
-    slots = list(expand_plan(a_plan(**{"from": date(2027, 3, 29), "to": date(2027, 3, 29)})))
+    slots = list(expand_plan(a_plan(**{"from": date(2027, 3, 29), "to": date(2027, 3, 29)}), KEY))
     assert slots[0]["start"] == datetime(2027, 3, 29, 6, 30, tzinfo=UTC)
 
 
 def test_plan_slot_ids_are_stable_and_distinct():
-    first = [s["_id"] for s in expand_plan(a_plan())]
-    again = [s["_id"] for s in expand_plan(a_plan())]
+    first = [s["_id"] for s in expand_plan(a_plan(), KEY)]
+    again = [s["_id"] for s in expand_plan(a_plan(), KEY)]
     assert first == again and len(set(first)) == len(first)
-    other = [s["_id"] for s in expand_plan(a_plan(procedure="duplicate"))]
+    other = [s["_id"] for s in expand_plan(a_plan(procedure="duplicate"), KEY)]
     assert not set(first) & set(other)
 
 
 def test_a_slot_that_does_not_fit_its_window_is_not_made():
     slots = list(expand_plan(a_plan(hours=[(time(9, 0), time(9, 50))], slot_minutes=30,
-                                    weekdays=["monday"])))
+                                    weekdays=["monday"]), KEY))
     assert len(slots) == 1
+
+
+def test_slot_ids_cannot_be_computed_from_the_opening_hours():
+    """Keyed: the same plan under another key gives other ids (a script knowing the hours
+    cannot send bookings for a slot before it is listed), and the key alone keeps them stable."""
+    ids = [s["_id"] for s in expand_plan(a_plan(), KEY)]
+    assert not set(ids) & {s["_id"] for s in expand_plan(a_plan(), "another-key-entirely")}
+    plan = a_plan(**{"from": date(2027, 3, 22), "to": date(2027, 5, 28)})
+    real = list(expand_plan(plan, KEY))
+    assert decoy_slots(plan, real, 0.1, KEY) != decoy_slots(plan, real, 0.1, "another-key-entirely")
 
 
 def slot(**overrides):
@@ -140,8 +151,8 @@ def test_created_event_carries_what_fraud_and_notify_need_and_is_rebuilt_identic
 
 def test_decoys_take_no_desk_look_like_slots_and_are_made_once():
     plan = a_plan(**{"to": date(2027, 4, 30)})
-    real = list(expand_plan(plan))
-    decoys = decoy_slots(plan, real, 0.1)
+    real = list(expand_plan(plan, KEY))
+    decoys = decoy_slots(plan, real, 0.1, KEY)
     assert len(decoys) == round(0.1 * len(real))
     real_starts = {s["start"] for s in real}
     for decoy in decoys:
@@ -152,8 +163,8 @@ def test_decoys_take_no_desk_look_like_slots_and_are_made_once():
         assert decoy["capacity"] == decoy["free"] == plan["desks"]
         assert decoy["end"] - decoy["start"] == timedelta(minutes=30)
         assert set(decoy) == set(real[0]) | {"decoy"}
-    assert decoys == decoy_slots(plan, real, 0.1)  # the same plan again: the same decoys
-    assert decoy_slots(plan, real, 0) == [] and decoy_slots(plan, [], 0.1) == []
+    assert decoys == decoy_slots(plan, real, 0.1, KEY)  # the same plan again: the same decoys
+    assert decoy_slots(plan, real, 0, KEY) == [] and decoy_slots(plan, [], 0.1, KEY) == []
 
 
 def slot_rules_paris():
