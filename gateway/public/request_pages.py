@@ -15,8 +15,8 @@ from gateway.http import json_http
 from gateway.public import forms, pages
 from gateway.public.client import client_of
 from gateway.public.pages import REQUEST_TOKEN_COOKIE, TOKEN_COOKIE, page
-from services.common.errors import (InvalidRequest, NotFound, Refused, SlotFull,
-                                    SlotNotBookable)
+from services.common.errors import (EmailHasBooking, InvalidRequest, NotFound, Refused,
+                                    SlotFull, SlotNotBookable)
 from services.common.reference_data import SITES, procedure_view
 from services.common.schemas import load_or_raise
 from services.common.timeutil import PARIS, long_date, parse_iso
@@ -96,6 +96,10 @@ class RequestPages:
         except Refused as error:
             problem = "deadline" if "deadline" in error.fields else "no_offer"
             return self._request_page(current, reference, status=409, problem=problem)
+        except EmailHasBooking as error:
+            # one e-mail, one person: the booking it holds must be cancelled first
+            return self._request_page(current, reference, status=409, problem="email_has_booking",
+                                      detail=error.message)
         except (SlotFull, SlotNotBookable):
             return self._request_page(current, reference, status=409, problem="no_offer")
         booking = accepted["booking"]
@@ -175,8 +179,10 @@ class RequestPages:
             return self._request_page(current, reference, status=400, problem="csrf")
         try:
             call(reference, token)
-        except Refused:
-            return self._request_page(current, reference, status=409, problem="no_offer")
+        except Refused as error:
+            accepting = error.fields.get("state") == ["accepting"]
+            return self._request_page(current, reference, status=409,
+                                      problem="accepting" if accepting else "no_offer")
         return current.redirect(_home(reference) + suffix)
 
     def _request_sure(self, current, reference, action, status=200, problem=None):
@@ -185,14 +191,14 @@ class RequestPages:
                               problem=problem, **self._request_values(current, request))
 
     def _request_page(self, current, reference, status=200, problem=None, errors=None,
-                      form=None):
+                      form=None, detail=None):
         request = self.requests.get(reference, self._request_token(current, reference))
         values = self._request_values(current, request)
         if form is not None:  # the boxes as the person ticked them, to fix what was refused
             chosen = forms.availability(form)
             values.update(chosen_sites=chosen["sites"], chosen_times=forms.ticked(chosen))
         args = current.request.args
-        return current.render("request.html.j2", status=status, problem=problem,
+        return current.render("request.html.j2", status=status, problem=problem, detail=detail,
                               errors=errors or {}, saved=args.get("saved") == "1",
                               confirmed=args.get("confirmed") == "1", **values)
 

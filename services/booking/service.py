@@ -191,7 +191,7 @@ class BookingService:
             log.exception("could not store booking %s; giving its place back", reference)
             self._release_quietly(reference)
             raise ServiceUnavailable(NOT_MADE)
-        if self.deadline.remaining() < REPLY_MARGIN_SECONDS:
+        if self.deadline.remaining() < REPLY_MARGIN_SECONDS and not offer:
             # the insert outlasted the caller's wait: it answers "not made", so undo it (it was
             # never announced) rather than keep a booking behind the applicant's back
             log.warning("booking %s withdrawn: stored after its caller stopped waiting", reference)
@@ -202,6 +202,8 @@ class BookingService:
                 raise ServiceUnavailable(NOT_MADE)
             self._release_quietly(reference)
             raise ServiceUnavailable(NOT_MADE)
+        # an offer's booking stored late is kept: the retried acceptance, or the requests timer,
+        # finds it under the offer's reference (withdrawn, its reference would be taken for good)
         self._announce_created(booking, token)
         if offer:
             self._announce_confirmed(booking)

@@ -52,8 +52,7 @@ NOT_FOUND = "No request with this reference and token."
 # Crockford's alphabet, as booking references: read aloud at a counter without ambiguity
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 RENEW_EVERY = 20  # offers made between two renewals of the allocation lease
-# an acceptance still unfinished after this lost its caller (the booking service stores nothing
-# after its caller's RPC deadline, far shorter)
+# an acceptance still unfinished after this (or ten RPC timeouts) lost its caller
 ACCEPT_GRACE_SECONDS = 120.0
 PAGE = 200
 
@@ -191,17 +190,20 @@ class RequestsService:
     def withdraw(self, reference, token):
         """Withdraw the request; an offer it holds goes to the next. Again: no change."""
         request = self._owned(reference, token)
+        offer = None
+        if request["state"] == rules.OFFERED and request.get("offer_id"):
+            # the offer first, by one conditional update: an acceptance takes it the same way,
+            # so exactly one of the two wins
+            offer = self._end(request["offer_id"], [rules.MADE, rules.HOLDING], rules.VOID)
+            if offer is None:
+                self._refuse_if_accepting(request)
         closed = self.store.move(request["_id"], rules.OPEN_STATES, {"state": rules.WITHDRAWN,
                                                                      "closed_ts": time.time()})
-        if closed is None:
-            return self._view(self.store.get(request["_id"]))
-        self.store.free_keys(closed)
-        if closed.get("offer_id"):
-            offer = self.store.move_offer(closed["offer_id"], [rules.MADE, rules.HOLDING],
-                                          {"state": rules.VOID})
-            if offer is not None:
-                self._pass_on(offer, exclude={closed["_id"]})
-        return self._view(closed)
+        if closed is not None:
+            self.store.free_keys(closed)
+        if offer is not None:
+            self._pass_on(offer, exclude={request["_id"]})
+        return self._view(closed or self.store.get(request["_id"]))
 
     @rpc(expected_exceptions=EXPECTED)
     def accept(self, reference, token, client=None):
@@ -210,7 +212,8 @@ class RequestsService:
         request = self._owned(reference, token)
         client = load_or_raise(CLIENT, client or {"ip": ""}, InvalidRequest)
         offer = self.store.get_offer(request.get("offer_id") or "")
-        if request["state"] == rules.BOOKED and offer and offer["state"] == rules.ACCEPTED:
+        if request["state"] == rules.BOOKED and offer and offer["state"] in (rules.ACCEPTED,
+                                                                              rules.ACCEPTING):
             # accepted already (a retry whose first answer was lost): the booking made, with
             # its token, as the first answer had it
             return dict(self._view(request), booking=_booking_of(self._book_offer(request, offer, client)))
@@ -230,14 +233,20 @@ class RequestsService:
             if offer["state"] != rules.ACCEPTING:
                 raise Refused("No offer to accept.", {"state": [offer["state"]]})
         created = self._book_offer(request, offer, client)
+        # the request first: a crash before the offer's move leaves it `accepting` with its
+        # booking made, which the timer finishes (_finish_accepting)
+        booked = self._booked(request["_id"], created["reference"])
         self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.ACCEPTED,
                                                                "booking_reference": created["reference"],
                                                                "accepted_ts": time.time()})
-        booked = self.store.move(request["_id"], [rules.OFFERED], {"state": rules.BOOKED,
-                                                                  "booking_reference": created["reference"]})
+        return dict(self._view(booked or self.store.get(request["_id"])), booking=_booking_of(created))
+
+    def _booked(self, request_id, booking_reference):
+        booked = self.store.move(request_id, [rules.OFFERED], {"state": rules.BOOKED,
+                                                               "booking_reference": booking_reference})
         if booked is not None:
             self.store.free_keys(booked)
-        return dict(self._view(booked or self.store.get(request["_id"])), booking=_booking_of(created))
+        return booked
 
     def _book_offer(self, request, offer, client):
         """The booking an offer taken for acceptance becomes (born confirmed: the mailbox was
@@ -271,11 +280,27 @@ class RequestsService:
         offer = self.store.get_offer(request.get("offer_id") or "")
         if request["state"] != rules.OFFERED or offer is None:
             raise Refused("No offer to decline.", {"state": [request["state"]]})
-        declined = self.store.move_offer(offer["_id"], [rules.MADE], {"state": rules.DECLINED})
-        if declined is not None:
+        declined = self._end(offer["_id"], [rules.MADE], rules.DECLINED)
+        if declined is None:
+            self._refuse_if_accepting(request)
+        else:
             self._missed(declined)
             self._pass_on(declined, exclude={request["_id"]})
         return self._view(self.store.get(request["_id"]))
+
+    def _refuse_if_accepting(self, request):
+        offer = self.store.get_offer(request.get("offer_id") or "") or {}
+        if offer.get("state") in (rules.ACCEPTING, rules.ACCEPTED):
+            raise Refused("This offer is being accepted: it becomes your appointment.",
+                          {"state": ["accepting"]})
+
+    def _end(self, offer_id, from_states, state, settled=False):
+        """An offer ends (declined, lapsed, void). `settled`: it never held its place; else the
+        place is settled by _pass_on, or by the timer's sweep if a crash came in between."""
+        changes = {"state": state, "ended_ts": time.time()}
+        if settled:
+            changes["settled"] = True
+        return self.store.move_offer(offer_id, from_states, changes)
 
     # -- staff -------------------------------------------------------------------------------
 
@@ -323,19 +348,46 @@ class RequestsService:
         interval = self._setting("REQUEST_TIMER_SECONDS", 10.0)
         if not self.store.leases.acquire("tick", self.instance, 3 * interval, time.time()):
             return
-        now_ts = self.clock.now().timestamp()
-        for offer in self.store.lapsed_due(now_ts):
+        # each step on its own: one failing (booking or slots not answering) must not stop
+        # the others, the outbox relay least of all
+        for step in (self._lapse_due, self._finish_accepting_due, self._settle_due,
+                     self._expire_unconfirmed, self._allocate_all, self._relay):
+            try:
+                step()
+            except Exception:
+                log.exception("requests timer: %s failed; the next tick tries again", step.__name__)
+
+    def _lapse_due(self):
+        for offer in self.store.lapsed_due(self.clock.now().timestamp()):
             self._lapse(offer)
-        for offer in self.store.accepting_before(time.time() - ACCEPT_GRACE_SECONDS):
+
+    def _finish_accepting_due(self):
+        # far beyond any acceptance's wait: the booking service stores nothing after its
+        # caller's RPC deadline
+        grace = max(ACCEPT_GRACE_SECONDS, 10 * self._setting("RPC_TIMEOUT", 5.0))
+        for offer in self.store.accepting_before(time.time() - grace):
             self._finish_accepting(offer)
+
+    def _settle_due(self):
+        """Ended offers whose place a crash left held (between ending them and passing on)."""
+        grace = self._setting("REQUEST_HOLDING_GRACE_SECONDS", 30.0)
+        for offer in self.store.unsettled(time.time() - grace):
+            self._pass_on(offer, exclude={offer["request_id"]})
+
+    def _expire_unconfirmed(self):
+        now_ts = self.clock.now().timestamp()
         for request in self.store.unconfirmed_due(now_ts):
             expired = self.store.move(request["_id"], [rules.UNCONFIRMED],
                                       {"state": rules.EXPIRED, "closed_ts": now_ts})
             if expired is not None:
                 self.store.free_keys(expired)
+
+    def _allocate_all(self):
         for procedure, mode in self.slots.modes().items():
             if mode == "requests":
                 self.allocate(procedure)
+
+    def _relay(self):
         for request in self.store.request_outbox.due("filed", time.time()):
             self._announce_filed(request, self.tokens.token_for(request["_id"], request["token_salt"]))
         for offer in self.store.offer_outbox.due("made", time.time()):
@@ -345,7 +397,10 @@ class RequestsService:
         """One allocation pass: the number of offers made, or None when another instance holds
         the procedure's lease. Places are the procedure's open places (decoys left out)."""
         job = f"allocate:{procedure}"
-        if not self._allocation_lease(job):
+        # the lease's owner is this pass, not this process: the event handler and the timer of
+        # one instance would otherwise both hold it and allocate side by side
+        owner = f"{self.instance}:{uuid.uuid4().hex[:8]}"
+        if not self._allocation_lease(job, owner):
             return None
         try:
             self._finish_holding(procedure)
@@ -353,15 +408,16 @@ class RequestsService:
             if not places:
                 return 0
             waiting = self.store.waiting(procedure)
-            return self._draw_and_offer(procedure, waiting, places, lambda: self._allocation_lease(job))
+            return self._draw_and_offer(procedure, waiting, places,
+                                        lambda: self._allocation_lease(job, owner))
         finally:
-            self.store.leases.release(job, self.instance)
+            self.store.leases.release(job, owner)
 
-    def _allocation_lease(self, job):
+    def _allocation_lease(self, job, owner):
         """Taken or renewed. The lease spares work, it does not make allocation safe: a request
         takes an offer by a conditional update and a place by slots' hold, whoever runs."""
-        return self.store.leases.acquire(job, self.instance,
-                                         self._setting("REQUEST_LEASE_SECONDS", 30.0), time.time())
+        return self.store.leases.acquire(job, owner, self._setting("REQUEST_LEASE_SECONDS", 30.0),
+                                         time.time())
 
     def _draw_and_offer(self, procedure, waiting, places, still_ours):
         if not waiting:
@@ -414,7 +470,7 @@ class RequestsService:
             # the instance that made it: tests check that several allocators take part
             "made_by": self.instance})
         if not self.store.take_offer(request["_id"], offer_id, now_ts):
-            self.store.move_offer(offer_id, [rules.HOLDING], {"state": rules.VOID})
+            self._end(offer_id, [rules.HOLDING], rules.VOID, settled=True)
             return 0
         return self._hold_and_announce(self.store.get_offer(offer_id), old_hold)
 
@@ -428,7 +484,7 @@ class RequestsService:
         except (SlotFull, SlotNotBookable):
             held = False
         if not held:
-            self.store.move_offer(offer["_id"], [rules.HOLDING], {"state": rules.VOID})
+            self._end(offer["_id"], [rules.HOLDING], rules.VOID, settled=True)
             self.store.requests.update_one(
                 {"_id": offer["request_id"], "state": rules.OFFERED, "offer_id": offer["_id"]},
                 {"$set": {"state": rules.WAITING}, "$unset": {"offer_id": ""}})
@@ -438,6 +494,11 @@ class RequestsService:
             "state": rules.MADE, "deadline_ts": deadline_ts,
             "outbox": {"made": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())}})
         if made is None:
+            # withdrawn while its place was being held: the withdrawal found no place to pass
+            # on, so the one held here goes back (unsettled until it has: the sweep retries)
+            self.store.offers.update_one({"_id": offer["_id"]}, {"$unset": {"settled": ""}})
+            self.slots.release(offer["_id"])
+            self._settled(offer["_id"])
             return 0
         self._announce_offer(made)
         return 1
@@ -449,31 +510,28 @@ class RequestsService:
             request = self.store.get(offer["request_id"]) or {}
             if request.get("state") == rules.OFFERED and request.get("offer_id") == offer["_id"]:
                 self._hold_and_announce(offer, offer.get("from_offer"))
-            else:
-                self.store.move_offer(offer["_id"], [rules.HOLDING], {"state": rules.VOID})
+            else:  # its place, if it was held, is passed on by the sweep of unsettled offers
+                self._end(offer["_id"], [rules.HOLDING], rules.VOID)
 
     def _finish_accepting(self, offer):
         """An acceptance whose caller died: booked when the booking exists, else offered again
         (the lapse then applies), or passed on when the request was withdrawn meanwhile."""
         booking_ref = booking_reference_of(offer["_id"])
         if booking_ref in self.booking.statuses([booking_ref]):
+            self._booked(offer["request_id"], booking_ref)
             self.store.move_offer(offer["_id"], [rules.ACCEPTING], {
                 "state": rules.ACCEPTED, "booking_reference": booking_ref, "accepted_ts": time.time()})
-            booked = self.store.move(offer["request_id"], [rules.OFFERED], {
-                "state": rules.BOOKED, "booking_reference": booking_ref})
-            if booked is not None:
-                self.store.free_keys(booked)
             return
         request = self.store.get(offer["request_id"]) or {}
         if request.get("state") == rules.OFFERED and request.get("offer_id") == offer["_id"]:
             self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.MADE})
         else:
-            void = self.store.move_offer(offer["_id"], [rules.ACCEPTING], {"state": rules.VOID})
+            void = self._end(offer["_id"], [rules.ACCEPTING], rules.VOID)
             if void is not None:
                 self._pass_on(void, exclude={offer["request_id"]})
 
     def _lapse(self, offer):
-        lapsed = self.store.move_offer(offer["_id"], [rules.MADE], {"state": rules.LAPSED})
+        lapsed = self._end(offer["_id"], [rules.MADE], rules.LAPSED)
         if lapsed is not None:
             self._missed(lapsed)
             self._pass_on(lapsed, exclude={lapsed["request_id"]})
@@ -495,7 +553,8 @@ class RequestsService:
                  "start": parse_iso(iso_from_ts(offer["slot_start_ts"])),
                  "end": parse_iso(iso_from_ts(offer["slot_end_ts"]))}
         job = f"allocate:{offer['procedure']}"
-        if self._allocation_lease(job):
+        owner = f"{self.instance}:{uuid.uuid4().hex[:8]}"
+        if self._allocation_lease(job, owner):
             try:
                 waiting = [r for r in self.store.waiting(offer["procedure"])
                            if r["_id"] not in exclude]
@@ -508,10 +567,15 @@ class RequestsService:
                                                     at_ts=time.time(), passed_on_from=offer["_id"],
                                                     offers=[{"request": request_id, "slot": place["id"]}]))
                         if self._offer(by_id[request_id], place, draw_id, old_hold=offer["_id"]):
+                            self._settled(offer["_id"])
                             return
             finally:
-                self.store.leases.release(job, self.instance)
+                self.store.leases.release(job, owner)
         self.slots.release(offer["_id"])
+        self._settled(offer["_id"])
+
+    def _settled(self, offer_id):
+        self.store.offers.update_one({"_id": offer_id}, {"$set": {"settled": True}})
 
     # -- internals ---------------------------------------------------------------------------
 

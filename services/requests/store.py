@@ -14,8 +14,8 @@ from pymongo.errors import DuplicateKeyError
 from services.common.inbox import Inbox
 from services.common.lease import Leases
 from services.common.outbox import Outbox
-from services.requests.rules import (ACCEPTING, HOLDING, MADE, OFFERED, OPEN_STATES, UNCONFIRMED,
-                                     WAITING)
+from services.requests.rules import (ACCEPTING, DECLINED, HOLDING, LAPSED, MADE, OFFERED,
+                                     OPEN_STATES, UNCONFIRMED, VOID, WAITING)
 
 
 class RequestStore:
@@ -120,6 +120,12 @@ class RequestStore:
         """Offers taken for acceptance whose acceptance never finished (its caller died)."""
         return list(self.offers.find({"state": ACCEPTING,
                                       "accepting_ts": {"$lt": older_than_ts}}).limit(limit))
+
+    def unsettled(self, ended_before_ts, limit=100):
+        """Ended offers whose place was not yet passed on or given back."""
+        return list(self.offers.find({"state": {"$in": [LAPSED, DECLINED, VOID]},
+                                      "settled": {"$ne": True},
+                                      "ended_ts": {"$lt": ended_before_ts}}).limit(limit))
 
     def lapsed_due(self, now_ts, limit=100):
         return list(self.offers.find({"state": MADE, "deadline_ts": {"$lt": now_ts}}).limit(limit))
