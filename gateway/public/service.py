@@ -175,7 +175,10 @@ class PublicGateway(request_pages.RequestPages):
     def file_request(self, request):
         body = read_json(request)
         load_or_raise(REQUEST_FILING, body, InvalidRequest)
-        return 201, dict(self.requests.file(body), notice=FREE_NOTICE)
+        filed = self.requests.file(body)
+        # the token goes to the mailbox only: following its link is what confirms the e-mail
+        filed.pop("token", None)
+        return 201, dict(filed, notice=FREE_NOTICE)
 
     @json_http("GET", "/api/requests/<reference>", private=True)
     def get_request(self, request, reference):

@@ -2,6 +2,7 @@
 release allocated by draw, offers e-mailed; one accepted (a booking like today's), one
 declined and one lapsed (the requests service's clock moved past the deadline), their places
 handed to the next requests."""
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
@@ -56,6 +57,20 @@ def availability(day):
                        "from": "08:00", "to": "12:00"}]}
 
 
+def with_mailed_token(sink, filed):
+    """The filing's answer and the token of its e-mail's link: the answer carries none, the
+    person proves the mailbox by following the link."""
+    assert "token" not in filed, "the token must reach the mailbox only"
+
+    def mailed():
+        for message in sink.messages():
+            if filed["reference"] in str(message["Subject"]):
+                text = message.get_body(preferencelist=("plain",)).get_content()
+                return re.search(rf"/requests/{filed['reference']}/confirm\?token=([\w-]+)", text)
+    assert wait_until(mailed, timeout=15), f"no e-mail for {filed['reference']}"
+    return dict(filed, token=mailed().group(1))
+
+
 def offers_to(sink, reference):
     return [m for m in sink.messages() if reference in str(m["Subject"]) and "propos" in str(m["Subject"])]
 
@@ -77,7 +92,7 @@ def test_requests_allocated_offered_accepted_declined_lapsed(system, http, sink,
         answer = http.post("/api/requests", json=body)
         assert answer.status_code == 201, answer.text
         assert answer.json()["state"] == "unconfirmed"
-        filed.append(answer.json())
+        filed.append(with_mailed_token(sink, answer.json()))
     # one open request per e-mail and per foreigner number; M4 before the draw
     again = http.post("/api/requests", json=dict(body, foreigner_number="9999999999"))
     assert again.status_code == 409 and "email" in again.json()["fields"]
@@ -190,7 +205,7 @@ def offered_pair(http, rpc, sink):
             "permit_expiry": (date.today() + timedelta(days=days)).isoformat(),
             "availability": availability(day)})
         assert answer.status_code == 201, answer.text
-        filed.append(answer.json())
+        filed.append(with_mailed_token(sink, answer.json()))
         assert http.post(f"/api/requests/{filed[-1]['reference']}/confirm",
                          headers={"X-Request-Token": filed[-1]["token"]}).json()["state"] == "waiting"
     rpc.slots.create_from_plan(plan(days=1, start=day, hours=["09:00-09:30"], desks=1), release="now")
@@ -290,6 +305,7 @@ def test_a_request_token_is_signed_with_the_request_key(system, http, sink, mong
         "procedure": "renewal", "family_name": "Diallo", "given_names": "Aminata",
         "birth_date": "1990-01-01", "email": "key@example.org", "foreigner_number": "0323456780",
         "availability": availability(next_weekday(date.today(), 1))}).json()
+    filed = with_mailed_token(sink, filed)
     salt = mongo("requests")["requests"].find_one({"_id": filed["reference"]})["token_salt"]
     assert filed["token"] == TokenSigner(REQUEST_TOKEN_SECRET).token_for(filed["reference"], salt)
     assert filed["token"] != TokenSigner(TOKEN_SECRET).token_for(filed["reference"], salt)
