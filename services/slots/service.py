@@ -482,6 +482,10 @@ class SlotsService:
         # decoys (SLOTS_DECOY_SHARE) go out with the releases like any slot; never counted
         slots = real + decoy_slots(plan, real, setting(self.config, "SLOTS_DECOY_SHARE", 0.05),
                                    self.slot_id_secret)
+        # a plan loaded again makes nothing new, even under another id key (or the ids made
+        # before ids were keyed): its slots are known by their start times too
+        known = self.store.starts_of_plan(plan_id)
+        slots = [s for s in slots if s["start"] not in known]
         policy = self.policy
         share = 1.0 if release == "now" else 0.0 if release == "schedule" else float(release)
         open_now = set()

@@ -116,6 +116,10 @@ class SlotStore:
         slot = self.slots.find_one({"_id": slot_id}, {"holds": 1})
         return (slot or {}).get("holds") or {}
 
+    def starts_of_plan(self, plan_id):
+        """The start times a plan already has slots at (ids may differ: a new SLOT_ID_SECRET)."""
+        return {doc["start"] for doc in self.slots.find({"plan_id": plan_id}, {"start": 1})}
+
     def of_plan(self, plan_id, start_after):
         return list(self.slots.find({"plan_id": plan_id, "start": {"$gt": start_after}}))
 

@@ -35,6 +35,21 @@ def test_plan_creates_slots_once(slots):
     assert not slots.is_empty()
 
 
+def test_a_plan_loaded_again_under_a_new_id_key_makes_nothing_new(slots, container_factory,
+                                                                   config):
+    created = slots.create_from_plan(plan(desks=2, days=7), release="now")
+    assert created["created"] > 0
+    ids = {s["id"] for s in slots.list_open("renewal", *window(), 1, 200)["slots"]}
+    rekeyed = dict(config, SLOT_ID_SECRET="another-slot-id-key-" + "x" * 16)
+    container_factory(SlotsService, rekeyed).start()  # a second instance, under the new key
+    with ClusterRpcProxy(rekeyed, timeout=20) as rpc:
+        assert rpc.slots.preview_plan(plan(desks=2, days=7))["slots"] == created["slots"]
+        again = [rpc.slots.create_from_plan(plan(desks=2, days=7), release="now")
+                 for _ in range(2)]  # whichever instance takes it
+    assert [a["created"] for a in again] == [0, 0]
+    assert {s["id"] for s in slots.list_open("renewal", *window(), 1, 200)["slots"]} == ids
+
+
 def test_invalid_plan_is_refused_with_fields(slots):
     with pytest.raises(InvalidRequest) as caught:
         slots.create_from_plan(dict(plan(), desks="many", site={"$gt": ""}))
