@@ -153,6 +153,17 @@ class MailSink:
         raise AssertionError(f"{len(self.messages())} messages, expected {count}")
 
 
+def confirm_token_of(mongo, reference):
+    """The token of a booking's confirmation link, as its e-mail carries it (the booking's
+    answer never does): made from the stored salt under the test key."""
+    from services.booking.rules import confirm_subject
+    from services.common.tokens import TokenSigner
+    from tests.conftest import TOKEN_SECRET
+
+    salt = mongo("booking")["bookings"].find_one({"_id": reference})["token_salt"]
+    return TokenSigner(TOKEN_SECRET).token_for(confirm_subject(reference), salt)
+
+
 def booking_event(reference="RDV-AB12-CD34", event_id=None, name="booking_created", **overrides):
     """A booking event payload built through the bus contract (services/common/contract.py).
 

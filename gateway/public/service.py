@@ -14,7 +14,7 @@ from gateway.public.pages import TOKEN_COOKIE, page
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from gateway.readiness import gather, ready_answer
 from services.common.errors import (DomainError, InvalidRequest, NotFound, PlacesAvailable,
-                                    ServiceUnavailable, SlotFull, SlotNotBookable,
+                                    Refused, ServiceUnavailable, SlotFull, SlotNotBookable,
                                     TooManyAttempts)
 from services.common.ics import appointment_ics
 from services.common.logs import CallIdLogging
@@ -419,7 +419,11 @@ class PublicGateway(request_pages.RequestPages):
                                   ask_confirmation=booking["status"] == "pending",
                                   **self._booking_values(current, booking))
         access = self._page_access(current, reference)
-        self.booking.confirm(access["reference"], access["token"])
+        try:
+            self.booking.confirm(access["reference"], access["token"])
+        except Refused:  # the booker's own token, not the e-mail link's: the mailbox unproven
+            return current.render("booking.html.j2", status=409, problem="by_link",
+                                  **self._booking_values(current, booking))
         return current.redirect(f"/bookings/{reference}?confirmed=1")
 
     @json_http("GET", "/bookings/<reference>/cancel")

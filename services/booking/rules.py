@@ -82,16 +82,22 @@ def _created_fields(booking):
     )
 
 
-def created_event(booking, token):
+def created_event(booking, token, confirm_token):
     """`booking_created`: what fraud and notify need, rebuilt identically on every (re)send."""
     return contract.build(
         "booking_created",
         event_id=booking["outbox"]["created"]["event_id"],
         occurred_at=booking["created_at"],
         **_created_fields(booking),
-        # for the confirm and cancel links in the e-mail; the bus is internal
+        # for the manage and confirm links in the e-mail; the bus is internal
         token=token,
+        confirm_token=confirm_token,
     )
+
+
+def confirm_subject(reference):
+    """What the confirmation token signs: not the booking's own token, which its booker gets."""
+    return f"{reference}/confirm"
 
 
 def confirmed_event(booking):

@@ -1,4 +1,5 @@
 """Booking service: create, read and cancel bookings; announce them on the bus."""
+import hmac
 import logging
 import time
 import uuid
@@ -39,6 +40,8 @@ from services.common.timeutil import iso_utc, parse_iso, utcnow
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "No booking with this reference and token."
+CONFIRM_BY_LINK = ("Confirmez avec le lien envoyé à votre adresse électronique. / Confirm with the "
+                   "link sent to your e-mail address.")
 NOT_MADE = "The booking was not made. Please try again."
 # time kept for the insert itself after the last deadline check: a booking stored after its
 # caller gave up would be one the applicant was told was not made
@@ -215,10 +218,12 @@ class BookingService:
         return self._created_answer(booking, self.tokens.token_for(booking["_id"], booking["token_salt"]),
                                     slot_full=False)
 
-    @staticmethod
-    def _created_answer(booking, token, slot_full):
+    def _created_answer(self, booking, token, slot_full):
+        """confirm_token: for the trusted callers of this RPC (tests); the public gateway
+        answers named fields, never this one: it reaches the booker in the e-mail's link only."""
         view = rules.applicant_view(booking)
         answer = {"reference": booking["_id"], "token": token, "status": booking["status"],
+                  "confirm_token": self._confirm_token(booking),
                   "confirm_by": view.get("confirm_by"),
                   "slot": dict(view["slot"], procedure=booking["procedure"]),
                   "slot_full": slot_full}
@@ -238,6 +243,9 @@ class BookingService:
         booking = self._owned(reference, token)
         if booking["status"] != rules.PENDING:
             return rules.applicant_view(booking)
+        if not hmac.compare_digest(token, self._confirm_token(booking)):
+            # the booker's own token: confirming with it would prove nothing about the mailbox
+            raise Refused(CONFIRM_BY_LINK, {"token": ["Not the token of the e-mail's link."]})
         # the up-front rule again: another booking on this e-mail may have been confirmed since
         self._refuse_second_booking(booking["email_key"], other_than=reference)
         confirmed = self.store.confirm(reference, time.time(),
@@ -531,10 +539,15 @@ class BookingService:
     # -- internals ---------------------------------------------------------------------------
 
     def _owned(self, reference, token):
+        """The booking, for the holder of its token or of its confirmation token (the e-mail's
+        link: the mailbox's owner is the booking's)."""
         booking = self.store.get(reference) if isinstance(reference, str) else None
         # unknown reference and wrong token get the same answer: references are not guessable
         # by probing
-        if booking is None or not self.tokens.matches(token, booking["token_hash"]):
+        if booking is None or not isinstance(token, str) or not token:
+            raise NotFound(NOT_FOUND)
+        if not (self.tokens.matches(token, booking["token_hash"])
+                or hmac.compare_digest(token, self._confirm_token(booking))):
             raise NotFound(NOT_FOUND)
         return booking
 
@@ -610,8 +623,12 @@ class BookingService:
         if self._dispatched(booking["_id"], "booking_cancelled", rules.cancelled_event(booking)):
             self.store.outbox.sent(booking["_id"], "cancelled")
 
+    def _confirm_token(self, booking):
+        return self.tokens.token_for(rules.confirm_subject(booking["_id"]), booking["token_salt"])
+
     def _announce_created(self, booking, token):
-        if self._dispatched(booking["_id"], "booking_created", rules.created_event(booking, token)):
+        event = rules.created_event(booking, token, self._confirm_token(booking))
+        if self._dispatched(booking["_id"], "booking_created", event):
             # written with the next batch, off the applicant's wait (services/common/pending.py)
             self.store.outbox.sent(booking["_id"], "created")
 

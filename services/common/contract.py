@@ -101,6 +101,9 @@ class BookingCreated(BookingFacts):
     client = fields.Nested(Client, load_default=dict)
     token = fields.String(allow_none=True, load_default=None,
                           metadata={"doc": "for the manage link in the confirmation; the bus is internal"})
+    confirm_token = fields.String(allow_none=True, load_default=None,
+                                  metadata={"doc": "for the confirmation link: the e-mail only "
+                                                   "carries it, so confirming proves the mailbox"})
     decoy = fields.Boolean(load_default=False,
                            metadata={"doc": "internal: the slot is a decoy only scripts book"})
     offer_id = fields.String(allow_none=True, load_default=None,

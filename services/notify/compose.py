@@ -55,7 +55,8 @@ def context(event, settings):
         "time": local.strftime("%H:%M"),
         "manage_url": f"{base}/bookings/{event['reference']}?token={token}" if token else base,
         # a page with a button: a mail client fetching the link ahead does not confirm
-        "confirm_url": f"{base}/bookings/{event['reference']}/confirm?token={token}" if token else base,
+        "confirm_url": (f"{base}/bookings/{event['reference']}/confirm?token={event['confirm_token']}"
+                        if event.get("confirm_token") else base),
         "confirm_minutes": int(settings.get("confirm_minutes") or 0),
         # an accepted offer (issue 12) is born confirmed: its e-mail asks nothing more
         "confirmed": bool(event.get("offer_id")),

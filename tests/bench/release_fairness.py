@@ -117,9 +117,36 @@ class Gateway:
             return response.status, text
 
 
+class Mailbox:
+    """What the e-mails' links carry (no notify runs here): the tokens as notify writes them,
+    from the stored salts and the keys. Everybody here reads their own mailbox: honest people,
+    and scripts on mailboxes they own."""
+
+    def __init__(self, env):
+        from services.booking.rules import confirm_subject
+        from services.common.mongo import connect
+        from services.common.tokens import TokenSigner
+
+        dbs = connect(env["MONGO_URI"])
+        self.bookings = dbs[env["MONGO_DB_PREFIX"] + "booking"]["bookings"]
+        self.requests = dbs[env["MONGO_DB_PREFIX"] + "requests"]["requests"]
+        self.booking_signer = TokenSigner(env["BOOKING_TOKEN_SECRET"])
+        self.request_signer = TokenSigner(env["REQUEST_TOKEN_SECRET"])
+        self.confirm_subject = confirm_subject
+
+    def booking_confirm_token(self, reference):
+        salt = self.bookings.find_one({"_id": reference})["token_salt"]
+        return self.booking_signer.token_for(self.confirm_subject(reference), salt)
+
+    def request_token(self, reference):
+        salt = self.requests.find_one({"_id": reference})["token_salt"]
+        return self.request_signer.token_for(reference, salt)
+
+
 class Release:
     def __init__(self, env, gateway, span, day, decoys):
         self.env, self.gw, self.span, self.day, self.decoys = env, gateway, span, day, decoys
+        self.mailbox = Mailbox(env)
         self.lock = threading.Lock()
         self.booked = {}           # reference -> group
         self.slot_of = {}          # reference -> slot id
@@ -158,14 +185,16 @@ class Release:
         with requests.Session() as browser:
             browser.headers.update({"X-Forwarded-For": ip, "User-Agent": agent})
             base = f"http://127.0.0.1:{self.gw.port}/bookings/{booked['reference']}/confirm"
-            page = browser.get(f"{base}?token={booked['token']}", timeout=60)
+            link_token = self.mailbox.booking_confirm_token(booked["reference"])
+            page = browser.get(f"{base}?token={link_token}", timeout=60)
             found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
             if found:
                 browser.post(base, data={"csrf_token": found.group(1)}, timeout=60)
 
     def confirm_by_script(self, booked, ip, agent):
+        link_token = self.mailbox.booking_confirm_token(booked["reference"])
         self.gw.request("POST", f"/api/bookings/{booked['reference']}/confirm", None,
-                        {"X-Booking-Token": booked["token"], "X-Forwarded-For": ip, "User-Agent": agent})
+                        {"X-Booking-Token": link_token, "X-Forwarded-For": ip, "User-Agent": agent})
 
     def at(self, offset):
         delay = self.start + offset - time.monotonic()
@@ -263,19 +292,9 @@ AVAILABLE = {"sites": [SITE], "times": [{"weekday": d, "from": "08:00", "to": "1
 class Requests:
     """--mode requests: who files what, then the draw decides."""
 
-    def __init__(self, release, env):
+    def __init__(self, release):
         self.release = release
         self.filed = {}  # request reference -> (group, token, headers of the person's device)
-        # the token reaches the person only in the e-mail's link (no notify runs here): read
-        # the link's token as notify would write it, from the stored salt and the key
-        from services.common.mongo import connect
-        from services.common.tokens import TokenSigner
-        self.requests_db = connect(env["MONGO_URI"])[env["MONGO_DB_PREFIX"] + "requests"]
-        self.signer = TokenSigner(env["REQUEST_TOKEN_SECRET"])
-
-    def mailed_token(self, reference):
-        salt = self.requests_db["requests"].find_one({"_id": reference})["token_salt"]
-        return self.signer.token_for(reference, salt)
 
     def file(self, group, family, given, email, ip, agent, birth):
         body = {"procedure": PROCEDURE, "family_name": family, "given_names": given,
@@ -287,7 +306,7 @@ class Requests:
                 self.release.refused[(group, answer.get("error") if isinstance(answer, dict) else status)] += 1
             return
         # each person confirms and later accepts from their own device, as they filed
-        token = self.mailed_token(answer["reference"])
+        token = self.release.mailbox.request_token(answer["reference"])
         device = {"X-Forwarded-For": ip, "User-Agent": agent, "X-Request-Token": token}
         self.release.gw.request("POST", f"/api/requests/{answer['reference']}/confirm", None, device)
         with self.release.lock:
@@ -491,7 +510,7 @@ def run_requests_mode(args, env, port, day, end):
         actors, honest_n, sizes = honest_actors(names, places, args)
         steal = CpuSteal()
         release.start = time.monotonic()
-        filing = Requests(release, env)
+        filing = Requests(release)
         filing.everyone(actors, names)
         rpc.slots.create_from_plan({
             "site": SITE, "procedure": PROCEDURE, "from": day, "to": day,

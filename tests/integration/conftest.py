@@ -62,7 +62,7 @@ class Counter:
         overrides.setdefault("email", f"applicant{self._emails}@example.org")
         created = self.rpc.booking.create(applicant(self.slot["id"], **overrides), {"ip": "203.0.113.9"})
         # confirmed from its e-mail, as an applicant who comes to the desk has done
-        self.rpc.booking.confirm(created["reference"], created["token"])
+        self.rpc.booking.confirm(created["reference"], created["confirm_token"])
         conv = self.rpc.booking.convocation(created["reference"], created["token"])
         return dict(conv, token=created["token"])
 

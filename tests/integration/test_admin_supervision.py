@@ -129,7 +129,7 @@ def _book(counter, slot, family, given, email, ip):
     created = counter.rpc.booking.create(applicant(slot, family_name=family, given_names=given,
                                                    email=email, birth_date="1985-02-03"),
                                          {"ip": ip, "user_agent": "Firefox"})
-    counter.rpc.booking.confirm(created["reference"], created["token"])
+    counter.rpc.booking.confirm(created["reference"], created["confirm_token"])
     return created["reference"]
 
 

@@ -67,8 +67,8 @@ def test_confirm_makes_it_active_once_and_announces_booking_confirmed_once(syste
     assert "pas encore définitif" in created["not_final"]["fr"] and created["confirm_by"]
     with pytest.raises(NotFound):
         system.booking.confirm(created["reference"], "wrong-token")
-    first = system.booking.confirm(created["reference"], created["token"])
-    again = system.booking.confirm(created["reference"], created["token"])
+    first = system.booking.confirm(created["reference"], created["confirm_token"])
+    again = system.booking.confirm(created["reference"], created["confirm_token"])
     assert first["status"] == again["status"] == "active" and "not_final" not in first
     events = listener.drain(settle=2)
     assert [e[1]["reference"] for e in events] == [created["reference"]]
@@ -84,7 +84,7 @@ def test_a_second_confirmed_booking_on_one_email_is_refused_up_front(system):
     # pending bookings count for nothing: anyone can type someone else's e-mail
     pending_other = system.booking.create(applicant(slot["id"], family_name="Diallo",
                                                     given_names="Awa"), CLIENT)
-    system.booking.confirm(first["reference"], first["token"])
+    system.booking.confirm(first["reference"], first["confirm_token"])
     with pytest.raises(EmailHasBooking) as caught:
         system.booking.create(applicant(slot["id"], email="YASMINE.Benali@Example.org",
                                         family_name="Diallo", given_names="Awa"), CLIENT)
@@ -93,14 +93,14 @@ def test_a_second_confirmed_booking_on_one_email_is_refused_up_front(system):
     # the booking made before the first was confirmed can no longer be: its place went back
     other = system.booking.get(pending_other["reference"], pending_other["token"])
     assert (other["status"], other["cancel_reason"]) == ("cancelled", "email_already_used")
-    assert system.booking.confirm(pending_other["reference"], pending_other["token"])["status"] == "cancelled"
+    assert system.booking.confirm(pending_other["reference"], pending_other["confirm_token"])["status"] == "cancelled"
     assert system.slots.holds(slot["id"]) == [first["reference"]]
     # once the first is cancelled, the e-mail is free again
     system.booking.cancel(first["reference"], first["token"])
     # (on another slot: the places given back here wait for their re-release)
     again = system.booking.create(applicant(a_slot(system)["id"], family_name="Diallo",
                                             given_names="Awa"), CLIENT)
-    assert system.booking.confirm(again["reference"], again["token"])["status"] == "active"
+    assert system.booking.confirm(again["reference"], again["confirm_token"])["status"] == "active"
 
 
 def test_two_confirmations_at_once_on_one_email_never_both_wait_for_nothing(system):
@@ -109,7 +109,7 @@ def test_two_confirmations_at_once_on_one_email_never_both_wait_for_nothing(syst
     slot = a_slot(system)
     made = [system.booking.create(applicant(slot["id"], given_names=f"Awa{'x' * i}"), CLIENT)
             for i in range(2)]
-    replies = [system.booking.confirm.call_async(b["reference"], b["token"]) for b in made]
+    replies = [system.booking.confirm.call_async(b["reference"], b["confirm_token"]) for b in made]
     for reply in replies:
         try:
             reply.result()
@@ -129,7 +129,7 @@ def test_an_unconfirmed_booking_is_released_through_the_cancel_path(container_fa
         slot = a_slot(rpc)
         forgotten = rpc.booking.create(applicant(slot["id"]), CLIENT)
         confirmed = rpc.booking.create(applicant(slot["id"], email="awa@example.org"), CLIENT)
-        rpc.booking.confirm(confirmed["reference"], confirmed["token"])
+        rpc.booking.confirm(confirmed["reference"], confirmed["confirm_token"])
         _, event = listener.wait_for(timeout=15)
         assert event["reference"] == forgotten["reference"] and event["reason"] == "not_confirmed"
         assert event["cancelled_by"] == "system"
@@ -141,7 +141,7 @@ def test_an_unconfirmed_booking_is_released_through_the_cancel_path(container_fa
         assert listener.drain(settle=1.5) == []  # the confirmed one never expires
         assert rpc.booking.get(confirmed["reference"], confirmed["token"])["status"] == "active"
         # too late to confirm: the answer says how it stands
-        assert rpc.booking.confirm(forgotten["reference"], forgotten["token"])["status"] == "cancelled"
+        assert rpc.booking.confirm(forgotten["reference"], forgotten["confirm_token"])["status"] == "cancelled"
 
 
 def test_get_needs_the_right_token(system):

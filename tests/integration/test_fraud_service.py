@@ -51,7 +51,7 @@ class Booker:
                       birth_date=birth),
             {"ip": ip, "user_agent": agent})
         if confirm:
-            self.rpc.booking.confirm(booked["reference"], booked["token"])
+            self.rpc.booking.confirm(booked["reference"], booked["confirm_token"])
         return booked
 
     def status(self, booked, timeout=10):

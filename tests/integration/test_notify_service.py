@@ -117,7 +117,7 @@ def test_real_bookings_produce_confirmation_then_cancellation(container_factory,
         assert booked["reference"] in confirmation["Subject"]
         body = confirmation.get_body(("plain",)).get_content()
         assert f"token={booked['token']}" in body
-        assert f"/bookings/{booked['reference']}/confirm?token={booked['token']}" in body
+        assert f"/bookings/{booked['reference']}/confirm?token={booked['confirm_token']}" in body
         rpc.booking.cancel(booked["reference"], booked["token"])
         messages = sink.wait_for(2)
     cancellation = [m for m in messages if "annulé" in m["Subject"]][0]

@@ -8,7 +8,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from gateway.public.service import PublicGateway
 from services.booking.service import BookingService
 from services.slots.service import SlotsService
-from tests.helpers import applicant, plan, wait_until
+from tests.helpers import applicant, confirm_token_of, plan, wait_until
 
 
 @pytest.fixture
@@ -108,7 +108,12 @@ def test_book_read_and_cancel(http, services, bus):
     seen = http.get(url, headers={"X-Booking-Token": booked["token"]}).json()
     assert seen["status"] == "pending" and seen["family_name"] == "Benali"
     assert_error(http.post(f"{url}/confirm", headers={"X-Booking-Token": "x" * 43}), 404, "not_found")
-    confirmed = http.post(f"{url}/confirm", headers={"X-Booking-Token": booked["token"]})
+    # the booker's own token does not confirm: only the e-mail's link proves the mailbox
+    assert "confirm_token" not in booked and "confirm_token" not in seen
+    assert_error(http.post(f"{url}/confirm", headers={"X-Booking-Token": booked["token"]}), 409,
+                 "refused")
+    assert http.get(url, headers={"X-Booking-Token": booked["token"]}).json()["status"] == "pending"
+    confirmed = http.post(f"{url}/confirm", headers={"X-Booking-Token": event["confirm_token"]})
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "active"
     assert "not_final" not in confirmed.json()
     assert http.get(url, params={"token": booked["token"]}).status_code == 200
@@ -133,10 +138,12 @@ def test_unknown_booking_and_wrong_token_get_the_same_404(http, services):
                     headers={"X-Booking-Token": booked["token"]}).json()["status"] == "pending"
 
 
-def test_a_second_booking_on_a_confirmed_email_is_409_naming_the_reference_not_the_name(http, services):
+def test_a_second_booking_on_a_confirmed_email_is_409_naming_the_reference_not_the_name(http, services,
+                                                                                       mongo):
     first, other = [s["id"] for s in http.get("/api/slots", params={"procedure": "renewal"}).json()["slots"][:2]]
     booked = http.post("/api/bookings", json=applicant(first)).json()
-    http.post(f"/api/bookings/{booked['reference']}/confirm", headers={"X-Booking-Token": booked["token"]})
+    http.post(f"/api/bookings/{booked['reference']}/confirm",
+              headers={"X-Booking-Token": confirm_token_of(mongo, booked["reference"])})
     second = http.post("/api/bookings", json=applicant(other, email="Yasmine.Benali@example.org",
                                                        family_name="Diallo", given_names="Awa"))
     body = assert_error(second, 409, "email_has_booking")

@@ -5,6 +5,7 @@ from html import unescape
 import pytest
 from icalendar import Calendar
 
+from tests.helpers import confirm_token_of
 from tests.pages.conftest import FORM, csrf_of, first_slot_path
 
 NO_FOLLOW = {"allow_redirects": False}
@@ -51,7 +52,8 @@ def test_every_page_carries_the_strict_headers(http, site):
     assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
 
 
-def test_booking_through_the_form_sets_the_token_cookie_and_shows_the_confirmation(http, site):
+def test_booking_through_the_form_sets_the_token_cookie_and_shows_the_confirmation(http, site,
+                                                                                   mongo):
     slot_path = first_slot_path(http)
     response = book(http, slot_path)
     reference = booked_reference(response)
@@ -66,8 +68,14 @@ def test_booking_through_the_form_sets_the_token_cookie_and_shows_the_confirmati
     assert reference in text and "pas encore définitif" in text
     assert f'href="/bookings/{reference}/cancel"' in text
     token = http.cookies.get("booking_token", path=f"/bookings/{reference}")
+    # the cookie's token shows the booking but does not confirm it: the e-mail's link does
+    page = http.get(f"/bookings/{reference}/confirm")
+    refused = http.post(f"/bookings/{reference}/confirm", data={"csrf_token": csrf_of(page.text)})
+    assert refused.status_code == 409 and "lien du courriel" in unescape(refused.text)
     assert http.post(f"/api/bookings/{reference}/confirm",
-                     headers={"X-Booking-Token": token}).json()["status"] == "active"
+                     headers={"X-Booking-Token": token}).status_code == 409
+    assert http.post(f"/api/bookings/{reference}/confirm", headers={
+        "X-Booking-Token": confirm_token_of(mongo, reference)}).json()["status"] == "active"
     text = http.get(f"/bookings/{reference}").text
     assert "heure de Paris" in text and "34 place des Martyrs" in text
     assert 'href="https://www.openstreetmap.org/search?query=' in text
