@@ -10,13 +10,13 @@ from services.booking.service import BookingService
 from services.common.reference_data import FREE_NOTICE
 from services.common.timeutil import PARIS
 from services.slots.service import SlotsService
-from tests.helpers import applicant, plan
+from tests.helpers import applicant, confirm_token_of, plan
 
 NAME = {"family_name": "Nguyễn-Wiśniewska", "given_names": "Łukasz Thị"}
 
 
 @pytest.fixture
-def booked(container_factory, config, http):
+def booked(container_factory, config, http, mongo):
     for cls in (SlotsService, BookingService, PublicGateway):
         container_factory(cls, config).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
@@ -26,7 +26,7 @@ def booked(container_factory, config, http):
         assert answer.status_code == 201, answer.text
         # confirmed from its e-mail, as the booking of someone who comes to the desk is
         confirmed = http.post(f"/api/bookings/{answer.json()['reference']}/confirm",
-                              headers={"X-Booking-Token": answer.json()["token"]})
+                              headers={"X-Booking-Token": confirm_token_of(mongo, answer.json()["reference"])})
         assert confirmed.json()["status"] == "active"
         yield dict(answer.json(), rpc=rpc)
 
