@@ -26,7 +26,8 @@ def booked(container_factory, config, http, mongo):
         assert answer.status_code == 201, answer.text
         # confirmed from its e-mail, as the booking of someone who comes to the desk is
         confirmed = http.post(f"/api/bookings/{answer.json()['reference']}/confirm",
-                              headers={"X-Booking-Token": confirm_token_of(mongo, answer.json()["reference"])})
+                              headers={"X-Booking-Token":
+                                       confirm_token_of(mongo, answer.json()["reference"])})
         assert confirmed.json()["status"] == "active"
         yield dict(answer.json(), rpc=rpc)
 

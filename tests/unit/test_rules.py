@@ -136,8 +136,8 @@ def a_booking():
 
 
 def test_created_event_carries_what_fraud_and_notify_need_and_is_rebuilt_identically():
-    event = booking_rules.created_event(a_booking(), "tok")
-    assert event == booking_rules.created_event(a_booking(), "tok")  # relay resends the same
+    event = booking_rules.created_event(a_booking(), "tok", "ctok")
+    assert event == booking_rules.created_event(a_booking(), "tok", "ctok")  # relay resends the same
     assert event["event_id"] == "3b5f0c52-8a7e-4d51-9f1e-2f7c3c1d0a11"
     assert event["occurred_at"] == "2027-01-04T09:00:00Z"
     assert event["email_normalised"] == "mainguyen@gmail.com"
@@ -189,7 +189,7 @@ def test_confirmed_event_repeats_the_created_facts_without_the_token():
     booking["confirmed_ts"] = datetime(2027, 1, 4, 9, 10, tzinfo=UTC).timestamp()
     booking["outbox"]["confirmed"] = {"event_id": "7d2a7e90-1d3b-4c8f-a5e6-0b9d8f7e6c33", "state": "pending"}
     event = booking_rules.confirmed_event(booking)
-    created = booking_rules.created_event(booking, "tok")
+    created = booking_rules.created_event(booking, "tok", "ctok")
     assert event["confirmed_at"] == event["occurred_at"] == "2027-01-04T09:10:00Z"
     assert event["decoy"] is True and created["decoy"] is True
     assert "token" not in event
