@@ -59,10 +59,12 @@ def test_confirmation_warns_in_french_then_english_and_has_what_the_applicant_ne
 
 
 def test_the_first_e_mail_asks_for_confirmation_and_says_the_booking_is_not_final():
-    message = compose("booking_created", booking_event(), dict(SETTINGS, confirm_minutes=60))
-    link = "https://rdv.example.fr/bookings/RDV-AB12-CD34/confirm?token=secret-token"
+    message = compose("booking_created", booking_event(confirm_token="link-only-token"),
+                      dict(SETTINGS, confirm_minutes=60))
+    # the confirmation link carries its own token, not the booker's
+    link = "https://rdv.example.fr/bookings/RDV-AB12-CD34/confirm?token=link-only-token"
     for body in (message["text"], message["html"]):
-        assert link in body
+        assert link in body and "/confirm?token=secret-token" not in body
         assert "pas encore définitif" in body.replace("PAS ENCORE DÉFINITIF", "pas encore définitif")
         assert "not final yet" in body.replace("NOT FINAL YET", "not final yet")
         assert "60 minutes" in body
