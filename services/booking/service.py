@@ -1,5 +1,4 @@
 """Booking service: create, read and cancel bookings; announce them on the bus."""
-import hmac
 import logging
 import time
 import uuid
@@ -34,7 +33,7 @@ from services.common.schemas import (ApplicantLookupSchema, AttemptAccessSchema,
                                      load_or_raise, validated)
 from services.common.settings import setting
 from services.common.timers import config_timer
-from services.common.tokens import Tokens
+from services.common.tokens import Tokens, same_token
 from services.common.timeutil import iso_utc, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -243,7 +242,7 @@ class BookingService:
         booking = self._owned(reference, token)
         if booking["status"] != rules.PENDING:
             return rules.applicant_view(booking)
-        if not hmac.compare_digest(token, self._confirm_token(booking)):
+        if not same_token(token, self._confirm_token(booking)):
             # the booker's own token: confirming with it would prove nothing about the mailbox
             raise Refused(CONFIRM_BY_LINK, {"token": ["Not the token of the e-mail's link."]})
         # the up-front rule again: another booking on this e-mail may have been confirmed since
@@ -547,7 +546,7 @@ class BookingService:
         if booking is None or not isinstance(token, str) or not token:
             raise NotFound(NOT_FOUND)
         if not (self.tokens.matches(token, booking["token_hash"])
-                or hmac.compare_digest(token, self._confirm_token(booking))):
+                or same_token(token, self._confirm_token(booking))):
             raise NotFound(NOT_FOUND)
         return booking
 

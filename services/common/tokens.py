@@ -32,6 +32,12 @@ class TokenSigner:
         return hmac.compare_digest(self.hash_token(token), token_hash)
 
 
+def same_token(given, expected):
+    """Constant-time comparison of a token as sent (any text: compare_digest refuses non-ASCII
+    str, so bytes) with the one expected."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
+
+
 def new_salt():
     return secrets.token_hex(8)
 
