@@ -276,6 +276,19 @@ def load_demo_plan_if_empty(env):
                    for plan in demo_plans())
 
 
+def wait_for_services(names, amqp_uri, timeout=120):
+    """Until every service answers an RPC: "up" means consuming. (A service stopped while its
+    consumers are still being set up trips over nameko's stop: a traceback on the way out.)"""
+    from deploy.healthcheck import check_service
+
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while not check_service(name, amqp_uri, timeout=2)[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not answer within {timeout} s")
+            time.sleep(0.2)
+
+
 def stop_all(procs, grace=STOP_GRACE_SECONDS):
     """SIGTERM to all at once; SIGKILL to those still running after `grace` seconds."""
     for proc in procs:
@@ -384,6 +397,7 @@ def main():
         wait_for_http(f"http://127.0.0.1:{port}/health", timeout=120)
         admin_host, admin_port = admin_address(env)
         wait_for_http(f"http://127.0.0.1:{admin_port}/health", timeout=120)
+        wait_for_services([n for n in PROCESSES if not n.endswith("_gateway")], env["AMQP_URI"])
         created = load_demo_plan_if_empty(env)
         if created:
             print(f"loaded the demo opening plan: {created} slots")
