@@ -485,9 +485,7 @@ class RequestsService:
             held = False
         if not held:
             self._end(offer["_id"], [rules.HOLDING], rules.VOID, settled=True)
-            self.store.requests.update_one(
-                {"_id": offer["request_id"], "state": rules.OFFERED, "offer_id": offer["_id"]},
-                {"$set": {"state": rules.WAITING}, "$unset": {"offer_id": ""}})
+            self.store.waiting_again(offer["request_id"], offer["_id"])
             return 0
         deadline_ts = self.clock.now().timestamp() + 3600 * self._setting("REQUEST_OFFER_HOURS", 48.0)
         made = self.store.move_offer(offer["_id"], [rules.HOLDING], {
@@ -496,9 +494,9 @@ class RequestsService:
         if made is None:
             # withdrawn while its place was being held: the withdrawal found no place to pass
             # on, so the one held here goes back (unsettled until it has: the sweep retries)
-            self.store.offers.update_one({"_id": offer["_id"]}, {"$unset": {"settled": ""}})
+            self.store.settle(offer["_id"], False)
             self.slots.release(offer["_id"])
-            self._settled(offer["_id"])
+            self.store.settle(offer["_id"])
             return 0
         self._announce_offer(made)
         return 1
@@ -542,9 +540,7 @@ class RequestsService:
         if request is None:
             return
         changes = rules.after_missed_offer(request, rules.paris_today(self.clock.now()))
-        self.store.requests.update_one(
-            {"_id": request["_id"], "state": rules.OFFERED, "offer_id": offer["_id"]},
-            {"$set": dict(changes, state=rules.WAITING), "$unset": {"offer_id": ""}})
+        self.store.waiting_again(request["_id"], offer["_id"], changes)
 
     def _pass_on(self, offer, exclude):
         """The place of a declined, lapsed or withdrawn offer goes to the next request that can
@@ -567,15 +563,12 @@ class RequestsService:
                                                     at_ts=time.time(), passed_on_from=offer["_id"],
                                                     offers=[{"request": request_id, "slot": place["id"]}]))
                         if self._offer(by_id[request_id], place, draw_id, old_hold=offer["_id"]):
-                            self._settled(offer["_id"])
+                            self.store.settle(offer["_id"])
                             return
             finally:
                 self.store.leases.release(job, owner)
         self.slots.release(offer["_id"])
-        self._settled(offer["_id"])
-
-    def _settled(self, offer_id):
-        self.store.offers.update_one({"_id": offer_id}, {"$set": {"settled": True}})
+        self.store.settle(offer["_id"])
 
     # -- internals ---------------------------------------------------------------------------
 

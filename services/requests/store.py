@@ -100,6 +100,17 @@ class RequestStore:
     def get_offer(self, offer_id):
         return self.offers.find_one({"_id": offer_id})
 
+    def waiting_again(self, request_id, offer_id, changes=None):
+        """offered -> waiting, if the request still holds this offer."""
+        self.requests.update_one({"_id": request_id, "state": OFFERED, "offer_id": offer_id},
+                                 {"$set": dict(changes or {}, state=WAITING),
+                                  "$unset": {"offer_id": ""}})
+
+    def settle(self, offer_id, settled=True):
+        """Mark an ended offer's place passed on or given back (False: not yet)."""
+        update = {"$set": {"settled": True}} if settled else {"$unset": {"settled": ""}}
+        self.offers.update_one({"_id": offer_id}, update)
+
     def take_offer(self, request_id, offer_id, now_ts):
         """waiting -> offered for this offer: False if the request is no longer waiting."""
         return self.requests.find_one_and_update(
