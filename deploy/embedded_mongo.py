@@ -12,7 +12,7 @@ from pathlib import Path
 import pymongo
 
 
-def wait_until_up(uri, timeout=30.0):
+def wait_until_up(uri, timeout=90.0):  # several start at once on a loaded machine
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

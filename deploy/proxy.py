@@ -4,6 +4,10 @@ docker-compose.yml has the nginx image fill in the same placeholders from its en
 this does it everywhere else (the tests, a local nginx):
 
     PUBLIC_GATEWAY=127.0.0.1:8000 PROXY_LISTEN=8080 python -m deploy.proxy > var/nginx.conf
+
+PUBLIC_GATEWAY may list several gateways, comma-separated (`make run` with RUN_INSTANCES=2):
+the template's upstream line is repeated for each. In compose one name does it (Docker's DNS
+answers every replica's address, and nginx balances over all of them).
 """
 import os
 import re
@@ -30,7 +34,14 @@ def render(values=None):
     unknown = set(values) - set(DEFAULTS)
     if unknown:
         raise KeyError(f"not a proxy setting: {sorted(unknown)}")
-    return PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), TEMPLATE.read_text())
+    gateways = [g.strip() for g in str(values["PUBLIC_GATEWAY"]).split(",") if g.strip()]
+    lines = []
+    for line in TEMPLATE.read_text().splitlines(keepends=True):
+        if "${PUBLIC_GATEWAY}" in line:
+            lines.extend(line.replace("${PUBLIC_GATEWAY}", gateway) for gateway in gateways)
+        else:
+            lines.append(line)
+    return PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), "".join(lines))
 
 
 def main():

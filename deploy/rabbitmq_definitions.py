@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 import requests
 
@@ -19,12 +19,6 @@ DEFINITIONS = Path(__file__).resolve().parent / "rabbitmq" / "definitions.json"
 
 def load(path=DEFINITIONS):
     return json.loads(Path(path).read_text())
-
-
-def vhost_of(amqp_uri):
-    """The vhost an AMQP URI names ("/" when its path is empty)."""
-    path = urlparse(amqp_uri).path
-    return "/" if path in ("", "/") else requests.utils.unquote(path[1:])
 
 
 def apply(url, vhost, auth=("guest", "guest"), definitions=None, timeout=5):
@@ -57,7 +51,7 @@ def apply(url, vhost, auth=("guest", "guest"), definitions=None, timeout=5):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("RABBITMQ_MANAGEMENT_URL") or "http://127.0.0.1:15672")
+    parser.add_argument("--url", default=(os.environ.get("RABBITMQ_MANAGEMENT_URL") or "http://127.0.0.1:15672").split(",")[0])
     parser.add_argument("--vhost", default="/")
     parser.add_argument("--user", default=os.environ.get("RABBITMQ_MANAGEMENT_USER") or "guest")
     parser.add_argument("--password", default=os.environ.get("RABBITMQ_MANAGEMENT_PASSWORD") or "guest")

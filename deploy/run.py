@@ -24,20 +24,27 @@ first, else it stops with a message and exit code 2, having started nothing.
 
 Environment, besides the services' own settings (deploy/config.yaml):
   RUN_VAR_DIR     where stores, mail and the local token secret live (default: var/)
-  RUN_MONGO_PORT  first of the stand-in ports (default 27017: 27017-27022)
+  RUN_MONGO_PORT  first of the stand-in ports (default 27017: 27017-27023)
   SMTP_PORT       the sink's port when SMTP_HOST is not set (default 1025)
   WEB_SERVER_ADDRESS  the public gateway's address (default 0.0.0.0:8000)
+  RUN_INSTANCES   processes of each service (default 1). With 2 or more, each service runs that
+                  many `nameko run` processes (their timers single-acting through leases), the
+                  public gateway instances listen on 127.0.0.1 from RUN_GATEWAY_PORT (default
+                  8010) on, and nginx (deploy/nginx/, Debian's) listens on WEB_SERVER_ADDRESS
+                  in front of them. The staff gateway stays one process.
 """
 import ctypes
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -53,6 +60,7 @@ PROCESSES = {
     "notify": "services.notify.service",
     "fraud": "services.fraud.service",
     "requests": "services.requests.service",
+    "register": "services.register.service",
     "public_gateway": "gateway.public.service",
     "admin_gateway": "gateway.admin.service",
 }
@@ -64,7 +72,7 @@ PROCESSES = {
 # keyed by process; each process's database is named after it, except the staff gateway's
 DATABASE_OF = {"admin_gateway": "admin"}
 EMBEDDED_MONGO_PORTS = {"slots": 27017, "booking": 27018, "fraud": 27019, "notify": 27020,
-                        "admin_gateway": 27021, "requests": 27022}
+                        "admin_gateway": 27021, "requests": 27022, "register": 27023}
 
 
 def local_secret(key, filename, make=lambda: secrets.token_urlsafe(32)):
@@ -77,6 +85,12 @@ def local_secret(key, filename, make=lambda: secrets.token_urlsafe(32)):
         path.write_text(make())
         path.chmod(0o600)
     return path.read_text().strip()
+
+# RUN_INSTANCES > 1: the processes that run once whatever the count. The staff gateway serves
+# a few agents, keeps its monitoring samples in memory and has no proxy in front of it here:
+# a second one would need a port and a proxy of its own for little; run.py restarts it.
+SINGLE = {"admin_gateway"}
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 STOP_GRACE_SECONDS = 5.0  # an idle service stops in about 4 s; a stuck one is killed
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
@@ -92,6 +106,42 @@ def process_settings(env):
         "public_gateway": {"WEB_SERVER_ADDRESS": env.get("WEB_SERVER_ADDRESS") or "0.0.0.0:8000"},
         "admin_gateway": {"WEB_SERVER_ADDRESS": env.get("ADMIN_SERVER_ADDRESS") or "127.0.0.1:8001"},
     }
+
+
+def instance_count(env):
+    """RUN_INSTANCES: processes of each service (1 by default)."""
+    text = env.get("RUN_INSTANCES") or "1"
+    if not text.isdigit() or not 1 <= int(text) <= 9:
+        raise ValueError(f"RUN_INSTANCES must be a whole number from 1 to 9, not {text!r}")
+    return int(text)
+
+
+def instances(env):
+    """[(label, process name, settings of its own)]: every process to start, one per instance.
+
+    With one instance each, the labels are the process names (as before). With more, the
+    labels are `name.1`, `name.2`...; each public gateway instance listens on 127.0.0.1 at
+    RUN_GATEWAY_PORT + i - 1, behind nginx (which takes WEB_SERVER_ADDRESS)."""
+    count = instance_count(env)
+    if count == 1:
+        return [(name, name, {}) for name in PROCESSES]
+    found = []
+    for name in PROCESSES:
+        for i in range(1, 1 + (1 if name in SINGLE else count)):
+            own = {}
+            if name == "public_gateway":
+                own = {"WEB_SERVER_ADDRESS": f"127.0.0.1:{gateway_instance_port(env, i)}"}
+            found.append((name if name in SINGLE else f"{name}.{i}", name, own))
+    return found
+
+
+def gateway_instance_port(env, i):
+    return int(env.get("RUN_GATEWAY_PORT") or 8010) + i - 1
+
+
+def gateway_instance_addresses(env):
+    return [own["WEB_SERVER_ADDRESS"] for _, name, own in instances(env)
+            if name == "public_gateway"]
 
 
 def token_secret():
@@ -161,9 +211,13 @@ class ProcessGroup:
         return proc
 
 
-def start_service(name, env, log_file=None, preexec_fn=die_with_parent):
+def start_service(name, env, log_file=None, preexec_fn=die_with_parent, own=None):
+    """`nameko run` of one process; `own`: settings of this instance only (its address)."""
     out = open(log_file, "ab") if log_file else None
-    env = dict(env, **process_settings(env).get(name, {}))
+    env = dict(env, **dict(process_settings(env).get(name, {}), **(own or {})))
+    # eventlet's green DNS imports dnspython, about 8 MB in every process, to resolve the few
+    # host names a service connects to (at connection time only): the system resolver does
+    env.setdefault("EVENTLET_NO_GREENDNS", "yes")
     return subprocess.Popen(
         ["nice", "-n", str(NICENESS.get(name, 0)),
          str(Path(sys.executable).with_name("nameko")), "run", "--config", str(CONFIG),
@@ -190,6 +244,47 @@ def start_mail_sink(maildir, port, preexec_fn=die_with_parent):
     raise RuntimeError(f"the SMTP sink did not start on port {port}")
 
 
+# Each child's start function is bound to its own values when it is made (functools.partial):
+# a closure reading the loop's variables saw them as they were later (the sink, restarted,
+# tried the public gateway's port, which `port` named by then, for ever).
+def start_store(group, name, port):
+    from deploy import embedded_mongo
+
+    return group.joined(embedded_mongo.start(VAR / "mongo" / name, port,
+                                             niceness=NICENESS.get(name, 0),
+                                             preexec_fn=group.preexec)[0])
+
+
+def start_sink(group, port):
+    return group.joined(start_mail_sink(VAR / "mail", port, preexec_fn=group.preexec))
+
+
+def start_child_service(group, name, env, own=None):
+    return group.joined(start_service(name, env, preexec_fn=group.preexec, own=own))
+
+
+def nginx_args(folder):
+    # one process (no master and workers): PR_SET_PDEATHSIG reaches it, where orphaned
+    # workers would outlive a killed run.py; as root it then keeps root's rights over var/
+    return [NGINX, "-c", str(folder / "nginx.conf"), "-p", str(folder), "-e", "stderr",
+            "-g", f"daemon off; master_process off; pid {folder / 'nginx.pid'};"]
+
+
+def start_proxy(group, env, folder):
+    """nginx (deploy/nginx/nginx.conf.template) on WEB_SERVER_ADDRESS, balancing over the
+    public gateway instances; its access log in `folder`/access.log."""
+    from deploy import proxy
+
+    folder.mkdir(parents=True, exist_ok=True)
+    host, port = gateway_address(env)
+    (folder / "nginx.conf").write_text(proxy.render({
+        "PROXY_LISTEN": f"{host}:{port}", "PROXY_RUN_DIR": str(folder),
+        "PUBLIC_GATEWAY": ",".join(gateway_instance_addresses(env))}))
+    log = open(folder / "access.log", "ab")
+    return group.joined(subprocess.Popen(nginx_args(folder), stdout=log,
+                                         stderr=subprocess.STDOUT, preexec_fn=group.preexec))
+
+
 def port_taken(host, port):
     """True when something listens on (host, port) already: we could not bind it."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
@@ -213,8 +308,16 @@ def wanted_ports(env):
         wanted.append(("the SMTP sink", "127.0.0.1", sink_port(env),
                        "stop what listens there, set SMTP_HOST to use that server, or SMTP_PORT"))
     host, port = gateway_address(env)
-    wanted.append(("the public gateway", host, port,
-                   "stop what listens there, or set WEB_SERVER_ADDRESS"))
+    if instance_count(env) == 1:
+        wanted.append(("the public gateway", host, port,
+                       "stop what listens there, or set WEB_SERVER_ADDRESS"))
+    else:
+        wanted.append(("the reverse proxy (nginx)", host, port,
+                       "stop what listens there, or set WEB_SERVER_ADDRESS"))
+        for address in gateway_instance_addresses(env):
+            gw_host, gw_port = address.rsplit(":", 1)
+            wanted.append(("a public gateway instance", gw_host, int(gw_port),
+                           "stop what listens there, or set RUN_GATEWAY_PORT"))
     host, port = admin_address(env)
     wanted.append(("the staff gateway", host, port,
                    "stop what listens there, or set ADMIN_SERVER_ADDRESS"))
@@ -348,6 +451,16 @@ def main():
     signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
     env.setdefault("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+    try:
+        count = instance_count(env)
+    except ValueError as exc:
+        print(f"{exc}; nothing was started", file=sys.stderr)
+        return 2
+    if count > 1 and NGINX is None:
+        print("RUN_INSTANCES > 1 puts nginx in front of the public gateways, and nginx is "
+              "missing (apt-get install nginx, or make test-tools); nothing was started",
+              file=sys.stderr)
+        return 2
     taken = [(what, host, port, advice) for what, host, port, advice in wanted_ports(env)
              if port_taken(host, port)]
     if taken:
@@ -359,6 +472,7 @@ def main():
     env["BOOKING_TOKEN_SECRET"] = token_secret()
     env["REQUEST_TOKEN_SECRET"] = local_secret("REQUEST_TOKEN_SECRET", "request_token_secret")
     env["SLOT_ID_SECRET"] = local_secret("SLOT_ID_SECRET", "slot_id_secret")
+    env["REGISTER_TOKEN_SECRET"] = local_secret("REGISTER_TOKEN_SECRET", "register_token_secret")
     env["CONVOCATION_SIGNING_KEY"] = convocation_key()
     env["ADMIN_SECRET_KEY"] = local_secret("ADMIN_SECRET_KEY", "admin_secret_key")
     env["ATTESTATION_SIGNING_KEY"] = attestation_key()
@@ -368,13 +482,9 @@ def main():
     try:
         mongo_uris = {}  # service -> its own stand-in, when there is no MONGO_URI
         if not env.get("MONGO_URI"):
-            from deploy import embedded_mongo
-
             for name, port in mongo_ports(env).items():
                 mongo_uris[name] = f"mongodb://127.0.0.1:{port}"
-                store = Supervised(f"{name} store", lambda name=name, port=port: group.joined(
-                    embedded_mongo.start(VAR / "mongo" / name, port, niceness=NICENESS.get(name, 0),
-                                         preexec_fn=group.preexec)[0]))
+                store = Supervised(f"{name} store", partial(start_store, group, name, port))
                 backing.append(store)
                 store.start()
             env["MONGO_URI"] = mongo_uris["slots"]
@@ -382,18 +492,24 @@ def main():
                   + ", ".join(f"{name} {uri}" for name, uri in mongo_uris.items()), flush=True)
         if not env.get("SMTP_HOST"):
             port = sink_port(env)
-            sink = Supervised("SMTP sink", lambda: group.joined(
-                start_mail_sink(VAR / "mail", port, preexec_fn=group.preexec)))
+            sink = Supervised("SMTP sink", partial(start_sink, group, port))
             backing.append(sink)
             sink.start()
             env["SMTP_HOST"], env["SMTP_PORT"] = "127.0.0.1", str(port)
             print(f"SMTP sink on 127.0.0.1:{port}, messages in {VAR}/mail/new/", flush=True)
         host, port = gateway_address(env)
-        for name in PROCESSES:
+        for label, name, own in instances(env):
             service_env = dict(env, MONGO_URI=mongo_uris.get(name, env["MONGO_URI"]))
-            services.append(Supervised(name, lambda name=name, e=service_env: group.joined(
-                start_service(name, e, preexec_fn=group.preexec))))
+            services.append(Supervised(label, partial(start_child_service, group, name,
+                                                      service_env, own)))
             services[-1].start()
+        if count > 1:
+            for address in gateway_instance_addresses(env):
+                wait_for_http(f"http://{address}/health", timeout=120)
+            services.append(Supervised("nginx", partial(start_proxy, group, env, VAR / "nginx")))
+            services[-1].start()
+            print(f"{count} instances of each service; nginx on {host}:{port} in front of the "
+                  f"public gateways on {', '.join(gateway_instance_addresses(env))}", flush=True)
         wait_for_http(f"http://127.0.0.1:{port}/health", timeout=120)
         admin_host, admin_port = admin_address(env)
         wait_for_http(f"http://127.0.0.1:{admin_port}/health", timeout=120)
@@ -409,7 +525,8 @@ def main():
             f"  staff (counter)   http://127.0.0.1:{admin_port}/login\n"
             "  first supervisor  make supervisor USERNAME=<name>   (asks for a password;\n"
             "                    or: python -m gateway.admin.accounts create-supervisor --username <name>)\n"
-            "  RabbitMQ (bus)    http://127.0.0.1:15672  (guest/guest)\n"
+            f"  RabbitMQ (bus)    {env.get('RABBITMQ_MANAGEMENT_URL') or 'http://127.0.0.1:15672'}"
+            "  (guest/guest)\n"
             f"  mail sent         {env['SMTP_HOST']}:{env['SMTP_PORT']}"
             f"{f' (files in {VAR}/mail/new/)' if (VAR / 'mail').exists() else ''}\n"
             f"  MongoDB           {', '.join(f'{n} {u}' for n, u in mongo_uris.items()) or env['MONGO_URI']}\n"

@@ -79,7 +79,18 @@ class _JsonWsgiApp(WsgiApp):
 
 
 def _http_error(exc):
-    return error_response(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
+    """werkzeug's HTTPException in our JSON shape, with the headers it carries (a redirect's
+    Location, a 405's Allow): without them a client cannot follow or correct the request."""
+    response = error_response(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
+    # werkzeug's own answer, for its headers: RequestRedirect sets Location only there
+    for name, value in exc.get_response().headers.items():
+        if name.lower() not in BODY_HEADERS:
+            response.headers[name] = value
+    return response
+
+
+# what describes werkzeug's HTML body, not ours
+BODY_HEADERS = {"content-type", "content-length"}
 
 
 class _HeaderTimeout(Exception):
@@ -128,7 +139,7 @@ class JsonWebServer(WebServer):
     def get_wsgi_server(self, sock, wsgi_app, protocol=GuardedProtocol, debug=False):
         server = super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
         config = self.container.config
-        server.header_timeout = setting(config, "WEB_IDLE_TIMEOUT", 20.0)
+        server.header_timeout = setting(config, "WEB_IDLE_TIMEOUT")
         # also bounds each read of a body and each write of an answer
         server.socket_timeout = server.header_timeout
         return server
@@ -140,13 +151,13 @@ class JsonWebServer(WebServer):
             self._starting = True
             config = self.container.config
             soft_limit = raise_open_files_limit()
-            self.max_connections = max(1, min(setting(config, "WEB_MAX_CONNECTIONS", 2000),
+            self.max_connections = max(1, min(setting(config, "WEB_MAX_CONNECTIONS"),
                                               soft_limit - RESERVED_FDS))
             self._open = OrderedDict()  # id -> _Connection, oldest first, not yet closed by us
             self._live = 0  # connections whose descriptor is still open (closed by us included)
             self._slot_freed = Event()
             self._last_resource_warning = 0.0
-            backlog = setting(config, "WEB_LISTEN_BACKLOG", 1024)
+            backlog = setting(config, "WEB_LISTEN_BACKLOG")
             self._sock = eventlet.listen(self.bind_addr, backlog=backlog)
             self._sock.settimeout(None)  # as nameko: work around kombu issue 838
             self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())

@@ -4,10 +4,13 @@ Debian's `chromium` (installed by `make test` through deploy/ensure_test_tools.s
 Playwright for Python through `executable_path`: Playwright's own browser download cannot work
 on these machines. Screenshots go to var/screenshots/ (git-ignored) for people to look at.
 
-Playwright runs in a process of its own (tests/browser_worker.py): under `nameko test`'s
-eventlet monkey-patching its sync API hangs the test process. A page here forwards Playwright
-page calls (`page.goto(...)`, `page.keyboard.type(...)`, `page.url`...) over a pipe, and adds
-`page.console_messages()` (what the page logged: CSP violations show there).
+The one harness for every browser test. Under `nameko test`'s eventlet monkey-patching,
+Playwright's sync API hangs the test process, so there it runs in a process of its own
+(tests/browser_worker.py): a page forwards Playwright page calls (`page.goto(...)`,
+`page.keyboard.type(...)`, `page.url`...) over a pipe, and adds `page.console_messages()`
+(what the page logged: CSP violations show there). In a plain pytest (tests/pages/
+browser_flows.py, run in a child process by tests/pages/test_pages_browser.py), the same
+fixtures give Playwright's own objects.
 """
 import json
 import re
@@ -32,10 +35,20 @@ class BrowserError(AssertionError):
     pass
 
 
+def launch(playwright):
+    """Debian's Chromium, headless, through Playwright: the worker's and the plain pytest's."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def _under_eventlet():
+    from eventlet import patcher  # importing patches nothing; `nameko test` has, or not
+    return patcher.is_monkey_patched("socket")
+
+
 class _Worker:
     def __init__(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.browser_worker", CHROMIUM, *CHROMIUM_ARGS],
+            [sys.executable, "-m", "tests.browser_worker"],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def call(self, page, call, *args, **kwargs):
@@ -79,9 +92,18 @@ class RemotePage(_Remote):
 
 @pytest.fixture(scope="session")
 def browser():
-    worker = _Worker()
-    yield worker
-    worker.close()
+    """Under eventlet, the worker process driving the browser; otherwise Playwright's Browser."""
+    if _under_eventlet():
+        worker = _Worker()
+        yield worker
+        worker.close()
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = launch(playwright)
+        yield launched
+        launched.close()
 
 
 @pytest.fixture
@@ -91,8 +113,12 @@ def new_page(browser):
     pages = []
 
     def make(viewport=DESK, **options):
-        pages.append(RemotePage(browser, browser.call(None, "new_page", viewport=viewport, **options)))
-        return pages[-1]
+        if isinstance(browser, _Worker):
+            page = RemotePage(browser, browser.call(None, "new_page", viewport=viewport, **options))
+        else:
+            page = browser.new_context(viewport=viewport, **options).new_page()
+        pages.append(page)
+        return page
 
     yield make
     for page in pages:
@@ -105,3 +131,14 @@ def screenshot(page, name):
     path = SCREENSHOTS / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ".png")
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def focused_id(page, expected, timeout=5000):
+    """The focused element's id, once it is `expected` or after `timeout` ms: Chromium applies
+    `autofocus` at a rendering step after the load event, later on a loaded machine."""
+    try:
+        page.wait_for_function(
+            "id => document.activeElement && document.activeElement.id === id", arg=expected, timeout=timeout)
+    except Exception:  # timed out: the assertion that follows says what has the focus instead
+        pass
+    return page.evaluate("document.activeElement ? document.activeElement.id : null")

@@ -1,4 +1,5 @@
-"""Playwright in a process of its own, driven over a pipe (tests/browser.py starts it).
+"""Playwright in a process of its own, driven over a pipe (tests/browser.py starts it and
+launches the browser the same way in both).
 
 `nameko test` monkey-patches the test process with eventlet, and Playwright's sync API then
 hangs: it runs its own asyncio loop, which blocks eventlet's hub (so the gateway under test,
@@ -14,11 +15,13 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
+from tests.browser import launch
 
-def main(executable, args):
+
+def main():
     pages, consoles = {}, {}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=args)
+        browser = launch(playwright)
         for line in sys.stdin:
             request = json.loads(line)
             try:
@@ -49,4 +52,4 @@ def main(executable, args):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    main()

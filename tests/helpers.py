@@ -1,5 +1,7 @@
 """Test helpers: a raw listener on the bus, the SMTP sink, and plan/booking/event builders."""
 import email
+import functools
+import hashlib
 import json
 import mailbox
 import queue
@@ -11,6 +13,7 @@ import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from email import policy
+from unittest.mock import patch
 
 from kombu import Connection, Exchange, Queue
 
@@ -23,12 +26,15 @@ class BusListener:
     Plain kombu, not nameko: it sees exactly what any other subscriber would see on the bus.
     """
 
-    def __init__(self, amqp_uri, service, event_type="#"):
+    def __init__(self, amqp_uri, service, event_type="#", exchange=None):
+        """exchange: another topic exchange than the service's events (e.g. dead-letters)."""
         self.received = queue.Queue()
+        self.amqp_uri = amqp_uri
         self.connection = Connection(amqp_uri)
-        exchange = Exchange(f"{service}.events", type="topic", durable=True)
-        self.queue = Queue(exclusive=True, exchange=exchange, routing_key=event_type,
-                           auto_delete=True)
+        exchange = Exchange(exchange or f"{service}.events", type="topic", durable=True)
+        # named, so that fenced() can send its marker to it
+        self.queue = Queue(f"bus-listener-{uuid.uuid4().hex}", exclusive=True, exchange=exchange,
+                           routing_key=event_type, auto_delete=True)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -74,6 +80,29 @@ class BusListener:
         except queue.Empty:
             return events
 
+    def fenced(self, timeout=15):
+        """Every (event_type, payload) received up to now, proven rather than waited out.
+
+        A marker sent now to this listener's own queue comes after every message already in
+        it, and whatever a service published before this call is already in it (nameko
+        publishes with confirms: RabbitMQ confirms once the message is queued). So what
+        arrives before the marker is all that was published. Call it once the actor that
+        could have published has run (its RPC answered, its timer made a pass since).
+        """
+        fence = {"fence": uuid.uuid4().hex}
+        with Connection(self.amqp_uri) as connection:
+            connection.Producer().publish(fence, exchange="", routing_key=self.queue.name,
+                                          serializer="json")
+        events = []
+        try:
+            while True:
+                event_type, payload = self.received.get(timeout=timeout)
+                if event_type == self.queue.name and payload == fence:
+                    return events
+                events.append((event_type, payload))
+        except queue.Empty:
+            raise AssertionError(f"the fence did not come back within {timeout} s (saw {events})")
+
     def close(self):
         self._stop.set()
         self._thread.join(5)
@@ -95,6 +124,19 @@ def plan(procedure="renewal", desks=3, days=14, weekdays=None, hours=None, site=
     }
 
 
+def scheduled_slot_id(config):
+    """The id of a renewal slot at Montpellier that its secret schedule has not released yet
+    (40 days ahead: its release is due no sooner than 19 days from now)."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        created = rpc.slots.create_from_plan(
+            plan(desks=1, days=7, start=date.today() + timedelta(days=40)))
+        assert created["scheduled"] == created["created"] > 0 and created["open"] == 0
+        batch = rpc.slots.schedule_for(plan_id=created["plan_id"], limit=1)["batches"][0]
+    return batch["slot_ids"][0]
+
+
 def applicant(slot_id, procedure="renewal", **overrides):
     request = {
         "procedure": procedure,
@@ -104,10 +146,24 @@ def applicant(slot_id, procedure="renewal", **overrides):
         "birth_date": "1988-03-14",
         "email": "yasmine.benali@example.org",
         "phone": "+33 6 12 34 56 78",
-        "foreigner_number": "0123456789",
     }
     request.update(overrides)
+    # one person, one booking per procedure (foreigner number included): each person a number
+    # of their own unless the test gives one
+    request.setdefault("foreigner_number", foreigner_number_of(request))
     return request
+
+
+def foreigner_number_of(identity):
+    """A 10-digit foreigner number that is the same for one person and differs between people
+    (the fixed one when a test gives names that are not text: schema tests)."""
+    from services.common.exact_names import person_key
+
+    parts = [identity.get(f) for f in ("family_name", "given_names", "birth_date")]
+    if not all(isinstance(p, str) or p is None for p in parts):
+        return "0123456789"
+    key = person_key(*parts).encode("utf-8", "surrogatepass")
+    return str(int(hashlib.sha256(key).hexdigest(), 16) % 10**10).zfill(10)
 
 
 class MailSink:
@@ -156,7 +212,7 @@ class MailSink:
 def confirm_token_of(mongo, reference):
     """The token of a booking's confirmation link, as its e-mail carries it (the booking's
     answer never does): made from the stored salt under the test key."""
-    from services.booking.rules import confirm_subject
+    from services.booking.references import confirm_subject
     from services.common.tokens import TokenSigner
     from tests.conftest import TOKEN_SECRET
 
@@ -190,8 +246,8 @@ def booking_event(reference="RDV-AB12-CD34", event_id=None, name="booking_create
         event.update(client={"ip": "203.0.113.7", "user_agent": "pytest"},
                      confirmed_at="2027-02-01T10:00:00Z")
     event.update(overrides)
-    return contract.build(name, event_id=event_id or str(uuid.uuid4()),
-                          occurred_at="2027-02-01T10:00:00Z", **event)
+    occurred_at = event.pop("occurred_at", "2027-02-01T10:00:00Z")
+    return contract.build(name, event_id=event_id or str(uuid.uuid4()), occurred_at=occurred_at, **event)
 
 
 def wait_until(condition, timeout=5.0, step=0.05):
@@ -202,3 +258,61 @@ def wait_until(condition, timeout=5.0, step=0.05):
             return True
         time.sleep(step)
     return bool(condition())
+
+
+class Calls:
+    """Records each call of `owner.name` once it has returned, with its instance, arguments and
+    result. Services started by `container_factory` run in the test's own process, so a test
+    can wait until the actor that could have acted has run (a timer's pass, an event handled)
+    and only then assert that nothing happened: proof, where a fixed sleep is a guess.
+
+        with Calls(ScanSchedule, "begin_pass") as passes: ...
+
+    `process(instance)` says which process a call was made in (`by_instance`): the instance
+    itself by default (a dependency provider: one per container); for a service's own method,
+    whose instance is new for every worker, e.g. `lambda service: service.instance` (its
+    InstanceId).
+    """
+
+    def __init__(self, owner, name, process=id):
+        self.made = []
+        self.process = process
+        original = getattr(owner, name)
+
+        # wraps: an entrypoint (a timer's method) keeps its nameko marks when patched before
+        # its container starts
+        @functools.wraps(original)
+        def recorded(instance, *args, **kwargs):
+            result = original(instance, *args, **kwargs)
+            self.made.append((self.process(instance), args, result))
+            return result
+        self._patch = patch.object(owner, name, recorded)
+
+    def __enter__(self):
+        self._patch.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._patch.stop()
+
+    def mark(self):
+        """Where "since" starts: calls recorded from now on."""
+        return len(self.made)
+
+    def by_instance(self, since=0, match=lambda args, result: True):
+        counts = {}
+        for process, args, result in self.made[since:]:
+            if match(args, result):
+                counts[process] = counts.get(process, 0) + 1
+        return counts
+
+    def wait_for(self, times, since=0, match=lambda args, result: True, instances=None,
+                 timeout=15):
+        """Wait until `times` matching calls were made since `since` in all, or, with
+        `instances`, by each of that many distinct instances (one per process of a service)."""
+        def enough():
+            counts = self.by_instance(since, match)
+            if instances is None:
+                return sum(counts.values()) >= times
+            return sum(1 for n in counts.values() if n >= times) >= instances
+        assert wait_until(enough, timeout=timeout), (times, instances, self.by_instance(since, match))

@@ -22,15 +22,36 @@ def app_services():
             if svc.get("image") == "prefecture-rdv:latest"}
 
 
-def test_compose_has_the_backing_services():
+def test_compose_has_the_backing_services_with_no_single_point_of_failure():
     services = compose()["services"]
-    assert "management" in services["rabbitmq"]["image"]
-    assert services["mongodb"]["image"].startswith("mongo:7")
+    rabbits = [services[f"rabbitmq{n}"] for n in (1, 2, 3)]
+    for n, node in enumerate(rabbits, 1):
+        assert "management" in node["image"] and node["hostname"] == f"rabbitmq{n}"
+        # one cookie for the three, and the classic peer discovery naming them
+        assert "RABBITMQ_ERLANG_COOKIE" in node["environment"]
+        assert any(v.startswith("./deploy/rabbitmq/cluster.conf:") for v in node["volumes"])
+    # read as text: once nameko's YAML resolver is registered, loading substitutes the values
+    assert "RABBITMQ_ERLANG_COOKIE: ${RABBITMQ_ERLANG_COOKIE:?" in COMPOSE.read_text()
+    peers = (ROOT / "deploy" / "rabbitmq" / "cluster.conf").read_text()
+    assert "peer_discovery_backend = classic_config" in peers
+    assert all(f"rabbit@rabbitmq{n}" in peers for n in (1, 2, 3))
+    members = [services[f"mongodb{n}"] for n in (1, 2, 3)]
+    assert all(m["image"].startswith("mongo:7") and "--replSet" in m["command"] for m in members)
+    init = (ROOT / "deploy" / "mongodb" / "init-replica-set.js").read_text()
+    assert all(f"mongodb{n}:27017" in init for n in (1, 2, 3))
+    env = compose()["x-app"]["environment"]
+    assert env["AMQP_URI"].count(";") == 2 and "replicaSet=rs0" in env["MONGO_URI"]
+    assert env["QUEUE_TYPE"] == "quorum"
+    # two of every service and of the public gateway (behind nginx); one staff gateway
+    for name, svc in app_services().items():
+        assert svc["deploy"]["replicas"] == (1 if name == "admin_gateway" else 2), name
+    assert services["proxy"]["environment"]["PUBLIC_GATEWAY"] == "public_gateway:8000"
 
 
 def test_every_app_container_runs_a_module_that_exists_and_is_a_nameko_service():
     apps = app_services()
-    assert set(apps) >= {"slots", "booking", "fraud", "notify", "public_gateway"}
+    assert set(apps) >= {"slots", "booking", "fraud", "notify", "requests", "register",
+                         "public_gateway"}
     for name, svc in apps.items():
         command = svc["command"]
         assert command[:4] == ["nameko", "run", "--config", "deploy/config.yaml"], name
@@ -48,13 +69,14 @@ def test_configuration_comes_from_the_environment_only():
     assert "${BOOKING_TOKEN_SECRET:?" in text and "${RABBITMQ_PASSWORD:?" in text
     assert "${CONVOCATION_SIGNING_KEY:?" in text and "${ADMIN_SECRET_KEY:?" in text
     assert "${REQUEST_TOKEN_SECRET:?" in text and "${SLOT_ID_SECRET:?" in text
+    assert "${REGISTER_TOKEN_SECRET:?" in text
     assert not re.search(r"guest:guest", text)
     # read as text: once nameko's YAML resolver is registered, loading substitutes the values
     config = (ROOT / "deploy" / "config.yaml").read_text()
     for key in ("AMQP_URI", "MONGO_URI", "BOOKING_TOKEN_SECRET", "RPC_TIMEOUT", "TRUSTED_PROXIES"):
         assert re.search(rf"^{key}: \$\{{{key}:", config, re.M), key
     for secret in ("BOOKING_TOKEN_SECRET", "REQUEST_TOKEN_SECRET", "SLOT_ID_SECRET",
-                   "CONVOCATION_SIGNING_KEY", "ADMIN_SECRET_KEY"):
+                   "CONVOCATION_SIGNING_KEY", "ADMIN_SECRET_KEY", "REGISTER_TOKEN_SECRET"):
         assert re.search(rf"^{secret}: \$\{{{secret}:\}}$", config, re.M), secret  # no default
 
 
@@ -77,7 +99,9 @@ def test_docker_compose_accepts_the_file():
         "Debian's docker-compose, whose `config -q` checks this file without a Docker engine")
     secrets = {"CONVOCATION_SIGNING_KEY": "k" * 44, "ADMIN_SECRET_KEY": "a" * 32,
                "ATTESTATION_SIGNING_KEY": "k", "PUBLIC_FORM_SECRET": "y" * 32,
-               "REQUEST_TOKEN_SECRET": "r" * 32, "SLOT_ID_SECRET": "s" * 32}
+               "REQUEST_TOKEN_SECRET": "r" * 32, "SLOT_ID_SECRET": "s" * 32,
+               "RABBITMQ_ERLANG_COOKIE": "c" * 32,
+               "REGISTER_TOKEN_SECRET": "g" * 32}
     env = dict(os.environ, BOOKING_TOKEN_SECRET="x" * 32, RABBITMQ_PASSWORD="p", **secrets)
     result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
                             env=env, capture_output=True, text=True)
@@ -139,3 +163,16 @@ def test_make_run_gives_every_service_that_stores_data_its_own_embedded_store():
             owners.add(name)
     assert set(run.EMBEDDED_MONGO_PORTS) == owners
     assert len(set(run.EMBEDDED_MONGO_PORTS.values())) == len(owners)
+
+
+def test_each_process_module_holds_exactly_one_service():
+    """`nameko run MODULE` runs every class with entrypoints it finds at the module's top level:
+    a mixin with entrypoints imported by name (the outbox relay, the inbox) would be taken for
+    a second service and stop the process at start. Import such mixins' modules instead."""
+    from nameko.cli.run import import_service
+
+    from deploy.run import PROCESSES
+
+    for name, module in PROCESSES.items():
+        found = import_service(module)
+        assert [service.name for service in found] == [name], (module, found)

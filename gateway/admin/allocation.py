@@ -21,6 +21,7 @@ from services.common.schemas import load_or_raise
 AGENT = "agent"
 MODE_SWITCH, DRAW_QUERY = ModeSwitchSchema(), DrawQuerySchema()
 OPEN_STATES = ("unconfirmed", "waiting", "offered")  # what requests.counts() counts
+RECENT_DRAWS = 20  # the draws a supervisor sees listed (with their ids) on the page
 NO_PERMIT = "none"  # requests.counts()'s month for a request without a permit
 MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
              "septembre", "octobre", "novembre", "décembre")
@@ -65,6 +66,11 @@ class Allocation:
     def api_request_counts(self, request):
         self._api_staff(request, AGENT)
         return self.requests.counts()
+
+    @route("GET", "/api/requests/draws", expected_exceptions=EXPECTED_HERE)
+    def api_draws(self, request):
+        self._api_staff(request, SUPERVISOR)
+        return {"draws": self.requests.recent_draws(RECENT_DRAWS)}
 
     @route("GET", "/api/requests/draws/<draw_id>", expected_exceptions=EXPECTED_HERE)
     def api_draw(self, request, draw_id):
@@ -128,6 +134,9 @@ class Allocation:
                 message, status = error.message, max(status, error.status)
                 return None
         modes = ask(self.requests.modes)
+        # draw ids are found here (supervisors only): a draw is made by the service, not staff
+        draws = (ask(lambda: self.requests.recent_draws(RECENT_DRAWS))
+                 if allowed(staff["role"], SUPERVISOR) else None)
         counts = ask(self.requests.counts) or {"by_procedure": {}, "by_expiry_month": {}}
         by_month = counts["by_expiry_month"]
         months = {code: months_in_order(by_month[code]) for code in pages.PROCEDURES
@@ -135,5 +144,5 @@ class Allocation:
         return self._render(staff, "requests.html.j2", status=status, modes=modes,
                             by_procedure=counts["by_procedure"], months=months,
                             states=OPEN_STATES, message=message, errors=errors or {},
-                            draw=draw, draw_id=draw_id,
+                            draw=draw, draw_id=draw_id, draws=draws or [],
                             switched=switched if modes and switched in modes else None)

@@ -15,6 +15,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
 
+from gateway.admin.accounts import dummy_hash, hasher
 from gateway.csrf import CsrfTokens
 from services.common.errors import DomainError
 from services.common.settings import setting
@@ -69,10 +70,14 @@ class Settings:
         if not secret or len(str(secret)) < 16:
             raise ConfigurationError(
                 "ADMIN_SECRET_KEY must be set to a secret of at least 16 characters")
-        self.session_seconds = setting(config, "ADMIN_SESSION_SECONDS", 8 * 3600)
-        self.max_failures = setting(config, "ADMIN_MAX_FAILED_LOGINS", 5)
-        self.lock_seconds = setting(config, "ADMIN_LOCKOUT_SECONDS", 900)
-        self.cookie_secure = setting(config, "ADMIN_COOKIE_SECURE", False)
+        self.session_seconds = setting(config, "ADMIN_SESSION_SECONDS")
+        self.max_failures = setting(config, "ADMIN_MAX_FAILED_LOGINS")
+        self.lock_seconds = setting(config, "ADMIN_LOCKOUT_SECONDS")
+        self.cookie_secure = setting(config, "ADMIN_COOKIE_SECURE")
+        self.register_import_max_bytes = setting(config, "REGISTER_IMPORT_MAX_BYTES")
+        self.password_hasher = hasher(config)
+        # made now, not at the first unknown name (whose answer would then take longer)
+        dummy_hash(self.password_hasher)
         self._signer = URLSafeTimedSerializer(str(secret), salt="admin-session")
         self.csrf = CsrfTokens(str(secret))
 

@@ -9,12 +9,11 @@ the "depth keeps growing" alarm reads. Each staff gateway process keeps its own 
 """
 import time
 from collections import deque
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlparse
 
 import requests
 from nameko.extensions import DependencyProvider
 
-from deploy.rabbitmq_definitions import vhost_of
 from services.common.settings import setting
 
 DEAD_LETTER_PREFIX = "dead-letters"
@@ -24,7 +23,17 @@ COLUMNS = ("name,messages,messages_ready,messages_unacknowledged,consumers,state
            "message_stats.publish_details.rate,message_stats.deliver_get_details.rate,"
            "message_stats.publish,arguments")
 
+NODE_COLUMNS = "name,running,mem_alarm,disk_free_alarm,partitions"
+
 NO_CONSUMER, GROWING, DEAD_LETTERS = "no_consumer", "growing", "dead_letters"
+NODE_DOWN, NODE_ALARM = "node_down", "node_alarm"
+
+
+def vhost_of(amqp_uri):
+    """The vhost an AMQP URI names ("/" when its path is empty): the one the management API
+    is asked about; the first of a cluster's ';'-separated alternates, which share it)."""
+    path = urlparse(amqp_uri.split(";", 1)[0]).path
+    return "/" if path in ("", "/") else unquote(path[1:])
 
 
 def service_of(queue):
@@ -91,6 +100,28 @@ def alarms(queues, history, window, now):
     return found
 
 
+def node_view(raw):
+    return {"name": raw["name"], "running": bool(raw.get("running")),
+            "mem_alarm": bool(raw.get("mem_alarm")),
+            "disk_free_alarm": bool(raw.get("disk_free_alarm")),
+            "partitions": list(raw.get("partitions") or [])}
+
+
+def node_alarms(nodes):
+    """A cluster node that is down (its quorum queues run on the others, with one replica
+    less: a second loss would stop them), or one that blocks publishers or is partitioned."""
+    found = []
+    for n in nodes:
+        if not n["running"]:
+            found.append({"kind": NODE_DOWN, "queue": n["name"], "service": "bus",
+                          "message": f"Nœud RabbitMQ arrêté : {n['name']} / RabbitMQ node down"})
+        elif n["mem_alarm"] or n["disk_free_alarm"] or n["partitions"]:
+            found.append({"kind": NODE_ALARM, "queue": n["name"], "service": "bus",
+                          "message": f"Nœud {n['name']} en alarme (mémoire, disque ou partition) "
+                                     f"/ node alarm (memory, disk or partition)"})
+    return found
+
+
 def by_service(queues):
     grouped = {}
     for q in sorted(queues, key=lambda q: q["name"]):
@@ -103,11 +134,14 @@ class BusMonitor(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.url = setting(config, "RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672").rstrip("/")
-        self.auth = (setting(config, "RABBITMQ_MANAGEMENT_USER", "guest"),
-                     setting(config, "RABBITMQ_MANAGEMENT_PASSWORD", "guest"))
-        self.timeout = setting(config, "MONITOR_HTTP_TIMEOUT", 2.0)
-        self.window = setting(config, "MONITOR_GROWTH_SECONDS", 300.0)
+        # a cluster lists every node's API (comma-separated): any running node answers for
+        # the whole cluster, and one that died is the thing to report, not a blind spot
+        self.urls = [u.strip().rstrip("/")
+                     for u in setting(config, "RABBITMQ_MANAGEMENT_URL").split(",") if u.strip()]
+        self.auth = (setting(config, "RABBITMQ_MANAGEMENT_USER"),
+                     setting(config, "RABBITMQ_MANAGEMENT_PASSWORD"))
+        self.timeout = setting(config, "MONITOR_HTTP_TIMEOUT")
+        self.window = setting(config, "MONITOR_GROWTH_SECONDS")
         self.vhost = vhost_of(config["AMQP_URI"])
         self.history = {}
 
@@ -118,20 +152,35 @@ class BusMonitor(DependencyProvider):
         """{"reachable", "error", "queues", "services", "alarms", "vhost"}."""
         now = time.time() if now is None else now
         try:
-            answer = requests.get(f"{self.url}/api/queues/{quote(self.vhost, safe='')}",
-                                  params={"columns": COLUMNS}, auth=self.auth,
-                                  timeout=self.timeout)
-            answer.raise_for_status()
-            raw = answer.json()
+            raw = self._get(f"/api/queues/{quote(self.vhost, safe='')}", COLUMNS)
+            nodes = [node_view(n) for n in self._get("/api/nodes", NODE_COLUMNS)]
         except (requests.RequestException, ValueError) as exc:
             return {"reachable": False, "vhost": self.vhost, "queues": [], "services": {},
-                    "alarms": [], "error": f"RabbitMQ management API unreachable "
-                                           f"({type(exc).__name__}) / injoignable"}
+                    "nodes": [], "alarms": [], "error": f"RabbitMQ management API unreachable "
+                                                      f"({type(exc).__name__}) / injoignable"}
         queues = [queue_view(q) for q in raw if not q["name"].startswith("rpc.reply-")]
         self.record(queues, now)
         return {"reachable": True, "vhost": self.vhost, "queues": queues,
-                "services": by_service(queues), "error": None,
-                "alarms": alarms(queues, self.history, self.window, now)}
+                "services": by_service(queues), "nodes": nodes, "error": None,
+                "alarms": node_alarms(nodes) + alarms(queues, self.history, self.window, now)}
+
+    def _get(self, path, columns):
+        """The first node's answer that comes (the one answering last is tried first next)."""
+        failure = None
+        for url in list(self.urls):
+            try:
+                answer = requests.get(f"{url}{path}", params={"columns": columns},
+                                      auth=self.auth, timeout=self.timeout)
+                answer.raise_for_status()
+                body = answer.json()
+            except (requests.RequestException, ValueError) as exc:
+                failure = exc
+                continue
+            if url != self.urls[0]:
+                self.urls.remove(url)
+                self.urls.insert(0, url)
+            return body
+        raise failure
 
     def record(self, queues, now):
         keep_after = now - self.window - HISTORY_SECONDS_MARGIN - 60

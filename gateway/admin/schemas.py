@@ -1,14 +1,28 @@
 """What staff send to the admin gateway (JSON bodies, forms, query strings)."""
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from gateway.admin.accounts import MIN_PASSWORD_LENGTH, ROLES
-from services.booking.schemas import CODE, SITE
+from services.common.booking_schemas import ATTENDANCE_STATES, CODE, REFERENCE, SITE
 from services.common.reference_data import PROCEDURES
 from services.common.schemas import SafeString
-from services.requests.rules import MODES
+from services.common.reference_data import MODES
 
 USERNAME = validate.Regexp(r"^[a-z0-9][a-z0-9._-]{2,31}$",
                            error="3 to 32 characters: lower-case letters, digits, '.', '_', '-'.")
+
+
+# the counter's pages are French: their reasons too
+REQUIRED_FR = {"required": "Obligatoire.", "null": "Obligatoire.", "invalid": "Valeur invalide."}
+
+
+class BlankIsAbsent(Schema):
+    """A page's form sends its empty fields as '': an empty field is one not given."""
+
+    @pre_load
+    def _blank_is_absent(self, data, **kwargs):
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
 
 
 class LoginSchema(Schema):
@@ -29,22 +43,66 @@ class DayQuerySchema(Schema):
     date = fields.Date(load_default=None)
 
 
-class CheckInBodySchema(Schema):
-    code = SafeString(required=True, validate=CODE)
-    family_name = SafeString(required=True, validate=validate.Length(min=1, max=100))
-    given_names = SafeString(load_default="", validate=validate.Length(max=150))
+class CheckInBodySchema(BlankIsAbsent):
+    """The signed code as scanned, or the reference and birth date when it does not scan;
+    `confirm_mismatch`: the second, explicit decision that the names differ (it cancels)."""
+
+    code = SafeString(load_default=None, allow_none=True, validate=validate.Regexp(
+        CODE.regex, error="Ce n'est pas un code de convocation."), error_messages=REQUIRED_FR)
+    reference = SafeString(load_default=None, allow_none=True, validate=validate.Regexp(
+        REFERENCE.regex, error="Une référence s'écrit RDV-XXXX-XXXX."), error_messages=REQUIRED_FR)
+    birth_date = fields.Date(load_default=None, allow_none=True, error_messages=dict(
+        REQUIRED_FR, invalid="Une date (jour, mois, année)."))
+    family_name = SafeString(required=True, validate=validate.Length(
+        min=1, max=100, error="Entre 1 et 100 caractères."), error_messages=REQUIRED_FR)
+    given_names = SafeString(load_default="", validate=validate.Length(
+        max=150, error="150 caractères au plus."), error_messages=REQUIRED_FR)
+    confirm_mismatch = fields.Boolean(load_default=False, error_messages=REQUIRED_FR)
+
+    @validates_schema
+    def _code_or_reference(self, data, **kwargs):
+        if data.get("code"):
+            return
+        if not data.get("reference"):
+            raise ValidationError("Scannez le code, ou tapez la référence et la date de "
+                                  "naissance.", "code")
+        if not data.get("birth_date"):
+            raise ValidationError("La date de naissance va avec la référence tapée.", "birth_date")
+
+
+class UndoBodySchema(Schema):
+    why = SafeString(required=True, validate=validate.Length(
+        min=3, max=500, error="Dites pourquoi (3 à 500 caractères)."), error_messages=REQUIRED_FR)
+
+
+class AttendanceBodySchema(Schema):
+    state = SafeString(required=True, validate=validate.OneOf(
+        ATTENDANCE_STATES, error="absent, excused ou expected."), error_messages=REQUIRED_FR)
+
+
+class DaySearchSchema(Schema):
+    """The day view's search (a name or a reference) and which people to show."""
+
+    q = SafeString(load_default="", validate=validate.Length(max=100))
+    show = SafeString(load_default="all", validate=validate.OneOf(
+        ("all", "expected", "checked_in", "cancelled")))
 
 
 class WalkInBodySchema(Schema):
-    procedure = SafeString(load_default="renewal_10y", validate=validate.OneOf(sorted(PROCEDURES)))
-    family_name = SafeString(required=True, validate=validate.Length(min=1, max=100))
-    given_names = SafeString(load_default="", validate=validate.Length(max=150))
-    birth_date = fields.Date(required=True)
+    procedure = SafeString(load_default="renewal_10y", validate=validate.OneOf(
+        sorted(PROCEDURES), error="Démarche inconnue."), error_messages=REQUIRED_FR)
+    family_name = SafeString(required=True, validate=validate.Length(
+        min=1, max=100, error="Entre 1 et 100 caractères."), error_messages=REQUIRED_FR)
+    given_names = SafeString(load_default="", validate=validate.Length(
+        max=150, error="150 caractères au plus."), error_messages=REQUIRED_FR)
+    birth_date = fields.Date(required=True, error_messages=dict(
+        REQUIRED_FR, invalid="Une date (jour, mois, année)."))
     foreigner_number = SafeString(required=True, validate=validate.Regexp(
-        r"^\d{10}$", error="The foreigner number (AGDREF) has exactly 10 digits."))
+        r"^\d{10}$", error="Le numéro étranger (AGDREF) a exactement 10 chiffres."),
+        error_messages=REQUIRED_FR)
 
 
-class AuditQuerySchema(Schema):
+class AuditQuerySchema(BlankIsAbsent):
     person = SafeString(load_default=None, validate=validate.Length(max=64))
     object = SafeString(load_default=None, validate=validate.Length(max=80))
     day = fields.Date(load_default=None)
@@ -120,21 +178,6 @@ class PeriodSchema(Schema):
     def _order(self, data, **kwargs):
         if "since" in data and "until" in data and data["until"] < data["since"]:
             raise ValidationError("Must not be before 'since'.", "until")
-
-
-class WaiverSchema(Schema):
-    """M7: who (foreigner number, or e-mail), the permit's expiry date and the filing date."""
-
-    foreigner_number = SafeString(load_default=None, allow_none=True, validate=validate.Regexp(
-        r"^\d{10}$", error="The foreigner number (AGDREF) has exactly 10 digits."))
-    email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
-    expiry = fields.Date(required=True)
-    filing = fields.Date(required=True)
-
-    @validates_schema
-    def _who(self, data, **kwargs):
-        if not data.get("foreigner_number") and not data.get("email"):
-            raise ValidationError("Give the foreigner number or the e-mail.", "foreigner_number")
 
 
 class ResendSchema(Schema):

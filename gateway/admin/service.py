@@ -7,6 +7,8 @@ API takes `Authorization: Bearer`, the pages the session cookie (and a CSRF toke
 form): a cookie never authorises an API call, so another site cannot make a browser call it.
 """
 import time
+import uuid
+from urllib.parse import urlencode
 from datetime import date, datetime, time as clock_time, timedelta, timezone
 
 from gateway.admin import pages
@@ -15,16 +17,17 @@ from gateway.readiness import gather, ready_answer
 from gateway.admin.accounts import AccountLocked, LoginFailed, authenticate, new_account
 from gateway.admin.auth import (COOKIE, LOGIN_CSRF_COOKIE, AdminSettings, CsrfRefused, Forbidden,
                                 Locked, Unauthenticated, allowed, audit_entry, session_key)
-from gateway.admin.schemas import (AccountSchema, AuditQuerySchema, CheckInBodySchema,
-                                   DayQuerySchema, LoginSchema, WalkInBodySchema)
+from gateway.admin.schemas import (AccountSchema, AttendanceBodySchema, AuditQuerySchema,
+                                   CheckInBodySchema, DayQuerySchema, DaySearchSchema, LoginSchema,
+                                   UndoBodySchema, WalkInBodySchema)
 from gateway.admin.store import AccountExists, AdminStore
-from gateway.admin import allocation, supervision
+from gateway.admin import allocation, counter, desk, partners, register, supervision
 from gateway.csrf import new_binding
 from gateway.http import MAX_BODY_BYTES, json_http, json_response, read_json
 from services.common.clock import Clock
 from services.common.logs import CallIdLogging
 from services.common.metrics import Metrics
-from services.common.errors import EXPECTED, DomainError, InvalidRequest, NotFound
+from services.common.errors import EXPECTED, DomainError, InvalidRequest, NotFound, Refused
 from services.common.mongo import MongoStore
 from services.common.rpc import BoundedRpcProxy
 from services.common.schemas import load_or_raise
@@ -34,6 +37,9 @@ from services.common.timeutil import PARIS, iso_utc
 EXPECTED_HERE = EXPECTED + (Unauthenticated, Forbidden, Locked, CsrfRefused)  # and subclasses
 LOGIN, ACCOUNT, DAY_QUERY = LoginSchema(), AccountSchema(), DayQuerySchema()
 CHECK_IN, WALK_IN, AUDIT_QUERY = CheckInBodySchema(), WalkInBodySchema(), AuditQuerySchema()
+UNDO, ATTENDANCE, DAY_SEARCH = UndoBodySchema(), AttendanceBodySchema(), DaySearchSchema()
+FIELDS_FR = "Vérifiez les champs signalés."  # the counter's pages say it in French
+INVALID_FIELDS = "Some fields are not valid."  # load_or_raise's message, for the JSON API
 # a supervisor's lock lasts until a supervisor unlocks (epoch seconds far ahead: a number, not inf)
 LOCKED_FOR_GOOD = 32503680000  # 3000-01-01
 MONITORED = ("slots", "booking", "fraud", "notify")
@@ -56,9 +62,16 @@ def _account_view(account):
 
 
 def _audit_view(entry):
-    return {"id": entry["_id"], "who": entry["who"], "action": entry["action"],
+    # str(): entries written before audit_entry() gave every one a uuid carry an ObjectId
+    return {"id": str(entry["_id"]), "who": entry["who"], "action": entry["action"],
             "object": entry["object"], "before": entry.get("before"), "after": entry.get("after"),
             "at": _iso_ts(entry["at_ts"])}
+
+
+def _back_to_day(form, done):
+    """The day view the form was sent from (its site and date only: no name in the URL)."""
+    query = {k: form[k] for k in ("site", "date") if form.get(k)}
+    return "/day?" + urlencode(dict(query, done=done))
 
 
 def _form(request):
@@ -75,13 +88,17 @@ class PasswordChangeRequired(Forbidden):
 
 # the module, not the class: `nameko run` takes every class with entrypoints in this module
 # for a service, and the mixin alone has no name
-class AdminGateway(supervision.Supervision, allocation.Allocation):
+class AdminGateway(supervision.Supervision, allocation.Allocation, desk.Desk, partners.Partners,
+                   register.RegisterAdmin):
     name = "admin_gateway"
 
     store = MongoStore("admin", AdminStore)
     booking = BoundedRpcProxy("booking")
     fraud = BoundedRpcProxy("fraud")
     requests = BoundedRpcProxy("requests")  # allocation by request (allocation.py)
+    register_service = BoundedRpcProxy("register")  # the permits' register (register.py)
+    # an import reads and writes the whole register: bounded by its own, longer timeout
+    register_import = BoundedRpcProxy("register", timeout_key="REGISTER_IMPORT_TIMEOUT")
     settings = AdminSettings()
     clock = Clock()
     # monitoring: the bus, the services' health (short bound) and their domain figures
@@ -90,10 +107,12 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
     log_context = CallIdLogging()
     slots = BoundedRpcProxy("slots")
     notify = BoundedRpcProxy("notify")
-    slots_health = BoundedRpcProxy("slots", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
-    booking_health = BoundedRpcProxy("booking", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
-    fraud_health = BoundedRpcProxy("fraud", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
-    notify_health = BoundedRpcProxy("notify", timeout_key="HEALTH_RPC_TIMEOUT", timeout_default=2.0)
+    slots_health = BoundedRpcProxy("slots", timeout_key="HEALTH_RPC_TIMEOUT")
+    booking_health = BoundedRpcProxy("booking", timeout_key="HEALTH_RPC_TIMEOUT")
+    fraud_health = BoundedRpcProxy("fraud", timeout_key="HEALTH_RPC_TIMEOUT")
+    notify_health = BoundedRpcProxy("notify", timeout_key="HEALTH_RPC_TIMEOUT")
+    requests_health = BoundedRpcProxy("requests", timeout_key="HEALTH_RPC_TIMEOUT")
+    register_health = BoundedRpcProxy("register", timeout_key="HEALTH_RPC_TIMEOUT")
 
     # -- public bits ---------------------------------------------------------------------------
 
@@ -114,7 +133,7 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
         self.metrics.set_health(self._health())
         return self.metrics.response()
 
-    @config_timer("MONITOR_SAMPLE_SECONDS", 15.0)
+    @config_timer("MONITOR_SAMPLE_SECONDS")
     def sample_bus(self):
         """Depths sampled between page views, for the "depth keeps growing" alarm."""
         self.bus.snapshot()
@@ -155,7 +174,19 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
         outcome = self._check_in(staff, read_json(request))
         if outcome["result"] == "refused":
             return json_response(409, dict(outcome, error="check_in_refused", fields={}))
+        if outcome["result"] == "mismatch":  # nothing changed: look again, then decide
+            return json_response(409, dict(outcome, error="names_differ", fields={}))
         return outcome
+
+    @route("POST", "/api/bookings/<reference>/undo-cancellation", expected_exceptions=EXPECTED_HERE)
+    def api_undo(self, request, reference):
+        staff = self._api_staff(request, "supervisor")
+        return self._undo(staff, reference, read_json(request))
+
+    @route("POST", "/api/bookings/<reference>/attendance", expected_exceptions=EXPECTED_HERE)
+    def api_attendance(self, request, reference):
+        staff = self._api_staff(request, "agent")
+        return self._attendance(staff, reference, read_json(request))
 
     @route("POST", "/api/walk-ins", expected_exceptions=EXPECTED_HERE)
     def api_walk_in(self, request):
@@ -228,15 +259,40 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
 
     @route("GET", "/day", expected_exceptions=EXPECTED_HERE)
     def day_page(self, request):
+        return self._page(request, "agent", lambda staff: self._day_form(
+            staff, request.args.to_dict(), done=request.args.get("done")))
+
+    @route("POST", "/day/attendance", expected_exceptions=EXPECTED_HERE)
+    def day_attendance_submit(self, request):
+        return self._day_action(request, "agent", "marked", lambda staff, form: self._attendance(
+            staff, form.get("reference"), {"state": form.get("state")}))
+
+    @route("POST", "/day/undo", expected_exceptions=EXPECTED_HERE)
+    def day_undo_submit(self, request):
+        return self._day_action(request, "supervisor", "restored", lambda staff, form: self._undo(
+            staff, form.get("reference"), {"why": form.get("why")}))
+
+    def _day_action(self, request, role, done, act):
+        """A form of the day view: CSRF, the action, then back to the same day; or that day
+        again with the reason (in French)."""
         def handle(staff):
-            day = self._day(staff, request.args.to_dict())
-            return self._render(staff, "day.html.j2", day=day, **self._day_links(staff, day))
-        return self._page(request, "agent", handle)
+            self._check_csrf(request, staff)
+            form = _form(request)
+            try:
+                act(staff, form)
+            except (InvalidRequest, Refused, NotFound) as error:
+                message = FIELDS_FR if error.message == INVALID_FIELDS else error.message
+                return self._day_form(staff, form, message=message, status=error.status)
+            return pages.redirect(_back_to_day(form, done))
+        return self._page(request, role, handle)
 
     @route("GET", "/checkin", expected_exceptions=EXPECTED_HERE)
     def check_in_page(self, request):
+        # from the day view's "Arrivée" link: the reference is typed already
+        values = {"reference": request.args.get("reference", "")[:20]}
         return self._page(request, "agent", lambda staff: self._render(
-            staff, "checkin.html.j2", values={}, errors={}, message=None, focus="code"))
+            staff, "checkin.html.j2", values=values, errors={}, message=None, outcome=None,
+            focus="family_name"))
 
     @route("POST", "/checkin", expected_exceptions=EXPECTED_HERE)
     def check_in_submit(self, request):
@@ -244,17 +300,23 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
             self._check_csrf(request, staff)
             values = _form(request)
             if values.get("code") and not (values.get("family_name") or "").strip():
-                # the scanner typed the code and Enter: now the names read on the document
+                # the code was scanned before the names were typed: now the names
                 return self._render(staff, "checkin.html.j2", values=values, errors={},
                                     message="Saisissez le nom lu sur la pièce d'identité.",
-                                    focus="family_name")
+                                    outcome=None, focus="family_name")
             try:
                 outcome = self._check_in(staff, values)
             except InvalidRequest as error:
+                message = FIELDS_FR if error.message == INVALID_FIELDS else error.message
                 return self._render(staff, "checkin.html.j2", status=400, values=values,
-                                    errors=error.fields, message=error.message, focus="code")
-            return self._render(staff, "checkin_result.html.j2", outcome=outcome,
-                                status=409 if outcome["result"] == "refused" else 200)
+                                    errors=error.fields, message=message, outcome=None,
+                                    focus="family_name")
+            # one page per arrival: the outcome above, the empty form for the next person
+            # below (after a mismatch, the same person's names and both decisions)
+            again = values if outcome["result"] == "mismatch" else {}
+            return self._render(staff, "checkin.html.j2", values=again, errors={},
+                                message=None, outcome=outcome, focus="family_name",
+                                status=409 if outcome["result"] in ("refused", "mismatch") else 200)
         return self._page(request, "agent", handle)
 
     @route("GET", "/walk-in", expected_exceptions=EXPECTED_HERE)
@@ -273,8 +335,9 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
             except DomainError as error:
                 if error.status == 503:
                     raise
+                message = FIELDS_FR if error.message == INVALID_FIELDS else error.message
                 return self._render(staff, "walk_in.html.j2", status=error.status, values=values,
-                                    errors=error.fields, message=error.message,
+                                    errors=error.fields, message=message,
                                     rule=self.booking.walk_in_rule()["text"], created=None)
             return self._render(staff, "walk_in.html.j2", values={"procedure": "renewal_10y"},
                                 errors={}, message=None, created=created,
@@ -315,7 +378,8 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
         settings, now_ts = self.settings, time.time()
         try:
             account = authenticate(self.store, username, password, now_ts,
-                                   settings.max_failures, settings.lock_seconds)
+                                   settings.max_failures, settings.lock_seconds,
+                                   settings.password_hasher)
         except LoginFailed as failed:
             # an unknown name may be a password typed in the wrong field: not written down
             who = username if failed.known else "unknown"
@@ -347,19 +411,52 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
 
     def _check_in(self, staff, body):
         data = load_or_raise(CHECK_IN, body, InvalidRequest)
-        outcome = self.booking.check_in(dict(data, site=staff["site"], day=self._today().isoformat(),
-                                             agent=staff["username"]))
+        outcome = self.booking.check_in(dict(
+            data, birth_date=data["birth_date"] and data["birth_date"].isoformat(),
+            site=staff["site"], day=self._today().isoformat(), agent=staff["username"]))
         reference = outcome["booking"]["id"]
+        how = {"by": "code" if data["code"] else "reference"}  # no name, no birth date here
         if outcome["result"] == "checked_in":
             self._record(staff["username"], "check_in", f"booking:{reference}",
-                         {"status": "active"}, {"status": "checked_in"})
-        elif outcome["reason"] == "name_mismatch":
+                         {"status": "active"}, dict(how, status="checked_in"))
+        elif outcome["result"] == "mismatch":
+            self._record(staff["username"], "check_in_names_differ", f"booking:{reference}",
+                         {"status": "active"}, dict(how, status="active"))
+        elif outcome["reason"] == "name_mismatch" and outcome["booking"]["status"] == "cancelled":
             self._record(staff["username"], "check_in_name_mismatch", f"booking:{reference}",
                          {"status": "active"},
-                         {"status": "cancelled", "cancel_reason": "name_mismatch"})
+                         dict(how, status="cancelled", cancel_reason="name_mismatch"))
         if outcome["booking"].get("cancel_reason") in pages.FRAUD_REASONS:
             outcome["fraud_decisions"] = self._fraud_decisions(reference)
         return outcome
+
+    def _undo(self, staff, reference, body):
+        """A supervisor takes back a name-mismatch cancellation the same day, saying why."""
+        data = load_or_raise(UNDO, body, InvalidRequest)
+        if not isinstance(reference, str):
+            raise InvalidRequest(FIELDS_FR, {"reference": ["Obligatoire."]})
+        obj = f"booking:{reference.strip().upper()[:20]}"
+        before = {"status": "cancelled", "cancel_reason": "name_mismatch"}
+        try:
+            restored = self.booking.undo_cancellation(reference, staff["username"], data["why"])
+        except Refused as refused:  # what was tried is written down too, with why not
+            self._record(staff["username"], "cancellation_undo_refused", obj, before,
+                         {"why": data["why"], "refused": refused.message})
+            raise
+        self._record(staff["username"], "cancellation_undone", obj, before,
+                     {"status": restored["status"], "why": data["why"]})
+        return restored
+
+    def _attendance(self, staff, reference, body):
+        data = load_or_raise(ATTENDANCE, body, InvalidRequest)
+        if not isinstance(reference, str):
+            raise InvalidRequest(FIELDS_FR, {"reference": ["Obligatoire."]})
+        marked = self.booking.mark_attendance({"reference": reference, "state": data["state"],
+                                               "site": staff["site"], "agent": staff["username"]})
+        self._record(staff["username"], "attendance_marked", f"booking:{marked['id']}",
+                     {"attendance": marked.get("previous_attendance")},
+                     {"attendance": data["state"]})
+        return marked
 
     def _fraud_decisions(self, reference):
         try:
@@ -369,9 +466,10 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
 
     def _walk_in(self, staff, body):
         data = load_or_raise(WALK_IN, body, InvalidRequest)
+        # one key per HTTP request: the call delivered twice is one walk-in
         created = self.booking.register_walk_in(dict(
             data, birth_date=data["birth_date"].isoformat(), site=staff["site"],
-            agent=staff["username"]))
+            agent=staff["username"]), idempotency_key=uuid.uuid4().hex)
         self._record(staff["username"], "walk_in_registered", f"booking:{created['id']}", None,
                      {"status": created["status"], "procedure": created["procedure"],
                       "site": created["site"]})
@@ -381,7 +479,7 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
         data = load_or_raise(ACCOUNT, body, InvalidRequest)
         try:
             account = new_account(data["username"], data["password"], data["role"], data["site"],
-                                  time.time())
+                                  time.time(), self.settings.password_hasher)
             self.store.create_account(account)
         except AccountExists:
             raise InvalidRequest("This username is taken.", {"username": ["Taken."]})
@@ -419,7 +517,8 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
 
     def _health(self):
         return gather({"slots": self.slots_health, "booking": self.booking_health,
-                       "fraud": self.fraud_health, "notify": self.notify_health})
+                       "fraud": self.fraud_health, "notify": self.notify_health,
+                       "requests": self.requests_health, "register": self.register_health})
 
     def _monitoring(self):
         """The bus (management API), each service's health, and the domain figures; a part
@@ -512,11 +611,23 @@ class AdminGateway(supervision.Supervision, allocation.Allocation):
                             values=values or {"role": "agent", "site": staff["site"]},
                             errors=errors or {}, message=message, reset=reset)
 
+    def _day_form(self, staff, args, message=None, status=200, done=None):
+        day = self._day(staff, {k: args.get(k) for k in ("site", "date") if args.get(k)})
+        try:
+            search = load_or_raise(DAY_SEARCH, {k: args[k] for k in ("q", "show") if args.get(k)},
+                                   InvalidRequest)
+        except InvalidRequest:
+            search, message, status = {"q": "", "show": "all"}, FIELDS_FR, 400
+        shown = counter.shown(day["bookings"], search["q"], search["show"])
+        return self._render(staff, "day.html.j2", status=status, day=day, shown=shown,
+                            search=search, message=message, done=done,
+                            today=self._today().isoformat(), **self._day_links(staff, day))
+
     def _day_links(self, staff, day):
         current = date.fromisoformat(day["day"])
         link = "/day?site={}&date={}".format
         return {"previous": link(day["site"], current - timedelta(days=1)),
                 "next": link(day["site"], current + timedelta(days=1)),
-                "today": link(day["site"], self._today()),
+                "today_link": link(day["site"], self._today()),
                 "sites": {code: link(code, current) for code in pages.SITES}
                 if allowed(staff["role"], "supervisor") else {}}

@@ -11,18 +11,18 @@ import secrets
 from datetime import datetime, timedelta, timezone
 
 from gateway.admin import pages
-from gateway.admin.accounts import HASHER, password_problem
+from gateway.admin.accounts import password_problem
 from gateway.admin.auth import CsrfRefused, Forbidden, Locked, Unauthenticated
 from gateway.admin.schemas import (AllowSchema, BatchDueSchema, DecisionSchema, DesksSchema,
                                    DisallowSchema, FiguresSchema, PasswordSchema, PeriodSchema,
-                                   PlanExtraSchema, ResendSchema, WaiverSchema)
-from gateway.admin.waiver import waiver
+                                   PlanExtraSchema, ResendSchema)
 from gateway.http import json_http, read_json
+from services.common.attestation_code import parse_code
 from services.common.errors import EXPECTED, InvalidRequest, NotFound
 from services.common.rpc import BoundedRpcProxy
-from services.common.schemas import AttestationSchema, load_or_raise
+from services.common.schemas import AttestationSchema, PenaltyWaiverSchema, load_or_raise
 from services.common.timeutil import PARIS
-from services.slots.schemas import OpeningPlanSchema
+from services.common.slot_schemas import OpeningPlanSchema
 
 route = json_http
 
@@ -31,7 +31,7 @@ SUPERVISOR = "supervisor"
 PLAN, PLAN_EXTRA = OpeningPlanSchema(), PlanExtraSchema()
 DESKS, BATCH_DUE, FIGURES = DesksSchema(), BatchDueSchema(), FiguresSchema()
 DECISION, ALLOW, DISALLOW, PERIOD = DecisionSchema(), AllowSchema(), DisallowSchema(), PeriodSchema()
-WAIVER, ATTESTATION, RESEND, PASSWORD = (WaiverSchema(), AttestationSchema(), ResendSchema(),
+WAIVER, ATTESTATION, RESEND, PASSWORD = (PenaltyWaiverSchema(), AttestationSchema(), ResendSchema(),
                                          PasswordSchema())
 
 
@@ -249,9 +249,11 @@ class Supervision:
 
     @route("GET", "/notifications", expected_exceptions=EXPECTED_HERE)
     def notifications_page(self, request):
-        return self._page(request, SUPERVISOR, lambda staff: self._render(
-            staff, "notifications.html.j2", resent=request.args.get("resent"),
-            **self._notifications()))
+        def handle(staff):
+            found = self._notifications()  # its `status` is not _render's HTTP status
+            return self._render(staff, "notifications.html.j2", resent=request.args.get("resent"),
+                                outbox=found["status"], failed=found["failed"])
+        return self._page(request, SUPERVISOR, handle)
 
     @route("POST", "/notifications", expected_exceptions=EXPECTED_HERE)
     def notifications_submit(self, request):
@@ -311,9 +313,11 @@ class Supervision:
 
     def _add_desks(self, staff, body):
         data = load_or_raise(DESKS, body, InvalidRequest)
+        # a key per HTTP request: added once however often RabbitMQ delivers the call
         done = self.slots.add_desks(data["plan_id"], data["desks"],
                                     data["date_from"] and data["date_from"].isoformat(),
-                                    data["date_to"] and data["date_to"].isoformat())
+                                    data["date_to"] and data["date_to"].isoformat(),
+                                    idempotency_key=secrets.token_hex(16))
         self._record(staff["username"], "desks_added", f"plan:{data['plan_id']}", None, done)
         return done
 
@@ -390,28 +394,42 @@ class Supervision:
 
     def _waiver(self, staff, body):
         data = load_or_raise(WAIVER, body, InvalidRequest)
-        found = self.booking.attempts_of(data["foreigner_number"], data["email"])["attempts"]
-        answer = waiver(data["expiry"], data["filing"], found)
+        # the same form checked here gives the page its field errors; booking answers
+        answer = self.booking.penalty_waiver(data["foreigner_number"], data["email"],
+                                             data["expiry"].isoformat(), data["filing"].isoformat())
+        evidence = answer["evidence"]
         # who was asked about stays out of the log: the answer and the dates only
         self._record(staff["username"], "waiver_answered", "waiver", None,
                      {"waived": answer["waived"], "expiry": answer["expiry"],
-                      "filing": answer["filing"], "attempts": len(found)})
+                      "filing": answer["filing"],
+                      "attempts": len(evidence["attempts"]) + len(evidence["after_expiry"])})
         return answer
 
     def _verify_text(self, text):
+        """The check of an attestation from its verification code (typed, or its QR scanned:
+        the verify page's address), or from the JSON document as downloaded from the API."""
+        if not text.lstrip().startswith("{"):
+            code = parse_code(text)
+            if code is None:
+                raise InvalidRequest(
+                    "Code de vérification illisible.",
+                    {"attestation": ["Un code compte 16 lettres et chiffres (XXXX-XXXX-XXXX-XXXX) ; "
+                                     "scannez le QR code ou collez l'attestation JSON."]})
+            return self.booking.attestation_by_code(code)
         try:
             document = json.loads(text)
         except ValueError:
             raise InvalidRequest("Not an attestation (JSON expected).",
                                  {"attestation": ["Paste the downloaded attestation as is."]})
-        return self.booking.verify_attestation(load_or_raise(ATTESTATION, document, InvalidRequest))
+        checked = self.booking.verify_attestation(load_or_raise(ATTESTATION, document, InvalidRequest))
+        return dict(checked, found=True, attestation=document["attestation"])
 
     def _notifications(self):
         return {"status": self.notify.outbox_status(), "failed": self.notify.failed_messages(50)}
 
     def _resend(self, staff, body):
         data = load_or_raise(RESEND, body, InvalidRequest)
-        done = self.notify.resend(data["key"])
+        done = self.notify.resend(data["key"], idempotency_key=secrets.token_hex(16))
         self._record(staff["username"], "message_resent", f"message:{data['key']}", None,
                      {"state": done.get("state")})
         return done
@@ -424,7 +442,7 @@ class Supervision:
             raise InvalidRequest("Change your own password on the password page.",
                                  {"username": ["Your own account."]})
         temporary = secrets.token_urlsafe(12)  # 16 characters, shown once to the supervisor
-        self.store.reset_password(username, HASHER.hash(temporary))
+        self.store.reset_password(username, self.settings.password_hasher.hash(temporary))
         self.store.end_sessions_of(username)
         self._record(staff["username"], "password_reset", f"account:{username}",
                      {"must_change_password": bool(account.get("must_change_password"))},
@@ -438,7 +456,7 @@ class Supervision:
             raise InvalidRequest("Some fields are not valid.", {"password": [problem]})
         if data.get("again") is not None and data["again"] != data["password"]:
             raise InvalidRequest("The two passwords differ.", {"again": ["Differs."]})
-        self.store.set_new_password(staff["username"], HASHER.hash(data["password"]),
+        self.store.set_new_password(staff["username"], self.settings.password_hasher.hash(data["password"]),
                                     staff["_id"])
         self._record(staff["username"], "password_changed", f"account:{staff['username']}",
                      None, {"must_change_password": False})

@@ -62,7 +62,7 @@ class TrustedProxies(DependencyProvider):
     """TRUSTED_PROXIES, parsed once per process rather than on every request."""
 
     def setup(self):
-        self.networks = parse_trusted(setting(self.container.config, "TRUSTED_PROXIES", "127.0.0.1,::1"))
+        self.networks = parse_trusted(setting(self.container.config, "TRUSTED_PROXIES"))
 
     def get_dependency(self, worker_ctx):
         return self.networks

@@ -6,24 +6,20 @@ between booking and appointment week by week over the last weeks, how quickly th
 places were taken, how many bookings were cancelled as trafficking, and the reminder that
 appointments are free. The plots are SVG drawn here (no script), readable at 320 px.
 
-The figures are the same for everyone: the page is cacheable, and each gateway process keeps
-them FAIRNESS_CACHE_SECONDS, so a crowd reading it costs the services one call per period.
+The figures are the same for everyone: the page is cacheable (per language: it has the
+header, navigation and language selector of every page, templates/_layout.html.j2), and each
+gateway process keeps them FAIRNESS_CACHE_SECONDS, so a crowd reading it costs the services one
+call per period.
 """
 import time
-from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from nameko.extensions import DependencyProvider
-from werkzeug.wrappers import Response
 
-from gateway.html import page_response
+from services.common import i18n
 from services.common.reference_data import FREE_NOTICE, PROCEDURES
+from services.common.reference_data import procedure_view as labelled
 from services.common.settings import setting
 
-HERE = Path(__file__).parent
-ENV = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True,
-                  undefined=StrictUndefined)
-CSS = (HERE / "static" / "public.css").read_bytes()
 # the plot's drawing box (SVG user units); the SVG scales to the width of the page
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 320, 150, 34, 28, 12
 
@@ -70,8 +66,9 @@ def short_week(iso_day):
     return f"{iso_day[8:10]}/{iso_day[5:7]}"
 
 
-def procedure_view(code, slots, booking):
-    """One procedure's section of the page, from the two services' figures (None: no answer)."""
+def procedure_view(code, slots, booking, partners=None):
+    """One procedure's section of the page, from the services' figures (None: no answer);
+    partners: this week's partner quotas and their use (requests' partner_figures, issue 24)."""
     s = (slots or {}).get("procedures", {}).get(code)
     b = (booking or {}).get("procedures", {}).get(code)
     weeks = sorted({w["week"] for w in (b or {}).get("weeks", [])} |
@@ -80,8 +77,8 @@ def procedure_view(code, slots, booking):
     full_by_week = {w["week"]: w["median_seconds_to_full"] for w in (s or {}).get("weeks", [])}
     return {
         "code": code,
-        "label_fr": PROCEDURES[code]["label_fr"],
-        "label_en": PROCEDURES[code]["label_en"],
+        # label_fr, label_en, label_ar...: the template reads the page's language's
+        **{key: text for key, text in labelled(code).items() if key.startswith("label_")},
         "days_to_next_free": s["days_to_next_free"] if s else None,
         "next_free": s["next_free"] if s else None,
         "released": s["released"] if s else None,
@@ -90,6 +87,7 @@ def procedure_view(code, slots, booking):
         "median_wait_days": b["median_wait_days"] if b else None,
         "trafficking_cancelled": b["trafficking_cancelled"] if b else None,
         "bookings": b["bookings"] if b else None,
+        "partners": (partners or {}).get("procedures", {}).get(code),
         "wait_plot": bars([(short_week(w), wait_by_week.get(w)) for w in weeks]) if weeks else None,
         "speed_plot": bars([(short_week(w), None if full_by_week.get(w) is None
                              else round(full_by_week[w] / 60, 1)) for w in weeks])
@@ -97,17 +95,36 @@ def procedure_view(code, slots, booking):
     }
 
 
-def page(slots, booking, days):
-    sections = [procedure_view(code, slots, booking) for code in PROCEDURES]
-    return page_response(ENV.get_template("fairness.html.j2").render(
-        sections=sections, notice=FREE_NOTICE, days=days,
-        unavailable=slots is None or booking is None), private=False)
+# issue 24: renewals are checked against the prefecture's register, first applications are
+# not (e-mail confirmation, then M4 at the counter): their places are counted apart
+KINDS = (("renewals", ("renewal", "renewal_10y"), "Renouvellements (vérifiés au registre des titres)",
+          "Renewals (checked against the register of permits)"),
+         ("first_applications", ("first_application",), "Premières demandes (sans titre à vérifier)",
+          "First applications (no permit to check)"))
 
 
-def css():
-    return Response(CSS, content_type="text/css; charset=utf-8",
-                    headers={"Cache-Control": "public, max-age=3600",
-                             "X-Content-Type-Options": "nosniff"})
+def by_kind(sections):
+    """[{kind, label_fr, label_en, label_ar, released, booked}] summed over each kind's procedures; a
+    figure no procedure of the kind answered is None."""
+    rows = []
+    for kind, codes, label_fr, label_en in KINDS:
+        mine = [s for s in sections if s["code"] in codes]
+        row = {"kind": kind, **{f"label_{lang}": i18n.translate(lang, label_fr, label_en)
+                                for lang in i18n.LANGS}}
+        for key in ("released", "booked"):
+            values = [s[key] for s in mine if s[key] is not None]
+            row[key] = sum(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def page(current, slots, booking, days, partners=None):
+    """The page for this request (pages.Page: its language), the same for everyone in it;
+    partners: this week's partner quotas and their use (issue 24)."""
+    sections = [procedure_view(code, slots, booking, partners) for code in PROCEDURES]
+    return current.render("fairness.html.j2", public=True, sections=sections, kinds=by_kind(sections),
+                          notice=i18n.with_langs(FREE_NOTICE), days=days,
+                          unavailable=slots is None or booking is None)
 
 
 class FiguresCache(DependencyProvider):
@@ -115,8 +132,8 @@ class FiguresCache(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.seconds = setting(config, "FAIRNESS_CACHE_SECONDS", 300.0)
-        self.days = 7 * setting(config, "FAIRNESS_WEEKS", 8)
+        self.seconds = setting(config, "FAIRNESS_CACHE_SECONDS")
+        self.days = 7 * setting(config, "FAIRNESS_WEEKS")
         self.value, self.until = None, 0.0
 
     def get_dependency(self, worker_ctx):

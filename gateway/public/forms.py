@@ -5,8 +5,11 @@ The form posts to the booking RPC exactly what the JSON API would; the reasons t
 """
 from itertools import groupby
 
+from services.common.i18n import translate
 from services.common.reference_data import PROCEDURES
+from services.common.schemas import IDEMPOTENCY_KEY
 from services.common.timeutil import PARIS, long_date, parse_iso
+from services.common.request_schemas import CLAIM_TAKEN
 
 FIELDS = ("family_name", "given_names", "birth_date", "email", "phone", "foreigner_number")
 OPTIONAL = ("phone", "foreigner_number")  # empty in the form: not given (None in the JSON)
@@ -53,8 +56,10 @@ MESSAGES = {
 REASON_KINDS = {"Must not be in the future.": "future", "Must be after 1900.": "old",
                 "Required for renewals: the 10-digit number on your residence permit.": "missing",
                 # the requests service's Refused (one open request per e-mail and number)
-                "A request is already open with this value.": "taken"}
+                CLAIM_TAKEN: "taken"}
 GENERAL = ("Vérifiez ce champ.", "Check this field.")
+# the form shown again after its slot was taken, sent without a time ticked
+CHOOSE_ANOTHER_TIME = ("Choisissez l'un des horaires encore libres.", "Choose one of the times still free.")
 
 
 def _kind(reason):
@@ -63,10 +68,25 @@ def _kind(reason):
     return REASON_KINDS.get(reason)
 
 
-def booking_request(procedure, slot_id, form):
+# the hidden field of the booking, attempt and request forms: made when the form is shown, so
+# that the form sent twice (a second click, the browser resending it, the person sending it
+# again after "no answer") is one booking, one attempt, one request
+KEY_FIELD = "idempotency_key"
+
+
+def idempotency_key_of(form):
+    """The form's key, or None when it has none or not a well-formed one (a form from before
+    the field existed: the gateway makes one for the request)."""
+    value = form.get(KEY_FIELD, "")
+    return value if IDEMPOTENCY_KEY.fullmatch(value) else None
+
+
+def booking_request(procedure, slot_id, form, lang):
     """The JSON API's booking body from the form's fields (strings, trimmed of outer spaces
-    only where a person cannot mean them: e-mail, phone, numbers)."""
-    return dict({"procedure": procedure, "slot_id": slot_id}, **applicant(procedure, form))
+    only where a person cannot mean them: e-mail, phone, numbers); `lang`, the page's
+    language, for the links of the e-mails."""
+    return dict({"procedure": procedure, "slot_id": slot_id, "lang": lang},
+                **applicant(procedure, form))
 
 
 def applicant(procedure, form):
@@ -89,7 +109,6 @@ def field_errors(fields, form, lang, messages=None, known=FIELDS):
     """InvalidRequest fields -> {form field: message in `lang`}, and the reasons for no field.
     `messages` and `known`: another form's (the attempt form's); the booking form's by default."""
     messages = messages or MESSAGES
-    index = 0 if lang == "fr" else 1
     errors, other = {}, []
     for field, reasons in (fields or {}).items():
         if field not in known:
@@ -99,7 +118,8 @@ def field_errors(fields, form, lang, messages=None, known=FIELDS):
             kind = "missing"
         else:
             kind = next((_kind(r) for r in reasons if _kind(r)), "invalid")
-        errors[field] = (messages.get((field, kind)) or messages.get((field, "invalid")) or GENERAL)[index]
+        errors[field] = translate(lang, *(messages.get((field, kind)) or messages.get((field, "invalid"))
+                                          or GENERAL))
     return errors, other
 
 
@@ -118,11 +138,12 @@ ATTEMPT_MESSAGES = {
 }
 
 
-def attempt_request(form):
-    """The JSON API's attempt body from the form (an empty foreigner number: none)."""
+def attempt_request(form, lang="fr"):
+    """The JSON API's attempt body from the form (an empty foreigner number: none); `lang`,
+    the page's language, for the receipt."""
     number = form.get("foreigner_number", "").strip()
     return {"procedure": form.get("procedure", ""), "email": form.get("email", "").strip(),
-            "foreigner_number": number or None}
+            "foreigner_number": number or None, "lang": lang}
 
 
 def attempt_errors(fields, form, lang):
@@ -157,11 +178,11 @@ REQUEST_MESSAGES = {
         "Écrivez vos vrais prénoms, exactement comme sur votre passeport ou votre titre de séjour.",
         "Write your real given names, exactly as on your passport or residence permit."),
     ("email", "taken"): (
-        "Une demande est déjà en cours avec cette adresse électronique pour cette démarche.",
-        "A request is already open with this e-mail address for this procedure."),
+        "Une demande confirmée est déjà en cours avec cette adresse électronique pour cette démarche.",
+        "A confirmed request is already open with this e-mail address for this procedure."),
     ("foreigner_number", "taken"): (
-        "Une demande est déjà en cours avec ce numéro d'étranger pour cette démarche.",
-        "A request is already open with this foreigner number for this procedure."),
+        "Une demande confirmée est déjà en cours avec ce numéro d'étranger pour cette démarche.",
+        "A confirmed request is already open with this foreigner number for this procedure."),
     ("permit_expiry", "invalid"): (
         "La date de fin du titre doit être une vraie date (jour, mois, année), ou restez vide.",
         "The permit's end date must be a real date (day, month, year), or leave it empty."),
@@ -179,8 +200,8 @@ REQUEST_MESSAGES = {
 
 def grid_cells(lang):
     """[(weekday, day label, [(cell key, half-day label)])] for the availability grid."""
-    index = 0 if lang == "fr" else 1
-    return [(day, labels[index], [(f"{day}-{half[0]}", half[3 + index]) for half in HALF_DAYS])
+    return [(day, translate(lang, *labels), [(f"{day}-{half[0]}", translate(lang, *half[3:]))
+                                             for half in HALF_DAYS])
             for day, *labels in GRID_DAYS]
 
 
@@ -212,11 +233,16 @@ def ticked(availability_doc):
     return cells
 
 
-def request_filing(procedure, form):
-    """The JSON API's request body from the request form's fields."""
+def request_filing(procedure, form, lang):
+    """The JSON API's request body from the request form's fields (`lang`: as for a booking)."""
     expiry = form.get("permit_expiry", "").strip()
-    return dict({"procedure": procedure}, **applicant(procedure, form),
+    body = dict({"procedure": procedure, "lang": lang}, **applicant(procedure, form),
                 permit_expiry=expiry or None, availability=availability(form))
+    if form.get("invitation") or form.get("invitation_token"):
+        # a renewal invitation's link (issue 24): the requests service checks it
+        body["invitation"] = {"id": form.get("invitation", ""),
+                              "token": form.get("invitation_token", "")}
+    return body
 
 
 def request_errors(fields, form, lang):
@@ -233,8 +259,7 @@ def request_errors(fields, form, lang):
         else:
             grouped[field] = reasons
     errors, other = field_errors(grouped, form, lang, REQUEST_MESSAGES, REQUEST_FIELDS)
-    index = 0 if lang == "fr" else 1
     for group in boxes:
         kind = "invalid" if _values(form, group) else "missing"
-        errors[group] = REQUEST_MESSAGES[(group, kind)][index]
+        errors[group] = translate(lang, *REQUEST_MESSAGES[(group, kind)])
     return errors, other

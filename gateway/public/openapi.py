@@ -8,12 +8,16 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from gateway.public.schemas import (BookingCreatedSchema, BookingSchema, ErrorSchema,
                                     HealthSchema, ProceduresSchema, SlotListSchema, SlotQuerySchema)
-from services.common.schemas import BookingRequestSchema
+from services.common.schemas import IDEMPOTENCY_KEY, BookingRequestSchema
 
 ERRORS = {
     400: "invalid input: `fields` gives the reason per field",
     404: "unknown booking or slot, or wrong token (the same answer)",
-    409: "the slot is full or no longer bookable",
+    409: "the slot is full or no longer bookable (`slot_full`, `slot_not_bookable`), or one "
+         "e-mail or one person already holds a confirmed booking (`email_has_booking`, "
+         "`person_has_booking`)",
+    429: "too_many_unconfirmed: too many bookings wait for their confirmation (from this "
+         "address, at this e-mail domain, or in this release); nothing was held",
     503: "a service did not answer in time",
 }
 
@@ -56,8 +60,13 @@ def build():
         "responses": _answers(200, SlotListSchema, "a page of slots", 400, 503)}})
     spec.path("/api/bookings", operations={"post": {
         "summary": "book a slot",
+        "parameters": [{
+            "in": "header", "name": "Idempotency-Key", "required": False,
+            "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$"},
+            "description": "a random key of yours: the same key with the same body answers the "
+                           "same booking and never books twice (send it again after a 503)"}],
         "requestBody": {"required": True, "content": _json("BookingRequest")},
-        "responses": _answers(201, BookingCreatedSchema, "booked", 400, 404, 409, 503)}})
+        "responses": _answers(201, BookingCreatedSchema, "booked", 400, 404, 409, 429, 503)}})
     spec.path("/api/bookings/{reference}", operations={
         "get": {"summary": "your booking", "parameters": token_parameters,
                 "responses": _answers(200, BookingSchema, "the booking", 400, 404, 503)},

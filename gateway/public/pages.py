@@ -1,9 +1,11 @@
 """The applicants' pages: one request's language, CSRF binding and answer. Wording lives in templates/.
 
-French first, English one click away (`?lang=en`, remembered in a cookie). Every page goes out
+French first, English and Arabic one click away (`?lang=en`, `?lang=ar`, remembered in a
+cookie; services/common/i18n.py: Arabic pages are right to left, their text from the catalogue). Every page goes out
 through gateway/html.py's page_response (strict CSP, no caching of personal pages).
 """
 import functools
+import gzip
 import logging
 from pathlib import Path
 from urllib.parse import urlencode
@@ -15,7 +17,11 @@ from werkzeug.wrappers import Response
 
 from gateway import csrf
 from gateway.html import page_response
-from services.common.errors import DomainError, InvalidRequest
+from gateway.public import notices
+from services.common import i18n
+from services.common.errors import DomainError, InvalidRequest, NotFound
+from services.common.i18n import LANGS
+from services.common.reference_data import WAIVER_RULE
 from services.common.schemas import load_or_raise
 from services.common.settings import setting
 
@@ -24,12 +30,19 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 ENV = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True,
                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+ENV.globals["waiver_rule"] = i18n.with_langs(WAIVER_RULE)  # M7: the one wording of when attempts count
 STYLESHEET = (HERE / "static" / "site.css").read_bytes()
+# the State design system's files (`make install`: npm ci, then deploy/dsfr_assets.py)
+DSFR_DIR = HERE / "static" / "dsfr"
+DSFR_TYPES = {".css": "text/css; charset=utf-8", ".woff2": "font/woff2", ".woff": "font/woff",
+              ".svg": "image/svg+xml"}
 
-LANGS = ("fr", "en")
+# each language in itself, for the language selector (an unknown code shows as its code)
+LANGUAGE_NAMES = i18n.NAMES
 LANG_COOKIE = "lang"
 TOKEN_COOKIE = "booking_token"
 REQUEST_TOKEN_COOKIE = "request_token"
+ATTEMPT_TOKEN_COOKIE = "attempt_token"
 CSRF_FIELD = "csrf_token"
 YEAR = 365 * 24 * 3600
 
@@ -44,13 +57,17 @@ class PageSettings(DependencyProvider):
             raise ConfigurationError(
                 "PUBLIC_FORM_SECRET must be set to a secret of at least 16 characters")
         self.csrf = csrf.CsrfTokens(str(secret))
-        base = setting(config, "PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+        base = setting(config, "PUBLIC_BASE_URL")
+        self.base_url = base  # printed links and the attestation's QR (M7)
         self.secure_cookies = base.lower().startswith("https://")
-        self.report_url = setting(config, "REPORT_URL", "https://www.internet-signalement.gouv.fr")
-        self.report_email = setting(config, "REPORT_EMAIL", "pref-etrangers@herault.gouv.fr")
-        self.mail_domain = setting(config, "MAIL_DOMAIN", "rdv.herault.gouv.fr")
+        self.report_url = setting(config, "REPORT_URL")
+        self.report_email = setting(config, "REPORT_EMAIL")
+        self.mail_domain = setting(config, "MAIL_DOMAIN")
         # M7: the "no free slot" page offers to record a failed attempt (/attempts/new)
-        self.attempts_enabled = setting(config, "PUBLIC_ATTEMPTS_ENABLED", True)
+        self.attempts_enabled = setting(config, "PUBLIC_ATTEMPTS_ENABLED")
+        # what the notices state (gateway/public/notices.py)
+        self.retention = notices.retention(config)
+        self.host = setting(config, "PUBLIC_HOST")
 
     def get_dependency(self, worker_ctx):
         return self
@@ -65,8 +82,8 @@ class Page:
         asked = request.args.get("lang")
         self.lang_asked = asked if asked in LANGS else None
         remembered = request.cookies.get(LANG_COOKIE)
-        self.lang = self.lang_asked or (remembered if remembered in LANGS else "fr")
-        self.other_lang = "en" if self.lang == "fr" else "fr"
+        self.lang = self.lang_asked or (remembered if remembered in LANGS else i18n.DEFAULT)
+        self.dir = i18n.direction(self.lang)  # <html dir>: Arabic pages mirror
         binding = request.cookies.get(csrf.COOKIE, "")
         self._new_binding = None if 16 <= len(binding) <= 64 else csrf.new_binding()
         self.binding = self._new_binding or binding
@@ -75,7 +92,7 @@ class Page:
 
     def t(self, fr, en):
         """The text in this page's language: wording stays beside its translation."""
-        return fr if self.lang == "fr" else en
+        return i18n.translate(self.lang, fr, en)
 
     def csrf_token(self):
         self._binding_used = True
@@ -85,17 +102,34 @@ class Page:
         return self.settings.csrf.valid(self.request.form.get(CSRF_FIELD),
                                         self.request.cookies.get(csrf.COOKIE))
 
-    def switch_url(self):
-        """This page in the other language: the same query, without a token or old lang."""
+    def language_url(self, code):
+        """This page in language `code`: the same query, without a token or old lang."""
         query = [(k, v) for k, v in self.request.args.items(multi=True) if k not in ("lang", "token")]
-        return f"{self.request.path}?{urlencode(query + [('lang', self.other_lang)])}"
+        return f"{self.request.path}?{urlencode(query + [('lang', code)])}"
+
+    def language_name(self, code):
+        return LANGUAGE_NAMES.get(code, code.upper())
+
+    def languages(self):
+        """The language selector's entries: (code, name in itself, this page's URL in it)."""
+        return [(code, self.language_name(code), self.language_url(code)) for code in LANGS]
+
+    @staticmethod
+    def direction(code):
+        """"rtl" for a language written right to left (Arabic), else "ltr"."""
+        return i18n.direction(code)
 
     def set_cookie(self, name, value, **options):
         self.cookies.append((name, value, options))
 
-    def render(self, template, status=200, **values):
+    def render(self, template, status=200, public=False, **values):
+        """public: the same for everyone in a language (the fairness page, the notices), so
+        caches may keep it per Cookie; answers that set the language cookie are not kept."""
         body = ENV.get_template(template).render(page=self, t=self.t, lang=self.lang, **values)
-        # never cached, even pages without personal data: their language comes from a cookie
+        if public and not self.lang_asked:
+            return page_response(body, status=status, private=False, headers={"Vary": "Cookie"})
+        # never cached otherwise, even pages without personal data: their language comes
+        # from a cookie
         return page_response(body, status=status, private=True)
 
     def redirect(self, location):
@@ -151,6 +185,41 @@ def error_page(current, error, back=None):
     kind = {404: "not_found", 409: "slot_taken", 503: "unavailable"}.get(error.status, "invalid")
     return current.render("error.html.j2", status=error.status, kind=kind, back=back,
                           message=error.message)
+
+
+def _dsfr_files():
+    """{relative path: (bytes, gzipped bytes or None)} of the DSFR copy, read and compressed
+    once: only these names are ever served."""
+    files = {}
+    for path in sorted(DSFR_DIR.rglob("*")):
+        if path.is_file() and path.suffix in DSFR_TYPES:
+            body = path.read_bytes()
+            # text compresses (the stylesheet: 728 KB, 94 KB gzipped); fonts are compressed
+            packed = gzip.compress(body, 9, mtime=0) if path.suffix in (".css", ".svg") else None
+            files[str(path.relative_to(DSFR_DIR))] = (body, packed)
+    if "dsfr.min.css" not in files:
+        log.warning("the DSFR files are missing from %s: run `make install`", DSFR_DIR)
+    return files
+
+
+DSFR_FILES = _dsfr_files()
+
+
+def dsfr_file(request, name):
+    """One file of the design system (its stylesheet, a font, an icon), gzipped for a client
+    that takes it, cached a day by browsers and proxies: its content changes only with the
+    version, which `make install` brings with a new copy. 404 for any other name."""
+    found = DSFR_FILES.get(name)
+    if found is None:
+        raise NotFound("No such file.")
+    body, packed = found
+    headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+    if packed is not None:
+        headers["Vary"] = "Accept-Encoding"
+        if "gzip" in request.accept_encodings:
+            body, headers["Content-Encoding"] = packed, "gzip"
+    return Response(body, status=200, content_type=DSFR_TYPES[Path(name).suffix],
+                    headers=headers)
 
 
 def stylesheet():

@@ -9,24 +9,33 @@ person owns the mailbox).
 A mixin of PublicGateway (gateway/public/service.py), which supplies the RPC proxies, the page
 settings and `_procedure`.
 """
+import uuid
 from datetime import date
 
 from gateway.http import json_http
 from gateway.public import forms, pages
 from gateway.public.client import client_of
 from gateway.public.pages import REQUEST_TOKEN_COOKIE, TOKEN_COOKIE, page
-from services.common.errors import (EmailHasBooking, InvalidRequest, NotFound, Refused,
-                                    SlotFull, SlotNotBookable)
+from services.common.errors import (EmailHasBooking, InvalidRequest, NotFound, PersonHasBooking,
+                                    Refused, SlotFull, SlotNotBookable)
+from services.common import register_check
 from services.common.reference_data import SITES, procedure_view
 from services.common.schemas import load_or_raise
 from services.common.timeutil import PARIS, long_date, parse_iso
-from services.requests.schemas import AvailabilitySchema, RequestAccessSchema, RequestFilingSchema
+from services.common.request_schemas import AvailabilitySchema, RequestAccessSchema, RequestFilingSchema
 
 FILING, ACCESS, AVAILABILITY = RequestFilingSchema(), RequestAccessSchema(), AvailabilitySchema()
 
 
 def _home(reference):
     return f"/requests/{reference}"
+
+
+def _refusal(error):
+    """The problem a refused button shows on the request's page."""
+    if "email" in error.fields or "foreigner_number" in error.fields:
+        return "already_open"  # a confirmation: another confirmed request holds the claim
+    return "accepting" if error.fields.get("state") == ["accepting"] else "no_offer"
 
 
 class RequestPages:
@@ -39,6 +48,17 @@ class RequestPages:
         procedure = self._procedure(procedure)
         if not self._by_request(procedure):
             return current.redirect(f"/book/{procedure['code']}")
+        args = current.request.args
+        if args.get("invitation") or args.get("token"):
+            # a renewal invitation's link (issue 24): the form filled in from the register
+            try:
+                invited = self.requests.invited(args.get("invitation", ""), args.get("token", ""))
+            except (InvalidRequest, NotFound):
+                return self._request_form(current, procedure, {}, {}, status=404,
+                                          problem="invitation_gone")
+            return self._request_form(current, procedure, dict(
+                invited["identity"], email=invited["email"], permit_expiry=invited["expiry"],
+                invitation=args["invitation"], invitation_token=args["token"]), {})
         return self._request_form(current, procedure, {}, {})
 
     @json_http("POST", "/request/<procedure>")
@@ -46,19 +66,32 @@ class RequestPages:
     def request_file(self, current, procedure):
         procedure = self._procedure(procedure)
         form = current.request.form
+        # the form's key: the form sent twice is one request and one e-mail
+        key = forms.idempotency_key_of(form) or uuid.uuid4().hex
         if not current.csrf_ok():
-            return self._request_form(current, procedure, form, {}, status=400, problem="csrf")
-        body = forms.request_filing(procedure["code"], form)
+            return self._request_form(current, procedure, form, {}, status=400, problem="csrf",
+                                      key=key)
+        body = forms.request_filing(procedure["code"], form, current.lang)
         try:
             # checked here to answer 400 without a round trip; the requests service checks again
             load_or_raise(FILING, body, InvalidRequest)
-            filed = self.requests.file(body)
+            filed = self.requests.file(body, idempotency_key=key)
         except (InvalidRequest, Refused) as error:
             if isinstance(error, Refused) and "procedure" in error.fields:
                 return current.redirect(f"/book/{procedure['code']}")  # switched meanwhile
+            if error.fields.get(register_check.MISMATCH_FIELD) == [register_check.MISMATCH_REASON]:
+                # not in the register: one message whichever field differs (issue 24)
+                return self._request_form(current, procedure, form, {}, status=error.status,
+                                          problem="not_in_register", key=key)
             errors, _ = forms.request_errors(error.fields, form, current.lang)
             return self._request_form(current, procedure, form, errors, status=error.status,
-                                      problem="already_open" if isinstance(error, Refused) else None)
+                                      problem="already_open" if isinstance(error, Refused) else None,
+                                      key=key)
+        if filed["state"] != "unconfirmed" and filed.get("token"):
+            # filed from a renewal invitation's mailbox: confirmed already, its page at once
+            # (its token into the request's cookie, as the e-mail's links put it)
+            current.set_cookie(REQUEST_TOKEN_COOKIE, filed["token"], path=_home(filed["reference"]))
+            return current.redirect(_home(filed["reference"]))
         # the token goes only to the mailbox: following its link proves the address
         return current.render("request_receipt.html.j2", reference=filed["reference"],
                               email=body["email"], procedure=procedure,
@@ -100,6 +133,9 @@ class RequestPages:
             # one e-mail, one person: the booking it holds must be cancelled first
             return self._request_page(current, reference, status=409, problem="email_has_booking",
                                       detail=error.message)
+        except PersonHasBooking:
+            # one person, one booking per procedure, whatever the e-mail
+            return self._request_page(current, reference, status=409, problem="person_has_booking")
         except (SlotFull, SlotNotBookable):
             return self._request_page(current, reference, status=409, problem="no_offer")
         booking = accepted["booking"]
@@ -180,9 +216,7 @@ class RequestPages:
         try:
             call(reference, token)
         except Refused as error:
-            accepting = error.fields.get("state") == ["accepting"]
-            return self._request_page(current, reference, status=409,
-                                      problem="accepting" if accepting else "no_offer")
+            return self._request_page(current, reference, status=409, problem=_refusal(error))
         return current.redirect(_home(reference) + suffix)
 
     def _request_sure(self, current, reference, action, status=200, problem=None):
@@ -221,13 +255,18 @@ class RequestPages:
                                "site": site, "deadline": self._when(offer["deadline"], lang)}
         return values
 
-    def _request_form(self, current, procedure, form, errors, status=200, problem=None):
-        values = {field: form.get(field, "") for field in forms.REQUEST_FIELDS}
+    def _request_form(self, current, procedure, form, errors, status=200, problem=None,
+                      key=None):
+        """key: the form's idempotency key, kept when the form is shown again (a new form, a
+        new key)."""
+        values = {field: form.get(field, "") for field in
+                  forms.REQUEST_FIELDS + ("invitation", "invitation_token")}
         chosen = forms.availability(form)
         return current.render("request_form.html.j2", status=status, procedure=procedure,
                               values=values, errors=errors, problem=problem,
                               cells=forms.grid_cells(current.lang), sites=SITES,
-                              chosen_sites=chosen["sites"], chosen_times=forms.ticked(chosen))
+                              chosen_sites=chosen["sites"], chosen_times=forms.ticked(chosen),
+                              idempotency_key=key or uuid.uuid4().hex)
 
     @staticmethod
     def _when(iso, lang):

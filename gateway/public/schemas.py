@@ -51,6 +51,7 @@ class WalkInSchema(Schema):
     mornings_only = fields.Boolean(required=True)
     fr = fields.String(required=True)
     en = fields.String(required=True)
+    ar = fields.String(required=True)
 
 
 class ErrorSchema(Schema):
@@ -64,6 +65,7 @@ class ProcedureSchema(Schema):
     code = fields.String(required=True)
     label_fr = fields.String(required=True)
     label_en = fields.String(required=True)
+    label_ar = fields.String(required=True)
     requires_foreigner_number = fields.Boolean(required=True)
     walk_in = fields.Nested(WalkInSchema)
 

@@ -7,41 +7,69 @@ their e-mail. Their attempts form a file keyed by that and the e-mail together, 
 knowing someone's foreigner number alone never shows their file; each receipt carries a
 secret token (only its hash is stored) that opens the file, and the attestation of it is
 signed with the prefecture's Ed25519 key (services/common/signing.py).
+
+Each attestation issued is kept, under a short verification code derived from its signature
+(`attestation_code`): typed or scanned on the verify pages, the code finds the attestation on
+record, which is then checked again (signature, code, attempts) before anything is shown.
 """
 import hashlib
 import secrets
-from services.booking.rules import _ALPHABET
+
+from services.common import signing
+from services.booking.references import _ALPHABET
 from services.common import contract
-from services.common.normalise import normalise_email
-from services.common.timeutil import PARIS, iso_utc
+from services.common.daily_limit import day_key
+from services.common.one_email import normalise_email
+from services.common.timeutil import iso_utc
 
 ATTESTATION_TYPE = "failed_booking_attempts"
 ISSUER = "Préfecture de l'Hérault"
 
 
 def new_attempt_reference():
-    chars = "".join(secrets.choice(_ALPHABET) for _ in range(8))
+    return attempt_reference("".join(secrets.choice(_ALPHABET) for _ in range(8)))
+
+
+def attempt_reference(chars):
     return f"ATT-{chars[:4]}-{chars[4:]}"
 
 
-def applicant_key(foreigner_number, email):
-    """The person the daily limit counts: the foreigner number, else the normalised e-mail."""
-    return f"agdref:{foreigner_number}" if foreigner_number else f"email:{normalise_email(email)}"
+def applicant_key(foreigner_number, email, provider_rules):
+    """The person the daily limit counts: the foreigner number, else the mailbox key
+    (`provider_rules`: the EMAIL_PROVIDER_RULES setting, services/common/one_email.py)."""
+    return (f"agdref:{foreigner_number}" if foreigner_number
+            else f"email:{normalise_email(email, provider_rules)}")
 
 
 def _digest(text):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def file_id(foreigner_number, email):
+def file_id(foreigner_number, email, provider_rules):
     """The applicant's evidence file: their key and their e-mail together (pseudonymous)."""
-    return "file-" + _digest(f"{applicant_key(foreigner_number, email)}|{normalise_email(email)}")[:24]
+    return "file-" + _digest(f"{applicant_key(foreigner_number, email, provider_rules)}|"
+                             f"{normalise_email(email, provider_rules)}")[:24]
 
 
-def day_key(foreigner_number, email, now):
-    """Counter id for one applicant's attempts on one Paris day (no personal data in it)."""
-    day = now.astimezone(PARIS).date().isoformat()
-    return f"{_digest(applicant_key(foreigner_number, email))[:32]}:{day}"
+def daily_limits(foreigner_number, email, now, per_person, per_email, provider_rules=True):
+    """[(counter id, limit)] an attempt counts under on `now`'s Paris day: the person's (the
+    foreigner number, else the e-mail), and the e-mail's whatever number is given, so that
+    changing the number does not lift the e-mail's limit (the receipts go there)."""
+    person = day_key(applicant_key(foreigner_number, email, provider_rules), now)
+    mailbox = day_key(applicant_key(None, email, provider_rules), now)
+    if person == mailbox:
+        return [(person, min(per_person, per_email))]
+    return [(person, per_person), (mailbox, per_email)]
+
+
+def too_many_message(per_person, per_email):
+    return (f"Au plus {per_person} tentatives par personne (numéro d'étranger) et {per_email} par "
+            "adresse électronique peuvent être enregistrées chaque jour ; celles déjà enregistrées "
+            "sont conservées. Pour aller au-delà, adressez-vous au personnel de la préfecture "
+            f"(accueil des étrangers). / At most {per_person} attempts per person (foreigner "
+            f"number) and {per_email} per e-mail address can be recorded each day; the ones "
+            "already recorded are kept. If you need more, ask the prefecture's staff "
+            "(foreigners' desk).")
 
 
 def attempt_view(attempt):
@@ -61,6 +89,7 @@ def recorded_event(attempt, token):
         foreigner_number=attempt.get("foreigner_number"),
         recorded_at=iso_utc(attempt["at"]),
         token=token,
+        lang=attempt.get("lang") or "fr",
     )
 
 
@@ -88,3 +117,34 @@ def attempts_match(claimed, stored_by_reference, file):
         if stored is None or stored["file"] != file or attempt_view(stored) != item:
             return False
     return True
+
+
+def same_attempts(issued, fields):
+    """True when an attestation already issued lists exactly the attempts of `fields`: it is
+    handed out again (same code) rather than a new one signed at every view."""
+    return issued is not None and issued["attestation"].get("attempts") == fields["attempts"] \
+        and issued["attestation"].get("applicant") == fields["applicant"]
+
+
+def check(public_key, fields, signature, stored_by_reference):
+    """Is this attestation ours, unchanged, and are its attempts on record?"""
+    signed = signing.verify(public_key, signature, fields)
+    on_record = signed and attempts_match(fields.get("attempts"), stored_by_reference,
+                                          fields.get("file"))
+    if not signed:
+        message = "The signature does not match: this attestation was not issued as shown."
+    elif not on_record:
+        message = "The signature is valid, but its attempts are not all on record."
+    else:
+        message = "Valid: issued by the prefecture, and every attempt is on record."
+    return {"valid": bool(signed and on_record), "signature_valid": signed,
+            "attempts_on_record": bool(on_record), "message": message}
+
+
+def listed_references(fields):
+    """The attempt references an attestation lists (at most 500), to look them up."""
+    listed = fields.get("attempts")
+    if not isinstance(listed, list):
+        return []
+    return [a["reference"] for a in listed[:500]
+            if isinstance(a, dict) and isinstance(a.get("reference"), str)]

@@ -14,11 +14,13 @@ Whichever write comes first wins, atomically. Markers are not bookings: reads sk
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.booking.rules import ACTIVE, CANCELLED, CHECKED_IN, PENDING
+from services.common.claims import Claims
+from services.common.contract import ACTIVE, CANCELLED, CHECKED_IN, PENDING
+from services.common.daily_limit import DailyLimit
 from services.common.lease import Leases
 from services.common.outbox import Outbox
 
-OUTBOX_KINDS = ("created", "confirmed", "cancelled", "checked_in")
+OUTBOX_KINDS = ("created", "confirmed", "cancelled", "checked_in", "reminder", "restored")
 
 
 ABANDONED_HOLD = "abandoned_hold"
@@ -31,31 +33,62 @@ class BookingStore:
         self.leases = Leases(db["leases"])
         # M7 evidence: attempts (their receipt through their own outbox) and per-day counters
         self.attempts = db["attempts"]
-        self.attempt_days = db["attempt_days"]
+        self.attempt_days = DailyLimit(db["attempt_days"])
         self.attempt_outbox = Outbox(self.attempts, ("recorded",))
+        # attestations issued, under their verification code (`_id`), to check them by it
+        self.attestations = db["attestations"]
         self.pending = self.outbox.pending + self.attempt_outbox.pending
+        # pending bookings counted per client address and mailbox domain (unconfirmed.py)
+        self.claims = Claims(db["unconfirmed_claims"])
 
     def ensure_indexes(self):
         self.outbox.ensure_indexes()
         self.bookings.create_index([("slot.id", 1)])
+        # one booking per (idempotency key, request): a redelivered create finds it (sparse:
+        # bookings made without a key, walk-ins and markers have none)
+        self.bookings.create_index([("idempotency", 1)], unique=True, sparse=True)
         # the up-front "one e-mail, one person" check and the expiry sweep read through these
         self.bookings.create_index([("email_key", 1), ("status", 1)])
+        # the up-front "one person, one booking per procedure" check (folded names and birth
+        # date, or foreigner number)
+        self.bookings.create_index([("person_key", 1), ("status", 1)])
+        self.bookings.create_index([("identity.foreigner_number", 1), ("status", 1)])
         self.bookings.create_index([("status", 1), ("confirm_by_ts", 1)])
         # the counter's day view: one site, one day, by time
         self.bookings.create_index([("slot.site", 1), ("slot.start", 1)])
         self.attempt_outbox.ensure_indexes()
+        self.attempt_days.ensure_indexes()
         self.attempts.create_index([("file", 1), ("at_ts", 1)])
+        # one attempt per (idempotency key, request): a redelivered record_attempt finds it
+        self.attempts.create_index([("idempotency", 1)], unique=True, sparse=True)
+        self.attempts.create_index([("at_ts", 1)])  # the figures' period
+        # the reminder pass: active bookings by appointment time
+        self.bookings.create_index([("status", 1), ("slot.start", 1)])
         # domain figures read the recent bookings
         self.bookings.create_index([("created_at", 1)])
         # staff look an applicant's evidence up by foreigner number or e-mail (M7 waiver)
         self.attempts.create_index([("foreigner_number", 1), ("at_ts", 1)])
         self.attempts.create_index([("email_key", 1), ("at_ts", 1)])
+        self.attestations.create_index([("file", 1), ("issued_ts", 1)])
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
 
     def get(self, reference):
         return self.bookings.find_one({"_id": reference, ABANDONED_HOLD: {"$ne": True}})
+
+    def get_any(self, reference):
+        """The booking or the marker under this reference, or None."""
+        return self.bookings.find_one({"_id": reference})
+
+    def fence(self, reference, now):
+        """Leave a marker under a reference whose hold is given back without a booking, so
+        that no booking can be stored under it any more; False if something is there already."""
+        try:
+            self.bookings.insert_one({"_id": reference, ABANDONED_HOLD: True, "at": now})
+            return True
+        except DuplicateKeyError:
+            return False
 
     def get_many(self, references):
         return list(self.bookings.find({"_id": {"$in": references}, ABANDONED_HOLD: {"$ne": True}},
@@ -74,13 +107,42 @@ class BookingStore:
         for hold_id in hold_ids:
             if hold_id in found:
                 continue
-            try:
-                self.bookings.insert_one({"_id": hold_id, ABANDONED_HOLD: True, "at": now})
-            except DuplicateKeyError:  # its booking was stored meanwhile: in use after all
+            if not self.fence(hold_id, now):  # its booking was stored meanwhile: in use after all
                 doc = self.bookings.find_one({"_id": hold_id}, {ABANDONED_HOLD: 1})
                 if doc is not None and not doc.get(ABANDONED_HOLD):
                     in_use.append(hold_id)
         return in_use
+
+    def claim_hold(self, hold_id, reference, now):
+        """Write that `hold_id` is a booking's (an undone cancellation's new place): False when
+        the slots sweeper judged it abandoned first (its marker holds the id; see above)."""
+        try:
+            self.bookings.insert_one({"_id": hold_id, "hold_of": reference, "at": now})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def drop_hold_claim(self, hold_id):
+        self.bookings.delete_one({"_id": hold_id, "hold_of": {"$exists": True}})
+
+    def restore(self, reference, hold_id, restored, outbox_entry):
+        """A name-mismatch cancellation undone: active again on its new hold, with the event
+        that says so (its own outbox), in one update; `restored`: the list of undone
+        cancellations, this one last; the unsent event of the cancellation dropped (its relay
+        would give the new place back). None when it is no longer such a cancellation."""
+        return self.bookings.find_one_and_update(
+            {"_id": reference, "status": CANCELLED, "cancellation.reason": "name_mismatch"},
+            {"$set": {"status": ACTIVE, "hold_id": hold_id, "place_released": False,
+                      "restored": restored, Outbox.field("restored"): outbox_entry},
+             "$unset": {"cancellation": "", Outbox.field("cancelled"): ""}},
+            return_document=ReturnDocument.AFTER)
+
+    def mark_attendance(self, reference, site, record):
+        """Absent, excused or expected again: an active booking of that site only; the
+        booking before (None when it is not one)."""
+        return self.bookings.find_one_and_update(
+            {"_id": reference, "status": ACTIVE, "slot.site": site},
+            {"$set": {"attendance": record}}, return_document=ReturnDocument.BEFORE)
 
     def mark(self, reference, **flags):
         self.bookings.update_one({"_id": reference}, {"$set": flags})
@@ -91,6 +153,39 @@ class BookingStore:
         if other_than:
             query["_id"] = {"$ne": other_than}
         return self.bookings.find_one(query, {"_id": 1})
+
+    def confirmed_for_person(self, procedure, person_key, foreigner_number=None, other_than=None):
+        """A confirmed (active) booking for this procedure under this person (folded names and
+        birth date, or foreigner number), other than `other_than`, or None."""
+        # one equality query per key, not one {"$or": [...]}: the stand-in answers an $or by
+        # filtering the whole collection in Python (about 20 ms at 1,000 bookings, growing
+        # with the collection), an equality through its index (about 1 ms)
+        same = [("person_key", person_key)] if person_key else []
+        if foreigner_number:
+            same.append(("identity.foreigner_number", foreigner_number))
+        for field, value in same:
+            query = {field: value, "procedure": procedure, "status": ACTIVE}
+            if other_than:
+                query["_id"] = {"$ne": other_than}
+            held = self.bookings.find_one(query, {"_id": 1})
+            if held is not None:
+                return held
+        return None
+
+    def other_for_person(self, procedure, person_key, foreigner_number, reference):
+        """Another active booking of this person and procedure than `reference`, or None: read
+        after `reference` was written, so that of two written at once one sees the other."""
+        return self.confirmed_for_person(procedure, person_key, foreigner_number, other_than=reference)
+
+    def drop_unannounced(self, reference):
+        """Remove a booking nothing was announced of (a desk booking that lost a race)."""
+        self.bookings.delete_one({"_id": reference, "outbox": {}})
+
+    def other_on_email(self, email_key, other_than):
+        """A pending or active booking on this e-mail other than `other_than`, or None."""
+        # find_one: the stand-in answers it in one cheap step, a find() cursor costs it twice
+        return self.bookings.find_one({"email_key": email_key, "status": {"$in": [PENDING, ACTIVE]},
+                                       "_id": {"$ne": other_than}}, {"_id": 1})
 
     def pending_on_email(self, email_key, other_than):
         return [doc["_id"] for doc in self.bookings.find(
@@ -140,6 +235,23 @@ class BookingStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    def reminder_candidates(self, start_from, start_until, limit):
+        """Active bookings with an e-mail, not yet reminded, starting in [start_from, start_until)."""
+        return list(self.bookings.find(
+            {"status": ACTIVE, "slot.start": {"$gte": start_from, "$lt": start_until},
+             "reminded": {"$exists": False}, "email": {"$ne": None}},
+            {"slot": 1, "created_at": 1}).sort([("slot.start", 1)]).limit(limit))
+
+    def mark_reminded(self, reference, record, outbox_entry):
+        """Record the reminder and the `booking_reminder_due` to send, once: the booking after,
+        or None when it was reminded already (another pass, another instance) or is no longer
+        active."""
+        return self.bookings.find_one_and_update(
+            {"_id": reference, "status": ACTIVE, "reminded": {"$exists": False}},
+            {"$set": {"reminded": record, Outbox.field("reminder"): outbox_entry}},
+            return_document=ReturnDocument.AFTER,
+        )
+
     def for_site_between(self, site, start, end, limit=2000):
         """A site's bookings and walk-ins with a start in [start, end), by time."""
         return list(self.bookings.find(
@@ -148,25 +260,6 @@ class BookingStore:
         ).sort([("slot.start", 1), ("_id", 1)]).limit(limit))
 
     # -- M7: evidence of failed attempts -------------------------------------------------------
-
-    def count_attempt(self, day_key, limit):
-        """Count one more attempt for this applicant-day; False once `limit` are counted.
-
-        One conditional increment (no count over the attempts): concurrent requests cannot
-        pass the limit together.
-        """
-        for _ in range(2):
-            if self.attempt_days.find_one_and_update(
-                    {"_id": day_key, "n": {"$lt": limit}}, {"$inc": {"n": 1}}) is not None:
-                return True
-            if self.attempt_days.find_one({"_id": day_key}, {"_id": 1}) is not None:
-                return False
-            try:
-                self.attempt_days.insert_one({"_id": day_key, "n": 1})
-                return True
-            except DuplicateKeyError:
-                continue  # created meanwhile: count on it
-        return False
 
     def insert_attempt(self, attempt):
         self.attempts.insert_one(attempt)
@@ -189,9 +282,27 @@ class BookingStore:
     def attempts_by_reference(self, references):
         return {a["_id"]: a for a in self.attempts.find({"_id": {"$in": references}})}
 
+    def insert_attestation(self, issued):
+        try:
+            self.attestations.insert_one(issued)
+        except DuplicateKeyError:  # the same signature again: the same attestation
+            pass
+
+    def last_attestation(self, file):
+        found = list(self.attestations.find({"file": file}).sort([("issued_ts", -1)]).limit(1))
+        return found[0] if found else None
+
+    def get_attestation(self, code):
+        return self.attestations.find_one({"_id": code})
+
     def created_since(self, since, fields, limit=200000):
         """Recent bookings (markers left out), with only `fields`: the domain figures."""
         return list(self.bookings.find({"created_at": {"$gte": since}}, fields).limit(limit))
+
+    def attempts_since(self, since_ts, limit=200000):
+        """Recorded attempts since then, their procedure only: the domain figures."""
+        return list(self.attempts.find({"at_ts": {"$gte": since_ts}}, {"procedure": 1})
+                    .limit(limit))
 
     def ping(self):
         self.bookings.find_one({}, {"_id": 1})

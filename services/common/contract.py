@@ -14,6 +14,7 @@ import uuid
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from services.common.i18n import LANGS
 from services.common.reference_data import PROCEDURES, SITES
 from services.common.timeutil import iso_utc, parse_iso, utcnow
 
@@ -27,6 +28,8 @@ BOOKING_STATUSES = (PENDING, ACTIVE, CANCELLED, CHECKED_IN)
 CANCEL_REASONS = {
     "applicant": "the applicant cancelled it",
     "multiple_bookings_same_email": "one e-mail address held bookings for several people (M3)",
+    "multiple_bookings_same_person": "one person held two bookings for one procedure under "
+                                     "different e-mails; the earliest was kept (M3)",
     "name_not_exact": "the exact name of the person was not given (M4)",
     "slot_grabbing": "booked by a script taking places to resell them",
     "name_mismatch": "the name on the identity document did not match at the counter (M4)",
@@ -38,6 +41,16 @@ CANCEL_REASONS = {
 
 PROCEDURE_CODES = tuple(PROCEDURES)
 SITE_CODES = tuple(SITES)
+
+# the languages of the applicants' pages and e-mails (LANGS, services/common/i18n.py): the
+# language a person used travels with their booking or request so that the e-mails are written
+# in it and their links open the pages in it
+
+
+def lang_field():
+    return fields.String(load_default="fr", validate=validate.OneOf(LANGS),
+                         metadata={"doc": "the language of the pages the person used: the "
+                                          "e-mail's links open the pages in it"})
 
 
 class ContractError(ValueError):
@@ -88,13 +101,16 @@ class BookingFacts(Envelope):
     site = fields.String(required=True, validate=validate.OneOf(SITE_CODES))
     slot_start = IsoTime(required=True)
     slot_end = IsoTime(required=True)
-    email = fields.String(required=True)
-    email_normalised = fields.String(required=True)
+    # null for a booking an agent made for a person without e-mail (issue 21): no message
+    email = fields.String(required=True, allow_none=True)
+    email_normalised = fields.String(required=True, allow_none=True)
     phone = fields.String(allow_none=True, load_default=None)
     identity = fields.Nested(Identity, required=True)
+    lang = lang_field()
 
 
-class BookingCreated(BookingFacts):
+class CreatedFacts(BookingFacts):
+    """What booking_created and booking_confirmed both say of the booking."""
     published_at = IsoTime(allow_none=True, load_default=None,
                            metadata={"doc": "when the slot's place became bookable"})
     seconds_after_publication = fields.Float(allow_none=True, load_default=None)
@@ -111,8 +127,17 @@ class BookingCreated(BookingFacts):
                                               "request (issue 12): confirmed at once, no race"})
 
 
-class BookingConfirmed(BookingCreated):
-    """The owner of the mailbox confirmed: from now on the booking counts (M3, fraud)."""
+class BookingCreated(CreatedFacts):
+    confirm_by = IsoTime(allow_none=True, load_default=None,
+                         metadata={"doc": "unconfirmed by then, its place is given back (booking "
+                                          "decides, the e-mail says it); none: it never lapses"})
+
+
+class BookingConfirmed(CreatedFacts):
+    """The owner of the mailbox confirmed: from now on the booking counts (M3, fraud).
+
+    Carries `token` (the booking's own, for the manage and convocation links of the e-mail
+    saying it is confirmed), never `confirm_token`."""
     confirmed_at = IsoTime(required=True)
 
 
@@ -120,6 +145,18 @@ class BookingCancelled(BookingFacts):
     reason = fields.String(required=True, validate=validate.OneOf(tuple(CANCEL_REASONS)))
     evidence = fields.Dict(load_default=dict)
     cancelled_by = fields.String(allow_none=True, load_default=None)
+    was_confirmed = fields.Boolean(load_default=False,
+                                   metadata={"doc": "the owner of the mailbox had confirmed it: "
+                                                    "notify always sends its notice"})
+
+
+class BookingRestored(BookingFacts):
+    """A supervisor undid a name-mismatch cancellation the same day (issue 21): the booking is
+    active again on a place of its slot. Fraud counts it again, notify tells the applicant."""
+    token = fields.String(required=True,
+                          metadata={"doc": "the booking's own, for the convocation and cancel "
+                                           "links; the bus is internal"})
+    restored_by = fields.String(required=True, metadata={"doc": "the supervisor's account id"})
 
 
 class BookingCheckedIn(Envelope):
@@ -129,6 +166,24 @@ class BookingCheckedIn(Envelope):
     slot_id = fields.String(allow_none=True, load_default=None)
     slot_start = IsoTime(allow_none=True, load_default=None)
     checked_in_by = fields.String(required=True, metadata={"doc": "the agent's account id"})
+
+
+class BookingReminderDue(Envelope):
+    """Two working days before an active booking's appointment (issue 21): notify sends the
+    reminder once (what to bring, the convocation, "I can no longer come")."""
+    reference = fields.String(required=True)
+    procedure = fields.String(required=True, validate=validate.OneOf(PROCEDURE_CODES))
+    site = fields.String(required=True, validate=validate.OneOf(SITE_CODES))
+    slot_id = fields.String(required=True)
+    slot_start = IsoTime(required=True)
+    slot_end = IsoTime(required=True)
+    email = fields.String(required=True)
+    identity = fields.Nested(Identity, required=True)
+    token = fields.String(required=True,
+                          metadata={"doc": "the booking's own, for the convocation and cancel "
+                                           "links; the bus is internal"})
+    reminded_at = IsoTime(required=True)
+    lang = lang_field()
 
 
 class SlotsReleased(Envelope):
@@ -147,6 +202,7 @@ class AttemptRecorded(Envelope):
     recorded_at = IsoTime(required=True)
     token = fields.String(required=True,
                           metadata={"doc": "for the link in the receipt; the bus is internal"})
+    lang = lang_field()
 
 
 class FraudDetected(Envelope):
@@ -163,6 +219,7 @@ class RequestFiled(Envelope):
     token = fields.String(required=True,
                           metadata={"doc": "for the link in the e-mail; the bus is internal"})
     confirm_by = IsoTime(required=True, metadata={"doc": "unconfirmed after this, it lapses"})
+    lang = lang_field()
 
 
 class OfferMade(Envelope):
@@ -174,9 +231,26 @@ class OfferMade(Envelope):
     slot_start = IsoTime(required=True)
     slot_end = IsoTime(required=True)
     deadline = IsoTime(required=True, metadata={"doc": "accept before this, or it goes to the next"})
-    email = fields.String(required=True)
+    email = fields.String(required=True, allow_none=True,
+                          metadata={"doc": "null for a request filed at the desk for a person "
+                                           "without e-mail: staff tell them (nothing mailed)"})
     token = fields.String(required=True,
                           metadata={"doc": "the request's token, for the links; the bus is internal"})
+    lang = lang_field()
+
+
+class RenewalInvitation(Envelope):
+    """A permit in the register expires within the renewal window (issue 24): its holder is
+    invited once to file a renewal request, pre-filled and already verified."""
+    invitation = fields.String(required=True, metadata={"doc": "the invitation (INV-...)"})
+    procedure = fields.String(required=True, validate=validate.OneOf(PROCEDURE_CODES))
+    email = fields.String(required=True, metadata={"doc": "the contact the register gives"})
+    family_name = fields.String(required=True)
+    given_names = fields.String(required=True)
+    expiry = fields.Date(required=True, metadata={"doc": "the permit's expiry in the register"})
+    token = fields.String(required=True,
+                          metadata={"doc": "for the link in the e-mail; the bus is internal"})
+    lang = lang_field()
 
 
 class Event:
@@ -191,17 +265,28 @@ class Event:
 
 EVENTS = {event.name: event for event in (
     Event("booking_created", "booking", BookingCreated,
-          "a booking was made (pending); its place is held until confirmed or expired", consumers=("fraud", "notify")),
+          "a booking was made (pending); its place is held until confirmed or expired",
+          consumers=("notify",)),
     Event("booking_confirmed", "booking", BookingConfirmed,
           "the owner of the e-mail confirmed the booking from the link sent to it; fraud "
-          "screens it from then on", consumers=("fraud",)),
+          "screens it from then on; notify sends the confirmed appointment (.ics, convocation "
+          "link)", consumers=("fraud", "notify")),
     Event("booking_cancelled", "booking", BookingCancelled,
           "a booking was cancelled (by the applicant, fraud or staff); its place is given back",
           consumers=("fraud", "notify")),
+    Event("booking_restored", "booking", BookingRestored,
+          "a supervisor undid a name-mismatch cancellation the same day: the booking is active "
+          "again (fraud counts it again, notify tells the applicant with the convocation)",
+          consumers=("fraud", "notify")),
     Event("booking_checked_in", "booking", BookingCheckedIn,
           "the applicant was received at the counter (names matched the identity document)"),
+    Event("booking_reminder_due", "booking", BookingReminderDue,
+          "an active booking's appointment is two working days ahead: notify sends the "
+          "reminder (what to bring, convocation, cancel link) once", consumers=("notify",)),
     Event("slots_released", "slots", SlotsReleased,
-          "a batch of places became bookable (random weekday instants, M1)", consumers=("requests",)),
+          "a batch of places became bookable (random weekday instants, M1); the public "
+          "gateway takes it as a nudge to look at slots at once (its view of free places)",
+          consumers=("requests", "public_gateway")),
     Event("attempt_recorded", "booking", AttemptRecorded,
           "an applicant found nothing bookable and recorded the attempt (M7 evidence)",
           consumers=("notify",)),
@@ -211,6 +296,10 @@ EVENTS = {event.name: event for event in (
     Event("offer_made", "requests", OfferMade,
           "a released place was allocated to a waiting request: the e-mail offers it with a "
           "deadline to accept", consumers=("notify",)),
+    Event("renewal_invitation", "register", RenewalInvitation,
+          "a permit in the register expires within the renewal window and has a contact: "
+          "notify mails one invitation to file (pre-filled, already verified)",
+          consumers=("notify",)),
     Event("fraud_detected", "fraud", FraudDetected,
           "fraud cancelled a booking or sent it to staff review, with the evidence"),
 )}

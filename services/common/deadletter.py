@@ -1,7 +1,8 @@
 """A parked event made visible on the bus: a copy to the dead-letter exchange.
 
 The inbox (services/common/inbox.py) parks an event that failed for good in the service's own
-database, where staff replay it. Operators watch the bus: the same parking also publishes a
+database, where staff replay it. Operators watch the bus: the same parking also publishes (in
+every service that takes events: inbox.py's TakesEvents) a
 short notice to the `dead-letters` exchange (deploy/rabbitmq/definitions.json routes it to
 the `dead-letters.events` queue), so the monitoring page and RabbitMQ's dashboard count it.
 The notice names the event (id, type, service) and the reason in headers, never the payload:
@@ -14,7 +15,6 @@ import logging
 import time
 
 from kombu import Connection, Exchange, Producer
-from nameko.extensions import DependencyProvider
 
 from services.common.logs import scrub
 
@@ -47,15 +47,3 @@ def publish_parked(amqp_uri, service, event_id, event_type, reason, timeout=1.0)
     except Exception as exc:  # the event stays parked in the database: log and go on
         log.warning("parked event %s (%s): notice not published on the bus: %r", event_id,
                     event_type, exc)
-
-
-class DeadLetters(DependencyProvider):
-    """`self.dead_letters(event_id, event_type, reason)`: publish a parked-event notice."""
-
-    def setup(self):
-        self.amqp_uri = self.container.config["AMQP_URI"]
-        self.service = self.container.service_name
-
-    def get_dependency(self, worker_ctx):
-        return lambda event_id, event_type, reason: publish_parked(
-            self.amqp_uri, self.service, event_id, event_type, reason)

@@ -80,6 +80,28 @@ class EmailHasBooking(DomainError):
 
 
 @deserialize_to_instance
+class PersonHasBooking(DomainError):
+    """One person, one booking per procedure (M3 by identity): the same folded names and birth
+    date, or the same foreigner number, already hold a confirmed booking for it. The message
+    names neither that booking's reference nor its e-mail, nor which of the two matched:
+    someone who knows a person's name and birth date learns nothing more than the refusal."""
+
+    code = "person_has_booking"
+    status = 409
+    default_message = (
+        "Un rendez-vous confirmé existe déjà pour cette démarche au nom de cette personne (mêmes "
+        "noms et date de naissance, ou même numéro d'étranger) : un rendez-vous par personne. "
+        "Pour changer d'adresse électronique, annulez-le avec le lien de son courriel, puis "
+        "réservez à nouveau. / A confirmed booking for this procedure already exists for this "
+        "person (same names and birth date, or same foreigner number): one booking per person. "
+        "To change your e-mail address, cancel it with the link in its e-mail, then book again.")
+
+    def __init__(self, message=None, fields=None):
+        super().__init__(message, fields or {"identity": [
+            "A confirmed booking for this procedure already exists for this person."]})
+
+
+@deserialize_to_instance
 class ServiceUnavailable(DomainError):
     code = "service_unavailable"
     status = 503
@@ -103,9 +125,57 @@ class PlacesAvailable(DomainError):
 
 
 @deserialize_to_instance
+class UseRequest(DomainError):
+    """An attempt recorded for a procedure allocated by request (M7): there, the evidence is
+    the request itself (its filing date and its offers), so nothing is recorded."""
+
+    code = "use_request"
+    status = 409
+    default_message = (
+        "Cette démarche est attribuée sur demande : déposez une demande ; sa date de dépôt et "
+        "les places proposées font foi. Rien n'a été enregistré. / This procedure is allocated "
+        "by request: file a request; its filing date and the places offered are the evidence. "
+        "Nothing was recorded.")
+
+
+@deserialize_to_instance
 class TooManyAttempts(DomainError):
     code = "too_many_attempts"
     status = 429
+
+
+@deserialize_to_instance
+class TooManyUnconfirmed(DomainError):
+    """Too many bookings from one address, or at one mailbox domain, wait for confirmation:
+    nothing was held (services/booking/unconfirmed.py)."""
+
+    code = "too_many_unconfirmed"
+    status = 429
+
+
+@deserialize_to_instance
+class QuotaReached(DomainError):
+    """A partner's weekly quota for a procedure is used up (issue 24): nothing was filed."""
+
+    code = "quota_reached"
+    status = 429
+
+
+@deserialize_to_instance
+class PartnerUnknown(DomainError):
+    """No partner has this API key (or none was given)."""
+
+    code = "unauthenticated"
+    status = 401
+    default_message = "Clé de partenaire inconnue. / Unknown partner key."
+
+
+@deserialize_to_instance
+class PartnerNotAllowed(DomainError):
+    """The partner is suspended or past its expiry: it files nothing."""
+
+    code = "partner_not_allowed"
+    status = 403
 
 
 def describe(exc, limit=500):
@@ -113,6 +183,8 @@ def describe(exc, limit=500):
     return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"[:limit]
 
 
-EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, EmailHasBooking, Refused,
+EXPECTED = (InvalidRequest, NotFound, SlotFull, SlotNotBookable, EmailHasBooking, PersonHasBooking, Refused,
             ServiceUnavailable, PayloadTooLarge, UnsupportedMediaType, PlacesAvailable,
-            TooManyAttempts)
+            TooManyAttempts, TooManyUnconfirmed, UseRequest)
+# partners (issue 24)
+EXPECTED += (QuotaReached, PartnerUnknown, PartnerNotAllowed)

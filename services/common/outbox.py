@@ -12,7 +12,8 @@ slots: released) and calls:
 - `Outbox.entry(event_id, now_ts, grace)` inside its insert or update;
 - `sent(doc_id, kind)` after a publish (written in batches: a lost mark only repeats an
   idempotent publish, see services/common/pending.py);
-- `due(kind, now_ts, lease)` from its relay, then publishes each and marks it sent.
+- `due(kind, now_ts, lease)` from its relay (services/common/relay.py, one per service),
+  then publishes each and marks it sent (`announce`).
 """
 import logging
 
@@ -79,3 +80,12 @@ def dispatched(dispatch, event_type, payload, doc_id):
         log.warning("%s for %s not dispatched; the relay retries", event_type, doc_id,
                     exc_info=True)
         return False
+
+
+def announce(dispatch, outbox, kind, doc_id, event_type, payload):
+    """Publish a document's `kind` event and mark its record sent; False when the broker did
+    not take it (the record stays pending for the relay)."""
+    if not dispatched(dispatch, event_type, payload, doc_id):
+        return False
+    outbox.sent(doc_id, kind)
+    return True

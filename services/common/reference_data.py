@@ -1,7 +1,11 @@
 """Procedures (motifs) and sites: reference data every part of the system agrees on."""
+from services.common import i18n, walk_ins
 
 # Renewals are filed by people already known to the prefecture: their foreigner number
 # (AGDREF) is required so that staff can find their file.
+# how a procedure's places are given: booked by whoever comes first, or by requests (issue 12)
+MODES = ("open", "requests")
+
 PROCEDURES = {
     "first_application": {
         "label_fr": "Première demande de titre de séjour",
@@ -17,15 +21,9 @@ PROCEDURES = {
         "label_fr": "Renouvellement de la carte de résident de 10 ans",
         "label_en": "Renewal of a 10-year resident card",
         "requires_foreigner_number": True,
-        # M6: these applicants may also come without an appointment
-        "walk_in": {
-            "weekdays": ["monday", "tuesday", "thursday", "friday"],
-            "mornings_only": True,
-            "fr": "Pour renouveler une carte de résident de 10 ans, vous pouvez aussi vous présenter "
-                  "sans rendez-vous n'importe quel matin, sauf le mercredi.",
-            "en": "To renew a 10-year resident card, you may also come without an appointment "
-                  "any morning except Wednesday.",
-        },
+        # M6: these applicants may also come without an appointment (the rule and its words:
+        # services/common/walk_ins.py)
+        "walk_in": walk_ins.notice("renewal_10y"),
     },
     "change_of_status": {
         "label_fr": "Changement de statut",
@@ -53,21 +51,31 @@ SITES = {
     },
 }
 
-# M5: shown on every booking answer and in every message.
-FREE_NOTICE = {
-    "fr": "Les rendez-vous de la préfecture sont gratuits. Personne n'a le droit de les vendre : "
-          "refusez toute offre payante et signalez-la à la préfecture.",
-    "en": "Appointments at the prefecture are free. Nobody may sell them: refuse any offer "
-          "to buy one and report it to the prefecture.",
+# M5's notice lives in services/common/free_notice.py; reference data passes it on
+from services.common.free_notice import FREE_NOTICE  # noqa: E402,F401
+
+# M7 as services/common/penalty_waiver.py applies it: attempts count only up to the permit's expiry day
+# (pages, the attestation and e-mails all say it in these words)
+WAIVER_RULE = {
+    "fr": "Enregistrez vos tentatives avant l'expiration de votre titre de séjour : seules celles "
+          "faites au plus tard le jour où il expire vous évitent la pénalité de dépôt tardif. "
+          "Déposez ensuite votre demande dans les deux mois qui suivent l'expiration.",
+    "en": "Record your attempts before your residence permit expires: only those made on or "
+          "before its expiry day spare you the late-filing penalty. Then file your application "
+          "within two months after expiry.",
 }
 
 
 def procedure_view(code):
+    """A procedure as the API and the pages show it: its label in every language (`label_ar`
+    from the catalogue: services/common/i18n.py), the walk-in notice likewise."""
     entry = PROCEDURES[code]
     view = {"code": code, "label_fr": entry["label_fr"], "label_en": entry["label_en"],
             "requires_foreigner_number": entry["requires_foreigner_number"]}
+    for lang in i18n.LANGS:
+        view.setdefault(f"label_{lang}", i18n.translate(lang, entry["label_fr"], entry["label_en"]))
     if "walk_in" in entry:
-        view["walk_in"] = dict(entry["walk_in"])
+        view["walk_in"] = i18n.with_langs(entry["walk_in"])
     return view
 
 
@@ -101,6 +109,5 @@ DOCUMENTS = {
 
 
 def documents(code, lang):
-    """The documents to bring for a procedure, in French ("fr") or English ("en")."""
-    index = 0 if lang == "fr" else 1
-    return [pair[index] for pair in DOCUMENTS[code]]
+    """The documents to bring for a procedure, in the language `lang` (services/common/i18n.py)."""
+    return [i18n.translate(lang, fr, en) for fr, en in DOCUMENTS[code]]

@@ -17,10 +17,14 @@ unknown service through them). A reply the broker loses ends its caller's bounde
 """
 import logging
 import time
+from contextlib import contextmanager
 from functools import partial
 
 import eventlet
+from kombu import Connection
+from kombu.pools import producers
 from nameko import rpc as nameko_rpc
+from nameko.amqp import publish as nameko_publish
 from nameko.amqp.publish import Publisher
 from nameko.constants import (AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER,
                               LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY)
@@ -30,11 +34,11 @@ from nameko.rpc import MethodProxy, RpcProxy, ServiceProxy, get_rpc_exchange
 
 from services.common.errors import ServiceUnavailable
 from services.common.metrics import metrics_for
+from services.common.queues import QueueConsumer, declare_durable
 from services.common.settings import setting
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 5.0
 TRANSIENT = 1  # AMQP delivery mode: kept in memory only
 # absolute deadline of a request (epoch seconds); not a `nameko.` header, so that it is not
 # copied into the worker's context data and from there into every event the worker sends
@@ -50,6 +54,29 @@ def deadline_of(message):
         return None  # a malformed header is no reason to refuse the request
 
 
+_POOL_KEYS = {}
+
+
+@contextmanager
+def _get_producer(amqp_uri, confirms=True, ssl=None, login_method=None, transport_options=None):
+    """nameko's get_producer, with the kombu Connection that names the producer pool made once
+    per set of arguments: nameko builds one for every message (half a millisecond each, the
+    URI parsed again), only to look its pool up; the pool's own connections are unchanged."""
+    options = dict(transport_options or nameko_publish.DEFAULT_TRANSPORT_OPTIONS,
+                   confirm_publish=confirms)
+    key = (amqp_uri, repr(ssl), login_method, repr(sorted(options.items())))
+    connection = _POOL_KEYS.get(key)
+    if connection is None:
+        connection = _POOL_KEYS[key] = Connection(amqp_uri, transport_options=options, ssl=ssl,
+                                                  login_method=login_method)
+    with producers[connection].acquire(block=True) as producer:
+        yield producer
+
+
+# every publish of the process goes through it: RPC requests and replies, events
+nameko_publish.get_producer = _get_producer
+
+
 class _ReplyPublisher(Publisher):
     use_confirms = False
     delivery_mode = TRANSIENT
@@ -60,6 +87,12 @@ class _Responder(nameko_rpc.Responder):
 
 
 class _RpcConsumer(nameko_rpc.RpcConsumer):
+    queue_consumer = QueueConsumer()  # one per process with the reply listener's and events'
+
+    def setup(self):
+        super().setup()
+        declare_durable(self.queue, self.container.config)  # a quorum queue (queues.py)
+
     def handle_message(self, body, message):
         deadline = deadline_of(message)
         if deadline is not None and time.time() >= deadline:
@@ -205,27 +238,39 @@ class _BoundedServiceProxy(ServiceProxy):
         )
 
 
+class _ReplyListener(nameko_rpc.ReplyListener):
+    queue_consumer = QueueConsumer()
+
+    def setup(self):
+        super().setup()
+        # exclusive (so transient): deleted with its connection, or with its node when that
+        # node dies, and declared again on the node reconnected to. nameko's durable one
+        # would stay bound to a dead node, and every redeclaration refused until it returns.
+        self.queue.durable, self.queue.exclusive, self.queue.auto_delete = False, True, True
+
+
 class BoundedRpcProxy(RpcProxy):
     """RpcProxy whose calls raise ServiceUnavailable after RPC_TIMEOUT seconds (config), or at
     the deadline of the request being worked for, if sooner. `inherit_deadline=False` for
     clean-up calls (giving a place back) that must run even when the caller gave up."""
 
-    def __init__(self, target_service, inherit_deadline=True, timeout_key="RPC_TIMEOUT",
-                 timeout_default=DEFAULT_TIMEOUT, **options):
+    rpc_reply_listener = _ReplyListener()
+
+    def __init__(self, target_service, inherit_deadline=True, timeout_key="RPC_TIMEOUT", **options):
         super().__init__(target_service, **options)
         self.inherit_deadline = inherit_deadline
         # another bound than RPC_TIMEOUT: health checks (HEALTH_RPC_TIMEOUT) answer faster
-        self.timeout_key, self.timeout_default = timeout_key, timeout_default
+        self.timeout_key = timeout_key
+
+    def setup(self):
+        super().setup()
+        # read once: every worker of the service gets a proxy of each RpcProxy it declares
+        self.timeout = setting(self.container.config, self.timeout_key)
+        self.proxy_options = dict(self.options)
+        self.proxy_options.setdefault("delivery_mode", TRANSIENT)
 
     def get_dependency(self, worker_ctx):
-        config = self.container.config
-        if self.timeout_key == "RPC_TIMEOUT":
-            timeout = setting(config, "RPC_TIMEOUT", DEFAULT_TIMEOUT)
-        else:
-            timeout = setting(config, self.timeout_key, self.timeout_default)
-        options = dict(self.options)
-        options.setdefault("delivery_mode", TRANSIENT)
         return _BoundedServiceProxy(
             worker_ctx, self.target_service, self.rpc_reply_listener,
-            timeout=timeout, inherit_deadline=self.inherit_deadline, **options
+            timeout=self.timeout, inherit_deadline=self.inherit_deadline, **self.proxy_options
         )

@@ -10,6 +10,7 @@ from datetime import date
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
+from services.common.contract import LANGS
 from services.common.reference_data import PROCEDURES
 
 
@@ -84,6 +85,8 @@ class ApplicantSchema(Schema):
     email = AsciiEmail(required=True, validate=validate.Length(max=254))
     phone = SafeString(load_default=None, allow_none=True, validate=PHONE)
     foreigner_number = SafeString(load_default=None, allow_none=True)
+    # the language of the pages used: the links of the e-mails that follow open them in it
+    lang = SafeString(load_default="fr", validate=validate.OneOf(LANGS))
 
     @validates("family_name")
     def _family_name_not_blank(self, value, **kwargs):
@@ -166,6 +169,8 @@ class AttemptRequestSchema(Schema):
     procedure = SafeString(required=True, validate=validate.OneOf(sorted(PROCEDURES)))
     email = fields.Email(required=True, validate=validate.Length(max=254))
     foreigner_number = SafeString(load_default=None, allow_none=True)
+    # the language of the pages used: the receipt is written in it (issue 21)
+    lang = SafeString(load_default="fr", validate=validate.OneOf(LANGS))
 
     @validates("foreigner_number")
     def _foreigner_number_digits(self, value, **kwargs):
@@ -185,6 +190,8 @@ class AttestationSchema(Schema):
 
     attestation = fields.Dict(required=True)
     signature = SafeString(required=True, validate=validate.Length(min=1, max=200))
+    # its verification code, as downloaded; not what is checked (derived from the signature)
+    code = SafeString(load_default=None, allow_none=True, validate=validate.Length(max=40))
 
 
 class FiguresSchema(Schema):
@@ -207,3 +214,28 @@ class ApplicantLookupSchema(Schema):
     def _one_of_them(self, data, **kwargs):
         if not data.get("foreigner_number") and not data.get("email"):
             raise ValidationError("Give the foreigner number or the e-mail.", "foreigner_number")
+
+
+class PenaltyWaiverSchema(ApplicantLookupSchema):
+    """M7: who (foreigner number, or e-mail), the permit's expiry date and the filing date; the
+    staff gateway's form and booking's `penalty_waiver` RPC read it alike."""
+
+    expiry = fields.Date(required=True)
+    filing = fields.Date(required=True)
+
+
+# A caller's idempotency key (an HTTP `Idempotency-Key`, a form's hidden field, a gateway's
+# per-request UUID): the same key with the same request is the same booking, however often
+# the request is delivered or sent again. Random enough to be unguessable, short enough to log
+# nowhere by accident.
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
+IDEMPOTENCY_REASON = "16 to 128 letters, digits, '-' or '_' (a random value, new for each new request)."
+
+
+def idempotency_key(value, error_cls, field="idempotency_key"):
+    """`value` if it is a well-formed key, None if absent; else `error_cls` naming `field`."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not IDEMPOTENCY_KEY.fullmatch(value):
+        raise error_cls("Invalid idempotency key.", {field: [IDEMPOTENCY_REASON]})
+    return value

@@ -10,14 +10,15 @@ from services.common.settings import setting
 
 
 class ConfigTimer(Timer):
-    def __init__(self, key, default, eager=False, **kwargs):
-        self.key, self.default = key, default
-        super().__init__(interval=default, eager=eager, **kwargs)
+    def __init__(self, key, eager=False, **kwargs):
+        self.key = key
+        super().__init__(interval=setting({}, key), eager=eager, **kwargs)
 
     def setup(self):
-        self.interval = setting(self.container.config, self.key, self.default)
+        self.interval = setting(self.container.config, self.key)
 
 
-def config_timer(key, default, eager=False):
-    """@config_timer("OUTBOX_RELAY_SECONDS", 5.0): fires every config[key] seconds."""
-    return ConfigTimer.decorator(key, default, eager=eager)
+def config_timer(key, eager=False):
+    """@config_timer("OUTBOX_RELAY_SECONDS"): fires every config[key] seconds (its default
+    from services.common.settings when unset)."""
+    return ConfigTimer.decorator(key, eager=eager)

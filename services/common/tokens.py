@@ -19,8 +19,12 @@ class TokenSigner:
         self._key = secret.encode()
 
     def token_for(self, reference, salt):
-        digest = hmac.new(self._key, f"{reference}:{salt}".encode(), hashlib.sha256).digest()
-        return urlsafe_b64encode(digest).decode().rstrip("=")
+        return urlsafe_b64encode(self.digest(f"{reference}:{salt}")).decode().rstrip("=")
+
+    def digest(self, text):
+        """The HMAC-SHA256 of `text` under the key: also what makes a reference from a request's
+        idempotency key (services/booking/references.py), so that nobody can predict it."""
+        return hmac.new(self._key, text.encode(), hashlib.sha256).digest()
 
     @staticmethod
     def hash_token(token):

@@ -1,21 +1,9 @@
 """Fraud rules as plain functions: M3 (one e-mail, several bookings), decoys, and the network
 score that sends to staff review (never to cancellation)."""
-from services.common.normalise import normalise_email, normalise_name
 
 CANCEL, REVIEW = "cancel", "review"
 # what to do when one e-mail holds several active bookings
 CANCEL_ALL, KEEP_EARLIEST = "cancel_all", "keep_earliest"
-
-
-def identity_key(identity):
-    """One person: normalised family and given names and birth date."""
-    return "|".join((normalise_name(identity.get("family_name")),
-                     normalise_name(identity.get("given_names")),
-                     identity.get("birth_date") or ""))
-
-
-def email_key(email, provider_rules=True):
-    return normalise_email(email, provider_rules)
 
 
 def email_decisions(bookings, same_person=KEEP_EARLIEST, different_people=CANCEL_ALL):
@@ -36,6 +24,22 @@ def email_decisions(bookings, same_person=KEEP_EARLIEST, different_people=CANCEL
                 for b in ordered[1:]]
     action = CANCEL if policy == CANCEL_ALL else REVIEW
     return [(b["reference"], action, evidence) for b in ordered]
+
+
+def person_decisions(bookings, matched_by=()):
+    """M3 by identity. bookings: the active bookings of one person (folded names and birth
+    date, or foreigner number) for one procedure, under different e-mails (dicts with
+    reference, created_ts); matched_by: how they were found to be one person. The earliest
+    is kept, the later ones are cancelled: two made at the same instant slipped past the
+    booking service's up-front check together."""
+    if len(bookings) < 2:
+        return []
+    ordered = sorted(bookings, key=lambda b: (b["created_ts"], b["reference"]))
+    evidence = {"bookings": [b["reference"] for b in ordered], "kept": ordered[0]["reference"],
+                "matched_by": list(matched_by),
+                "summary": ["The same person (names and birth date, or foreigner number) "
+                            "held several bookings for one procedure; the earliest is kept."]}
+    return [(b["reference"], CANCEL, evidence) for b in ordered[1:]]
 
 
 def grabbing_score(seconds_after_publication, identities_same_client, identities_same_agent,
@@ -112,12 +116,8 @@ def describe_signals(signals, cfg):
 
 def decoy_linked(entry, decoy_booking):
     """How a booking relates to one that booked a decoy: 'email', 'identity+address',
-    'identity' or 'address' (or None).
-
-    The same e-mail (confirmed by its owner) is the same booker: cancelled with it. The same
-    identity from the same address too. The same identity from elsewhere, with another
-    e-mail, may be the person a trafficker booked for, who also booked for themselves: review.
-    The same address alone is never proof: review.
+    'identity' or 'address' (or None). Each goes to review with the decoy booking (a decoy
+    cancels nobody, see screening.check_decoy): the link tells staff how close it is.
     """
     same_ip = bool(entry.get("client_ip")) and entry.get("client_ip") == decoy_booking.get("client_ip")
     if entry["email_key"] == decoy_booking["email_key"]:
@@ -126,5 +126,3 @@ def decoy_linked(entry, decoy_booking):
         return "identity+address" if same_ip else "identity"
     return "address" if same_ip else None
 
-
-CANCELLED_WITH_DECOY = ("email", "identity+address")

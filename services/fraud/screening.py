@@ -12,30 +12,37 @@ from services.common import contract
 from services.common.outbox import Outbox
 from services.common.timeutil import parse_iso
 from services.fraud import rules
-from services.fraud.names import name_problem
+from services.common.exact_names import identity_key, name_problem
+from services.common.one_email import normalise_email
 from services.fraud.store import ACTIVE, CANCELLED, group_ids, window_group_ids
 
 NAME_NOT_EXACT = "name_not_exact"
 SAME_EMAIL = "multiple_bookings_same_email"
+SAME_PERSON = "multiple_bookings_same_person"
 SLOT_GRABBING = "slot_grabbing"
 PARALLEL_CANCELS = 8  # a cluster of cancellations at once, without flooding the booking service
 
 
 def index_entry(event, settings):
     """What fraud keeps of a booking: only what its rules need, and the groups it joins."""
+    # an accepted offer was given, not raced for (issue 24): where it was accepted from says
+    # nothing, and honest people behind one carrier address must not make an address case
+    client = {} if event.get("offer_id") else (event.get("client") or {})
     entry = {
         "_id": event["reference"],
         "status": ACTIVE,
-        "email_key": rules.email_key(event["email"], settings["provider_rules"]),
-        "identity_key": rules.identity_key(event["identity"]),
-        "client_ip": (event.get("client") or {}).get("ip") or "",
-        "user_agent": (event.get("client") or {}).get("user_agent") or "",
+        "email_key": normalise_email(event["email"], settings["provider_rules"]),
+        "identity_key": identity_key(event["identity"]),
+        "client_ip": client.get("ip") or "",
+        "user_agent": client.get("user_agent") or "",
         "created_ts": parse_iso(event["occurred_at"]).timestamp(),
         # an allocated offer was given, not raced for: its speed says nothing about a script
         "seconds_after_publication": (None if event.get("offer_id")
                                       else event.get("seconds_after_publication")),
         "decoy": bool(event.get("decoy")),
         "slot_id": event.get("slot_id"),
+        "procedure": event.get("procedure"),
+        "foreigner_number": event["identity"].get("foreigner_number") or "",
     }
     entry["groups"] = group_ids(entry, settings["window"])
     return entry
@@ -46,6 +53,7 @@ def watched_groups(entry, window):
     user agent over the window before it."""
     since, until = entry["created_ts"] - window, entry["created_ts"]
     ids = {"email": [f"email:{entry['email_key']}"], "person": [f"person:{entry['identity_key']}"],
+           "number": [f"number:{entry['foreigner_number']}"] if entry["foreigner_number"] else [],
            "ip": [], "ua": []}
     if entry["client_ip"]:
         ids["ip"] = window_group_ids("ip", entry["client_ip"], since, until, window)
@@ -54,9 +62,24 @@ def watched_groups(entry, window):
     return ids
 
 
-def _counts_for_email_rule(status):
-    return status is not None and (status["status"] == ACTIVE or
-                                   status["cancel_reason"] == SAME_EMAIL)
+def _counts_for_rule(status, rule):
+    """A booking still counts for a "one of each" rule when active, or cancelled by that rule
+    (handlers of one group run concurrently: the last must still see the whole group)."""
+    return status is not None and (status["status"] == ACTIVE or status["cancel_reason"] == rule)
+
+
+def decoy_evidence(booking, decoy):
+    """The review evidence for a booking linked to one that booked a decoy slot, or None when
+    nothing links them (rules.decoy_linked says how)."""
+    link = rules.decoy_linked(booking, decoy)
+    if link is None:
+        return None
+    said = {"email": "Same e-mail address as", "identity+address": "Same person, from the same address, as",
+            "identity": "Same person (another e-mail, another address) as",
+            "address": "Only the network address is shared with"}[link]
+    evidence = {"decoy_slot": decoy.get("slot_id"), "linked_to": decoy["_id"], "link": link,
+                "summary": [f"{said} booking {decoy['_id']}, which booked a decoy slot."]}
+    return evidence
 
 
 class Screening:
@@ -84,46 +107,55 @@ class Screening:
         watched = watched_groups(entry, settings["window"])
         found = self.store.members([i for ids in watched.values() for i in ids])
         members = {kind: [m for i in ids for m in found[i]] for kind, ids in watched.items()}
-        self.check_decoy(entry, members)
         self.check_email(entry, members["email"])
+        self.check_person(entry, members["person"], members["number"])
+        self.check_decoy(entry, members)
         self.check_grabbing(entry, members["ip"], members["ua"])
 
     def check_decoy(self, entry, members):
-        """A decoy slot is offered to nobody but scripts reading the JSON: booking one is
-        evidence tied to the booking. It is cancelled with the other active bookings of the
-        same e-mail, or of the same person from the same address; the same person booked
-        from elsewhere, and bookings that only share the address, go to review."""
-        if not entry["decoy"] or not self.not_exempt([entry]):
-            return
-        evidence = {"decoy_slot": entry["slot_id"], "reference": entry["_id"],
-                    "summary": ["Booked a decoy slot: the applicant pages never offer it, "
-                                "only a script reading the JSON can book it."]}
-        cancel = [(entry["_id"], SLOT_GRABBING, rules.CANCEL, evidence)]
-        review = []
-        since = entry["created_ts"] - self.settings["window"]
+        """A decoy slot is shown by the JSON API only. Booking one was once cancelled at sight;
+        measured, scripts tell decoys apart (the pages never list them) while honest people and
+        associations using the documented API book them (issue 24). So a decoy booking is
+        evidence for staff, never a cancellation: it goes to a strong review case with what is
+        linked to it (same e-mail, same person, same address), and staff decide.
+
+        Judged from both sides, so that the order of two confirmations at the same instant
+        never changes the outcome: a decoy booking takes the linked bookings it finds, and any
+        other booking looks for a decoy booking it is linked to. Both write their index entry
+        before reading, so of two concurrent handlers at least one sees the other."""
+        window = self.settings["window"]
         others = {b["_id"]: b for kind in ("email", "person", "ip") for b in members[kind]
-                  if b["_id"] != entry["_id"] and b.get("status") == ACTIVE
-                  and (kind != "ip" or b["created_ts"] >= since)}
-        for booking in self.not_exempt(list(others.values())):
-            link = rules.decoy_linked(booking, entry)
-            if link is None:
+                  if b["_id"] != entry["_id"]
+                  and (kind != "ip" or abs(b["created_ts"] - entry["created_ts"]) <= window)}
+        if entry["decoy"]:
+            linked = [(b, entry) for b in others.values() if b.get("status") == ACTIVE]
+        else:  # the common case: no decoy among its groups, no further lookup
+            linked = [(entry, b) for b in others.values() if b.get("decoy")]
+            if not linked:
+                return
+        # the allow-list is read only now: exempt bookings neither take nor are taken
+        exempt_free = {b["_id"] for b in self.not_exempt([entry] + [b for pair in linked for b in pair])}
+        if entry["_id"] not in exempt_free:
+            return
+        review = []
+        if entry["decoy"]:
+            review.append((entry, entry, {
+                "decoy_slot": entry["slot_id"], "reference": entry["_id"],
+                "summary": ["Booked a decoy slot: the applicant pages never list it, the JSON "
+                            "API does. A script, or someone using the API honestly."]}))
+        for booking, decoy in linked:
+            if not {booking["_id"], decoy["_id"]} <= exempt_free:
                 continue
-            said = {"email": "Same e-mail address as", "identity+address": "Same person, from the same address, as",
-                    "identity": "Same person (another e-mail, another address) as",
-                    "address": "Only the network address is shared with"}[link]
-            linked = {"decoy_slot": entry["slot_id"], "linked_to": entry["_id"], "link": link,
-                      "summary": [f"{said} booking {entry['_id']}, which booked a decoy slot."]}
-            if link in rules.CANCELLED_WITH_DECOY:
-                cancel.append((booking["_id"], SLOT_GRABBING, rules.CANCEL, linked))
-            else:
-                review.append((booking, linked))
-        self.act_on_all(cancel)
-        if review:
-            case = self.address_case(entry, [
-                f"Booking {entry['_id']} from this address booked a decoy slot; these bookings "
-                f"share the address or the person, nothing tied to themselves."], strong=True)
-            for booking, linked in review:
-                self.act(booking["_id"], SLOT_GRABBING, rules.REVIEW, linked, case=case)
+            evidence = decoy_evidence(booking, decoy)
+            if evidence is not None:
+                review.append((booking, decoy, evidence))
+        for booking, decoy, evidence in review:
+            if booking["_id"] in self.cancelled:  # cancelled by a booking-tied rule already
+                continue
+            case = self.address_case(decoy, [
+                f"Booking {decoy['_id']} booked a decoy slot (shown by the JSON API only); these "
+                f"bookings share its e-mail, its person or its address."], strong=True)
+            self.act(booking["_id"], SLOT_GRABBING, rules.REVIEW, evidence, case=case)
 
     def address_case(self, entry, summary, strong=False, evidence=None):
         case_id = (rules.address_case_id(entry["client_ip"], entry["created_ts"], self.settings["window"])
@@ -144,10 +176,35 @@ class Screening:
         statuses = self.booking.statuses([b["_id"] for b in same])
         candidates = [{"reference": b["_id"], "identity_key": b["identity_key"],
                        "created_ts": b["created_ts"]}
-                      for b in same if _counts_for_email_rule(statuses.get(b["_id"]))]
+                      for b in same if _counts_for_rule(statuses.get(b["_id"]), SAME_EMAIL)]
         self.act_on_all([(reference, SAME_EMAIL, action, dict(evidence, email=entry["email_key"]))
                           for reference, action, evidence in rules.email_decisions(
                               candidates, self.settings["same_person"], self.settings["different_people"])])
+
+    def check_person(self, entry, same_names, same_number):
+        """M3 by identity: one person, one booking per procedure, whatever the e-mail. The
+        booking service refuses a second one up front; two confirmed at the same instant both
+        pass it, and the later one is cancelled here. Decoy bookings are the decoy rule's (it
+        sends the same person from elsewhere to review): left out, so that the order in which
+        the two are screened never changes the outcome."""
+        same, matched_by = {}, set()
+        for kind, group in (("names and birth date", same_names), ("foreigner number", same_number)):
+            for b in group:
+                if b.get("procedure") == entry["procedure"] and not b.get("decoy"):
+                    same[b["_id"]] = b
+                    if b["_id"] != entry["_id"]:
+                        matched_by.add(kind)
+        if len(same) < 2:
+            return  # the common case: no further lookup
+        same = self.not_exempt(list(same.values()))
+        if len(same) < 2:
+            return
+        # as for M3 by e-mail: ask the owner which still count, this rule's own included
+        statuses = self.booking.statuses([b["_id"] for b in same])
+        candidates = [{"reference": b["_id"], "created_ts": b["created_ts"]}
+                      for b in same if _counts_for_rule(statuses.get(b["_id"]), SAME_PERSON)]
+        self.act_on_all([(reference, SAME_PERSON, action, evidence) for reference, action, evidence
+                         in rules.person_decisions(candidates, sorted(matched_by))])
 
     def check_grabbing(self, entry, from_client, from_agent):
         settings = self.settings

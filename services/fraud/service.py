@@ -10,23 +10,26 @@ import logging
 import time
 
 from marshmallow import Schema, fields, validate
-from nameko.events import EventDispatcher, event_handler
+from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 
-from services.common import health
-from services.common.deadletter import DeadLetters
+from services.common import health, one_email
 from services.common.logs import CallIdLogging
-from services.common.errors import EXPECTED, InvalidRequest, NotFound
+from services.common.errors import EXPECTED, InvalidRequest, NotFound, Refused
 from services.common.lease import InstanceId
+from services.common import inbox as event_inbox
+from services.common.inbox import InboxSettings
 from services.common.mongo import MongoStore
+from services.common import relay
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import ListingSchema, SafeString, validated
 from services.common.settings import setting
-from services.common.timers import config_timer
+from services.common.timeutil import parse_iso
 from services.common.views import staff_view
+from services.common.queues import event_handler
 from services.fraud import rules
 from services.fraud.screening import SLOT_GRABBING, Screening
-from services.fraud.store import CANCELLED, FraudStore
+from services.fraud.store import ACTIVE, CANCELLED, FraudStore
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +43,16 @@ class Settings(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.settings = {
-            "provider_rules": setting(config, "FRAUD_EMAIL_PROVIDER_RULES", True),
-            "same_person": setting(config, "FRAUD_SAME_EMAIL_SAME_PERSON", rules.KEEP_EARLIEST),
-            "different_people": setting(config, "FRAUD_SAME_EMAIL_DIFFERENT_PEOPLE", rules.CANCEL_ALL),
-            "window": setting(config, "FRAUD_WINDOW_SECONDS", 600.0),
-            "release_window": setting(config, "FRAUD_RELEASE_WINDOW_SECONDS", 120.0),
-            "fast_seconds": setting(config, "FRAUD_FAST_SECONDS", 2.0),
-            "quick_seconds": setting(config, "FRAUD_QUICK_SECONDS", 10.0),
-            "agent_identities": setting(config, "FRAUD_AGENT_IDENTITIES", 10),
-            "cancel_score": setting(config, "FRAUD_CANCEL_SCORE", 0.8),
-            "review_score": setting(config, "FRAUD_REVIEW_SCORE", 0.4),
-            "max_attempts": setting(config, "FRAUD_MAX_ATTEMPTS", 6),
-            "relay_seconds": setting(config, "OUTBOX_RELAY_SECONDS", 5.0),
+            "provider_rules": one_email.provider_rules(config),
+            "same_person": setting(config, "FRAUD_SAME_EMAIL_SAME_PERSON"),
+            "different_people": setting(config, "FRAUD_SAME_EMAIL_DIFFERENT_PEOPLE"),
+            "window": setting(config, "FRAUD_WINDOW_SECONDS"),
+            "release_window": setting(config, "FRAUD_RELEASE_WINDOW_SECONDS"),
+            "fast_seconds": setting(config, "FRAUD_FAST_SECONDS"),
+            "quick_seconds": setting(config, "FRAUD_QUICK_SECONDS"),
+            "agent_identities": setting(config, "FRAUD_AGENT_IDENTITIES"),
+            "cancel_score": setting(config, "FRAUD_CANCEL_SCORE"),
+            "review_score": setting(config, "FRAUD_REVIEW_SCORE"),
         }
         # the user-agent rule only asks "at least agent_identities?": a few times that is enough
         self.settings["group_caps"] = {"ip": ADDRESS_GROUP_CAP,
@@ -103,12 +104,7 @@ class Period(Schema):
     until = fields.AwareDateTime(required=True)
 
 
-class EventId(Schema):
-    event_id = SafeString(required=True, validate=validate.Length(min=1, max=100))
-
-
-ALLOW, REVIEWS, DECIDE, PERIOD, LISTING, EVENT_ID = (Allow(), ReviewListing(), Decide(), Period(),
-                                                      ListingSchema(), EventId())
+ALLOW, REVIEWS, DECIDE, PERIOD = Allow(), ReviewListing(), Decide(), Period()
 CASES, DECIDE_CASE, DISALLOW = CaseListing(), DecideCase(), Disallow()
 
 
@@ -123,7 +119,7 @@ def case_view(case, reviews):
     return view
 
 
-class FraudService:
+class FraudService(relay.OutboxRelay, event_inbox.TakesEvents):
     name = "fraud"
 
     store = MongoStore("fraud", FraudStore)
@@ -131,7 +127,7 @@ class FraudService:
     dispatch = EventDispatcher()
     settings = Settings()
     instance = InstanceId()
-    dead_letters = DeadLetters()
+    inbox_settings = InboxSettings("FRAUD_MAX_ATTEMPTS")
     log_context = CallIdLogging()
 
     # requeue on error: the inbox counts the tries and parks the event after FRAUD_MAX_ATTEMPTS.
@@ -139,21 +135,25 @@ class FraudService:
     # else's e-mail) counts for nothing until the owner of the mailbox confirms it.
     @event_handler("booking", "booking_confirmed", requeue_on_error=True)
     def on_booking_confirmed(self, event):
-        self._inbox().handle("booking_confirmed", event, self._screening().screen)
+        self.take_event("booking_confirmed", event)
 
     @event_handler("booking", "booking_cancelled", requeue_on_error=True)
     def on_booking_cancelled(self, event):
-        self._inbox().handle("booking_cancelled", event, self._forget_cancelled)
+        self.take_event("booking_cancelled", event)
 
-    @config_timer("OUTBOX_RELAY_SECONDS", 5.0)
-    def relay_outbox(self):
-        """Announce the decisions carried out whose `fraud_detected` was not sent (crash, broker)."""
-        interval = self.settings["relay_seconds"]
-        if not self.store.leases.acquire("outbox_relay", self.instance, 3 * interval, time.time()):
-            return
-        screening = self._screening()
-        for decision in self.store.outbox.due("detected", time.time()):
-            screening.announce(decision)
+    @event_handler("booking", "booking_restored", requeue_on_error=True)
+    def on_booking_restored(self, event):
+        self.take_event("booking_restored", event)
+
+    def inbox_handlers(self):
+        return {"booking_confirmed": self._screening().screen,
+                "booking_cancelled": self._forget_cancelled,
+                "booking_restored": self._count_again}
+
+    def outbox_routes(self):
+        """The decisions carried out whose `fraud_detected` was not sent (crash, broker), for
+        the relay (services/common/relay.py)."""
+        return [(self.store.outbox, "detected", self._screening().announce)]
 
     # -- staff RPC ---------------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class FraudService:
                 for e in self.store.allow_entries()]
 
     def _allow_value(self, kind, value):
-        return rules.email_key(value, self.settings["provider_rules"]) if kind == "email" else value
+        return one_email.normalise_email(value, self.settings["provider_rules"]) if kind == "email" else value
 
     @rpc(expected_exceptions=EXPECTED)
     def review_queue(self, state="open", limit=100):
@@ -202,10 +202,20 @@ class FraudService:
         """Staff settle a case from the review queue: cancel it or clear it."""
         args = validated(DECIDE, reference=reference, decision=decision, by=by, note=note)
         cancel = args["decision"] == "cancel"
-        review = self.store.close_review(args["reference"], "cancelled" if cancel else "cleared",
-                                         args["by"], args["note"], time.time())
+        state = "cancelled" if cancel else "cleared"
+        review = self.store.close_review(args["reference"], state, args["by"], args["note"],
+                                         time.time())
         if review is None:
-            raise NotFound("No open review for this booking.")
+            # a second delivery (or a double click): the same decision is answered as the first
+            # and carried out again (idempotent), which finishes one cut short by a crash
+            review = self.store.review(args["reference"])
+            if review is None or review["state"] == "open":
+                raise NotFound("No open review for this booking.")
+            if review["state"] != state:
+                done = {"cancelled": ("annulé", "cancelled"), "cleared": ("levé", "cleared")}
+                fr, en = done.get(review["state"], (review["state"], review["state"]))
+                raise Refused(f"Ce cas est déjà tranché : {fr}. / This case was already "
+                              f"decided: {en}.", {"decision": [f"Déjà {fr}. / Already {en}."]})
         self._carry_out(review, cancel, args["by"], args["note"])
         if review.get("case_id"):
             self.store.close_case_if_done(review["case_id"], args["by"], args["note"], time.time())
@@ -232,8 +242,10 @@ class FraudService:
         cancel = args["decision"] == "cancel"
         now = time.time()
         for review in self.store.reviews_of([case["_id"]])[case["_id"]]:
-            closed = self.store.close_review(review["_id"], "cancelled" if cancel else "cleared",
-                                             args["by"], args["note"], now)
+            state = "cancelled" if cancel else "cleared"
+            closed = self.store.close_review(review["_id"], state, args["by"], args["note"], now)
+            if closed is None and review["state"] == state:
+                closed = review  # closed by a delivery cut short: carried out again (idempotent)
             if closed is not None:
                 self._carry_out(closed, cancel, args["by"], args["note"])
         self.store.close_case_if_done(case["_id"], args["by"], args["note"], now)
@@ -265,29 +277,7 @@ class FraudService:
                         review_cases_open=self.store.count_open_cases())
         return health.report(self.name, backlog)
 
-    @rpc(expected_exceptions=EXPECTED)
-    def parked_events(self, limit=100):
-        args = validated(LISTING, limit=limit)
-        return [staff_view(f) for f in self.store.inbox.parked(args["limit"])]
-
-    @rpc(expected_exceptions=EXPECTED)
-    def replay(self, event_id):
-        """Run a parked event again (once its cause, say the booking service, is fixed)."""
-        args = validated(EVENT_ID, event_id=event_id)
-        done = self.store.inbox.replay(args["event_id"], {
-            "booking_confirmed": self._screening().screen,
-            "booking_cancelled": self._forget_cancelled})
-        if done is None:
-            raise NotFound("No parked event with this id.")
-        return {"event_id": args["event_id"], "replayed": True, "state": done["state"]}
-
     # -- internals ---------------------------------------------------------------------------
-
-    def _inbox(self):
-        inbox = self.store.inbox
-        inbox.max_attempts = self.settings["max_attempts"]
-        inbox.on_park = self.dead_letters
-        return inbox
 
     def _screening(self):
         return Screening(self.store, self.booking, self.settings, self.dispatch)
@@ -299,4 +289,9 @@ class FraudService:
                                   actor=by)
 
     def _forget_cancelled(self, event):
-        self.store.set_status(event["reference"], CANCELLED)
+        self.store.set_status(event["reference"], CANCELLED, parse_iso(event["occurred_at"]).timestamp())
+
+    def _count_again(self, event):
+        """An undone counter cancellation: the booking counts again for the one-of-each rules
+        (M3), or a second booking of the same person would pass unseen."""
+        self.store.set_status(event["reference"], ACTIVE, parse_iso(event["occurred_at"]).timestamp())

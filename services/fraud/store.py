@@ -23,11 +23,11 @@ from services.common.outbox import Outbox
 
 ACTIVE, CANCELLED = "active", "cancelled"
 DUPLICATE_KEY = 11000
-# cancellations for evidence about the booking itself (an automatic slot_grabbing
-# cancellation can only come from a decoy)
-BOOKING_TIED = ("multiple_bookings_same_email", "name_not_exact", "slot_grabbing")
+# cancellations for evidence about the booking itself (slot_grabbing is never one: network
+# evidence and decoys only open review cases)
+BOOKING_TIED = ("multiple_bookings_same_email", "multiple_bookings_same_person", "name_not_exact")
 MEMBER_FIELDS = ("identity_key", "created_ts", "status", "email_key", "client_ip",
-                 "seconds_after_publication", "decoy")
+                 "seconds_after_publication", "decoy", "slot_id", "procedure")
 AGENT_MEMBER_FIELDS = ("identity_key", "created_ts")  # the user-agent rule counts identities only
 
 
@@ -36,9 +36,11 @@ def bucket(ts, window):
 
 
 def group_ids(entry, window):
-    """The groups a booking joins: its e-mail and its person (for good), its address and its
-    user agent (in the bucket of its creation time)."""
+    """The groups a booking joins: its e-mail, its person and its foreigner number (for good),
+    its address and its user agent (in the bucket of its creation time)."""
     ids = [f"email:{entry['email_key']}", f"person:{entry['identity_key']}"]
+    if entry.get("foreigner_number"):
+        ids.append(f"number:{entry['foreigner_number']}")
     at = bucket(entry["created_ts"], window)
     if entry.get("client_ip"):
         ids.append(f"ip:{entry['client_ip']}:{at}")
@@ -110,8 +112,14 @@ class FraudStore:
             if any(error["code"] != DUPLICATE_KEY for error in exc.details["writeErrors"]):
                 raise
 
-    def set_status(self, reference, status):
-        entry = self.bookings.find_one_and_update({"_id": reference}, {"$set": {"status": status}})
+    def set_status(self, reference, status, at_ts=None):
+        """`at_ts`: when the change happened (an event's occurred_at; now when None). An older
+        change arriving after a newer one (a cancellation redelivered after its undo) is
+        ignored: the index keeps the booking's latest state."""
+        at_ts = time.time() if at_ts is None else at_ts
+        entry = self.bookings.find_one_and_update(
+            {"_id": reference, "$or": [{"status_ts": {"$exists": False}}, {"status_ts": {"$lte": at_ts}}]},
+            {"$set": {"status": status, "status_ts": at_ts}})
         for group_id in (entry or {}).get("groups") or ():
             if group_kind(group_id) != "ua":  # user-agent members carry no status
                 self.groups.update_one({"_id": group_id, f"members.{reference}": {"$exists": True}},
@@ -195,6 +203,9 @@ class FraudStore:
 
     def review_queue(self, state, limit):
         return list(self.reviews.find({"state": state}).limit(limit))
+
+    def review(self, reference):
+        return self.reviews.find_one({"_id": reference})
 
     def close_review(self, reference, state, by, note, now_ts):
         return self.reviews.find_one_and_update(

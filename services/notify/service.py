@@ -6,31 +6,35 @@ and message kind) before anything is sent. A message is sent by whoever atomical
 later by the delivery timer; failures wait out a backoff, and after NOTIFY_MAX_ATTEMPTS the
 message is parked as failed for staff, blocking nothing behind it.
 """
+import functools
 import logging
 import time
 from email.utils import parseaddr
 
 import eventlet
-from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from pymongo.errors import PyMongoError
 
 from services.common import health
-from services.common.deadletter import DeadLetters
+from services.common.daily_limit import day_key
+from services.common import inbox as event_inbox
 from services.common.logs import CallIdLogging
 from services.common.errors import EXPECTED, NotFound, describe
 from services.common.mongo import MongoStore
+from services.common import one_email
+from services.common.one_email import normalise_email
 from services.common.rpc import rpc
 from services.common.schemas import ListingSchema, validated
 from services.common.settings import setting
 from services.common.timeutil import utcnow
 from services.common.views import staff_view
+from services.common.queues import event_handler
 from services.notify import rules
 from services.notify.compose import KIND_FOR_EVENT, compose, message_id, to_mime
 from services.notify.mailer import Mailer
 from services.notify.schedule import ScanSchedule
-from services.notify.schemas import MessageKey
+from services.notify.schemas import MessageKey, Resend
 from services.notify.store import OutboxStore
 
 log = logging.getLogger(__name__)
@@ -45,20 +49,20 @@ class Settings(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.settings = {
-            "public_base_url": setting(config, "PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
-            "report_url": setting(config, "REPORT_URL", "https://www.internet-signalement.gouv.fr"),
-            "report_email": setting(config, "REPORT_EMAIL", "pref-etrangers@herault.gouv.fr"),
-            "mail_domain": setting(config, "MAIL_DOMAIN", "rdv.herault.gouv.fr"),
-            "mail_from": setting(config, "MAIL_FROM",
-                                 "Préfecture de l'Hérault <no-reply@rdv.herault.gouv.fr>"),
-            "max_attempts": setting(config, "NOTIFY_MAX_ATTEMPTS", 8),
-            "retry_base": setting(config, "NOTIFY_RETRY_BASE_SECONDS", 2.0),
-            "retry_cap": setting(config, "NOTIFY_RETRY_MAX_SECONDS", 60.0),
-            "lease": setting(config, "NOTIFY_LEASE_SECONDS", 60.0),
-            "senders": max(1, setting(config, "NOTIFY_SENDERS", 8)),
-            "sweep": setting(config, "NOTIFY_SWEEP_SECONDS", 10.0),
-            # what the confirmation e-mail says; the booking service enforces it
-            "confirm_minutes": setting(config, "BOOKING_CONFIRM_MINUTES", 60.0),
+            "public_base_url": setting(config, "PUBLIC_BASE_URL"),
+            "report_url": setting(config, "REPORT_URL"),
+            "report_email": setting(config, "REPORT_EMAIL"),
+            "mail_domain": setting(config, "MAIL_DOMAIN"),
+            "mail_from": setting(config, "MAIL_FROM"),
+            "max_attempts": setting(config, "NOTIFY_MAX_ATTEMPTS"),
+            "retry_base": setting(config, "NOTIFY_RETRY_BASE_SECONDS"),
+            "retry_cap": setting(config, "NOTIFY_RETRY_MAX_SECONDS"),
+            "lease": setting(config, "NOTIFY_LEASE_SECONDS"),
+            "senders": max(1, setting(config, "NOTIFY_SENDERS")),
+            "sweep": setting(config, "NOTIFY_SWEEP_SECONDS"),
+            # messages the public can trigger, per address and Paris day (rules.PUBLIC_KINDS)
+            "per_address_per_day": setting(config, "MAIL_PER_ADDRESS_PER_DAY"),
+            "provider_rules": one_email.provider_rules(config),
         }
 
     def get_dependency(self, worker_ctx):
@@ -69,7 +73,7 @@ class Schedule(DependencyProvider):
     """This process's ScanSchedule (services/notify/schedule.py)."""
 
     def setup(self):
-        self.schedule = ScanSchedule(setting(self.container.config, "NOTIFY_SWEEP_SECONDS", 10.0))
+        self.schedule = ScanSchedule(setting(self.container.config, "NOTIFY_SWEEP_SECONDS"))
 
     def get_dependency(self, worker_ctx):
         return self.schedule
@@ -77,46 +81,62 @@ class Schedule(DependencyProvider):
 
 MESSAGE_FIELDS = ("_id", "kind", "to", "reference", "state", "attempts", "last_error",
                   "event_type", "failed_ts", "sent_ts")
-LISTING, MESSAGE_KEY = ListingSchema(), MessageKey()
+LISTING, MESSAGE_KEY, RESEND = ListingSchema(), MessageKey(), Resend()
 
 
 def message_view(record):
     return staff_view({key: record[key] for key in MESSAGE_FIELDS if key in record})
 
 
-class NotifyService:
+class NotifyService(event_inbox.TakesEvents):
     name = "notify"
 
     store = MongoStore("notify", OutboxStore)
     mail = Mailer()
     settings = Settings()
     schedule = Schedule()
-    dead_letters = DeadLetters()
     log_context = CallIdLogging()
 
     # requeue: an event is only acked once its message is safely in the outbox
     @event_handler("booking", "booking_created", requeue_on_error=True)
     def on_booking_created(self, event):
-        self._inbox().handle("booking_created", event,
-                                lambda e: self._accept("booking_created", e))
+        self.take_event("booking_created", event)
+
+    @event_handler("booking", "booking_confirmed", requeue_on_error=True)
+    def on_booking_confirmed(self, event):
+        self.take_event("booking_confirmed", event)
 
     @event_handler("booking", "booking_cancelled", requeue_on_error=True)
     def on_booking_cancelled(self, event):
-        self._inbox().handle("booking_cancelled", event,
-                                lambda e: self._accept("booking_cancelled", e))
+        self.take_event("booking_cancelled", event)
+
+    @event_handler("booking", "booking_restored", requeue_on_error=True)
+    def on_booking_restored(self, event):
+        self.take_event("booking_restored", event)
+
+    @event_handler("booking", "booking_reminder_due", requeue_on_error=True)
+    def on_booking_reminder_due(self, event):
+        self.take_event("booking_reminder_due", event)
 
     @event_handler("booking", "attempt_recorded", requeue_on_error=True)
     def on_attempt_recorded(self, event):
-        self.store.inbox.handle("attempt_recorded", event,
-                                lambda e: self._accept("attempt_recorded", e))
+        self.take_event("attempt_recorded", event)
 
     @event_handler("requests", "request_filed", requeue_on_error=True)
     def on_request_filed(self, event):
-        self.store.inbox.handle("request_filed", event, lambda e: self._accept("request_filed", e))
+        self.take_event("request_filed", event)
 
     @event_handler("requests", "offer_made", requeue_on_error=True)
     def on_offer_made(self, event):
-        self.store.inbox.handle("offer_made", event, lambda e: self._accept("offer_made", e))
+        self.take_event("offer_made", event)
+
+    @event_handler("register", "renewal_invitation", requeue_on_error=True)
+    def on_renewal_invitation(self, event):
+        self.take_event("renewal_invitation", event)
+
+    def inbox_handlers(self):
+        """Each event becomes its message in the outbox (`_accept`)."""
+        return {name: functools.partial(self._accept, name) for name in KIND_FOR_EVENT}
 
     @timer(interval=0.5)
     def deliver_due(self):
@@ -156,10 +176,16 @@ class NotifyService:
         return [message_view(r) for r in self.store.failed(args["limit"])]
 
     @rpc(expected_exceptions=EXPECTED)
-    def resend(self, key):
-        args = validated(MESSAGE_KEY, key=key)
-        record = self.store.resend(args["key"], time.time())
+    def resend(self, key, idempotency_key=None):
+        """Staff send a parked, sent or capped message again. With `idempotency_key` (the staff
+        gateway sends one per request), a second delivery of the call answers the message as it
+        stands and sends nothing more."""
+        args = validated(RESEND, key=key, idempotency_key=idempotency_key)
+        record = self.store.resend(args["key"], time.time(), args["idempotency_key"])
         if record is None:
+            again = args["idempotency_key"] and self.store.get(args["key"])
+            if again and args["idempotency_key"] in (again.get("resent_by") or {}):
+                return message_view(again)
             raise NotFound("No failed or sent message with this key.")
         self._deliver_one(args["key"])
         return message_view(self.store.get(args["key"]))
@@ -171,37 +197,35 @@ class NotifyService:
         return health.report(self.name, lambda: dict(health.inbox_backlog(self.store.inbox),
                                                      mail=self.store.counts()))
 
-    @rpc(expected_exceptions=EXPECTED)
-    def parked_events(self, limit=100):
-        """Events notify could not take (malformed, or failing every try), for staff."""
-        args = validated(LISTING, limit=limit)
-        return [staff_view(e) for e in self.store.inbox.parked(args["limit"])]
-
     # -- internals ---------------------------------------------------------------------------
 
-    def _inbox(self):
-        inbox = self.store.inbox
-        inbox.on_park = self.dead_letters  # a parked event shows on the bus (dead letters)
-        return inbox
-
     def _accept(self, event_type, event):
-        key = rules.idempotency_key(event.get("event_id"), KIND_FOR_EVENT[event_type])
+        if not rules.sends_message(event_type, event):
+            return
+        kind = KIND_FOR_EVENT[event_type]
+        key = rules.idempotency_key(event.get("event_id"), kind)
         now = time.time()
         record = {"_id": key, "event_type": event_type, "reference": event.get("reference"),
                   "attempts": 0, "next_attempt_ts": now, "created_at": utcnow(),
                   "last_error": None}
         try:
             record.update(compose(event_type, event, self.settings), state=rules.PENDING)
-            if not self.mail.down:
-                # stored already claimed by this worker: the insert that wins is the claim,
-                # one round trip fewer; if we die mid-send, the lease runs out and it is retried
-                record.update(state=rules.IN_PROGRESS, lease_until_ts=now + self.settings["lease"],
-                              attempts=1)
         except Exception as exc:  # an event the templates cannot render: park it for staff
             log.exception("cannot compose a message for %s %s", event_type, key)
             record.update(state=rules.PARKED, last_error=f"cannot compose: {exc!r}",
                           event=event, failed_ts=time.time())
         try:
+            if record["state"] == rules.PENDING and rules.counts_against_limit(kind, event) \
+                    and not self._within_daily_limit(record["to"], key):
+                # never the address in the log: the key says which event
+                log.warning("message %s not sent: its address reached its daily limit", key)
+                record.update(state=rules.CAPPED, capped_ts=now,
+                              last_error="daily limit of messages to this address reached")
+            elif record["state"] == rules.PENDING and not self.mail.down:
+                # stored already claimed by this worker: the insert that wins is the claim,
+                # one round trip fewer; if we die mid-send, the lease runs out and it is retried
+                record.update(state=rules.IN_PROGRESS, lease_until_ts=now + self.settings["lease"],
+                              attempts=1)
             added = self.store.add(record)
         except PyMongoError:
             eventlet.sleep(1)  # the database is down: pause before the event is requeued
@@ -210,6 +234,12 @@ class NotifyService:
             self._send_all([record])
         elif added and record["state"] == rules.PENDING:
             self.schedule.scan_by(time.time())  # the server is down: the timer records the attempt
+
+    def _within_daily_limit(self, address, key):
+        """Count this message against its address's Paris day; False past the limit. The
+        message key is the count's token: the same event handled again is not counted twice."""
+        day = day_key("mail:" + normalise_email(address, self.settings["provider_rules"]), utcnow())
+        return self.store.daily.take(day, self.settings["per_address_per_day"], utcnow(), token=key)
 
     def _deliver_one(self, key):
         record = self.store.claim(time.time(), self.settings["lease"], key)

@@ -8,9 +8,10 @@ import uuid
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from services.common.daily_limit import DailyLimit
 from services.common.delivery import count_states
 from services.common.inbox import Inbox
-from services.notify.rules import DONE, IN_PROGRESS, PARKED, PENDING, RETRYING, WAITING
+from services.notify.rules import CAPPED, DONE, IN_PROGRESS, PARKED, PENDING, RETRYING, WAITING
 
 
 class OutboxStore:
@@ -18,9 +19,12 @@ class OutboxStore:
         self.messages = db["messages"]
         self.inbox = Inbox(db["inbox"])
         self.pending = self.inbox.pending
+        # messages counted per normalised address and Paris day (MAIL_PER_ADDRESS_PER_DAY)
+        self.daily = DailyLimit(db["mail_days"])
 
     def ensure_indexes(self):
         self.inbox.ensure_indexes()
+        self.daily.ensure_indexes()
         self.messages.create_index([("state", 1), ("next_attempt_ts", 1)])
         self.messages.create_index([("reference", 1)])
         self.messages.create_index([("claim", 1)])
@@ -113,12 +117,16 @@ class OutboxStore:
             {"state": RETRYING, "next_attempt_ts": {"$gt": now_ts}},
             {"$set": {"next_attempt_ts": now_ts}}).modified_count
 
-    def resend(self, key, now_ts):
-        """A parked (or sent) message goes back to the queue with fresh attempts."""
-        return self.messages.find_one_and_update(
-            {"_id": key, "state": {"$in": [PARKED, DONE]}},
-            {"$set": {"state": PENDING, "next_attempt_ts": now_ts, "attempts": 0}},
-            return_document=ReturnDocument.AFTER)
+    def resend(self, key, now_ts, request_key=None):
+        """A parked, sent or capped message goes back to the queue with fresh attempts (staff
+        decide: a capped one is not counted again). `request_key`: the staff request's key,
+        recorded in the same update; a request already recorded changes nothing (None)."""
+        query = {"_id": key, "state": {"$in": [PARKED, DONE, CAPPED]}}
+        update = {"$set": {"state": PENDING, "next_attempt_ts": now_ts, "attempts": 0}}
+        if request_key:  # a field per request (keys are letters, digits, '-', '_'): no array semantics
+            query[f"resent_by.{request_key}"] = {"$exists": False}
+            update["$set"][f"resent_by.{request_key}"] = now_ts
+        return self.messages.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
 
     def counts(self):
         return count_states(self.messages)

@@ -3,7 +3,7 @@
 For a procedure a supervisor switched to `requests` mode, applicants file a request (identity,
 permit expiry, e-mail confirmed by its link, sites and times of week they can come). At each
 release of that procedure (`slots_released`, through the inbox) the open places go to the
-waiting requests in the order of services/requests/rules.py, the draw recorded for audits.
+waiting requests in the order of services/requests/allocation.py, the draw recorded for audits.
 Each offer holds its place on the slot under the offer's id (slots' `hold`, kept: the normal
 ledger applies and nobody else can book it) and is e-mailed with a deadline; accepting makes
 a booking through the booking service exactly like one made today; declining or letting it
@@ -18,48 +18,91 @@ import logging
 import secrets
 import time
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 
+import eventlet
 from nameko.dependency_providers import Config
-from nameko.events import EventDispatcher, event_handler
+from pymongo.errors import DuplicateKeyError
+from nameko.events import EventDispatcher
 
-from services.common import contract
+# the draw's order and who gets which place (issue 20: apart from the other request rules)
+from services.requests import allocation
+from services.common import contract, health
 from services.common.clock import Clock
 from services.common.errors import (EXPECTED, DomainError, InvalidRequest, NotFound, Refused,
                                     ServiceUnavailable, SlotFull, SlotNotBookable)
+from services.common import idempotency
+from services.common import inbox as event_inbox
 from services.common.lease import InstanceId
-from services.common.mongo import MongoStore
-from services.common.normalise import normalise_email
-from services.common.outbox import Outbox, dispatched
-from services.common.rpc import BoundedRpcProxy, rpc
-from services.common.schemas import ClientSchema, load_or_raise, validated
+from services.common.exact_names import name_problem, person_key
+from services.common import one_email
+from services.common import register_check
+from services.common.outbox import Outbox, announce
+from services.common import relay
+from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
+from services.common.schemas import ClientSchema, ListingSchema, load_or_raise, validated
+from services.common.schemas import idempotency_key as idempotency_key_or_none
 from services.common.settings import setting
 from services.common.timers import config_timer
 from services.common.timeutil import parse_iso
 from services.common.tokens import Tokens, TokenSigner, new_salt
 from services.common.views import iso_from_ts
-from services.fraud.names import name_problem
-from services.requests import rules
-from services.requests.schemas import (AvailabilitySchema, ModeSchema, RequestAccessSchema,
-                                       RequestFilingSchema, availability_doc)
-from services.requests.store import RequestStore
+from services.common.queues import event_handler
+from services.requests import on_behalf, rules
+from services.common.request_schemas import (CLAIM_TAKEN, AvailabilitySchema, InvitationRefSchema,
+                                       ModeSchema, RequestAccessSchema, RequestFilingSchema,
+                                       availability_doc)
+from services.requests.store import RequestsMongo
 
 log = logging.getLogger(__name__)
 
 FILING, ACCESS, AVAILABILITY, MODE, CLIENT = (RequestFilingSchema(), RequestAccessSchema(),
                                               AvailabilitySchema(), ModeSchema(), ClientSchema())
 NOT_FOUND = "No request with this reference and token."
+NOT_FILED = "The request was not filed. Please try again."
+INVITATION_GONE = ("Cette invitation n'est plus valable : déposez la demande sans elle. / This "
+                   "invitation is no longer valid: file the request without it.")
 # Crockford's alphabet, as booking references: read aloud at a counter without ambiguity
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ALPHABET = idempotency.ALPHABET
 RENEW_EVERY = 20  # offers made between two renewals of the allocation lease
+# offers of one pass made side by side: each waits on the store, slots' hold and the bus, so
+# one at a time left a release of 1,000 places taking 53 s; slots has MAX_WORKERS for others
+OFFERS_AT_ONCE = 8
 # an acceptance still unfinished after this (or ten RPC timeouts) lost its caller
 ACCEPT_GRACE_SECONDS = 120.0
+# how long ending an offer waits for an allocation pass to finish before leaving its place to
+# the timer's sweep
+PASS_ON_PATIENCE_SECONDS = 3.0
 PAGE = 200
+LISTING = ListingSchema()
+INVITATION_REF = InvitationRefSchema()
+
+
+ALREADY_OPEN = ("Une demande confirmée est déjà en cours pour cette démarche avec cette "
+                "adresse électronique ou ce numéro d'étranger. / A confirmed request is already "
+                "open for this procedure with this e-mail or foreigner number.")
+ALREADY_OPEN_AT_CONFIRMATION = (
+    "Une autre demande confirmée est déjà en cours pour cette démarche avec cette adresse "
+    "électronique ou ce numéro d'étranger : celle-ci n'est pas confirmée. / Another confirmed "
+    "request is already open for this procedure with this e-mail or foreigner number: this "
+    "one is not confirmed.")
+
+
+def _already_open(key, message):
+    """The refusal when `key` (email:…, number:… or person:…) is claimed by another open
+    request."""
+    field = {"email": "email", "number": "foreigner_number"}.get(key.split(":", 1)[0], "identity")
+    return Refused(message, {field: [CLAIM_TAKEN]})
 
 
 def _code():
     chars = "".join(secrets.choice(_ALPHABET) for _ in range(8))
     return f"{chars[:4]}-{chars[4:]}"
+
+
+def _reference(chars):
+    """A request's reference from eight characters (derived from an idempotency key)."""
+    return f"REQ-{chars[:4]}-{chars[4:]}"
 
 
 def _booking_of(created):
@@ -72,17 +115,66 @@ def booking_reference_of(offer_id):
     return "RDV-" + offer_id[len("OFR-"):]
 
 
-class RequestsService:
+def claim_keys_of(data, email_key):
+    """The keys a confirmed request of `data` (loaded filing) holds: one open request per
+    e-mail (M3: one e-mail, one person), per foreigner number and per person (folded names and
+    birth date, whatever the e-mail), in this order for every request."""
+    procedure = data["procedure"]
+    keys = [f"email:{procedure}:{email_key}"]
+    if data.get("foreigner_number"):
+        keys.append(f"number:{procedure}:{data['foreigner_number']}")
+    person = person_key(data["family_name"], data["given_names"], data["birth_date"].isoformat())
+    keys.append(f"person:{procedure}:{person}")
+    return keys
+
+
+def request_document(reference, data, email_key, keys, token_hash, salt, now, confirm_hours,
+                     outbox):
+    """A filed request as stored (unconfirmed): `data` is the loaded filing. Shared with the
+    allocation bench's set-up (tests/bench/allocation_pass.py), which stores many at once."""
+    return {
+        "_id": reference,
+        "procedure": data["procedure"],
+        "state": rules.UNCONFIRMED,
+        "identity": {"family_name": data["family_name"], "given_names": data["given_names"],
+                     "birth_date": data["birth_date"].isoformat(),
+                     "foreigner_number": data.get("foreigner_number")},
+        "permit_expiry": data["permit_expiry"].isoformat() if data.get("permit_expiry") else None,
+        "email": data["email"], "email_key": email_key, "phone": data.get("phone"),
+        "lang": data["lang"],  # the e-mails' links open the pages in it
+        "availability": availability_doc(data["availability"]),
+        "filed_ts": now.timestamp(),
+        "filed_day": rules.paris_today(now).isoformat(),
+        "confirm_by_ts": now.timestamp() + 3600 * confirm_hours,
+        "missed": 0,
+        "claim_keys": keys,
+        "token_hash": token_hash, "token_salt": salt,
+        "outbox": outbox,
+    }
+
+
+class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBehalf):
     name = "requests"
 
-    store = MongoStore("requests", RequestStore)
+    store = RequestsMongo()
     slots = BoundedRpcProxy("slots")
     booking = BoundedRpcProxy("booking")
+    register = BoundedRpcProxy("register")  # renewals checked against the permits (issue 24)
     dispatch = EventDispatcher()
     tokens = Tokens("REQUEST_TOKEN_SECRET")
     clock = Clock()
     config = Config()
     instance = InstanceId()
+    deadline = RequestDeadline()  # when the caller of the current RPC stops waiting
+
+    @rpc(expected_exceptions=EXPECTED)
+    def health(self):
+        """Store reachable, requests and offers not yet announced, events parked or retrying
+        (services/common/health.py)."""
+        return health.report(self.name, lambda: dict(
+            health.inbox_backlog(self.store.inbox),
+            outbox=dict(health.outbox_backlog(self.store.request_outbox),
+                        **health.outbox_backlog(self.store.offer_outbox))))
 
     # -- modes (supervisors) -----------------------------------------------------------------
 
@@ -107,9 +199,25 @@ class RequestsService:
     # -- applicants --------------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED)
-    def file(self, request):
-        """File a request; it enters the draw once confirmed from its e-mail (request_filed)."""
+    def file(self, request, idempotency_key=None):
+        """File a request; it enters the draw once confirmed from its e-mail (request_filed).
+
+        idempotency_key: the caller's key for this request (the public gateway sends one per
+        HTTP request, or the applicant's own), as booking's `create`: the reference is derived
+        from it and the request's content, so the same request delivered or sent again answers
+        the request it filed (the same reference and token) without filing or mailing again."""
         data = load_or_raise(FILING, request, InvalidRequest)
+        key = idempotency_key_or_none(idempotency_key, InvalidRequest)
+        fingerprint = idempotency.request_fingerprint(key, data) if key else None
+        if fingerprint:
+            reference, made = idempotency.reference_for(self.tokens, fingerprint, _reference,
+                                                        self.store.get)
+            if reference is None:
+                raise ServiceUnavailable(NOT_FILED)
+            if made is not None:  # delivered or sent again: the same answer again
+                return self._filed_answer(made)
+        else:
+            reference = "REQ-" + _code()
         procedure = data["procedure"]
         if self.slots.modes()[procedure] != "requests":
             raise Refused("Cette démarche se réserve directement. / This procedure is booked "
@@ -120,56 +228,142 @@ class RequestsService:
             field, reason = problem
             raise InvalidRequest("Give the exact name as on the passport or permit.",
                                  {field: [f"Not an exact name ({reason})."]})
-        reference = "REQ-" + _code()
-        email_key = normalise_email(data["email"])
-        # one open request per e-mail (M3: one e-mail, one person) and per foreigner number
-        keys = [f"email:{procedure}:{email_key}"]
-        if data.get("foreigner_number"):
-            keys.append(f"number:{procedure}:{data['foreigner_number']}")
-        taken = self.store.claim_keys(keys, reference)
+        email_key = one_email.mailbox_key(data["email"], self.config)
+        # issue 24: a renewal matches a permit in the register, whose expiry sets its place
+        # in line (never the one typed); an invitation's mailbox needs no confirmation
+        verified = self._register_check(data, email_key)
+        # one open request per e-mail (M3: one e-mail, one person), per foreigner number and
+        # per person (folded names and birth date, whatever the e-mail), claimed at
+        # confirmation; a confirmed one already open is said now, before any mail
+        keys = claim_keys_of(data, email_key)
+        taken = self.store.held(keys)
         if taken:
-            field = "email" if taken.startswith("email:") else "foreigner_number"
-            raise Refused("Une demande est déjà en cours pour cette démarche. / A request is "
-                          "already open for this procedure.",
-                          {field: ["A request is already open with this value."]})
+            raise _already_open(taken, ALREADY_OPEN)
         now = self.clock.now()
         salt = new_salt()
         token = self.tokens.token_for(reference, salt)
-        doc = {
-            "_id": reference,
-            "procedure": procedure,
-            "state": rules.UNCONFIRMED,
-            "identity": {"family_name": data["family_name"], "given_names": data["given_names"],
-                         "birth_date": data["birth_date"].isoformat(),
-                         "foreigner_number": data.get("foreigner_number")},
-            "permit_expiry": data["permit_expiry"].isoformat() if data.get("permit_expiry") else None,
-            "email": data["email"], "email_key": email_key, "phone": data.get("phone"),
-            "availability": availability_doc(data["availability"]),
-            "filed_ts": now.timestamp(),
-            "filed_day": rules.paris_today(now).isoformat(),
-            "confirm_by_ts": now.timestamp() + 3600 * self._setting("REQUEST_CONFIRM_HOURS", 48.0),
-            "missed": 0,
-            "claim_keys": keys,
-            "token_hash": TokenSigner.hash_token(token), "token_salt": salt,
-            "outbox": {"filed": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())},
-        }
+        doc = request_document(
+            reference, data, email_key, keys, TokenSigner.hash_token(token), salt, now,
+            self._setting("REQUEST_CONFIRM_HOURS"),
+            # a request the register's invitation verified asks for no confirmation e-mail
+            {} if verified else {"filed": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())})
         try:
-            self.store.insert(doc)
-        except Exception:
-            self.store.free_keys(doc)
-            raise
+            made = idempotency.insert_once(self.store.insert, self.store.get, doc, fingerprint)
+        except DuplicateKeyError:
+            raise ServiceUnavailable(NOT_FILED)
+        if made is not None:  # its other delivery's, stored at the same moment
+            return self._filed_answer(made)
+        if verified:
+            # the invitation went to this mailbox: confirmed now, no e-mail asking for it, and
+            # offered at once when a place fits, as a confirmation is
+            confirmed = self._claim_and_confirm(doc)
+            if confirmed["state"] == rules.WAITING:
+                confirmed = self._offer_now(confirmed)
+            return dict(self._view(confirmed), token=token)
         self._announce_filed(doc, token)
         return dict(self._view(doc), token=token)
 
+    def _register_check(self, data, email_key):
+        """Renewals (REGISTER_CHECKED_PROCEDURES) must match a permit in the register: the
+        foreigner number, birth date and folded family name; `data["permit_expiry"]` becomes
+        the register's. One refusal whichever differs. True when an invitation vouches for
+        the mailbox. The register not answering is a 503: nothing is accepted unchecked."""
+        invitation = data.pop("invitation", None)
+        typed = register_check.match_key(data.get("foreigner_number"),
+                                         data["birth_date"].isoformat(), data["family_name"])
+        if invitation:
+            try:
+                invited = self.register.invitation(invitation["id"], invitation["token"])
+            except (NotFound, InvalidRequest):
+                raise InvalidRequest(INVITATION_GONE, {"invitation": [INVITATION_GONE]})
+            identity = invited["identity"]
+            if invited["procedure"] != data["procedure"] or typed != register_check.match_key(
+                    identity["foreigner_number"], identity["birth_date"], identity["family_name"]):
+                raise Refused(register_check.MISMATCH,
+                              {register_check.MISMATCH_FIELD: [register_check.MISMATCH_REASON]})
+            data["permit_expiry"] = date.fromisoformat(invited["expiry"])
+            return one_email.mailbox_key(invited["email"], self.config) == email_key
+        if data["procedure"] not in register_check.checked_procedures(self.config):
+            return False
+        found = self.register.match(data["foreigner_number"], data["birth_date"].isoformat(),
+                                    data["family_name"])
+        if not found["matched"]:
+            raise Refused(register_check.MISMATCH,
+                          {register_check.MISMATCH_FIELD: [register_check.MISMATCH_REASON]})
+        data["permit_expiry"] = date.fromisoformat(found["expiry"])
+        return False
+
+    def _filed_answer(self, request):
+        """A filed request's answer again, its token rebuilt from the stored salt."""
+        return dict(self._view(request),
+                    token=self.tokens.token_for(request["_id"], request["token_salt"]))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def invited(self, invitation, token):
+        """What a renewal invitation's link pre-fills, for the holder of its token (the invited
+        mailbox): the permit's identity as the register has it, the e-mail, the procedure and
+        the expiry. NotFound (one answer) for a wrong token or a permit changed since."""
+        args = load_or_raise(INVITATION_REF, {"id": invitation, "token": token}, InvalidRequest)
+        try:
+            found = self.register.invitation(args["id"], args["token"])
+        except (NotFound, InvalidRequest):
+            raise NotFound(INVITATION_GONE, {"invitation": [INVITATION_GONE]})
+        return {key: found[key] for key in ("procedure", "email", "expiry", "identity")}
+
     @rpc(expected_exceptions=EXPECTED)
     def confirm(self, reference, token):
-        """The owner of the mailbox confirms: unconfirmed -> waiting (it enters the draw)."""
+        """The owner of the mailbox confirms: unconfirmed -> waiting (it enters the draw). Its
+        e-mail and foreigner number are claimed now: an unconfirmed request holds nothing
+        against anyone. Refused (it stays unconfirmed) while another confirmed request holds
+        one of them."""
         request = self._owned(reference, token)
         if request["state"] == rules.UNCONFIRMED:
-            request = self.store.move(request["_id"], [rules.UNCONFIRMED],
-                                      {"state": rules.WAITING, "confirmed_ts": time.time()}) \
-                or self.store.get(request["_id"])
+            request = self._claim_and_confirm(request)
+            if request["state"] == rules.WAITING:
+                request = self._offer_now(request)
         return self._view(request)
+
+    def _offer_now(self, request):
+        """Issue 24: a request just confirmed (or given a new availability) that can come to a
+        free place gets its offer in the same sitting, when nobody waiting is before it.
+
+        Nothing is decided here on its own: this runs the procedure's ordinary allocation pass
+        (its lease, the draw over everyone waiting, the record), so when places are short the
+        waiting requests keep their order, and a place is never offered twice (the pass's
+        offers hold their places by slots' hold). Without a place this request can come to,
+        no pass: it waits for the next release. The request as it stands after."""
+        procedure = request["procedure"]
+        if self.slots.modes()[procedure] != "requests":
+            return request
+        if not any(allocation.can_come(request["availability"], p["site"], p["start"], p["end"])
+                   for p in self._open_places(procedure)):
+            return request
+        job, owner = f"allocate:{procedure}", f"{self.instance}:{uuid.uuid4().hex[:8]}"
+        # a third of the caller's time at most goes on waiting for a running pass, the rest is
+        # the pass's: past its deadline the caller sees 503 although the change was stored
+        patience = min(PASS_ON_PATIENCE_SECONDS, self.deadline.remaining() / 3)
+        if patience <= 0 or not self._wait_for_allocation_lease(job, owner, patience):
+            # a pass holds the procedure: it, or the timer's next one, sees this request
+            return self.store.get(request["_id"])
+        try:
+            self._allocation_pass(procedure, job, owner)
+        finally:
+            self.store.leases.release(job, owner)
+        return self.store.get(request["_id"])
+
+    def _claim_and_confirm(self, request):
+        taken = self.store.claim_keys(request["claim_keys"], request["_id"])
+        if taken:
+            raise _already_open(taken, ALREADY_OPEN_AT_CONFIRMATION)
+        confirmed = self.store.move(request["_id"], [rules.UNCONFIRMED],
+                                    {"state": rules.WAITING, "confirmed_ts": time.time()})
+        if confirmed is not None:
+            return confirmed
+        request = self.store.get(request["_id"])
+        if request["state"] not in rules.OPEN_STATES:
+            # withdrawn or expired meanwhile, its keys maybe freed before they were taken here
+            self.store.free_keys(request)
+        return request
 
     @rpc(expected_exceptions=EXPECTED)
     def get(self, reference, token):
@@ -184,6 +378,8 @@ class RequestsService:
                                   {"availability": availability_doc(data)})
         if updated is None:
             raise Refused("This request is closed.", {"state": [request["state"]]})
+        if updated["state"] == rules.WAITING:
+            updated = self._offer_now(updated)
         return self._view(updated)
 
     @rpc(expected_exceptions=EXPECTED)
@@ -230,6 +426,13 @@ class RequestsService:
             offer = self.store.move_offer(offer["_id"], [rules.MADE],
                                           {"state": rules.ACCEPTING, "accepting_ts": time.time()}) \
                 or self.store.get_offer(offer["_id"])
+            if offer["state"] == rules.ACCEPTED:
+                # a double tap's other call accepted it between our read and our move: the
+                # same answer as a retry's (the booking is made once, by the offer's reference)
+                request = self.store.get(request["_id"])
+                if request["state"] == rules.BOOKED:
+                    return dict(self._view(request),
+                                booking=_booking_of(self._book_offer(request, offer, client)))
             if offer["state"] != rules.ACCEPTING:
                 raise Refused("No offer to accept.", {"state": [offer["state"]]})
         created = self._book_offer(request, offer, client)
@@ -258,9 +461,12 @@ class RequestsService:
             "family_name": identity["family_name"], "given_names": identity["given_names"],
             "birth_date": identity["birth_date"], "email": request["email"],
             "phone": request.get("phone"), "foreigner_number": identity.get("foreigner_number"),
+            "lang": request.get("lang") or "fr",
         }
         booking_ref = booking_reference_of(offer["_id"])
         try:
+            if request.get("filed_by"):  # by a partner or at the desk (on_behalf.py)
+                return self._book_on_behalf(request, offer, booking_ref)
             return self.booking.create(booking_request, client, offer={
                 "reference": booking_ref, "hold_id": offer["_id"]})
         except ServiceUnavailable:
@@ -279,6 +485,9 @@ class RequestsService:
         request = self._owned(reference, token)
         offer = self.store.get_offer(request.get("offer_id") or "")
         if request["state"] != rules.OFFERED or offer is None:
+            last = self.store.get_offer(request.get("last_offer_id") or "")
+            if last is not None and last["state"] == rules.DECLINED:
+                return self._view(request)  # declined already: the same call delivered again
             raise Refused("No offer to decline.", {"state": [request["state"]]})
         declined = self._end(offer["_id"], [rules.MADE], rules.DECLINED)
         if declined is None:
@@ -318,21 +527,41 @@ class RequestsService:
         return {"by_procedure": by_procedure, "by_expiry_month": by_month}
 
     @rpc(expected_exceptions=EXPECTED)
+    def recent_draws(self, limit=20):
+        """The last draws made (newest first): id, procedure, when, how many requests were
+        ordered and offers made; the order itself only through draw_record."""
+        args = validated(LISTING, limit=limit)
+        return [{"id": d["_id"], "procedure": d["procedure"], "at": iso_from_ts(d["at_ts"]),
+                 "requests": len(d.get("result") or []), "offers": len(d.get("offers") or [])}
+                for d in self.store.recent_draws(args["limit"])]
+
+    @rpc(expected_exceptions=EXPECTED)
     def draw_record(self, draw_id):
-        """An audit: the draw's inputs, seed and result, and whether they replay."""
+        """An audit: the draw's inputs, seed and result, and whether they replay. Not found
+        says whether the draw was made and its record deleted (older than the retention)."""
         record = self.store.get_draw(draw_id) if isinstance(draw_id, str) else None
+        if record is None and isinstance(draw_id, str) and self.store.draw_was_made(draw_id):
+            days = f"{self.store.draw_retention_days:g}"
+            raise NotFound(f"Ce tirage est plus ancien que la durée de conservation ({days} jours) : "
+                           f"son enregistrement a été supprimé. / This draw is older than the "
+                           f"retention period ({days} days): its record was deleted.",
+                           {"draw_id": [f"Older than the retention period ({days} days)."]})
         if record is None:
-            raise NotFound("No draw with this id.")
+            raise NotFound("Aucun tirage n'a ce numéro. / No draw with this id.",
+                           {"draw_id": ["Unknown draw."]})
         return {"id": record["_id"], "procedure": record["procedure"], "at": iso_from_ts(record["at_ts"]),
                 "today": record["today"], "inputs": record["inputs"], "seed": record["seed"],
                 "result": record["result"], "offers": record["offers"],
-                "replays": rules.replay(record)}
+                "replays": allocation.replay(record)}
 
     # -- allocation --------------------------------------------------------------------------
 
     @event_handler("slots", "slots_released", requeue_on_error=True)
     def on_slots_released(self, event):
-        self.store.inbox.handle("slots_released", event, self._on_released)
+        self.take_event("slots_released", event)
+
+    def inbox_handlers(self):
+        return {"slots_released": self._on_released}
 
     def _on_released(self, event):
         if self.slots.modes()[event["procedure"]] != "requests":
@@ -342,16 +571,17 @@ class RequestsService:
             # sees these places too
             log.info("allocation of %s busy elsewhere; the timer follows up", event["procedure"])
 
-    @config_timer("REQUEST_TIMER_SECONDS", 10.0)
+    @config_timer("REQUEST_TIMER_SECONDS")
     def tick(self):
-        """Lapsed offers, unconfirmed requests, a safety-net allocation, the outbox relay."""
-        interval = self._setting("REQUEST_TIMER_SECONDS", 10.0)
+        """Lapsed offers, unconfirmed requests, a safety-net allocation (the outbox has its
+        own relay: outbox_routes)."""
+        interval = self._setting("REQUEST_TIMER_SECONDS")
         if not self.store.leases.acquire("tick", self.instance, 3 * interval, time.time()):
             return
         # each step on its own: one failing (booking or slots not answering) must not stop
-        # the others, the outbox relay least of all
+        # the others
         for step in (self._lapse_due, self._finish_accepting_due, self._settle_due,
-                     self._expire_unconfirmed, self._allocate_all, self._relay):
+                     self._expire_unconfirmed, self._allocate_all):
             try:
                 step()
             except Exception:
@@ -364,13 +594,13 @@ class RequestsService:
     def _finish_accepting_due(self):
         # far beyond any acceptance's wait: the booking service stores nothing after its
         # caller's RPC deadline
-        grace = max(ACCEPT_GRACE_SECONDS, 10 * self._setting("RPC_TIMEOUT", 5.0))
+        grace = max(ACCEPT_GRACE_SECONDS, 10 * self._setting("RPC_TIMEOUT"))
         for offer in self.store.accepting_before(time.time() - grace):
             self._finish_accepting(offer)
 
     def _settle_due(self):
         """Ended offers whose place a crash left held (between ending them and passing on)."""
-        grace = self._setting("REQUEST_HOLDING_GRACE_SECONDS", 30.0)
+        grace = self._setting("REQUEST_HOLDING_GRACE_SECONDS")
         for offer in self.store.unsettled(time.time() - grace):
             self._pass_on(offer, exclude={offer["request_id"]})
 
@@ -387,11 +617,12 @@ class RequestsService:
             if mode == "requests":
                 self.allocate(procedure)
 
-    def _relay(self):
-        for request in self.store.request_outbox.due("filed", time.time()):
-            self._announce_filed(request, self.tokens.token_for(request["_id"], request["token_salt"]))
-        for offer in self.store.offer_outbox.due("made", time.time()):
-            self._announce_offer(offer)
+    def outbox_routes(self):
+        """`request_filed` and `offer_made` whose dispatch did not happen, for the relay
+        (services/common/relay.py)."""
+        return [(self.store.request_outbox, "filed", lambda r: self._announce_filed(
+                    r, self.tokens.token_for(r["_id"], r["token_salt"]))),
+                (self.store.offer_outbox, "made", self._announce_offer)]
 
     def allocate(self, procedure):
         """One allocation pass: the number of offers made, or None when another instance holds
@@ -403,54 +634,116 @@ class RequestsService:
         if not self._allocation_lease(job, owner):
             return None
         try:
-            self._finish_holding(procedure)
-            places = self._open_places(procedure)
-            if not places:
-                return 0
-            waiting = self.store.waiting(procedure)
-            return self._draw_and_offer(procedure, waiting, places,
-                                        lambda: self._allocation_lease(job, owner))
+            return self._allocation_pass(procedure, job, owner)
         finally:
             self.store.leases.release(job, owner)
+
+    def _allocation_pass(self, procedure, job, owner):
+        """The pass itself, under the lease `owner` holds: offers made. A release comes in
+        batches whose events find this pass running (and its lease taken): once its offers are
+        made it looks again for open places, and gives those that came meanwhile to the
+        requests still waiting in a draw of their own, without reading them all again."""
+        self._finish_holding(procedure)
+        still_ours = lambda: self._allocation_lease(job, owner)  # noqa: E731
+        places = self._open_places(procedure)
+        if not places:
+            return 0
+        waiting, made = self.store.waiting(procedure), 0
+        while places and waiting:
+            offered = set()
+            made += self._draw_and_offer(procedure, waiting, places, still_ours, offered)
+            if not offered or not still_ours():
+                return made  # nobody waiting could come to these places (or handed over)
+            # those offered wait no more; one whose offer fell through stays in the list (a
+            # conditional take refuses it if it no longer waits)
+            waiting = [r for r in waiting if r["_id"] not in offered]
+            places = self._open_places(procedure)
+        return made
+
+    def _wait_for_allocation_lease(self, job, owner, patience=PASS_ON_PATIENCE_SECONDS):
+        """The allocation lease, waiting out a pass that holds it (passes are short)."""
+        give_up = time.monotonic() + patience
+        while not self._allocation_lease(job, owner):
+            if time.monotonic() >= give_up:
+                return False
+            eventlet.sleep(0.05)
+        return True
 
     def _allocation_lease(self, job, owner):
         """Taken or renewed. The lease spares work, it does not make allocation safe: a request
         takes an offer by a conditional update and a place by slots' hold, whoever runs."""
-        return self.store.leases.acquire(job, owner, self._setting("REQUEST_LEASE_SECONDS", 30.0),
+        return self.store.leases.acquire(job, owner, self._setting("REQUEST_LEASE_SECONDS"),
                                          time.time())
 
-    def _draw_and_offer(self, procedure, waiting, places, still_ours):
+    def _draw_and_offer(self, procedure, waiting, places, still_ours, offered=None):
+        """Draw, record, and make the offers (OFFERS_AT_ONCE at a time: each is safe alone, a
+        request taken by one conditional update and a place by slots' hold). offered: a set
+        given the requests an offer went to."""
         if not waiting:
             return 0
-        now = self.clock.now()
-        record = rules.draw(waiting, rules.paris_today(now))
+        record = allocation.draw(waiting, rules.paris_today(self.clock.now()))
         by_id = {r["_id"]: r for r in waiting}
-        pairs = rules.allocate([by_id[i] for i in record["result"]], places)
-        draw_id = f"DRW-{uuid.uuid4().hex[:12]}"
-        self.store.record_draw(dict(record, _id=draw_id, procedure=procedure,
-                                    at_ts=now.timestamp(),
-                                    offers=[{"request": r, "slot": s} for r, s in pairs]))
+        pairs = allocation.allocate([by_id[i] for i in record["result"]], places)
+        if not pairs:
+            return 0  # nobody waiting can come to the open places: nothing decided, no record
+        draw_id = self._record_draw(procedure, record, pairs)
         places_by_id = {p["id"]: p for p in places}
-        made = 0
+        pool, offers, failures = eventlet.GreenPool(OFFERS_AT_ONCE), [], []
         for n, (request_id, slot_id) in enumerate(pairs):
+            if failures:
+                break  # slots or the store failing: no more offers started (the timer retries)
+            # spawn waits for a free green thread: the lease is renewed as offers get made
             if n and n % RENEW_EVERY == 0 and not still_ours():
                 # another instance took over a pass that outlived its lease: it makes the rest
                 # (the record keeps the draw as made; the other pass records its own)
-                log.warning("allocation of %s handed over after %d offers", procedure, made)
+                log.warning("allocation of %s handed over after %d offers", procedure, n)
                 break
-            made += self._offer(by_id[request_id], places_by_id[slot_id], draw_id)
+            offers.append(pool.spawn(self._offer_or_error, by_id[request_id],
+                                     places_by_id[slot_id], draw_id, failures))
+        pool.waitall()
+        made, failed = 0, None
+        for (request_id, _), result in zip(pairs, (o.wait() for o in offers)):
+            if isinstance(result, Exception):
+                failed = failed or result
+            else:
+                made += result
+                if result and offered is not None:
+                    offered.add(request_id)
+        if failed is not None:
+            # as one offer at a time did: the pass fails (the timer's next one finishes offers
+            # left holding), once the others have ended rather than behind its back
+            raise failed
+        if not made:
+            self.store.drop_draw(draw_id)
         return made
+
+    def _offer_or_error(self, request, place, draw_id, failures):
+        try:
+            return self._offer(request, place, draw_id)
+        except Exception as error:
+            failures.append(error)
+            return error
+
+    def _record_draw(self, procedure, record, pairs, **extra):
+        """Stored before its offers (each names it), so no offer points at nothing."""
+        draw_id = f"DRW-{uuid.uuid4().hex[:12]}"
+        now = self.clock.now()
+        self.store.record_draw(dict(record, _id=draw_id, procedure=procedure, at=now,
+                                    at_ts=now.timestamp(),
+                                    offers=[{"request": r, "slot": s} for r, s in pairs], **extra))
+        return draw_id
 
     def _open_places(self, procedure):
         today = rules.paris_today(self.clock.now())
-        last = today + timedelta(days=self._setting("REQUEST_HORIZON_DAYS", 120))
+        last = today + timedelta(days=self._setting("REQUEST_HORIZON_DAYS"))
         places, page = [], 1
         while True:
             found = self.slots.list_open(procedure, today.isoformat(), last.isoformat(), page, PAGE,
                                          for_allocation=True)
             for slot in found["slots"]:
-                if slot["free"] > 0 and not slot.get("decoy"):
-                    start, end = rules.slot_times(slot)
+                start, end = rules.slot_times(slot)
+                # a place too close to leave anyone time to answer is not offered
+                if slot["free"] > 0 and not slot.get("decoy") and self._deadline(start):
                     places.append({"id": slot["id"], "site": slot["site"], "start": start,
                                    "end": end, "free": slot["free"]})
             if not found["has_more"]:
@@ -462,21 +755,36 @@ class RequestsService:
         whose place this is (handed over rather than taken from the free places)."""
         offer_id = "OFR-" + _code()
         now_ts = time.time()
-        self.store.insert_offer({
+        offer = {
             "_id": offer_id, "request_id": request["_id"], "procedure": request["procedure"],
             "site": place["site"], "slot_id": place["id"], "slot_start_ts": place["start"].timestamp(),
             "slot_end_ts": place["end"].timestamp(), "state": rules.HOLDING,
             "created_ts": now_ts, "draw_id": draw_id, "from_offer": old_hold,
             # the instance that made it: tests check that several allocators take part
-            "made_by": self.instance})
+            "made_by": self.instance}
+        self.store.insert_offer(dict(offer))
         if not self.store.take_offer(request["_id"], offer_id, now_ts):
             self._end(offer_id, [rules.HOLDING], rules.VOID, settled=True)
             return 0
-        return self._hold_and_announce(self.store.get_offer(offer_id), old_hold)
+        # as stored: nobody else moves an offer still holding but its own request's withdrawal,
+        # which _hold_and_announce's conditional move finds
+        return self._hold_and_announce(offer, old_hold, request)
 
-    def _hold_and_announce(self, offer, old_hold=None):
+    def _deadline(self, start):
+        """The answer's deadline for an offer made now of a place starting at `start` (None:
+        too close to be offered), under REQUEST_OFFER_HOURS, _MARGIN_HOURS and _FLOOR_HOURS."""
+        return rules.offer_deadline(self.clock.now(), start,
+                                    self._setting("REQUEST_OFFER_HOURS"),
+                                    self._setting("REQUEST_OFFER_MARGIN_HOURS"),
+                                    self._setting("REQUEST_OFFER_FLOOR_HOURS"))
+
+    def _hold_and_announce(self, offer, old_hold=None, request=None):
+        deadline = self._deadline(parse_iso(iso_from_ts(offer["slot_start_ts"])))
+        held = False
         try:
-            if old_hold:
+            if deadline is None:
+                pass  # too close by now (an offer finished late): its place is not taken
+            elif old_hold:
                 held = self.slots.hand_over(old_hold, offer["_id"])
             else:
                 self.slots.hold(offer["slot_id"], offer["_id"], offer["procedure"], keep=True)
@@ -487,23 +795,26 @@ class RequestsService:
             self._end(offer["_id"], [rules.HOLDING], rules.VOID, settled=True)
             self.store.waiting_again(offer["request_id"], offer["_id"])
             return 0
-        deadline_ts = self.clock.now().timestamp() + 3600 * self._setting("REQUEST_OFFER_HOURS", 48.0)
         made = self.store.move_offer(offer["_id"], [rules.HOLDING], {
-            "state": rules.MADE, "deadline_ts": deadline_ts,
+            "state": rules.MADE, "deadline_ts": deadline.timestamp(),
             "outbox": {"made": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())}})
         if made is None:
+            if (self.store.get_offer(offer["_id"]) or {}).get("state") in rules.LIVE_AFTER_HOLDING:
+                # another pass finished it first (a slow allocator and the one that took its
+                # lease over): the place held is the offer's, it stays held
+                return 0
             # withdrawn while its place was being held: the withdrawal found no place to pass
             # on, so the one held here goes back (unsettled until it has: the sweep retries)
             self.store.settle(offer["_id"], False)
             self.slots.release(offer["_id"])
             self.store.settle(offer["_id"])
             return 0
-        self._announce_offer(made)
+        self._announce_offer(made, request)
         return 1
 
     def _finish_holding(self, procedure):
         """Offers whose allocator died between writing them and holding their place."""
-        grace = self._setting("REQUEST_HOLDING_GRACE_SECONDS", 30.0)
+        grace = self._setting("REQUEST_HOLDING_GRACE_SECONDS")
         for offer in self.store.holding(procedure, time.time() - grace):
             request = self.store.get(offer["request_id"]) or {}
             if request.get("state") == rules.OFFERED and request.get("offer_id") == offer["_id"]:
@@ -550,23 +861,28 @@ class RequestsService:
                  "end": parse_iso(iso_from_ts(offer["slot_end_ts"]))}
         job = f"allocate:{offer['procedure']}"
         owner = f"{self.instance}:{uuid.uuid4().hex[:8]}"
-        if self._allocation_lease(job, owner):
-            try:
-                waiting = [r for r in self.store.waiting(offer["procedure"])
-                           if r["_id"] not in exclude]
-                if place["start"].timestamp() > self.clock.now().timestamp() and waiting:
-                    record = rules.draw(waiting, rules.paris_today(self.clock.now()))
-                    by_id = {r["_id"]: r for r in waiting}
-                    for request_id, _ in rules.allocate([by_id[i] for i in record["result"]], [place]):
-                        draw_id = f"DRW-{uuid.uuid4().hex[:12]}"
-                        self.store.record_draw(dict(record, _id=draw_id, procedure=offer["procedure"],
-                                                    at_ts=time.time(), passed_on_from=offer["_id"],
-                                                    offers=[{"request": request_id, "slot": place["id"]}]))
-                        if self._offer(by_id[request_id], place, draw_id, old_hold=offer["_id"]):
-                            self.store.settle(offer["_id"])
-                            return
-            finally:
-                self.store.leases.release(job, owner)
+        if not self._wait_for_allocation_lease(job, owner):
+            # an allocation pass holds the procedure: giving the place back to slots now would
+            # hold it back from the people waiting; left unsettled, the timer's sweep of ended
+            # offers passes it on (the place stays held under the offer's id meanwhile)
+            log.info("offer %s ended while an allocation ran; the sweep passes its place on",
+                     offer["_id"])
+            return
+        try:
+            waiting = [r for r in self.store.waiting(offer["procedure"])
+                       if r["_id"] not in exclude]
+            if self._deadline(place["start"]) and waiting:
+                record = allocation.draw(waiting, rules.paris_today(self.clock.now()))
+                by_id = {r["_id"]: r for r in waiting}
+                for pair in allocation.allocate([by_id[i] for i in record["result"]], [place]):
+                    draw_id = self._record_draw(offer["procedure"], record, [pair],
+                                                passed_on_from=offer["_id"])
+                    if self._offer(by_id[pair[0]], place, draw_id, old_hold=offer["_id"]):
+                        self.store.settle(offer["_id"])
+                        return
+                    self.store.drop_draw(draw_id)
+        finally:
+            self.store.leases.release(job, owner)
         self.slots.release(offer["_id"])
         self.store.settle(offer["_id"])
 
@@ -604,28 +920,28 @@ class RequestsService:
         payload = contract.build(
             "request_filed", event_id=request["outbox"]["filed"]["event_id"],
             reference=request["_id"], procedure=request["procedure"], email=request["email"],
-            token=token, confirm_by=iso_from_ts(request["confirm_by_ts"]))
-        if self._dispatched(request["_id"], "request_filed", payload):
-            self.store.request_outbox.sent(request["_id"], "filed")
+            token=token, confirm_by=iso_from_ts(request["confirm_by_ts"]),
+            lang=request.get("lang") or "fr")
+        announce(self.dispatch, self.store.request_outbox, "filed", request["_id"],
+                 "request_filed", payload)
 
-    def _announce_offer(self, offer):
-        request = self.store.get(offer["request_id"])
+    def _announce_offer(self, offer, request=None):
+        """request: the offer's, when at hand (its e-mail, salt and language never change)."""
+        request = request or self.store.get(offer["request_id"])
         payload = contract.build(
             "offer_made", event_id=offer["outbox"]["made"]["event_id"], offer_id=offer["_id"],
             reference=request["_id"], procedure=offer["procedure"], site=offer["site"],
             slot_id=offer["slot_id"], slot_start=iso_from_ts(offer["slot_start_ts"]),
             slot_end=iso_from_ts(offer["slot_end_ts"]), deadline=iso_from_ts(offer["deadline_ts"]),
-            email=request["email"], token=self.tokens.token_for(request["_id"], request["token_salt"]))
-        if self._dispatched(offer["_id"], "offer_made", payload):
-            self.store.offer_outbox.sent(offer["_id"], "made")
-
-    def _dispatched(self, doc_id, event_type, payload):
-        return dispatched(self.dispatch, event_type, payload, doc_id)
+            email=request["email"], token=self.tokens.token_for(request["_id"], request["token_salt"]),
+            lang=request.get("lang") or "fr")
+        announce(self.dispatch, self.store.offer_outbox, "made", offer["_id"], "offer_made",
+                 payload)
 
     def _grace(self):
-        return setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)
+        return setting(self.config, "OUTBOX_GRACE_SECONDS")
 
-    def _setting(self, key, default):
-        return setting(self.config, key, default)
+    def _setting(self, key):
+        return setting(self.config, key)
 
 

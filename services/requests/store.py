@@ -1,25 +1,43 @@
 """The requests database: requests, offers, the draws' records, per-procedure modes.
 
 One open request per person and procedure is enforced by `claims`: a document per
-(procedure, e-mail) and per (procedure, foreigner number) whose _id is unique, inserted before
-the request and removed when the request closes (booked, withdrawn, expired). A request takes
+(procedure, e-mail) and per (procedure, foreigner number) whose _id is unique, inserted when
+the request is confirmed (never at filing: anyone can type someone's e-mail or number, only
+the mailbox's owner confirms) and removed when the request closes (booked, withdrawn,
+expired). Two confirmations sharing a key race on one insert, so one of them wins. A request takes
 an offer by one conditional update (waiting -> offered), so that no request ever holds two
 places, whatever the number of allocator instances; an offer is written (state holding)
 before its place is held, so that a crash in between leaves a record the next pass finishes.
 Times written with $set are epoch seconds (`*_ts`): the stand-in mishandles datetimes there.
+
+A draw is recorded only when it makes an offer, and kept `REQUEST_DRAW_RETENTION_DAYS` (a TTL
+index on its `at`: MongoDB deletes older records within a minute, the stand-in as it reads
+them); its offers keep its id, so a lookup can tell a deleted draw from one never made.
 """
+import functools
+
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from services.common.inbox import Inbox
 from services.common.lease import Leases
+from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
+from services.common.settings import DEFAULTS, setting
 from services.requests.rules import (ACCEPTING, DECLINED, HOLDING, LAPSED, MADE, OFFERED,
                                      OPEN_STATES, UNCONFIRMED, VOID, WAITING)
 
+DRAWS_TTL = "draws_ttl"
+# what an allocation pass reads of each waiting request (20,000 of them: not their whole
+# documents): the draw's inputs, the availability, and what the offer's e-mail needs
+WAITING_FIELDS = {"procedure": 1, "permit_expiry": 1, "filed_day": 1, "back_day": 1,
+                  "availability": 1, "email": 1, "token_salt": 1, "lang": 1}
+INDEX_OPTIONS_CONFLICT = 85  # MongoDB: an index of this name exists with other options
+
 
 class RequestStore:
-    def __init__(self, db):
+    def __init__(self, db, draw_retention_days=DEFAULTS["REQUEST_DRAW_RETENTION_DAYS"]):
+        self.draw_retention_days = draw_retention_days
         self.requests = db["requests"]
         self.offers = db["offers"]
         self.claims = db["claims"]
@@ -35,8 +53,12 @@ class RequestStore:
 
     def ensure_indexes(self):
         self.requests.create_index([("procedure", 1), ("state", 1)])
+        # one request per (idempotency key, filing): a redelivered file finds it (sparse)
+        self.requests.create_index([("idempotency", 1)], unique=True, sparse=True)
         self.offers.create_index([("state", 1), ("deadline_ts", 1)])
         self.offers.create_index([("request_id", 1)])
+        self.offers.create_index([("draw_id", 1)])  # staff lookups of a deleted draw
+        self._ensure_draws_ttl()  # also the index recent_draws() sorts by
         self.inbox.ensure_indexes()
         self.request_outbox.ensure_indexes()
         self.offer_outbox.ensure_indexes()
@@ -50,16 +72,45 @@ class RequestStore:
     # -- requests ----------------------------------------------------------------------------
 
     def claim_keys(self, keys, request_id):
-        """Take every key for request_id; the key already taken by another, or None."""
+        """Take every key for request_id, in the order given (the same for every request: two
+        confirmations contend on the first key they share); the key another open request
+        holds, or None (then none is taken)."""
         taken = []
         for key in keys:
-            try:
-                self.claims.insert_one({"_id": key, "request_id": request_id})
-                taken.append(key)
-            except DuplicateKeyError:
+            if not self._claim(key, request_id):
                 self.claims.delete_many({"_id": {"$in": taken}, "request_id": request_id})
                 return key
+            taken.append(key)
         return None
+
+    def _claim(self, key, request_id):
+        for _ in range(3):
+            try:
+                self.claims.insert_one({"_id": key, "request_id": request_id})
+                return True
+            except DuplicateKeyError:
+                held = self.claims.find_one({"_id": key})
+                if held is not None and held["request_id"] == request_id:
+                    return True  # ours already: a confirmation retried
+                if held is not None and self._holder_open(held):
+                    return False
+                if held is not None:
+                    # its request closed, but a crash came before it freed the key: taken over
+                    # (by one conditional delete, so two takers still race on the insert)
+                    self.claims.delete_one({"_id": key, "request_id": held["request_id"]})
+        return False
+
+    def held(self, keys):
+        """The first of `keys` an open request holds (it was confirmed), or None."""
+        found = {claim["_id"]: claim for claim in self.claims.find({"_id": {"$in": list(keys)}})}
+        for key in keys:
+            if key in found and self._holder_open(found[key]):
+                return key
+        return None
+
+    def _holder_open(self, claim):
+        holder = self.requests.find_one({"_id": claim["request_id"]}, {"state": 1})
+        return holder is not None and holder["state"] in OPEN_STATES
 
     def free_keys(self, request):
         self.claims.delete_many({"_id": {"$in": request.get("claim_keys", [])},
@@ -80,8 +131,12 @@ class RequestStore:
             {"_id": reference, "state": {"$in": list(from_states)}}, update,
             return_document=ReturnDocument.AFTER)
 
-    def waiting(self, procedure, limit=5000):
-        return list(self.requests.find({"procedure": procedure, "state": WAITING}).limit(limit))
+    def waiting(self, procedure):
+        """Every waiting request of the procedure, with what the draw, the allocation and the
+        offer's announcement read: all of them, since the draw orders everyone waiting (a cap
+        would leave whoever is past it out of every draw)."""
+        return list(self.requests.find({"procedure": procedure, "state": WAITING},
+                                       WAITING_FIELDS))
 
     def open_requests(self, limit=20000):
         return list(self.requests.find({"state": {"$in": list(OPEN_STATES)}},
@@ -101,9 +156,10 @@ class RequestStore:
         return self.offers.find_one({"_id": offer_id})
 
     def waiting_again(self, request_id, offer_id, changes=None):
-        """offered -> waiting, if the request still holds this offer."""
+        """offered -> waiting, if the request still holds this offer (remembered as its last:
+        a decline delivered again finds it declined)."""
         self.requests.update_one({"_id": request_id, "state": OFFERED, "offer_id": offer_id},
-                                 {"$set": dict(changes or {}, state=WAITING),
+                                 {"$set": dict(changes or {}, state=WAITING, last_offer_id=offer_id),
                                   "$unset": {"offer_id": ""}})
 
     def settle(self, offer_id, settled=True):
@@ -143,8 +199,47 @@ class RequestStore:
 
     # -- draws -------------------------------------------------------------------------------
 
+    def _ensure_draws_ttl(self):
+        seconds = max(1, int(self.draw_retention_days * 86400))
+        try:
+            self.draws.create_index([("at", 1)], name=DRAWS_TTL, expireAfterSeconds=seconds)
+        except OperationFailure as error:
+            if error.code != INDEX_OPTIONS_CONFLICT:
+                raise
+            # the retention was changed: MongoDB changes a TTL in place
+            self.draws.database.command("collMod", self.draws.name,
+                                        index={"name": DRAWS_TTL, "expireAfterSeconds": seconds})
+
     def record_draw(self, record):
+        """`record` carries `at`, a datetime (what the TTL index reads)."""
         self.draws.insert_one(record)
+
+    def drop_draw(self, draw_id):
+        """A draw whose offers all fell through (void, never held) decided nothing: no record
+        of it, and its void offers no longer name it."""
+        self.draws.delete_one({"_id": draw_id})
+        self.offers.update_many({"draw_id": draw_id}, {"$unset": {"draw_id": ""}})
 
     def get_draw(self, draw_id):
         return self.draws.find_one({"_id": draw_id})
+
+    def recent_draws(self, limit):
+        """The last draws made, newest first, without their inputs (staff find their ids)."""
+        return list(self.draws.find({}, {"procedure": 1, "at_ts": 1, "result": 1, "offers": 1})
+                    .sort("at", -1).limit(limit))
+
+    def draw_was_made(self, draw_id):
+        """Did an offer come from this draw (its record may be deleted)?"""
+        return self.offers.find_one({"draw_id": draw_id}, {"_id": 1}) is not None
+
+
+class RequestsMongo(MongoStore):
+    """The requests database, its draws kept REQUEST_DRAW_RETENTION_DAYS."""
+
+    def __init__(self):
+        super().__init__("requests", RequestStore)
+
+    def setup(self):
+        days = setting(self.container.config, "REQUEST_DRAW_RETENTION_DAYS")
+        self.store_cls = functools.partial(RequestStore, draw_retention_days=days)
+        super().setup()

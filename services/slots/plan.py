@@ -2,12 +2,9 @@
 import hashlib
 import hmac
 import random
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
-from services.common.timeutil import PARIS, as_utc
-
-WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-
+from services.common.timeutil import PARIS, WEEKDAYS, as_utc
 
 def slot_id(secret, site, procedure, start_utc, variant=""):
     """Stable id: loading the same plan twice creates nothing new. Keyed (SLOT_ID_SECRET): an
@@ -51,12 +48,6 @@ def expand_plan(plan, secret, variant=""):
                     }
                     start += length
         day += timedelta(days=1)
-
-
-def parse_hours(text):
-    """'08:30-12:00' -> (time(8, 30), time(12, 0))."""
-    opens, closes = text.split("-")
-    return time.fromisoformat(opens.strip()), time.fromisoformat(closes.strip())
 
 
 def decoy_slots(plan, real_slots, share, secret):

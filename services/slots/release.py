@@ -1,11 +1,12 @@
-"""When places become bookable (M1, freed places): plain functions taking a random source.
+"""M1, releases at secret random weekday instants: plain functions taking a random source.
 
 The prefecture no longer publishes on a fixed day and hour: each plan's slots are split into
 batches of random size and each batch gets a random instant, uniform over the weekday release
 windows (Monday to Friday, Europe/Paris) between the earliest moment a slot may be published
 (`advance` before its start) and the latest (`lead` before its start, so that nobody has to
 book a slot in the minutes before it and none is wasted). A place given back comes back at a
-random later instant too, so that whoever gave it up cannot take it back at once.
+random later instant too (services/slots/freed_places.py); places added to open slots (M2,
+services/slots/extra_capacity.py) at an instant drawn here like a batch's.
 
 Production draws from `secrets.SystemRandom()` (nobody can replay the sequence); tests pass a
 seeded `random.Random`.
@@ -38,7 +39,8 @@ def parse_windows(text):
 
 
 class Policy:
-    """The release settings (deploy/config.yaml, RELEASE_*), with their meaning."""
+    """The release settings (deploy/config.yaml, RELEASE_*, and FREED_PLACE_* for
+    services/slots/freed_places.py), with their meaning."""
 
     def __init__(self, windows=((time(9), time(12)), (time(14), time(17, 30))), lead_hours=48.0,
                  advance_days=21.0, batch_min=1, batch_max=25, freed_min_seconds=1800.0,
@@ -55,14 +57,14 @@ class Policy:
         from services.common.settings import setting
 
         return cls(
-            windows=parse_windows(setting(config, "RELEASE_WINDOWS", "09:00-12:00,14:00-17:30")),
-            lead_hours=setting(config, "RELEASE_LEAD_HOURS", 48.0),
-            advance_days=setting(config, "RELEASE_ADVANCE_DAYS", 21.0),
-            batch_min=setting(config, "RELEASE_BATCH_MIN", 1),
-            batch_max=setting(config, "RELEASE_BATCH_MAX", 25),
-            freed_min_seconds=setting(config, "FREED_PLACE_MIN_SECONDS", 1800.0),
-            freed_max_seconds=setting(config, "FREED_PLACE_MAX_SECONDS", 5400.0),
-            demo_minutes=setting(config, "RELEASE_DEMO_MINUTES", 0.0),
+            windows=parse_windows(setting(config, "RELEASE_WINDOWS")),
+            lead_hours=setting(config, "RELEASE_LEAD_HOURS"),
+            advance_days=setting(config, "RELEASE_ADVANCE_DAYS"),
+            batch_min=setting(config, "RELEASE_BATCH_MIN"),
+            batch_max=setting(config, "RELEASE_BATCH_MAX"),
+            freed_min_seconds=setting(config, "FREED_PLACE_MIN_SECONDS"),
+            freed_max_seconds=setting(config, "FREED_PLACE_MAX_SECONDS"),
+            demo_minutes=setting(config, "RELEASE_DEMO_MINUTES"),
         )
 
 
@@ -142,21 +144,6 @@ def draw_batches(slots, now, policy, rng):
             due = release_instant(members[0]["start"], now, policy, rng)
         batches.append((due, [s["_id"] for s in members]))
     return batches
-
-
-def freed_place_delay(now, slot_start, policy, rng):
-    """Seconds before a place given back (or added to an open slot) is bookable again.
-
-    Random in [freed_min, freed_max]; when the slot starts sooner than that, a random moment
-    in what is left (never at once: at least half of it, so the one who let it go cannot
-    catch it back within the same breath).
-    """
-    left = (as_utc(slot_start) - as_utc(now)).total_seconds()
-    if left >= policy.freed_max:
-        return rng.uniform(policy.freed_min, policy.freed_max)
-    if left >= policy.freed_min:
-        return rng.uniform(policy.freed_min, left)
-    return rng.uniform(left / 2, left) if left > 0 else 0.0
 
 
 def to_ts(moment):

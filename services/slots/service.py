@@ -30,7 +30,8 @@ from services.common.lease import InstanceId, owner_id
 from services.common.logs import CallIdLogging
 from services.common.reference_data import PROCEDURES
 from services.common.mongo import MongoStore
-from services.common.outbox import Outbox
+from services.common.outbox import Outbox, announce
+from services.common import relay
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import load_or_raise, validated
 from services.common.settings import setting
@@ -40,11 +41,13 @@ from services.common.tokens import Secret
 from services.common.timeutil import PARIS, as_utc, iso_paris, iso_utc, utcnow
 from services.common.views import staff_view
 from services.slots import figures as slot_figures
+from services.slots import freed_places
 from services.slots import release as draw
 from services.slots import rules
+from services.slots import extra_capacity  # a mixin with entrypoints: by module (tests/test_deploy.py)
 from services.slots.plan import decoy_slots, expand_plan
 from services.slots.capacity import capacity_figures, release_speed
-from services.slots.schemas import (AddDesksSchema, FiguresQuerySchema, OpeningPlanSchema,
+from services.common.slot_schemas import (FiguresQuerySchema, OpeningPlanSchema,
                                     PlanReleaseSchema, PreviewSchema, RescheduleSchema,
                                     ScheduleQuerySchema)
 from services.slots.store import DUE, HELD, KEPT, RELEASED, SlotStore
@@ -53,7 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 200
 OPENING_PLAN = OpeningPlanSchema()
-PLAN_RELEASE, ADD_DESKS = PlanReleaseSchema(), AddDesksSchema()
+PLAN_RELEASE = PlanReleaseSchema()
 SCHEDULE_QUERY, RESCHEDULE = ScheduleQuerySchema(), RescheduleSchema()
 FIGURES_QUERY, PREVIEW = FiguresQuerySchema(), PreviewSchema()
 # hold ids become a field name in the slot document: no dots, no dollars
@@ -67,8 +70,8 @@ REQUESTS_MODE = ("Cette démarche est attribuée sur demande : déposez une dema
 def sweep_settings(config):
     return {
         # a hold this old has no booking in flight any more: RPC_TIMEOUT is seconds
-        "max_age": setting(config, "HOLD_MAX_AGE_SECONDS", 60.0),
-        "every": setting(config, "HOLD_SWEEP_SECONDS", 10.0),
+        "max_age": setting(config, "HOLD_MAX_AGE_SECONDS"),
+        "every": setting(config, "HOLD_SWEEP_SECONDS"),
     }
 
 
@@ -113,6 +116,15 @@ def slot_view(slot):
     }
 
 
+def view_row(slot, since_ts):
+    """A slot as the public gateway's view takes it (SlotsService.view_since)."""
+    if slot["state"] != rules.OPEN:
+        return {"id": slot["_id"], "state": slot["state"]}
+    if since_ts is not None and (slot.get("published_ts") or 0) < since_ts:
+        return {"id": slot["_id"], "state": slot["state"], "free": slot["free"]}
+    return slot_view(slot)
+
+
 def plan_id_of(plan):
     """Stable id of a plan's content: loading the same plan twice schedules nothing new."""
     text = json.dumps(plan, sort_keys=True, default=str)
@@ -134,7 +146,7 @@ class ReleasePolicy(DependencyProvider):
         return self.policy
 
 
-class SlotsService:
+class SlotsService(extra_capacity.ExtraCapacity, relay.OutboxRelay):
     name = "slots"
 
     store = MongoStore("slots", SlotStore)
@@ -164,7 +176,7 @@ class SlotsService:
             raise InvalidRequest("Dates are YYYY-MM-DD.", {"from": ["Not a valid date."]})
         per_page = max(1, min(int(per_page), MAX_PER_PAGE))
         page = max(1, int(page))
-        if not for_allocation and self.store.allocated_by_request(procedure):
+        if not for_allocation and self.store.allocated_by_request(procedure, self._default_mode()):
             return {"slots": [], "page": page, "per_page": per_page, "has_more": False}
         start_from = max(_local_midnight_utc(first), self.clock.now())
         start_before = _local_midnight_utc(last + timedelta(days=1))
@@ -180,6 +192,24 @@ class SlotsService:
         }
 
     @rpc(expected_exceptions=EXPECTED)
+    def view_since(self, since_ts=None):
+        """What the public gateway's view of free places needs (gateway/public/slot_view.py):
+        every open slot to come (since_ts None), or every slot changed at or after since_ts
+        (epoch seconds, as a previous answer's `as_of`), with the procedures' modes and this
+        answer's instant. A slot opened before since_ts (the gateway has it) comes as what
+        changes (free places, state), one no longer open as its id and state."""
+        if since_ts is not None and (isinstance(since_ts, bool)
+                                     or not isinstance(since_ts, (int, float))):
+            raise InvalidRequest("since_ts is epoch seconds.", {"since_ts": ["A number."]})
+        as_of = time.time()  # before the read: a write after it comes in the next answer
+        if since_ts is None:
+            found = self.store.open_to_come(self.clock.now())
+        else:
+            found = self.store.changed_since(float(since_ts))
+        return {"as_of": as_of, "full": since_ts is None, "modes": self.modes(),
+                "slots": [view_row(s, since_ts) for s in found]}
+
+    @rpc(expected_exceptions=EXPECTED)
     def any_bookable(self, procedure):
         """True when a place can be booked for `procedure` right now (M7 evidence checks it)."""
         if procedure not in contract.PROCEDURE_CODES:
@@ -187,50 +217,107 @@ class SlotsService:
         return self.store.first_bookable(procedure, self.clock.now()) is not None
 
     @rpc(expected_exceptions=EXPECTED)
-    def get(self, slot_id):
-        slot = self.store.get(slot_id)
-        if slot is None:
-            raise NotFound("This slot does not exist.")
+    def get(self, slot_id, public=False):
+        """The slot; public: for a caller who shows it to applicants (the public gateway),
+        a slot not released yet is answered exactly as an unknown id."""
+        slot = self.store.get(slot_id) if isinstance(slot_id, str) else None
+        if slot is None or (public and rules.unknown_to_public(slot)):
+            raise rules.not_found()
         return slot_view(slot)
 
     @rpc(expected_exceptions=EXPECTED)
-    def hold(self, slot_id, hold_id, procedure, keep=False):
+    def hold(self, slot_id, hold_id, procedure, keep=False, unconfirmed=False, until=None):
         """Take one place on the slot for `hold_id`; raise why not (full, past, closed...).
 
         Asking again with the same hold id keeps the one place (a retried call). keep: the
         holder answers for the place itself and gives it back (the allocator's offers, which
-        wait days for an answer): the sweeper leaves such a hold alone."""
+        wait days for an answer): the sweeper leaves such a hold alone. unconfirmed: for a
+        booking nobody confirmed yet (until: its confirm-by, epoch seconds): counted against
+        its release's share (rules.release_mark) until `confirmed` or released; past the
+        share, TooManyUnconfirmed and nothing held."""
         if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
             raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
         if not isinstance(slot_id, str):
             raise InvalidRequest("Invalid slot id.", {"slot_id": ["A text."]})
-        if not keep and self.store.allocated_by_request(procedure) \
+        if not keep and self.store.allocated_by_request(procedure, self._default_mode()) \
                 and not self._kept_on(hold_id, slot_id):
             # its places go to requests (services/requests): none is grabbed meanwhile; an
             # accepted offer books the place its kept hold has already
             raise SlotNotBookable(REQUESTS_MODE, {"procedure": ["Allocated by request."]})
+        claim = self._claim_release(slot_id, hold_id, until) if unconfirmed and not keep else None
+        return self._take(slot_id, hold_id, KEPT if keep else HELD,
+                          lambda now: self.store.take_place(slot_id, hold_id, procedure, now),
+                          lambda now: rules.refusal(self.store.get(slot_id), procedure, now),
+                          claim)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def reclaim(self, slot_id, hold_id):
+        """A place again for a booking whose cancellation staff undo (a counter's mistake):
+        the place a cancellation gave back while it still waits to be re-released, else a
+        free one. Never beyond the capacity: SlotFull once both are gone (booked again).
+        The slot may have started (the person is at the desk). Same hold id again: kept."""
+        if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
+            raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
+        if not isinstance(slot_id, str):
+            raise InvalidRequest("Invalid slot id.", {"slot_id": ["A text."]})
+        return self._take(slot_id, hold_id, HELD,
+                          lambda now: self.store.reclaim_place(slot_id, hold_id, now),
+                          lambda now: None)
+
+    def _take(self, slot_id, hold_id, state, take, refusal, claim=None):
+        """The hold recorded, then one place taken by `take(now)` (an atomic update); `claim`:
+        an unconfirmed booking's share of its release, ended when nothing is taken."""
         now = self.clock.now()
         # recorded first: if we die after taking the place, the sweeper finds this record
-        earlier = self.store.record_hold(hold_id, slot_id, now, state=KEPT if keep else HELD)
+        earlier = self.store.record_hold(hold_id, slot_id, now, state=state, claim=claim)
         if earlier is not None and (earlier["state"] == RELEASED or earlier["slot_id"] != slot_id):
+            self.store.claims.end(claim, hold_id)
             raise SlotNotBookable("This hold has ended.")
-        slot = self.store.take_place(slot_id, hold_id, procedure, now)
+        slot = take(now)
         if slot is None:
             already = self.store.has_place(slot_id, hold_id) if earlier is not None else None
             if already is not None:
                 return slot_view(already)  # a retried call: it has its place
-            refusal = rules.refusal(self.store.get(slot_id), procedure, now) or SlotFull()
+            why = refusal(now) or SlotFull()
             if earlier is None:
                 self.store.forget_hold(hold_id)  # no place taken: nothing for the sweeper
-            raise refusal
+            self.store.claims.end(claim, hold_id)
+            raise why
         return slot_view(slot)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def confirmed(self, hold_id):
+        """The booking holding `hold_id` was confirmed from its mailbox: it no longer counts
+        against its release's share. Safe to repeat."""
+        if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
+            raise InvalidRequest("Invalid hold id.", {"hold_id": ["Letters, digits, - and _."]})
+        hold = self.store.get_hold(hold_id)
+        if hold is not None:
+            self.store.claims.end(hold.get("claim"), hold_id)
+        return hold is not None
+
+    def _claim_release(self, slot_id, hold_id, until):
+        """Count an unconfirmed booking's hold against the share of the release that opened
+        the slot; the release's id, or None when it has no bound (or the slot is unknown:
+        the hold's own refusal says so)."""
+        release = (self.store.get(slot_id) or {}).get("release")
+        if not release:
+            return None
+        if not self.store.claims.take(release["id"], release["bound"], hold_id, until,
+                                      time.time()):
+            raise rules.too_many_in_release()
+        return release["id"]
+
+    def _release_mark(self, release_id, places):
+        return rules.release_mark(release_id, places,
+                                  setting(self.config, "UNCONFIRMED_RELEASE_SHARE"))
 
     @rpc(expected_exceptions=EXPECTED)
     def release(self, hold_id):
         """Give back the place held by `hold_id`. Safe to call any number of times.
 
         The one way a place comes back (applicant, fraud, staff, sweeper): it is not bookable
-        at once but held back until a random later instant (services/slots/release.py), so
+        at once but held back until a random later instant (services/slots/freed_places.py), so
         that whoever let it go cannot take it back before an applicant sees it.
         """
         if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
@@ -245,6 +332,7 @@ class SlotsService:
         given = self.store.give_place_back(hold["slot_id"], hold["_id"],
                                            self._rerelease_ts(hold["slot_id"]))
         self.store.end_hold(hold["_id"])
+        self.store.claims.end(hold.get("claim"), hold["_id"])
         return given
 
     def _kept_on(self, hold_id, slot_id):
@@ -255,9 +343,15 @@ class SlotsService:
     def modes(self):
         """{procedure: "open" | "requests"} for every procedure: the public pages ask it once
         per page to show the right path (book a slot, or file a request)."""
-        stored = self.store.modes_all()
-        return {code: "requests" if stored.get(code) == "requests" else "open"
+        stored, default = self.store.modes_all(), self._default_mode()
+        return {code: "requests" if stored.get(code, default) == "requests" else "open"
                 for code in contract.PROCEDURE_CODES}
+
+    def _default_mode(self):
+        """The mode of a procedure staff never switched (issue 24: requests unless configured
+        otherwise); anything but `open` reads as requests, the safe side."""
+        return "open" if setting(self.config, "PROCEDURE_MODE_DEFAULT") == "open" \
+            else "requests"
 
     @rpc(expected_exceptions=EXPECTED)
     def set_mode(self, procedure, mode):
@@ -316,37 +410,6 @@ class SlotsService:
         or a share between 0 and 1 (the demo: that share at once, the rest scheduled).
         """
         return self._create(plan, release, extra=False)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def open_extra_plan(self, plan, release="schedule"):
-        """M2: extra capacity for a procedure (renewals...) as a plan of its own.
-
-        Its slots are distinct from the regular plan's even at the same hours, and follow
-        their own random release schedule.
-        """
-        return self._create(plan, release, extra=True)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def add_desks(self, plan_id, desks, date_from=None, date_to=None):
-        """M2: `desks` more places on each future slot of a plan (optionally between two dates).
-
-        Places on scheduled slots go with their batch; on open slots they are held back and
-        come back at a random instant drawn like a batch's (or, for a slot too close for
-        that, like a freed place's), so nobody learns when.
-        """
-        args = validated(ADD_DESKS, plan_id=plan_id, desks=desks, date_from=date_from,
-                         date_to=date_to)
-        if self.store.get_plan(args["plan_id"]) is None:
-            raise NotFound("No plan with this id.", {"plan_id": ["Unknown plan."]})
-        now = self.clock.now()
-        slots = [s for s in self.store.of_plan(args["plan_id"], now) if _within(s, args)]
-        counts = {"scheduled": 0, "open": 0}
-        for slot in slots:
-            state = self.store.add_places(slot["_id"], args["desks"], self._added_return(slot, now))
-            counts["open" if state == rules.OPEN else "scheduled"] += 1
-        log.info("plan %s: %d places added on %d slots", args["plan_id"], args["desks"], len(slots))
-        return {"plan_id": args["plan_id"], "slots": len(slots), "places": args["desks"] * len(slots),
-                "scheduled_slots": counts["scheduled"], "open_slots": counts["open"]}
 
     @rpc(expected_exceptions=EXPECTED)
     def schedule_for(self, procedure=None, plan_id=None, include_released=False, limit=100):
@@ -444,7 +507,7 @@ class SlotsService:
 
     # -- the release timer -------------------------------------------------------------------
 
-    @config_timer("RELEASE_TIMER_SECONDS", 10.0)
+    @config_timer("RELEASE_TIMER_SECONDS")
     def release_due(self):
         """Release what is due: batches of scheduled slots, and freed places coming back.
 
@@ -452,21 +515,21 @@ class SlotsService:
         claimed by a conditional update besides, so a batch is released once whatever the
         number of instances, and one left half-done by a crash is finished by the next pass.
         """
-        interval = setting(self.config, "RELEASE_TIMER_SECONDS", 10.0)
+        interval = setting(self.config, "RELEASE_TIMER_SECONDS")
         if not self.store.leases.acquire("release_due", self.instance, 3 * interval, time.time()):
             return
         now_ts = draw.to_ts(self.clock.now())
-        for batch in self.store.claim_due(now_ts):
+        for batch in self.store.claim_due(now_ts, 3 * interval):
             self._release_batch(batch, now_ts)
-        for slot in self.store.due_rereleases(now_ts):
-            done = self.store.rerelease(slot, now_ts, self._outbox_entry())
-            if done is not None:
-                self._announce(self.store.slot_outbox, done["_id"], self._rerelease_event(done))
-        # events whose dispatch failed (broker down, crash after the write)
-        for batch in self.store.batch_outbox.due("released", time.time()):
-            self._announce(self.store.batch_outbox, batch["_id"], self._batch_event(batch))
-        for slot in self.store.slot_outbox.due("released", time.time()):
-            self._announce(self.store.slot_outbox, slot["_id"], self._rerelease_event(slot))
+        for slot in freed_places.bring_back_due(self.store, now_ts, self._release_mark,
+                                                self._outbox_entry):
+            self._announce_rerelease(slot)
+
+    def outbox_routes(self):
+        """`slots_released` whose dispatch failed (broker down, crash after the write), for
+        the relay (services/common/relay.py)."""
+        return [(self.store.batch_outbox, "released", self._announce_batch),
+                (self.store.slot_outbox, "released", self._announce_rerelease)]
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -480,7 +543,7 @@ class SlotsService:
                               "extra": extra, "created_at": now})
         real = list(expand_plan(plan, self.slot_id_secret, variant=plan_id if extra else ""))
         # decoys (SLOTS_DECOY_SHARE) go out with the releases like any slot; never counted
-        slots = real + decoy_slots(plan, real, setting(self.config, "SLOTS_DECOY_SHARE", 0.05),
+        slots = real + decoy_slots(plan, real, setting(self.config, "SLOTS_DECOY_SHARE"),
                                    self.slot_id_secret)
         # a plan loaded again makes nothing new, even under another id key (or the ids made
         # before ids were keyed): its slots are known by their start times too
@@ -493,9 +556,12 @@ class SlotsService:
             count = round(len(slots) * share)
             open_now = {s["_id"] for s in policy.rng.sample(slots, count)} if count < len(slots) \
                 else {s["_id"] for s in slots}
-        created = self.store.insert_new([s for s in slots if s["_id"] in open_now], now,
-                                        state=rules.OPEN, published_ts=draw.to_ts(now),
-                                        plan_id=plan_id)
+        opened = [s for s in slots if s["_id"] in open_now]
+        mark = self._release_mark(f"{plan_id}@{draw.to_ts(now):.0f}",
+                                  sum(s["free"] for s in opened if not s.get("decoy")))
+        created = self.store.insert_new(opened, now, state=rules.OPEN,
+                                        published_ts=draw.to_ts(now), plan_id=plan_id,
+                                        release=mark)
         new_scheduled = self.store.insert_new([s for s in slots if s["_id"] not in open_now], now,
                                               state=rules.SCHEDULED, plan_id=plan_id)
         by_id = {s["_id"]: s for s in slots}
@@ -517,34 +583,25 @@ class SlotsService:
                 "open": len(created), "scheduled": len(new_scheduled_real),
                 "batches": len(batches), "plan_id": plan_id}
 
-    def _added_return(self, slot, now):
-        """When places added to an open slot become bookable (epoch seconds)."""
-        policy = self.policy
-        due = draw.release_instant(slot["start"], now, policy, policy.rng)
-        if due <= now:
-            due = now + timedelta(seconds=draw.freed_place_delay(now, slot["start"], policy, policy.rng))
-        return draw.to_ts(due)
-
     def _rerelease_ts(self, slot_id):
         """When a place given back on this slot becomes bookable again (epoch seconds)."""
         slot = self.store.get(slot_id)
-        now = self.clock.now()
-        if slot is None:
-            return draw.to_ts(now)
-        return draw.to_ts(now) + draw.freed_place_delay(now, slot["start"], self.policy,
-                                                        self.policy.rng)
+        return freed_places.given_back_at(self.clock.now(), slot and slot["start"], self.policy,
+                                          self.policy.rng)
 
     def _release_batch(self, batch, now_ts):
-        slots = self.store.open_slots(batch["slot_ids"], now_ts)
+        before = self.store.places_of(batch["slot_ids"])
+        mark = self._release_mark(batch["_id"], sum(s["free"] for s in before if not s.get("decoy")))
+        slots = self.store.open_slots(batch["slot_ids"], now_ts, release=mark)
         places = sum(s["free"] for s in slots if not s.get("decoy"))  # real places only
         done = self.store.finish_batch(batch["_id"], now_ts, places, self._outbox_entry())
         if done is None:
             return  # finished by another instance after a takeover
         log.info("release batch %s: %d slots, %d places", batch["_id"], len(slots), places)
-        self._announce(self.store.batch_outbox, done["_id"], self._batch_event(done))
+        self._announce_batch(done)
 
     def _outbox_entry(self):
-        grace = setting(self.config, "OUTBOX_GRACE_SECONDS", 5.0)
+        grace = setting(self.config, "OUTBOX_GRACE_SECONDS")
         return Outbox.entry(str(uuid.uuid4()), time.time(), grace)
 
     @staticmethod
@@ -564,20 +621,13 @@ class SlotsService:
             procedure=slot["procedure"], site=slot["site"], count=last["places"],
             released_at=iso_utc(draw.from_ts(last["at_ts"])))
 
-    def _announce(self, outbox, doc_id, payload):
-        try:
-            self.dispatch("slots_released", payload)
-        except Exception:
-            log.warning("slots_released %s not dispatched; the next pass retries", doc_id,
-                        exc_info=True)
-            return
-        outbox.sent(doc_id, "released")
+    def _announce_batch(self, batch):
+        announce(self.dispatch, self.store.batch_outbox, "released", batch["_id"],
+                 "slots_released", self._batch_event(batch))
 
-
-def _within(slot, args):
-    day = as_utc(slot["start"]).astimezone(PARIS).date()
-    return ((args.get("date_from") is None or day >= args["date_from"])
-            and (args.get("date_to") is None or day <= args["date_to"]))
+    def _announce_rerelease(self, slot):
+        announce(self.dispatch, self.store.slot_outbox, "released", slot["_id"],
+                 "slots_released", self._rerelease_event(slot))
 
 
 def sweep(store, holds_in_use, now_ts, max_age, release, batch=SWEEP_BATCH):

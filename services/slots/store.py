@@ -18,10 +18,18 @@ bookings + live holds). Releases are claimed with conditional single-document up
 that any number of instances release each batch, and each held-back place, exactly once.
 Times written with $set are epoch seconds (`*_ts`): the embedded stand-in mishandles
 datetimes in $set.
+
+Every write that changes what the public may book (free places, state) stamps the slot's
+`changed_ts` (this process's wall clock, not the service's possibly moved Clock) in the same
+update: the public gateway's view of free places (gateway/public/slot_view.py) asks for the
+slots changed since its last look, so it never misses one, events or not.
 """
+import time
+
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common.claims import Claims
 from services.common.lease import Leases
 from services.common.outbox import Outbox
 from services.slots.rules import OPEN, SCHEDULED
@@ -35,7 +43,6 @@ LIVE = [HELD, BOOKED, KEPT]
 
 # a batch of the release schedule: due -> releasing (claimed) -> released
 DUE, RELEASING = "due", "releasing"
-CLAIM_SECONDS = 60.0  # a claimed batch not finished within this is taken over
 
 
 class SlotStore:
@@ -51,11 +58,14 @@ class SlotStore:
         self.batch_outbox = Outbox(self.releases, ("released",))
         self.slot_outbox = Outbox(self.slots, ("released",))
         self.pending = self.batch_outbox.pending + self.slot_outbox.pending
+        # unconfirmed bookings' holds counted per release (rules.release_mark)
+        self.claims = Claims(db["release_claims"])
 
     def ensure_indexes(self):
         self.slots.create_index([("procedure", 1), ("state", 1), ("start", 1)])
         self.slots.create_index([("plan_id", 1)])
         self.slots.create_index([("rerelease_ts", 1)])
+        self.slots.create_index([("changed_ts", 1)])
         self.holds.create_index([("slot_id", 1)])
         self.holds.create_index([("state", 1), ("at_ts", 1)])
         self.releases.create_index([("state", 1), ("due_ts", 1)])
@@ -74,12 +84,13 @@ class SlotStore:
         except DuplicateKeyError:
             pass
 
-    def allocated_by_request(self, procedure):
+    def allocated_by_request(self, procedure, default):
+        """default: the mode of a procedure never switched (PROCEDURE_MODE_DEFAULT)."""
         doc = self.modes.find_one({"_id": procedure})
-        return bool(doc and doc.get("mode") == "requests")
+        return (doc.get("mode") if doc else default) == "requests"
 
     def modes_all(self):
-        """{procedure: mode} of the procedures ever switched (the others are `open`)."""
+        """{procedure: mode} of the procedures ever switched (the others have the default)."""
         return {doc["_id"]: doc.get("mode") for doc in self.modes.find({})}
 
     def set_mode(self, procedure, mode):
@@ -88,10 +99,13 @@ class SlotStore:
     def get_plan(self, plan_id):
         return self.plans.find_one({"_id": plan_id})
 
-    def insert_new(self, slots, now, state=OPEN, published_ts=None, plan_id=None):
-        """Insert the slots not already there; return the ids that were new."""
+    def insert_new(self, slots, now, state=OPEN, published_ts=None, plan_id=None, release=None):
+        """Insert the slots not already there; return the ids that were new. release: the
+        mark of the release that opens them (open slots)."""
         docs = [dict(slot, state=state, created_at=now, plan_id=plan_id, held_back=0,
-                     rerelease_ts=None, published_ts=published_ts if state == OPEN else None)
+                     changed_ts=time.time(),
+                     rerelease_ts=None, published_ts=published_ts if state == OPEN else None,
+                     release=release if state == OPEN else None)
                 for slot in slots]
         if not docs:
             return []
@@ -140,6 +154,14 @@ class SlotStore:
         cursor = self.slots.find(query, {"holds": 0}).sort([("start", 1), ("_id", 1)]).skip(skip).limit(limit)
         return list(cursor)
 
+    def open_to_come(self, now):
+        """Every open slot starting after `now`, full ones included (the gateway's view)."""
+        return list(self.slots.find({"state": OPEN, "start": {"$gt": now}}, {"holds": 0}))
+
+    def changed_since(self, since_ts):
+        """Every slot whose bookable places or state changed at or after `since_ts`."""
+        return list(self.slots.find({"changed_ts": {"$gte": since_ts}}, {"holds": 0}))
+
     def first_bookable(self, procedure, now):
         """One open real slot with a free place for `procedure`, or None (indexed, no count).
 
@@ -156,10 +178,25 @@ class SlotStore:
         return self.slots.find_one_and_update(
             {"_id": slot_id, "procedure": procedure, "state": OPEN,
              "free": {"$gt": 0}, "start": {"$gt": now}, f"holds.{hold_id}": {"$exists": False}},
-            {"$inc": {"free": -1, "booked": 1}, "$set": {f"holds.{hold_id}": now.timestamp()}},
+            {"$inc": {"free": -1, "booked": 1},
+             "$set": {f"holds.{hold_id}": now.timestamp(), "changed_ts": time.time()}},
             projection={"holds": 0},
             return_document=ReturnDocument.AFTER,
         )
+
+    def reclaim_place(self, slot_id, hold_id, now):
+        """Take one place for `hold_id` among those waiting to be re-released, else among the
+        free ones (one atomic update each; capacity == booked + free + held_back holds); the
+        updated slot, or None when neither has one."""
+        for source in ("held_back", "free"):
+            slot = self.slots.find_one_and_update(
+                {"_id": slot_id, source: {"$gt": 0}, f"holds.{hold_id}": {"$exists": False}},
+                {"$inc": {source: -1, "booked": 1},
+                 "$set": {f"holds.{hold_id}": now.timestamp(), "changed_ts": time.time()}},
+                projection={"holds": 0}, return_document=ReturnDocument.AFTER)
+            if slot is not None:
+                return slot
+        return None
 
     def has_place(self, slot_id, hold_id):
         """The slot, if `hold_id` has a place on it."""
@@ -180,12 +217,12 @@ class SlotStore:
              "$max": {"rerelease_ts": rerelease_ts}},
         ).modified_count == 1
 
-    def record_hold(self, hold_id, slot_id, now, state=HELD):
+    def record_hold(self, hold_id, slot_id, now, state=HELD, claim=None):
         """Record the hold before its place is taken; None when new, else the existing record
-        (a retried call)."""
+        (a retried call). claim: the release it is counted against while unconfirmed."""
         try:
             self.holds.insert_one({"_id": hold_id, "slot_id": slot_id, "state": state, "at": now,
-                                   "at_ts": now.timestamp()})
+                                   "at_ts": now.timestamp(), "claim": claim})
             return None
         except DuplicateKeyError:
             return self.holds.find_one({"_id": hold_id}) or {"state": RELEASED}
@@ -232,28 +269,37 @@ class SlotStore:
         return list(self.slots.find({"rerelease_ts": {"$lte": now_ts}, "held_back": {"$gt": 0}},
                                     {"held_back": 1, "rerelease_ts": 1}).limit(limit))
 
-    def rerelease(self, slot, now_ts, outbox_entry):
+    def rerelease(self, slot, now_ts, outbox_entry, release=None):
         """Make the held-back places of `slot` bookable; the slot after, or None if another
         instance did it first (the update only matches the state we read)."""
         return self.slots.find_one_and_update(
             {"_id": slot["_id"], "held_back": slot["held_back"], "rerelease_ts": slot["rerelease_ts"]},
             {"$inc": {"held_back": -slot["held_back"], "free": slot["held_back"]},
-             "$set": {"rerelease_ts": None, "published_ts": now_ts,
+             "$set": {"rerelease_ts": None, "published_ts": now_ts, "release": release,
+                      "changed_ts": time.time(),
                       "last_rerelease": {"places": slot["held_back"], "at_ts": now_ts},
                       Outbox.field("released"): outbox_entry}},
             return_document=ReturnDocument.AFTER)
 
-    def add_places(self, slot_id, places, rerelease_ts):
-        """M2: more desks on a slot. Scheduled: they go with its batch; open: held back."""
+    def add_places(self, slot_id, places, rerelease_ts, operation=None):
+        """M2: more desks on a slot. Scheduled: they go with its batch; open: held back.
+
+        operation: the adding's key (a fingerprint): marked on the slot with the places, so
+        that the same adding delivered again adds nothing more to this slot."""
+        once = {f"desks_added.{operation}": {"$exists": False}} if operation else {}
+        mark = {"$set": {f"desks_added.{operation}": places}} if operation else {}
         scheduled = self.slots.find_one_and_update(
-            {"_id": slot_id, "state": SCHEDULED},
-            {"$inc": {"capacity": places, "free": places}})
+            dict({"_id": slot_id, "state": SCHEDULED}, **once),
+            dict({"$inc": {"capacity": places, "free": places}}, **mark))
         if scheduled is not None:
             return SCHEDULED
-        self.slots.update_one({"_id": slot_id},
-                              {"$inc": {"capacity": places, "held_back": places},
-                               "$max": {"rerelease_ts": rerelease_ts}})
-        return OPEN
+        added = self.slots.update_one(dict({"_id": slot_id}, **once),
+                                      dict({"$inc": {"capacity": places, "held_back": places},
+                                            "$max": {"rerelease_ts": rerelease_ts}}, **mark))
+        if added.matched_count or not operation:
+            return OPEN
+        slot = self.slots.find_one({"_id": slot_id}, {"state": 1})  # added by its first delivery
+        return SCHEDULED if slot and slot["state"] == SCHEDULED else OPEN
 
     # -- the release schedule ----------------------------------------------------------------
 
@@ -290,25 +336,28 @@ class SlotStore:
                                     {"free": 1, "held_back": 1, "booked": 1, "holds": 1,
                                      "decoy": 1}))
 
-    def claim_due(self, now_ts, limit=50):
-        """Batches due now (or claimed by an instance that died), each claimed by the caller."""
+    def claim_due(self, now_ts, claim_seconds, limit=50):
+        """Batches due now (or claimed by a pass that died), each claimed by the caller just
+        before it is released, for `claim_seconds` (the pass's lease: a claim outlives the
+        pass that made it by no more than that). Claimed one at a time, so a crash leaves at
+        most one batch half-done, not the whole backlog."""
         waiting = {"$or": [{"state": DUE, "due_ts": {"$lte": now_ts}},
                            {"state": RELEASING, "claim_ts": {"$lt": now_ts}}]}
-        claimed = []
-        for doc in self.releases.find(waiting, {"_id": 1}).limit(limit):
+        due = self.releases.find(waiting, {"_id": 1}).sort([("due_ts", 1)]).limit(limit)
+        for doc in list(due):
             taken = self.releases.find_one_and_update(
                 dict(waiting, _id=doc["_id"]),
-                {"$set": {"state": RELEASING, "claim_ts": now_ts + CLAIM_SECONDS}},
+                {"$set": {"state": RELEASING, "claim_ts": now_ts + claim_seconds}},
                 return_document=ReturnDocument.AFTER)
             if taken is not None:  # another instance may have claimed it in between
-                claimed.append(taken)
-        return claimed
+                yield taken
 
-    def open_slots(self, slot_ids, now_ts):
+    def open_slots(self, slot_ids, now_ts, release=None):
         """scheduled -> open: a slot already open is left alone (a batch taken over after a
         crash opens nothing twice and keeps the first published instant)."""
         self.slots.update_many({"_id": {"$in": slot_ids}, "state": SCHEDULED},
-                               {"$set": {"state": OPEN, "published_ts": now_ts}})
+                               {"$set": {"state": OPEN, "published_ts": now_ts,
+                                         "release": release, "changed_ts": time.time()}})
         return list(self.slots.find({"_id": {"$in": slot_ids}}, {"free": 1, "published_ts": 1,
                                                                  "decoy": 1}))
 

@@ -2,7 +2,8 @@
 """Connection flood: an ordinary client's latency while one client holds thousands of idle
 connections to the public gateway, and what the reverse proxy costs per request.
 
-Self-contained: its own RabbitMQ vhost and public gateway process (nameko run), and with
+Self-contained: its own RabbitMQ vhost and public gateway process (nameko run, through the
+benches' shared harness, with the configuration's defaults), and with
 --proxy Debian's nginx in front of it (deploy/nginx). Prints /health latency (p50, p95)
 before and during the flood, how many flood connections the gateway held, its open file
 descriptors, and how long until the idle timeout had closed them all.
@@ -16,27 +17,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
-
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from booking_burst import CpuSteal, pct, print_machine, system_parser  # noqa: E402
 from deploy import proxy  # noqa: E402
-
-API = "http://guest:guest@127.0.0.1:15672/api"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.bench.harness import OwnSystem, free_port  # noqa: E402
 
 
 def wait_listening(port, timeout=30):
@@ -80,22 +69,12 @@ def main():
     parser.add_argument("--proxy", action="store_true", help="also measure through nginx")
     args = parser.parse_args()
 
-    vhost = f"bench_flood_{uuid.uuid4().hex[:8]}"
-    requests.put(f"{API}/vhosts/{vhost}", timeout=5).raise_for_status()
-    requests.put(f"{API}/permissions/{vhost}/guest",
-                 json={"configure": ".*", "write": ".*", "read": ".*"}, timeout=5).raise_for_status()
-    work = Path(tempfile.mkdtemp(prefix="bench-flood-"))
-    port = free_port()
-    (work / "config.yaml").write_text(
-        f"AMQP_URI: 'pyamqp://guest:guest@127.0.0.1:5672/{vhost}'\n"
-        f"WEB_SERVER_ADDRESS: '127.0.0.1:{port}'\n"
-        f"WEB_MAX_CONNECTIONS: {args.max_connections}\nWEB_IDLE_TIMEOUT: {args.idle_timeout}\n")
-    gateway = subprocess.Popen([sys.executable, "-m", "nameko", "run", "--config", str(work / "config.yaml"),
-                                "gateway.public.service"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=open(work / "gateway.log", "wb"))
+    # the gateway alone: the flood and /health never reach a service
+    system = OwnSystem({"public_gateway": 1}, name="bench_flood",
+                       WEB_MAX_CONNECTIONS=args.max_connections, WEB_IDLE_TIMEOUT=args.idle_timeout)
+    gateway, port, work = system.procs[0], system.port, system.work
     nginx = None
     try:
-        wait_listening(port)
         steal = CpuSteal()
         show("direct, quiet", latencies(port, args.requests))
 
@@ -143,13 +122,12 @@ def main():
         print(f"flood closed by the gateway:      {len(flood) - len(alive)} of {len(flood)} "
               f"within {time.perf_counter() - started:.2f} s (idle timeout {args.idle_timeout} s)")
         print(f"gateway still running:            {gateway.poll() is None}")
-        print_machine(steal.percent())
+        print_machine(steal.percent(), system.pids())
     finally:
-        for proc in (nginx, gateway):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(10)
-        requests.delete(f"{API}/vhosts/{vhost}", timeout=5)
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(10)
+        system.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

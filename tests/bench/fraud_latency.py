@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Fraud latency during a booking burst (`make run` in another terminal).
+"""Fraud latency during a booking burst (`make run` in another terminal, or --start for its
+own slots, booking, fraud and gateway processes, stores and vhost on free ports).
 
-Mixes honest applicants (real names, own e-mail, own address) with scripted traffickers (one
+Mixes honest applicants (distinct people: real names, own e-mail at a large provider, own
+address) with scripted traffickers (one
 e-mail for many names; placeholder names; one address for many identities), fires them over
 HTTP at --rate bookings/s, and prints the time from `booking_created` to the cancellation
 (p50/p95/p99, from the events' own timestamps), how many trafficker bookings were cancelled
-and how many honest ones were (must be 0).
+and how many honest ones were (must be 0). Traffickers meet the bounds on unconfirmed bookings
+(per address, per domain of their own) and one booking per e-mail: their refusals are printed
+by reason. Everybody confirms from the e-mail's link at once: fraud screens confirmed bookings.
 
 Two latencies are printed. "From its own booking" counts from each cancelled booking's
 creation: the first booking on a reseller's e-mail looks like anyone's until the second
@@ -15,34 +19,28 @@ and its evidence): the part the fraud service is answerable for.
 
     .venv/bin/python tests/bench/fraud_latency.py --honest 600 --rate 200
 """
-import email
 import http.client
 import json
 import random
-import re
 import sys
 import threading
 import time
-from email import policy
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
 from booking_burst import CpuSteal, pct, print_machine, release_slots, system_parser  # noqa: E402
-from deploy.run import VAR  # noqa: E402
 from services.common.timeutil import parse_iso  # noqa: E402
+from tests.bench.harness import People, real_names, run_on_system  # noqa: E402
 from tests.helpers import BusListener  # noqa: E402
 
 
-def real_names():
-    rows = (ROOT / "tests" / "data" / "real_names.txt").read_text(encoding="utf-8").splitlines()
-    return [r.split("|") for r in rows if r and not r.startswith("#") and r.split("|")[1]]
-
-
 def requests_mix(slot_ids, honest):
-    names = real_names()
-    run = f"{random.getrandbits(32):08x}"  # the database outlives a run: same people, new addresses
+    names = real_names(heldout=False)
+    people = People(names)
+    run = people.run  # the database outlives a run: new addresses each time
     jobs = []  # (kind, ip, body)
 
     def body(i, family, given, email, birth="1985-06-15"):
@@ -50,9 +48,7 @@ def requests_mix(slot_ids, honest):
                 "given_names": given, "birth_date": birth, "email": email}
 
     for i in range(honest):
-        family, given = names[i % len(names)]
-        jobs.append(("honest", f"10.{int(run[:2], 16)}.{i // 250}.{i % 250 + 1}",
-                     body(i, family, given, f"honest{i}-{run}@example.org", f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}")))
+        jobs.append(("honest", people.address(i), people.booking(i, "duplicate", random.choice(slot_ids))))
     for seller in range(5):  # one e-mail, many names
         for j in range(4):
             family, given = names[(seller * 7 + j * 13) % len(names)]
@@ -70,10 +66,10 @@ def requests_mix(slot_ids, honest):
     return jobs
 
 
-def fire(host, port, jobs, rate, clients):
-    """Send jobs at `rate` per second from `clients` connections; {reference: kind}."""
-    booked, lock, errors = {}, threading.Lock(), []
-    links = MailLinks()
+def fire(host, port, jobs, rate, clients, mailbox):
+    """Send jobs at `rate` per second from `clients` connections; {reference: kind} and the
+    refusals, {(kind, error code): count}."""
+    booked, lock, errors = {}, threading.Lock(), Counter()
     start = time.monotonic() + 0.5
     queue = list(enumerate(jobs))
 
@@ -97,14 +93,14 @@ def fire(host, port, jobs, rate, clients):
                 # its mailboxes would: fraud screens confirmed bookings only
                 conn.request("POST", f"/api/bookings/{answer['reference']}/confirm", b"",
                              {"Content-Type": "application/json", "X-Forwarded-For": ip,
-                              "X-Booking-Token": links.token(answer["reference"]) or ""})
+                              "X-Booking-Token": mailbox.booking_confirm_token(answer["reference"])})
                 confirmed = conn.getresponse()
                 confirmed.read()
             with lock:
                 if response.status == 201:
                     booked[answer["reference"]] = kind
                 else:
-                    errors.append(response.status)
+                    errors[(kind, answer.get("error", response.status))] += 1
         conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -115,55 +111,39 @@ def fire(host, port, jobs, rate, clients):
     return booked, errors, time.monotonic() - start
 
 
-class MailLinks:
-    """The confirmation links of the e-mails `make run`'s mail sink keeps (var/mail/new/): a
-    booking is confirmed with its e-mail's link, never with the token its booker got."""
-    LINK = re.compile(r"/bookings/(RDV-[0-9A-Z]{4}-[0-9A-Z]{4})/confirm\?token=([\w-]+)")
-
-    def __init__(self, maildir=VAR / "mail" / "new"):
-        self.maildir, self.seen, self.tokens = maildir, set(), {}
-        self.lock = threading.Lock()
-
-    def token(self, reference, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if reference not in self.tokens:
-                    for path in self.maildir.iterdir() if self.maildir.exists() else ():
-                        if path.name not in self.seen:
-                            self.seen.add(path.name)
-                            mail = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-                            found = self.LINK.search(mail.get_body(("plain",)).get_content())
-                            if found:
-                                self.tokens[found.group(1)] = found.group(2)
-                if reference in self.tokens:
-                    return self.tokens[reference]
-            time.sleep(0.05)
-        return None
-
-
 def main():
     parser = system_parser(__doc__)
     parser.add_argument("--honest", type=int, default=600)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--clients", type=int, default=60)
+    parser.add_argument("--slots", type=int, default=100, help="slots of the release")
+    parser.add_argument("--desks", type=int, default=20, help="places per slot")
+    parser.add_argument("--start", action="store_true", help="start an own system on free ports")
     args = parser.parse_args()
 
+    run_on_system(args, measure, {"slots": 1, "booking": 1, "fraud": 1, "public_gateway": 1},
+                  "fraud_latency", PROCEDURE_MODE_DEFAULT="open")  # it measures booking slots directly
+
+
+def measure(args, mailbox, pids=None):
     host, port = args.url.split("://")[1].split(":")
-    _, slot_ids = release_slots(args.amqp_uri, 100, 20)  # 2000 places: nobody is refused
+    # by default 2000 places: nobody is refused for want of one
+    _, slot_ids = release_slots(args.amqp_uri, args.slots, args.desks)
     listener = BusListener(args.amqp_uri, "booking", "#")
     jobs = requests_mix(slot_ids, args.honest)
     steal = CpuSteal()
-    booked, errors, elapsed = fire(host, int(port), jobs, args.rate, args.clients)
+    booked, errors, elapsed = fire(host, int(port), jobs, args.rate, args.clients, mailbox)
     stolen = steal.percent()
 
     created, cancelled = {}, {}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for event_type, event in listener.drain(settle=3):
-            at = parse_iso(event["occurred_at"]).timestamp()
-            (created if event_type == "booking_created" else cancelled)[event["reference"]] = (
-                at, event.get("reason"), event.get("evidence") or {})
+            # booking_confirmed (and any other event of booking) is neither
+            found = {"booking_created": created, "booking_cancelled": cancelled}.get(event_type)
+            if found is not None:
+                found[event["reference"]] = (parse_iso(event["occurred_at"]).timestamp(),
+                                             event.get("reason"), event.get("evidence") or {})
         if set(booked) <= set(created):
             break
     listener.close()
@@ -179,7 +159,10 @@ def main():
 
     detection = sorted(from_evidence(r) for r in cancelled if r in created)
     print(f"{len(booked)} bookings in {elapsed:.2f} s ({len(booked) / elapsed:.1f} bookings/s), "
-          f"{len(errors)} refused {sorted(set(errors))}")
+          f"{sum(errors.values())} refused")
+    for kind in ("honest", "trafficker"):
+        print(f"{kind} refused by reason{' ' * (11 - len(kind))}"
+              f"{ {error: n for (k, error), n in sorted(errors.items(), key=str) if k == kind} }")
     print(f"trafficker bookings cancelled  {sum(r in cancelled for r in traffickers)} of {len(traffickers)}")
     print(f"honest bookings cancelled      {sum(r in cancelled for r in honest)} of {len(honest)}")
     reasons = {}
@@ -196,7 +179,7 @@ def main():
             of_reason = sorted(of(r) for r in cancelled if r in created and cancelled[r][1] == reason)
             print(f"  {reason:28s} p50 {pct(of_reason, 50) * 1000:.0f} ms, "
                   f"p95 {pct(of_reason, 95) * 1000:.0f} ms")
-    print_machine(stolen)
+    print_machine(stolen, pids)
 
 
 if __name__ == "__main__":

@@ -20,71 +20,21 @@ Or self-contained, starting its own processes, stores and vhost on free ports:
 """
 import http.client
 import json
-import os
 import random
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bench.booking_burst import (CpuSteal, NAMES, pct, system_parser,  # noqa: E402
-                                       throwaway_secrets)
+from tests.bench.booking_burst import CpuSteal, pct, system_parser  # noqa: E402
+from tests.bench.harness import People, run_on_system  # noqa: E402
 
-RUN = f"{random.getrandbits(32):08x}"
 PROCEDURE, SITE = "duplicate", "beziers"
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class OwnSystem:
-    """slots (two instances), booking and the public gateway on a fresh vhost and stores."""
-
-    def __init__(self, management="http://guest:guest@127.0.0.1:15672"):
-        from deploy import embedded_mongo, run
-
-        self.run, self.management = run, management
-        self.vhost = f"release_burst_{RUN}"
-        requests.put(f"{management}/api/vhosts/{self.vhost}", timeout=10).raise_for_status()
-        requests.put(f"{management}/api/permissions/{self.vhost}/guest", timeout=10,
-                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-        self.tmp = Path(tempfile.mkdtemp(prefix="release_burst_"))
-        self.port = free_port()
-        self.amqp_uri = f"pyamqp://guest:guest@127.0.0.1:5672/{self.vhost}"
-        self.stores, uris = [], {}
-        for name in ("slots", "booking"):
-            proc, uris[name] = embedded_mongo.start(self.tmp / name, free_port())
-            self.stores.append(proc)
-        env = dict(os.environ, AMQP_URI=self.amqp_uri, WEB_SERVER_ADDRESS=f"127.0.0.1:{self.port}",
-                   RELEASE_TIMER_SECONDS="0.5", LOG_LEVEL="WARNING", MAX_WORKERS="20",
-                   **throwaway_secrets())
-        self.procs = []
-        for name, instances in (("slots", 2), ("booking", 1), ("public_gateway", 1)):
-            for i in range(instances):
-                self.procs.append(run.start_service(
-                    name, dict(env, MONGO_URI=uris.get(name, uris["slots"])),
-                    self.tmp / f"{name}-{i}.log"))
-        run.wait_for_http(f"http://127.0.0.1:{self.port}/health", procs=self.procs)
-        time.sleep(3)  # every instance consuming its queues
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.run.stop_all(self.procs)
-        self.run.stop_all(self.stores)
-        requests.delete(f"{self.management}/api/vhosts/{self.vhost}", timeout=10)
 
 
 def schedule_places(rpc, n_slots, desks, release_in):
@@ -108,15 +58,15 @@ def schedule_places(rpc, n_slots, desks, release_in):
     batches = rpc.slots.schedule_for(plan_id=created["plan_id"], limit=1000)["batches"]
     for batch in batches:
         rpc.slots.reschedule(batch["id"], due.isoformat(), by="release_burst")
-    return day, created["plan_id"], len(batches)
+    return day, created["plan_id"], batches
+
+
+PEOPLE = People()
 
 
 def applicant(slot_id, i):
-    family, given = NAMES[i % len(NAMES)]
-    return json.dumps({
-        "procedure": PROCEDURE, "slot_id": slot_id, "family_name": family, "given_names": given,
-        "birth_date": f"19{50 + i % 50}-0{1 + i % 9}-1{i % 10}",
-        "email": f"applicant{i}-{RUN}@example.org"}).encode()
+    """Person i, a different person each time, from an address of their own."""
+    return json.dumps(PEOPLE.booking(i, PROCEDURE, slot_id)).encode(), PEOPLE.address(i)
 
 
 class Client(threading.Thread):
@@ -124,11 +74,12 @@ class Client(threading.Thread):
 
     counter = iter(range(10_000_000))
     lock = threading.Lock()
+    refused = Counter()  # error code of each refused booking
 
-    def __init__(self, host, port, day, results, stop, poll):
+    def __init__(self, host, port, day, results, stop, poll, mailbox):
         super().__init__(daemon=True)
         self.host, self.port, self.day = host, port, day
-        self.results, self.stop, self.poll = results, stop, poll
+        self.results, self.stop, self.poll, self.mailbox = results, stop, poll, mailbox
         self.booked = []  # (reference, token, slot_id)
         self.conn = http.client.HTTPConnection(host, port, timeout=60)
 
@@ -145,14 +96,34 @@ class Client(threading.Thread):
     def book(self, slot_id):
         with self.lock:
             i = next(self.counter)
+        payload, address = applicant(slot_id, i)
         started = time.time()
-        status, body = self.request("POST", "/api/bookings", applicant(slot_id, i))
+        status, body = self.request("POST", "/api/bookings", payload, {"X-Forwarded-For": address})
         ended = time.time()
         self.results.append((status, started, ended, slot_id))
         if status == 201:
             answer = json.loads(body)
             self.booked.append((answer["reference"], answer["token"], slot_id))
+            self.confirm(answer["reference"], address)
+        else:
+            Client.note_refusal(status, body)
         return status
+
+    @classmethod
+    def note_refusal(cls, status, body):
+        try:
+            code = json.loads(body).get("error", status)
+        except ValueError:
+            code = status
+        with cls.lock:
+            cls.refused[code] += 1
+
+    def confirm(self, reference, address):
+        """At once, from the e-mail's link: a place held by a pending booking counts against
+        the release's share (UNCONFIRMED_RELEASE_SHARE), and people do confirm."""
+        token = self.mailbox.booking_confirm_token(reference)
+        self.request("POST", f"/api/bookings/{reference}/confirm", b"",
+                     {"X-Forwarded-For": address, "X-Booking-Token": token})
 
     def listed(self):
         status, body = self.request("GET", f"/api/slots?procedure={PROCEDURE}&from={self.day}&to={self.day}")  # the default page: 50 slots
@@ -178,26 +149,30 @@ def main():
     parser.add_argument("--freed", type=int, default=20)
     parser.add_argument("--watch", type=float, default=3.0)
     parser.add_argument("--start", action="store_true", help="start an own system on free ports")
+    parser.add_argument("--release-within", type=float, default=20,
+                        help="the release comes at a random instant up to this many seconds after start")
     args = parser.parse_args()
 
-    own = OwnSystem() if args.start else None
-    url, amqp_uri = (own.url, own.amqp_uri) if own else (args.url, args.amqp_uri)
-    try:
-        run_bench(args, url, amqp_uri)
-    finally:
-        if own:
-            own.stop()
+    # two slots instances, one booking, one gateway: as measured in the README
+    run_on_system(args, run_bench, {"slots": 2, "booking": 1, "public_gateway": 1}, "release_burst",
+                  RELEASE_TIMER_SECONDS=0.5, MAX_WORKERS=20,
+                  PROCEDURE_MODE_DEFAULT="open")  # it measures booking slots directly
 
 
-def run_bench(args, url, amqp_uri):
+def run_bench(args, mailbox, pids=None):
+    url, amqp_uri = args.url, args.amqp_uri
     host, port = url.split("://")[1].split(":")
     port = int(port)
     places = args.slots * args.desks
     with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
-        release_in = random.uniform(8, 20)  # the clients are not told
-        day, plan_id, n_batches = schedule_places(rpc, args.slots, args.desks, release_in)
+        release_in = random.uniform(min(8, args.release_within), args.release_within)  # the clients are not told
+        day, plan_id, batches = schedule_places(rpc, args.slots, args.desks, release_in)
+        n_batches = len(batches)
+        # decoys (SLOTS_DECOY_SHARE) are listed by the JSON API too and booked like any slot,
+        # but hold no desk's place: "every place booked" counts the real ones
+        decoys = {sid for b in batches for sid in b["slot_ids"] if rpc.slots.get(sid)["decoy"]}
         results, stop = [], threading.Event()
-        clients = [Client(host, port, day.isoformat(), results, stop, args.poll) for _ in range(args.clients)]
+        clients = [Client(host, port, day.isoformat(), results, stop, args.poll, mailbox) for _ in range(args.clients)]
         steal = CpuSteal()
         for client in clients:
             client.start()
@@ -205,7 +180,7 @@ def run_bench(args, url, amqp_uri):
         deadline = time.time() + release_in + 180
         while time.time() < deadline:
             time.sleep(1)
-            if sum(len(c.booked) for c in clients) >= places:
+            if sum(sid not in decoys for c in clients for _, _, sid in c.booked) >= places:
                 break
         time.sleep(2)
         stop.set()
@@ -222,7 +197,7 @@ def run_bench(args, url, amqp_uri):
         span = max(e for _, _, e in attempts) - min(st for _, st, _ in attempts) if attempts else 1
         latencies = sorted(end - start for _, start, end in attempts)
         statuses = Counter(s for s, _, _ in attempts)
-        slots = [rpc.slots.get(sid) for sid in slot_ids]
+        slots = [rpc.slots.get(sid) for sid in slot_ids if sid not in decoys]
         overbooked = sum(max(0, s["booked"] - s["capacity"]) for s in slots)
         early = sum(1 for _, start, _, _ in results if start < release_at - 0.01)
         early_ok = sum(1 for s, start, end, _ in results if s == 201 and end < release_at)
@@ -235,14 +210,17 @@ def run_bench(args, url, amqp_uri):
             print(f"last booking      {booked_at[-1] - release_at:8.2f} s after the release")
         print(f"attempts/s        {len(attempts) / max(span, 1e-9):8.1f}  (over {span:.1f} s)")
         print(f"statuses          {dict(statuses)}")
+        print(f"refused           {dict(Client.refused)}")
         for q in (50, 95, 99):
             print(f"latency p{q:<2}       {pct(latencies, q) * 1000:8.1f} ms")
         print(f"booked places     {sum(s['booked'] for s in slots)} of {places}")
+        print(f"decoy bookings    {sum(sid in decoys for c in clients for _, _, sid in c.booked)}"
+              f"  ({len(decoys)} decoy slot(s) listed by the JSON API)")
         print(f"overbooked        {overbooked}")
         print(f"booked before the release: {early_ok} (attempts sent before it: {early})")
 
         # phase 2: freed places while everything is full
-        holders = [(c, b) for c in clients for b in c.booked]
+        holders = [(c, b) for c in clients for b in c.booked if b[2] not in decoys]
         random.shuffle(holders)
         freed_results, stop2 = [], threading.Event()
         freed = []
@@ -257,11 +235,12 @@ def run_bench(args, url, amqp_uri):
                 slot_id = random.choice(freed_slots)
                 with Client.lock:
                     i = next(Client.counter)
+                payload, address = applicant(slot_id, i)
                 started = time.time()
-                status, _ = client.request("POST", "/api/bookings", applicant(slot_id, i))
+                status, _ = client.request("POST", "/api/bookings", payload, {"X-Forwarded-For": address})
                 freed_results.append((status, started, time.time(), slot_id))
 
-        grabbers = [threading.Thread(target=grab, args=(c,), daemon=True) for c in clients]
+        grabbers = [threading.Thread(target=grab, args=(c,), daemon=True) for c in clients if freed_slots]
         for thread in grabbers:
             thread.start()
         time.sleep(args.watch)

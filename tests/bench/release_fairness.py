@@ -1,54 +1,69 @@
 #!/usr/bin/env python3
-"""Who ends up with the places of one release: honest applicants or traffickers?
+"""Who ends up with the places: real people who come to the counter, or a trafficker's scripts?
+(issue 24)
 
 Self-contained: its own RabbitMQ vhost and MongoDB stand-in (unless MONGO_URI), and the slots,
-booking, fraud and public gateway services as `nameko run` processes on a free port
-(deploy/run.py), with the configuration's defaults (decoy share, fraud thresholds).
+booking, fraud, requests and public gateway services as `nameko run` processes on a free port
+(deploy/run.py), with the configuration's defaults (decoy share, fraud thresholds, bounds).
 
-One release of --slots slots x --desks desks, then, over --span seconds (the "first minute",
-shortened by default to keep the run short):
+Two phases on one system, one per mode (`open`: slots booked on the pages; `requests`: the one
+way in, offers at once when there is room, else by the draw), each with a release of
+--slots x --desks places for each kind of procedure (`renewal`, `first_application`), at a
+secret instant in the last quarter of --span seconds, over which people come (so most are
+there before it, as when places are rare; the last ones come after it). The people of each
+phase and procedure:
 
-honest applicants (at least twice as many as places), who use what a person sees: the
-    applicant pages' listing (slots' list_open without decoys), the booking form, the button
-    behind the link in their e-mail; each tries up to three times when a slot fills first.
-    - own:         each from an address of their own;
-    - carrier:     behind one carrier-grade NAT address, same mobile browser;
-    - association: booked one after another from one office (not allow-listed), each
-                   person with their own e-mail.
-traffickers, scripts reading the JSON API (so they can hit decoys), from the first second:
-    - one_email:   one e-mail for several people, confirmations sent at once;
-    - placeholder: placeholder names;
-    - cybercafe:   many real-looking people from one address within seconds;
-    - proxies:     residential proxies, one address per booking, re-booking any place that
-                   comes free until the span ends.
+real people (--real-factor per place), each with a true identity (names, birth date, a
+    foreigner number and a true permit expiry for a renewal), who come to the counter with it:
+    - honest: file or book themselves on the pages (the forms, with their CSRF tokens; the
+      link of their e-mail; the buttons) at human speed: each step takes about --think
+      seconds, and they look again (or read their mail) every 3 x --think seconds;
+    - buyers (--buyers of them, drawn at random): pay the trafficker, who files or books for
+      them under their true identity;
+invented people (--invented per place): real-looking identities the trafficker makes up to
+    sell the place later; whoever comes with their convocation is someone else, and the
+    counter (M4: the name must match the identity document) refuses them: the place is wasted.
 
-Prints, per group, the places held at the end, the honest share of held places, honest
-applicants cancelled (must be 0), trafficker bookings cancelled and still held (and how many
-of those are in a staff review case), and the CPU steal: the machine is shared.
+The trafficker scripts the pages (never the JSON API, so decoys never catch it): a mailbox of
+its own domains for each person (it reads their mail: it confirms at once), residential proxy
+addresses, polling every 0.3 s from the first second; for renewals it declares a permit
+expiring within days.
 
-    .venv/bin/python tests/bench/release_fairness.py            # about 1.5 minutes
-    .venv/bin/python tests/bench/release_fairness.py --span 60  # the full first minute
-    .venv/bin/python tests/bench/release_fairness.py --mode requests
+The prefecture runs as in production: before the phases, the register of current permits is
+imported (the register service's import, as the staff gateway's `POST /api/register/import`
+does) with every real person who has a permit to renew, honest or buyer (a buyer's permit is
+real), under their true expiry, and never an invented one; renewal requests are checked
+against it (REGISTER_CHECKED_PROCEDURES, its default). The export carries no e-mail, so
+nobody is invited: everyone files on the pages.
 
---mode requests (issue 12): the procedure is allocated by request. The same people file a
-request instead (honest ones once each; the one-email seller one per buyer on its one
-address; placeholders; the cybercafe and the proxies one real-looking person each), confirm it,
-and the release is allocated by draw; everybody offered a place accepts it. Speed no longer
-counts: a script's share is the share of confirmed requests it can file for distinct people.
+Figures per mode and kind: places; the share that reaches a real person who comes to the
+counter; places wasted on invented people; the trafficker's advantage, the chance of a place
+for a request (or booking) the trafficker files for a buyer divided by the chance of an honest
+person filing alone (the buyers are drawn at random from the same people, so the second is the
+chance the same person would have had: 1.0 means speed and scripts buy nothing), with its
+95 % interval by chance alone (wide at these sizes: pool several seeds); honest people
+cancelled. The targets are printed beside them. In requests mode also: who was in line
+(confirmed) at the release and who of them got a place, which tells the draw's fairness apart
+from arrival (a script confirms at once, so a buyer who arrives just before the release is in
+line when an honest person is still reading the mail); and the places held under mail domains
+other than the large providers, by role (what a count per domain would show staff). --seed
+fixes the people and their arrival; the draw's seed comes from `secrets`, as in production.
+
+    .venv/bin/python tests/bench/release_fairness.py                 # about 3 minutes
+    .venv/bin/python tests/bench/release_fairness.py --slots 12 --desks 3 --span 90
 """
 import argparse
-import http.client
-import json
-import os
+import csv
+import io
+import math
 import random
 import re
 import sys
-import tempfile
 import threading
 import time
-import urllib.parse
+import unicodedata
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -57,535 +72,380 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
-from booking_burst import CpuSteal, throwaway_secrets  # noqa: E402
-from deploy import embedded_mongo, run  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from booking_burst import CpuSteal  # noqa: E402
+from tests.bench.harness import LARGE_PROVIDERS, OwnSystem, real_names  # noqa: E402
 
-API = "http://guest:guest@127.0.0.1:15672/api"
-PROCEDURE, SITE = "duplicate", "montpellier"
-HONEST_GROUPS = ("own", "carrier", "association")
-TRAFFICKER_GROUPS = ("one_email", "placeholder", "cybercafe", "proxies")
-PLACEHOLDERS = [("Test", "Test"), ("xxx", "xxx"), ("Client", "Un"), ("Nom", "Prenom"),
-                ("AAAA", "Bbbb"), ("Dupont", "asdf"), ("Inconnu", "Inconnu"), ("Rdv", "Client")]
+SITE = "montpellier"
+KINDS = ("renewal", "first_application")
+MODES = ("open", "requests")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday")
+TRAFFICKER_DOMAINS = ("rdv-express.fr", "prefecture-rapide.com", "titre-facile.net",
+                      "rdv-garanti.fr", "sejour-express.org", "aide-titre.fr")
 MOBILE = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/126.0 Mobile Safari/537.36"
 DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+SCRIPT = "python-requests/2.32"
+# the issue's targets, printed beside the figures
+TARGETS = {
+    "renewal": {"invented": "0 places", "advantage": "<= 1.05"},
+    "first_application": {"invented": "<= 10 %", "advantage": "<= 1.05"},
+}
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
+BOOKING_URL = re.compile(r"/bookings/(RDV-[0-9A-Z]{4}-[0-9A-Z]{4})")
 
 
-def real_names():
-    rows = []
-    for name in ("real_names.txt", "real_names.heldout.txt"):
-        for line in (ROOT / "tests" / "data" / name).read_text(encoding="utf-8").splitlines():
-            parts = line.split("|")
-            if line and not line.startswith("#") and len(parts) == 2 and all(p.strip() for p in parts):
-                rows.append((parts[0].strip(), parts[1].strip()))
-    random.shuffle(rows)
-    return rows
+class Person:
+    def __init__(self, n, role, kind, family, given, today):
+        self.n, self.role, self.kind, self.family, self.given = n, role, kind, family, given
+        self.birth = f"{1950 + n % 50}-{1 + n % 12:02d}-{1 + n % 28:02d}"
+        self.number = f"{5 + KINDS.index(kind)}{n:09d}" if kind == "renewal" else ""
+        # a renewal's true expiry (the register's): within the next months
+        self.permit_expiry = (today + timedelta(days=random.randint(20, 150))).isoformat() \
+            if kind == "renewal" else ""
+        self.expiry = self.permit_expiry  # what is typed on the form (the trafficker: its own)
+        if role == "honest":
+            local = re.sub(r"[^a-z]", "", unicodedata.normalize("NFKD", family.lower())
+                           .encode("ascii", "ignore").decode()) or "x"
+            self.email = f"{local}.{uuid.uuid4().hex[:6]}@{random.choice(LARGE_PROVIDERS)}"
+            # one in six behind a mobile carrier's shared address
+            self.ip = "100.64.12.34" if n % 6 == 0 else f"192.0.{2 + n // 200}.{1 + n % 200}"
+            self.agent = random.choice([MOBILE, DESKTOP])
+        else:  # the trafficker's: a mailbox of its domains, a residential proxy
+            self.email = f"c{n}.{uuid.uuid4().hex[:4]}@{TRAFFICKER_DOMAINS[n % len(TRAFFICKER_DOMAINS)]}"
+            self.ip = f"100.{64 + n % 50}.{(n * 7) % 250}.{1 + n % 250}"
+            self.agent = SCRIPT
+            if kind == "renewal":  # an early expiry, to come first (the register's replaces it)
+                self.expiry = (today + timedelta(days=random.randint(1, 10))).isoformat()
+        self.booking = None      # reference of the booking this person got
+        self.confirmed_at = None  # requests mode: when their request was confirmed (waiting)
+        self.steps = Counter()   # what happened, for the refusals line
+
+    def fields(self):
+        return {"family_name": self.family, "given_names": self.given, "birth_date": self.birth,
+                "email": self.email, "phone": "", "foreigner_number": self.number}
 
 
-class Gateway:
-    """HTTP to the public gateway, one connection per thread."""
+class Browser:
+    """One person's browser (or the trafficker's script) on the pages: cookies, CSRF tokens."""
 
-    def __init__(self, port):
-        self.port = port
-        self.local = threading.local()
+    def __init__(self, base, person):
+        self.base, self.session = base, requests.Session()
+        self.session.headers.update({"X-Forwarded-For": person.ip, "User-Agent": person.agent})
 
-    def request(self, method, path, body=None, headers=None, form=False):
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        headers = dict(headers or {})
-        if body is not None:
-            if form:
-                data = urllib.parse.urlencode(body).encode()
-                headers["Content-Type"] = "application/x-www-form-urlencoded"
-            else:
-                data = json.dumps(body).encode()
-                headers["Content-Type"] = "application/json"
-        else:
-            data = None
-        try:
-            conn.request(method, path, data, headers)
-            response = conn.getresponse()
-            text = response.read().decode()
-        except (OSError, http.client.HTTPException):
-            self.local.conn = None
-            conn.close()
-            raise
-        try:
-            return response.status, json.loads(text)
-        except ValueError:
-            return response.status, text
+    def get(self, path):
+        return self.session.get(self.base + path, timeout=60)
+
+    def post(self, path, data):
+        return self.session.post(self.base + path, data=data, timeout=60)
+
+    def submit(self, page, path, data):
+        """POST a form of `page` with its CSRF token (and its idempotency key, if any)."""
+        data = list(data) + [("csrf_token", CSRF.search(page.text).group(1))]
+        key = KEY.search(page.text)
+        if key:
+            data.append(("idempotency_key", key.group(1)))
+        return self.post(path, data)
 
 
-class Mailbox:
-    """What the e-mails' links carry (no notify runs here): the tokens as notify writes them,
-    from the stored salts and the keys. Everybody here reads their own mailbox: honest people,
-    and scripts on mailboxes they own."""
+class Phase:
+    """One mode: the releases of both kinds and everybody acting on them."""
 
-    def __init__(self, env):
-        from services.booking.rules import confirm_subject
-        from services.common.mongo import connect
-        from services.common.tokens import TokenSigner
-
-        dbs = connect(env["MONGO_URI"])
-        self.bookings = dbs[env["MONGO_DB_PREFIX"] + "booking"]["bookings"]
-        self.requests = dbs[env["MONGO_DB_PREFIX"] + "requests"]["requests"]
-        self.booking_signer = TokenSigner(env["BOOKING_TOKEN_SECRET"])
-        self.request_signer = TokenSigner(env["REQUEST_TOKEN_SECRET"])
-        self.confirm_subject = confirm_subject
-
-    def booking_confirm_token(self, reference):
-        salt = self.bookings.find_one({"_id": reference})["token_salt"]
-        return self.booking_signer.token_for(self.confirm_subject(reference), salt)
-
-    def request_token(self, reference):
-        salt = self.requests.find_one({"_id": reference})["token_salt"]
-        return self.request_signer.token_for(reference, salt)
-
-
-class Release:
-    def __init__(self, env, gateway, span, day, decoys):
-        self.env, self.gw, self.span, self.day, self.decoys = env, gateway, span, day, decoys
-        self.mailbox = Mailbox(env)
-        self.lock = threading.Lock()
-        self.booked = {}           # reference -> group
-        self.slot_of = {}          # reference -> slot id
-        self.refused = Counter()   # (group, error) -> count
+    def __init__(self, mode, args, system, mailbox, day, people):
+        self.mode, self.args, self.base = mode, args, system.url
+        self.mailbox, self.day, self.people = mailbox, day, people
+        self.weekday = WEEKDAYS[date.fromisoformat(day).weekday()]
+        self.released = threading.Event()
+        self.released_at = None  # monotonic instant of the release
         self.start = None
+        self.end = None
 
-    # -- what each kind of client sees ------------------------------------------------------
+    def pause(self, person, factor=1.0):
+        if person.role == "honest":
+            time.sleep(factor * self.args.think * random.uniform(0.5, 1.5))
 
-    def page_slots(self, rpc):
-        """What the applicant pages offer: no decoys (list_open's default)."""
-        return [s for s in rpc.slots.list_open(PROCEDURE, self.day, self.day, 1, 200)["slots"]
-                if s["free"] > 0]
+    def later(self, person):
+        """Until the next look: a person reads the page or the mail now and then; a script
+        polls."""
+        time.sleep(3 * self.args.think * random.uniform(0.5, 1.5) if person.role == "honest"
+                   else 0.3)
 
-    def json_slots(self):
-        status, body = self.gw.request("GET", f"/api/slots?procedure={PROCEDURE}&from={self.day}"
-                                              f"&to={self.day}&per_page=200")
-        return [s for s in body["slots"] if s["free"] > 0] if status == 200 else []
+    # -- open mode: slots on the pages ----------------------------------------------------------
 
-    def book(self, group, slot_id, family, given, email, ip, agent, birth):
-        body = {"procedure": PROCEDURE, "slot_id": slot_id, "family_name": family,
-                "given_names": given, "birth_date": birth, "email": email}
-        status, answer = self.gw.request("POST", "/api/bookings", body,
-                                         {"X-Forwarded-For": ip, "User-Agent": agent})
-        if status == 201:
-            with self.lock:
-                self.booked[answer["reference"]] = group
-                self.slot_of[answer["reference"]] = slot_id
-            return answer
-        with self.lock:
-            self.refused[(group, answer.get("error") if isinstance(answer, dict) else status)] += 1
-        return None
+    def book(self, person):
+        browser = Browser(self.base, person)
+        slots_page = f"/book/{person.kind}/{SITE}"
+        while time.monotonic() < self.end and person.booking is None:
+            page = browser.get(slots_page)
+            found = re.findall(rf'href="{slots_page}/([^"]+)"', page.text)
+            if not found:
+                person.steps["nothing listed"] += 1
+                self.later(person)
+                continue
+            slot_id = random.choice(found)
+            self.pause(person, 0.3)  # chooses a time
+            form = browser.get(f"{slots_page}/{slot_id}")
+            if form.status_code != 200 or not CSRF.search(form.text):
+                person.steps[f"form {form.status_code}"] += 1
+                continue
+            self.pause(person)  # fills the form in
+            sent = browser.submit(form, f"{slots_page}/{slot_id}", person.fields().items())
+            made = BOOKING_URL.search(sent.url)
+            if not made:
+                person.steps[f"refused {sent.status_code}"] += 1
+                continue
+            person.booking = made.group(1)
+            self.pause(person)  # opens the e-mail
+            token = self.mailbox.booking_confirm_token(person.booking)
+            link = browser.get(f"/bookings/{person.booking}/confirm?token={token}")
+            if CSRF.search(link.text):
+                browser.submit(link, f"/bookings/{person.booking}/confirm", [])
 
-    def confirm_by_button(self, booked, ip, agent):
-        """As a browser does it: the e-mail's link (its token goes into a cookie), the page,
-        then its button with the page's CSRF token."""
-        with requests.Session() as browser:
-            browser.headers.update({"X-Forwarded-For": ip, "User-Agent": agent})
-            base = f"http://127.0.0.1:{self.gw.port}/bookings/{booked['reference']}/confirm"
-            link_token = self.mailbox.booking_confirm_token(booked["reference"])
-            page = browser.get(f"{base}?token={link_token}", timeout=60)
-            found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-            if found:
-                browser.post(base, data={"csrf_token": found.group(1)}, timeout=60)
+    # -- requests mode: the one way in ----------------------------------------------------------
 
-    def confirm_by_script(self, booked, ip, agent):
-        link_token = self.mailbox.booking_confirm_token(booked["reference"])
-        self.gw.request("POST", f"/api/bookings/{booked['reference']}/confirm", None,
-                        {"X-Booking-Token": link_token, "X-Forwarded-For": ip, "User-Agent": agent})
-
-    def at(self, offset):
-        delay = self.start + offset - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-
-    # -- the actors ---------------------------------------------------------------------------
-
-    def honest(self, group, who, offset, family, given, ip, agent, birth):
-        from nameko.standalone.rpc import ClusterRpcProxy
-
-        self.at(offset)
-        email = f"{who}.{uuid.uuid4().hex[:6]}@example.org"
-        with ClusterRpcProxy({"AMQP_URI": self.env["AMQP_URI"]}, timeout=30) as rpc:
-            for _ in range(3):
-                slots = self.page_slots(rpc)
-                if not slots:
-                    return
-                booked = self.book(group, random.choice(slots)["id"], family, given, email, ip,
-                                   agent, birth)
-                if booked:
-                    time.sleep(random.uniform(1, 4))  # opens the e-mail, presses the button
-                    self.confirm_by_button(booked, ip, agent)
-                    return
-                time.sleep(random.uniform(0.5, 2))
-
-    def one_email(self, names, people, offset):
-        self.at(offset)
-        seller = f"rdv.express.{uuid.uuid4().hex[:4]}@gmail.com"
-        slots = self.json_slots()
-        made = [self.book("one_email", random.choice(slots)["id"], f, g, seller, "198.18.0.9",
-                          DESKTOP, f"19{70 + i}-04-0{1 + i % 9}")
-                for i, (f, g) in enumerate(names[:people]) if slots]
-        threads = [threading.Thread(target=self.confirm_by_script, args=(b, "198.18.0.9", DESKTOP))
-                   for b in made if b]
-        for t in threads:  # all at once: some slip past the up-front check, M3 is the net
-            t.start()
-        for t in threads:
-            t.join()
-
-    def placeholder(self, count, offset):
-        self.at(offset)
-        for i in range(count):
-            slots = self.json_slots()
-            if not slots:
-                return
-            family, given = PLACEHOLDERS[i % len(PLACEHOLDERS)]
-            booked = self.book("placeholder", random.choice(slots)["id"], family, given,
-                               f"holder{i}.{uuid.uuid4().hex[:4]}@example.org",
-                               f"198.18.1.{i + 1}", DESKTOP, "1980-01-01")
-            if booked:
-                self.confirm_by_script(booked, f"198.18.1.{i + 1}", DESKTOP)
-
-    def cybercafe(self, names, offset):
-        self.at(offset)
-        for i, (family, given) in enumerate(names):
-            slots = self.json_slots()
-            if not slots:
-                return
-            booked = self.book("cybercafe", random.choice(slots)["id"], family, given,
-                               f"c{i}.{uuid.uuid4().hex[:6]}@example.org", "203.0.113.77",
-                               DESKTOP, f"19{75 + i % 20}-0{1 + i % 9}-2{i % 8}")
-            if booked:
-                self.confirm_by_script(booked, "203.0.113.77", DESKTOP)
-            time.sleep(random.uniform(0.2, 1.0))
-
-    def proxies(self, names, target, offset):
-        """Keep `target` places, re-booking any place that comes free, until the span ends."""
-        self.at(offset)
-        held, n = [], 0
-        from nameko.standalone.rpc import ClusterRpcProxy
-
-        with ClusterRpcProxy({"AMQP_URI": self.env["AMQP_URI"]}, timeout=30) as rpc:
-            while time.monotonic() < self.start + self.span and n < len(names):
-                statuses = rpc.booking.statuses(held) if held else {}
-                held = [r for r in held if statuses.get(r, {}).get("status") in ("pending", "active")]
-                slots = self.json_slots() if len(held) < target else []
-                for slot in slots[:target - len(held)]:
-                    family, given = names[n]
-                    ip = f"100.{64 + n % 50}.{n % 250}.{(n * 7) % 250 + 1}"
-                    booked = self.book("proxies", slot["id"], family, given,
-                                       f"p{n}.{uuid.uuid4().hex[:6]}@example.org", ip, MOBILE,
-                                       f"19{70 + n % 30}-1{n % 3}-1{n % 9}")
-                    n += 1
-                    if booked:
-                        held.append(booked["reference"])
-                        self.confirm_by_script(booked, ip, MOBILE)
-                time.sleep(1.0)
-
-
-AVAILABLE = {"sites": [SITE], "times": [{"weekday": d, "from": "08:00", "to": "18:00"} for d in
-                                         ("monday", "tuesday", "wednesday", "thursday", "friday")]}
-
-
-class Requests:
-    """--mode requests: who files what, then the draw decides."""
-
-    def __init__(self, release):
-        self.release = release
-        self.filed = {}  # request reference -> (group, token, headers of the person's device)
-
-    def file(self, group, family, given, email, ip, agent, birth):
-        body = {"procedure": PROCEDURE, "family_name": family, "given_names": given,
-                "birth_date": birth, "email": email, "availability": AVAILABLE}
-        status, answer = self.release.gw.request("POST", "/api/requests", body,
-                                                 {"X-Forwarded-For": ip, "User-Agent": agent})
-        if status != 201:
-            with self.release.lock:
-                self.release.refused[(group, answer.get("error") if isinstance(answer, dict) else status)] += 1
+    def file(self, person):
+        browser = Browser(self.base, person)
+        form = browser.get(f"/request/{person.kind}")
+        self.pause(person)  # fills the form in
+        data = list(person.fields().items()) + [("permit_expiry", person.expiry),
+                                                ("sites", SITE)]
+        data += [("times", f"{self.weekday}-{half}") for half in ("morning", "afternoon")]
+        receipt = browser.submit(form, f"/request/{person.kind}", data)
+        found = re.search(r'id="request-reference">(REQ-[0-9A-Z-]+)<', receipt.text)
+        if not found:
+            person.steps[f"not filed {receipt.status_code}"] += 1
             return
-        # each person confirms and later accepts from their own device, as they filed
-        token = self.release.mailbox.request_token(answer["reference"])
-        device = {"X-Forwarded-For": ip, "User-Agent": agent, "X-Request-Token": token}
-        self.release.gw.request("POST", f"/api/requests/{answer['reference']}/confirm", None, device)
-        with self.release.lock:
-            self.filed[answer["reference"]] = (group, token, device)
+        reference = found.group(1)
+        self.pause(person)  # opens the e-mail
+        token = self.mailbox.request_token(reference)
+        page = browser.get(f"/requests/{reference}/confirm?token={token}")
+        page = browser.submit(page, f"/requests/{reference}/confirm", [])
+        if page.status_code == 200:
+            person.confirmed_at = time.monotonic()
+        if "/accept" in page.text:
+            person.steps["offered at once"] += 1
+        while time.monotonic() < self.end:
+            if f'action="/requests/{reference}/accept"' in page.text:
+                self.pause(person, 0.3)  # reads the offer
+                accepted = browser.submit(page, f"/requests/{reference}/accept", [])
+                made = BOOKING_URL.search(accepted.url)
+                if made:
+                    person.booking = made.group(1)
+                    return
+                person.steps[f"accept refused {accepted.status_code}"] += 1
+            self.later(person)
+            page = browser.get(f"/requests/{reference}")
 
-    def everyone(self, actors, names):
-        jobs = [(g, f, gv, f"{who}.{uuid.uuid4().hex[:6]}@example.org", ip, agent, birth)
-                for g, who, _, f, gv, ip, agent, birth in actors]
-        seller = f"rdv.express.{uuid.uuid4().hex[:4]}@gmail.com"
-        jobs += [("one_email", f, g, seller, "198.18.0.9", DESKTOP, f"19{70 + i}-04-0{1 + i % 9}")
-                 for i, (f, g) in enumerate(names[-10:][:6])]
-        jobs += [("placeholder", f, g, f"holder{i}.{uuid.uuid4().hex[:4]}@example.org",
-                  f"198.18.1.{i + 1}", DESKTOP, "1980-01-01") for i, (f, g) in enumerate(PLACEHOLDERS[:6])]
-        jobs += [("cybercafe", f, g, f"c{i}.{uuid.uuid4().hex[:6]}@example.org", "203.0.113.77",
-                  DESKTOP, f"19{75 + i % 20}-0{1 + i % 9}-2{i % 8}") for i, (f, g) in enumerate(names[-30:-10])]
-        jobs += [("proxies", f, g, f"p{n}.{uuid.uuid4().hex[:6]}@example.org",
-                  f"100.{64 + n % 50}.{n % 250}.{(n * 7) % 250 + 1}", MOBILE, f"19{70 + n % 30}-1{n % 3}-1{n % 9}")
-                 for n, (f, g) in enumerate(names[-90:-30])]
-        random.shuffle(jobs)  # arrival order does not matter here: the draw decides
-        threads = [threading.Thread(target=self.file, args=job) for job in jobs]
+    # -- the run --------------------------------------------------------------------------------
+
+    def act(self, person):
+        # real people need a place at any moment of the span, a buyer too: the trafficker files
+        # for them when they pay, at script speed; it invents people from the first second
+        if person.role != "invented":
+            time.sleep(random.uniform(0, self.args.span))
+        try:
+            (self.book if self.mode == "open" else self.file)(person)
+        except (requests.RequestException, AttributeError) as error:
+            person.steps[type(error).__name__] += 1
+
+    def run(self, rpc):
+        for kind in KINDS:
+            rpc.requests.set_mode(kind, self.mode, by="bench")
+        self.start = time.monotonic()
+        self.end = self.start + self.args.span + self.args.settle
+        threads = [threading.Thread(target=self.act, args=(p,), daemon=True) for p in self.people]
         for t in threads:
             t.start()
+        # the release, at an instant nobody is told, late in the span: places are rare and
+        # people need them all the time, so most of those who want one are there before it
+        # (a release in the middle would make the bench about who arrived in the last seconds)
+        time.sleep(random.uniform(0.75, 1.0) * self.args.span)
+        end = 9 * 60 + self.args.slots * 10
+        self.released_at = time.monotonic()
+        for kind in KINDS:
+            rpc.slots.create_from_plan({
+                "site": SITE, "procedure": kind, "from": self.day, "to": self.day,
+                "weekdays": list(WEEKDAYS), "hours": [f"09:00-{end // 60:02d}:{end % 60:02d}"],
+                "slot_minutes": 10, "desks": self.args.desks}, release="now")
         for t in threads:
-            t.join()
-
-    def accept_all(self, until):
-        """Every offered request accepts, until nothing new is offered for a few seconds."""
-        done, quiet = set(), time.monotonic()
-        while time.monotonic() < until and time.monotonic() - quiet < 15:
-            for ref, (group, _, device) in list(self.filed.items()):
-                if ref in done:
-                    continue
-                status, answer = self.release.gw.request("GET", f"/api/requests/{ref}", None, device)
-                if status == 200 and answer["state"] == "offered":
-                    status, answer = self.release.gw.request(
-                        "POST", f"/api/requests/{ref}/accept", None, device)
-                    if status == 200:
-                        done.add(ref)
-                        quiet = time.monotonic()
-                        booking = answer["booking"]
-                        with self.release.lock:
-                            self.release.booked[booking["reference"]] = group
-                            self.release.slot_of[booking["reference"]] = booking["slot"]["id"]
-            time.sleep(1.0)
+            t.join(max(0.0, self.end - time.monotonic()) + 60)
 
 
-def start_system(work, span, mode="open"):
-    vhost = f"bench_fair_{uuid.uuid4().hex[:8]}"
-    requests.put(f"{API}/vhosts/{vhost}", timeout=5).raise_for_status()
-    requests.put(f"{API}/permissions/{vhost}/guest",
-                 json={"configure": ".*", "write": ".*", "read": ".*"}, timeout=5).raise_for_status()
-    procs = []
-    mongo_uri = os.environ.get("MONGO_URI")
-    if not mongo_uri:
-        mongo, mongo_uri = embedded_mongo.start(work / "mongo", free_port())
-        procs.append(mongo)
-    port = free_port()
-    env = dict(os.environ, AMQP_URI=f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
-               MONGO_URI=mongo_uri, MONGO_DB_PREFIX=f"fair{uuid.uuid4().hex[:6]}_",
-               WEB_SERVER_ADDRESS=f"127.0.0.1:{port}",
-               LOG_LEVEL="WARNING", RPC_TIMEOUT="10", MAX_WORKERS="40", **throwaway_secrets())
-    for name in ("slots", "booking", "fraud", "public_gateway") + (
-            ("requests",) if mode == "requests" else ()):
-        procs.append(run.start_service(name, env, work / f"{name}.log"))
-    run.wait_for_http(f"http://127.0.0.1:{port}/health", procs=procs)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # fraud listens before the release starts
-        queues = requests.get(f"{API}/queues/{vhost}", timeout=5).json()
-        if {"rpc-slots", "rpc-booking", "evt-booking-booking_confirmed--fraud.on_booking_confirmed"} <= {
-                q["name"] for q in queues if q.get("consumers", 0) > 0}:
-            break
-        time.sleep(0.3)
-    return vhost, env, port, procs
+def population(kind, args, names, today, first_n):
+    places = args.slots * args.desks
+    real = math.ceil(args.real_factor * places)
+    buyers = set(random.sample(range(real), round(args.buyers * real)))
+    people = []
+    for i in range(real):
+        family, given = next(names)
+        people.append(Person(first_n + i, "buyer" if i in buyers else "honest", kind, family,
+                             given, today))
+    for i in range(round(args.invented * places)):
+        family, given = next(names)
+        people.append(Person(first_n + real + i, "invented", kind, family, given, today))
+    return people
 
 
-def release_day():
-    day = date.today() + timedelta(days=14)
-    while day.weekday() >= 5:
+def register_export(people):
+    """The register's CSV export (the columns of `POST /api/register/import`): the permits of
+    the real people who renew, with their true expiry; invented people have none."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["foreigner_number", "family_name", "given_names", "birth_date",
+                     "permit_kind", "expiry"])
+    for p in people:
+        if p.kind == "renewal" and p.role != "invented":
+            writer.writerow([p.number, p.family, p.given, p.birth, "temporary",
+                             p.permit_expiry])
+    return out.getvalue()
+
+
+def weekday_after(day, weekday):
+    day += timedelta(days=1)
+    while day.weekday() != weekday:
         day += timedelta(days=1)
-    return day.isoformat()
+    return day
+
+
+def ratio(part, whole):
+    return part / whole if whole else 0.0
+
+
+def advantage_interval(held_a, of_a, held_b, of_b):
+    """95 % interval of (held_a / of_a) / (held_b / of_b), by the usual normal approximation
+    on the log of a ratio of two proportions; None when either proportion is 0. At the bench's
+    sizes it is wide: it says how far one run's advantage is from 1.0 by chance alone."""
+    if not (held_a and held_b):
+        return None
+    p_a, p_b = held_a / of_a, held_b / of_b
+    spread = 1.96 * math.sqrt((1 - p_a) / held_a + (1 - p_b) / held_b)
+    centre = math.log(p_a / p_b)
+    return math.exp(centre - spread), math.exp(centre + spread)
+
+
+def report(mode, kind, people, statuses, places, released_at):
+    def held(p):
+        return p.booking is not None and statuses.get(p.booking, {}).get("status") in (
+            "pending", "active")
+
+    honest = [p for p in people if p.role == "honest"]
+    buyers = [p for p in people if p.role == "buyer"]
+    invented = [p for p in people if p.role == "invented"]
+    real_held = sum(held(p) for p in honest + buyers)
+    invented_held = sum(held(p) for p in invented)
+    honest_rate = ratio(sum(held(p) for p in honest), len(honest))
+    buyer_rate = ratio(sum(held(p) for p in buyers), len(buyers))
+    advantage = buyer_rate / honest_rate if honest_rate else float("inf")
+    cancelled = sum(p.booking is not None and statuses.get(p.booking, {}).get("status")
+                    == "cancelled" for p in honest)
+    target = TARGETS[kind]
+    interval = advantage_interval(sum(held(p) for p in buyers), len(buyers),
+                                  sum(held(p) for p in honest), len(honest))
+    print(f"figures {mode} {kind}: places {places}; to real people who come {real_held} "
+          f"({100 * ratio(real_held, places):.1f} %); wasted on invented people {invented_held} "
+          f"({100 * ratio(invented_held, places):.1f} %; target {target['invented']}); "
+          f"advantage {advantage:.2f} (target {target['advantage']}); "
+          f"honest cancelled {cancelled} (target 0)")
+    print("   advantage's 95 % interval by chance alone: "
+          + (f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "none (a count of 0)"))
+    print(f"   honest {sum(held(p) for p in honest)} of {len(honest)} got a place; "
+          f"buyers through the trafficker {sum(held(p) for p in buyers)} of {len(buyers)}; "
+          f"invented {invented_held} of {len(invented)}")
+    lost = Counter(f"{p.role} {statuses.get(p.booking, {}).get('status')}" for p in people
+                   if p.booking is not None and not held(p))
+    if lost:
+        print(f"   bookings made but not held at the end: {dict(sorted(lost.items()))}")
+    if mode == "requests":
+        # a fair draw gives invented people about their share of the line when places come:
+        # what the places wasted on them are measured against
+        in_line = [p for p in people
+                   if p.confirmed_at is not None and p.confirmed_at <= released_at]
+        waiting = Counter(p.role for p in in_line)
+        # the draw's own fairness, apart from who was in line when the places came (a person
+        # arriving just before the release is in line sooner when a script confirms for them)
+        drawn = Counter(p.role for p in in_line if held(p))
+        print(f"   in line (confirmed) at the release: {dict(sorted(waiting.items()))}; invented "
+              f"{100 * ratio(waiting['invented'], sum(waiting.values())):.1f} % of them; "
+              f"of them got a place: {dict(sorted(drawn.items()))}")
+    # what counting places per mail domain (other than the large providers) would show staff:
+    # evidence for review at most, since a family, a firm or a school share a domain too
+    domains = Counter()
+    for p in people:
+        domain = p.email.rsplit("@", 1)[1]
+        if held(p) and domain not in LARGE_PROVIDERS:
+            domains[(domain, p.role)] += 1
+    by_role = Counter()
+    for (_, role), count in domains.items():
+        by_role[role] += count
+    print(f"   places under mail domains other than the large providers: "
+          f"{len({d for d, _ in domains})} domains, {dict(sorted(by_role.items()))}")
+    steps = Counter()
+    for p in people:
+        steps.update({f"{p.role}: {k}": v for k, v in p.steps.items()})
+    print(f"   what happened on the way: {dict(sorted(steps.items()))}")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slots", type=int, default=12, help="slots in the release")
-    parser.add_argument("--desks", type=int, default=3, help="places per slot")
-    parser.add_argument("--honest-factor", type=float, default=2.5, help="honest applicants per place")
-    parser.add_argument("--span", type=float, default=30.0, help="seconds honest applicants arrive over")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds left to fraud after the span")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slots", type=int, default=6, help="slots per release (10 minutes each)")
+    parser.add_argument("--desks", type=int, default=2, help="places per slot")
+    for option, default, meaning in (
+            ("--real-factor", 2.5, "real people per place (demand: places are short)"),
+            ("--buyers", 0.3, "share of the real people who buy the trafficker's service"),
+            ("--invented", 0.5, "people the trafficker invents, per place"),
+            ("--span", 40.0, "seconds honest people arrive over; the release is within it"),
+            ("--settle", 25.0, "seconds after the span to confirm, look again and accept"),
+            ("--think", 3.0, "seconds a person takes for one step (a page, the form, the mail)")):
+        parser.add_argument(option, type=float, default=default, help=meaning)
+    parser.add_argument("--modes", default="open,requests", help="the phases, in this order")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--mode", choices=("open", "requests"), default="open",
-                        help="open: today's booking; requests: allocated by draw (issue 12)")
     args = parser.parse_args()
     if args.seed is not None:
         random.seed(args.seed)
-
     from nameko.standalone.rpc import ClusterRpcProxy
 
-    work = Path(tempfile.mkdtemp(prefix="bench-fairness-"))
-    vhost, env, port, procs = start_system(work, args.span, args.mode)
-    try:
-        day = release_day()
-        minutes = 10
-        end = 9 * 60 + args.slots * minutes
-        if args.mode == "requests":
-            return run_requests_mode(args, env, port, day, end)
-        with ClusterRpcProxy({"AMQP_URI": env["AMQP_URI"]}, timeout=60) as rpc:
-            rpc.slots.create_from_plan({
-                "site": SITE, "procedure": PROCEDURE, "from": day, "to": day,
-                "weekdays": ["monday", "tuesday", "wednesday", "thursday", "friday"],
-                "hours": [f"09:00-{end // 60:02d}:{end % 60:02d}"], "slot_minutes": minutes,
-                # the release itself: open at once (plans are scheduled by default since M1)
-                "desks": args.desks}, release="now")
-            everything = rpc.slots.list_open(PROCEDURE, day, day, 1, 200, include_decoys=True)["slots"]
-        decoys = {s["id"] for s in everything if s["decoy"]}
-        places = sum(s["capacity"] for s in everything if not s["decoy"])
-        release = Release(env, Gateway(port), args.span, day, decoys)
-        names = real_names()
-        honest_n = int(args.honest_factor * places + 0.999)
-        carrier_n, association_n = max(2, honest_n // 6), max(2, honest_n // 10)
-        own_n = honest_n - carrier_n - association_n
-
-        actors = []
-        pick = iter(names)
-        for i in range(own_n):
-            family, given = next(pick)
-            actors.append(("own", f"own{i}", random.uniform(0, args.span), family, given,
-                           f"192.0.{i // 200 + 2}.{i % 200 + 1}", random.choice([MOBILE, DESKTOP]),
-                           f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}"))
-        for i in range(carrier_n):
-            family, given = next(pick)
-            actors.append(("carrier", f"carrier{i}", random.uniform(0, args.span), family, given,
-                           "100.64.12.34", MOBILE, f"19{65 + i % 35}-0{1 + i % 9}-0{1 + i % 9}"))
-        step = args.span / (association_n + 1)
-        for i in range(association_n):  # one after another, from the office, a few seconds apart
-            family, given = next(pick)
-            actors.append(("association", f"assoc{i}", 1 + i * step, family, given,
-                           "198.51.100.40", DESKTOP, f"19{55 + i % 40}-1{i % 3}-2{i % 8}"))
-        traffickers = [
-            (release.one_email, (names[-10:], 6, 0.2)),
-            (release.placeholder, (6, 0.3)),
-            (release.cybercafe, (names[-30:-10], 0.1)),
-            (release.proxies, (names[-90:-30], 10, 0.0)),
-        ]
-        threads = [threading.Thread(target=release.honest, args=actor) for actor in actors]
-        threads += [threading.Thread(target=fn, args=a) for fn, a in traffickers]
+    services = {"slots": 1, "booking": 1, "fraud": 1, "requests": 1, "register": 1,
+                "public_gateway": 1}
+    names = iter(real_names())
+    today = date.today()
+    day = today + timedelta(days=14)
+    places = args.slots * args.desks
+    with OwnSystem(services, name="bench_fair", RPC_TIMEOUT=10, MAX_WORKERS=40) as system:
+        mailbox = system.mailbox()
+        phases, n = [], 0
+        for mode in args.modes.split(","):
+            people = []
+            for kind in KINDS:
+                batch = population(kind, args, names, today, n)
+                people, n = people + batch, n + len(batch)
+            phases.append((mode, people))
+        with ClusterRpcProxy({"AMQP_URI": system.amqp_uri}, timeout=60) as rpc:
+            imported = rpc.register.import_register(
+                register_export([p for _, people in phases for p in people]), by="bench")
         steal = CpuSteal()
-        release.start = time.monotonic() + 1.0
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - release.start
-        time.sleep(args.settle)
+        results = []
+        for mode, people in phases:
+            # each phase its own weekday: a request of one phase can come to its release only
+            day = weekday_after(day, (day.weekday() + 1) % 5)
+            phase = Phase(mode, args, system, mailbox, day.isoformat(), people)
+            with ClusterRpcProxy({"AMQP_URI": system.amqp_uri}, timeout=60) as rpc:
+                began = time.monotonic()
+                phase.run(rpc)
+                refs = [p.booking for p in people if p.booking]
+                statuses = rpc.booking.statuses(refs) if refs else {}
+            results.append((mode, people, statuses, time.monotonic() - began, phase.released_at))
         stolen = steal.percent()
-
-        with ClusterRpcProxy({"AMQP_URI": env["AMQP_URI"]}, timeout=60) as rpc:
-            refs = list(release.booked)
-            statuses = {}
-            for i in range(0, len(refs), 500):
-                statuses.update(rpc.booking.statuses(refs[i:i + 500]))
-            in_review = {r["id"] for r in rpc.fraud.review_queue("open", 500)}
-            cases = rpc.fraud.cases("open", 500)
-        report(release, statuses, in_review, cases, release.slot_of, decoys, places, honest_n,
-               {"own": own_n, "carrier": carrier_n, "association": association_n},
-               elapsed, stolen, args)
-    finally:
-        run.stop_all(procs)
-        requests.delete(f"{API}/vhosts/{vhost}", timeout=5)
-
-
-def honest_actors(names, places, args):
-    honest_n = int(args.honest_factor * places + 0.999)
-    carrier_n, association_n = max(2, honest_n // 6), max(2, honest_n // 10)
-    own_n = honest_n - carrier_n - association_n
-    pick, actors = iter(names), []
-    for i in range(own_n):
-        family, given = next(pick)
-        actors.append(("own", f"own{i}", 0, family, given, f"192.0.{i // 200 + 2}.{i % 200 + 1}",
-                       random.choice([MOBILE, DESKTOP]), f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}"))
-    for i in range(carrier_n):
-        family, given = next(pick)
-        actors.append(("carrier", f"carrier{i}", 0, family, given, "100.64.12.34", MOBILE,
-                       f"19{65 + i % 35}-0{1 + i % 9}-0{1 + i % 9}"))
-    for i in range(association_n):
-        family, given = next(pick)
-        actors.append(("association", f"assoc{i}", 0, family, given, "198.51.100.40", DESKTOP,
-                       f"19{55 + i % 40}-1{i % 3}-2{i % 8}"))
-    return actors, honest_n, {"own": own_n, "carrier": carrier_n, "association": association_n}
-
-
-def run_requests_mode(args, env, port, day, end):
-    """Requests filed and confirmed first, then the release, allocated; offers accepted."""
-    from nameko.standalone.rpc import ClusterRpcProxy
-
-    with ClusterRpcProxy({"AMQP_URI": env["AMQP_URI"]}, timeout=60) as rpc:
-        rpc.requests.set_mode(PROCEDURE, "requests", by="bench")
-        release = Release(env, Gateway(port), args.span, day, set())
-        names = real_names()
-        places = args.slots * args.desks
-        actors, honest_n, sizes = honest_actors(names, places, args)
-        steal = CpuSteal()
-        release.start = time.monotonic()
-        filing = Requests(release)
-        filing.everyone(actors, names)
-        rpc.slots.create_from_plan({
-            "site": SITE, "procedure": PROCEDURE, "from": day, "to": day,
-            "weekdays": ["monday", "tuesday", "wednesday", "thursday", "friday"],
-            "hours": [f"09:00-{end // 60:02d}:{end % 60:02d}"], "slot_minutes": 10,
-            "desks": args.desks})
-        for batch in rpc.slots.schedule_for(procedure=PROCEDURE)["batches"]:
-            try:
-                rpc.slots.reschedule(batch["id"], time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
-            except Exception:  # released already
-                pass
-        filing.accept_all(time.monotonic() + args.span + 60)
-        elapsed = time.monotonic() - release.start
-        time.sleep(args.settle)
-        stolen = steal.percent()
-        refs = list(release.booked)
-        statuses = rpc.booking.statuses(refs) if refs else {}
-        in_review = {r["id"] for r in rpc.fraud.review_queue("open", 500)}
-        cases = rpc.fraud.cases("open", 500)
-        everything = rpc.slots.list_open(PROCEDURE, day, day, 1, 200, include_decoys=True,
-                                         for_allocation=True)["slots"]
-    decoys = {s["id"] for s in everything if s["decoy"]}
-    filed = Counter(group for group, _, _ in filing.filed.values())
-    print(f"mode requests: confirmed requests per group {dict(filed)}")
-    report(release, statuses, in_review, cases, release.slot_of, decoys, places, honest_n, sizes,
-           elapsed, stolen, args)
-
-
-def report(release, statuses, in_review, cases, slot_of, decoys, places, honest_n, sizes,
-           elapsed, stolen, args):
-    held = {ref for ref, s in statuses.items() if s["status"] in ("pending", "active")}
-    real_held = {ref for ref in held if slot_of.get(ref) not in decoys}
-    by_group = defaultdict(list)
-    for ref, group in release.booked.items():
-        by_group[group].append(ref)
-    print(f"release: {args.slots} slots x {args.desks} desks = {places} places (+{len(decoys)} "
-          f"decoy slot(s)); {honest_n} honest applicants over {args.span:.0f} s; "
-          f"arrivals took {elapsed:.1f} s; fraud given {args.settle:.0f} s more")
+    print(f"each release: {args.slots} slots x {args.desks} desks = {places} places per kind; "
+          f"{math.ceil(args.real_factor * places)} real people per kind "
+          f"({args.buyers:.0%} of them buyers), {round(args.invented * places)} invented; "
+          f"span {args.span:.0f} s, think {args.think:g} s; register: "
+          f"{imported['counts']['permits']} permits (the real people who renew)")
     print(f"CPU steal {stolen:.1f} % (a machine shared with other engineers' test runs)")
-    print()
-    print(f"{'group':12s} {'people':>6s} {'bookings':>8s} {'hold place':>10s} {'unconfirmed':>11s} "
-          f"{'in review':>9s} {'cancelled':>9s}  cancel reasons / refusals")
-    honest_cancelled, honest_held = 0, 0
-    for group in HONEST_GROUPS + TRAFFICKER_GROUPS:
-        refs = by_group.get(group, [])
-        holding = [r for r in refs if r in real_held]
-        cancelled = [r for r in refs if statuses.get(r, {}).get("status") == "cancelled"]
-        reasons = Counter(statuses[r]["cancel_reason"] for r in cancelled)
-        refusals = Counter({e: n for (g, e), n in release.refused.items() if g == group})
-        people = sizes.get(group, "")
-        if group in HONEST_GROUPS:
-            honest_cancelled += len(cancelled)
-            honest_held += len(holding)
-        unconfirmed = [r for r in holding if statuses[r]["status"] == "pending"]
-        print(f"{group:12s} {people!s:>6s} {len(refs):8d} {len(holding):10d} {len(unconfirmed):11d} "
-              f"{len([r for r in holding if r in in_review]):9d} {len(cancelled):9d}  "
-              f"{dict(reasons)} / {dict(refusals)}")
-    trafficker_refs = [r for g in TRAFFICKER_GROUPS for r in by_group.get(g, [])]
-    print()
-    print(f"places held at the end        {len(real_held)} of {places} ({sum(statuses[r]['status'] == 'pending' for r in real_held)} "
-          f"by unconfirmed bookings: released after BOOKING_CONFIRM_MINUTES)")
-    print(f"honest share of held places   {100.0 * honest_held / max(1, len(real_held)):.1f} %"
-          f"  ({honest_held} places; {honest_held} of {honest_n} honest applicants got one)")
-    print(f"honest applicants cancelled   {honest_cancelled}  (must be 0)")
-    print(f"trafficker bookings           {len(trafficker_refs)}: cancelled "
-          f"{sum(statuses.get(r, {}).get('status') == 'cancelled' for r in trafficker_refs)}, "
-          f"still held {sum(r in real_held for r in trafficker_refs)} "
-          f"(of which in a review case {sum(r in real_held and r in in_review for r in trafficker_refs)})")
-    honest_in_review = sum(r in in_review for g in HONEST_GROUPS for r in by_group.get(g, []))
-    print(f"review cases open             {len(cases)} ({sum(len(c['bookings']) for c in cases)} "
-          f"bookings, {honest_in_review} of them honest)")
-    on_decoys = [r for r in release.booked if slot_of.get(r) in decoys]
-    print(f"bookings on decoy slots       {len(on_decoys)} (still held: "
-          f"{sum(r in held for r in on_decoys)}; honest: "
-          f"{sum(release.booked[r] in HONEST_GROUPS for r in on_decoys)})")
+    for mode, people, statuses, took, released_at in results:
+        print(f"\nmode {mode} (phase took {took:.0f} s)")
+        for kind in KINDS:
+            report(mode, kind, [p for p in people if p.kind == kind], statuses, places,
+                   released_at)
 
 
 if __name__ == "__main__":

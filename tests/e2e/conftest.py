@@ -8,7 +8,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from deploy import run
 from tests.conftest import (ATTESTATION_KEY, CONVOCATION_KEY, FORM_SECRET, REQUEST_TOKEN_SECRET,
-                            SLOT_ID_SECRET, TOKEN_SECRET)
+                            SLOT_ID_SECRET, STAFF_PASSWORD_COSTS, TOKEN_SECRET)
 
 
 class System:
@@ -27,14 +27,22 @@ class System:
             CONVOCATION_SIGNING_KEY=CONVOCATION_KEY,
             ATTESTATION_SIGNING_KEY=ATTESTATION_KEY,
             PUBLIC_FORM_SECRET=FORM_SECRET,
+            # no register runs here: its own tests check renewals against it
+            REGISTER_CHECKED_PROCEDURES="none",
             RPC_TIMEOUT="10",
             OUTBOX_GRACE_SECONDS="2",
             MAX_WORKERS="60",
+            UNCONFIRMED_PER_CLIENT=str(config.get("UNCONFIRMED_PER_CLIENT", 0)),
+            UNCONFIRMED_PER_DOMAIN=str(config.get("UNCONFIRMED_PER_DOMAIN", 0)),
+            UNCONFIRMED_RELEASE_SHARE=str(config.get("UNCONFIRMED_RELEASE_SHARE", 1)),
+            PROCEDURE_MODE_DEFAULT=config["PROCEDURE_MODE_DEFAULT"],
             LOG_LEVEL="WARNING",
             SMTP_HOST="127.0.0.1",
             SMTP_PORT=str(config.get("SMTP_PORT", 1)),
             NOTIFY_RETRY_BASE_SECONDS="0.2",
             NOTIFY_RETRY_MAX_SECONDS="1",
+            # the staff accounts of tests/integration/conftest.py (add_staff) are hashed so
+            **{key: str(value) for key, value in STAFF_PASSWORD_COSTS.items()},
         )
         self.procs = []
         self.started = []
@@ -59,10 +67,13 @@ class System:
         import requests
         from urllib.parse import quote, urlparse
 
-        vhost = quote(urlparse(self.config["AMQP_URI"]).path.lstrip("/"), safe="")
+        vhost = quote(urlparse(self.config["AMQP_URI"].split(";")[0]).path.lstrip("/"), safe="")
+        # a cluster's first node (tests/e2e/test_rabbitmq_cluster.py), else the local broker
+        management = self.config.get("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            queues = requests.get(f"http://guest:guest@127.0.0.1:15672/api/queues/{vhost}", timeout=5).json()
+            queues = requests.get(f"{management.split(',')[0]}/api/queues/{vhost}",
+                                  auth=("guest", "guest"), timeout=5).json()
             if any(q["name"].startswith(queue_prefix) and q.get("consumers", 0) >= consumers
                    for q in queues):
                 return

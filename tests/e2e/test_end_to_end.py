@@ -51,7 +51,8 @@ def test_book_over_http_see_the_event_on_the_bus_and_get_the_mail(system, http, 
     assert gone.json()["status"] == "cancelled"
     event_type, event = listener.wait_for()
     assert (event_type, event["reason"]) == ("booking_cancelled", "applicant")
-    assert len(sink.wait_for(2)) == 2
+    # "to be confirmed", "confirmed" (with the convocation), "cancelled"
+    assert len(sink.wait_for(3)) == 3
     sink.stop()
 
 

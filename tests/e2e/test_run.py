@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -155,7 +156,7 @@ def all_gone(pids, timeout):
 
 
 def test_a_killed_service_is_restarted_and_sigterm_stops_everything_quickly(make_run):
-    run = make_run()
+    run = make_run(PROCEDURE_MODE_DEFAULT="open")  # it books a slot directly
     run.wait_for("The system is up")
     assert run.serves()
     children = descendants(run.proc.pid)
@@ -237,3 +238,115 @@ def test_a_port_already_taken_stops_it_before_anything_starts(make_run, which):
     assert f"port {ports[which]} on 127.0.0.1 is already in use" in console
     assert "nothing was started" in console
     assert not (Path(run.env["RUN_VAR_DIR"]) / "mongo").exists()  # no store was started
+
+
+def children_of(pid):
+    """{pid: command line} of the processes `pid` started itself (what run.py supervises)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_text().split("\0")
+        except OSError:
+            continue
+    return found
+
+
+def mongo_answers(port):
+    import pymongo
+
+    try:
+        with pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=1000,
+                                 connectTimeoutMS=1000) as client:
+            client.admin.command("ping")
+        return True
+    except pymongo.errors.PyMongoError:
+        return False
+
+
+def smtp_answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.settimeout(2)
+            return sock.recv(64).startswith(b"220")
+    except OSError:
+        return False
+
+
+def http_health(port):
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_every_supervised_child_killed_comes_back_on_its_own_port(make_run):
+    """kill -9 of every child in one pass: each stand-in, the sink, each service and gateway is
+    restarted by its own start function (a restart closure read a reassigned loop variable: the
+    sink came back on the public gateway's port, for ever)."""
+    from deploy.healthcheck import check_service
+
+    run = make_run()
+    run.wait_for("The system is up")
+    env = run.env
+    mongo_first = int(env["RUN_MONGO_PORT"])
+    admin_port = int(env["ADMIN_SERVER_ADDRESS"].rsplit(":", 1)[1])
+    # what each child must answer again, and where: a stand-in on its own port, the sink on
+    # SMTP_PORT, a service over RPC, each gateway's /health on its own address
+    checks = {f"{name} store": partial(mongo_answers, port)
+              for name, port in run_module.mongo_ports(env).items()}
+    checks["SMTP sink"] = partial(smtp_answers, int(env["SMTP_PORT"]))
+    for name in run_module.PROCESSES:
+        if not name.endswith("_gateway"):
+            checks[name] = partial(check_service, name, env["AMQP_URI"], 2)
+    checks["public_gateway"] = partial(http_health, run.web_port)
+    checks["admin_gateway"] = partial(http_health, admin_port)
+
+    def which(cmdline):
+        text = " ".join(cmdline)
+        if "nx-27017" in text:
+            port = int(cmdline[cmdline.index("-p") + 1])
+            return next(n for n, p in run_module.mongo_ports(env).items() if p == port) + " store"
+        if "deploy.mail_sink" in text:
+            return "SMTP sink"
+        return next((n for n, module in run_module.PROCESSES.items() if module in cmdline), None)
+
+    before = {which(cmd): pid for pid, cmd in children_of(run.proc.pid).items()}
+    assert set(checks) <= set(before), (sorted(before), sorted(checks))
+    for name in checks:
+        os.kill(before[name], signal.SIGKILL)
+    assert all_gone([before[name] for name in checks], 10)
+
+    pending = dict(checks)
+    deadline = time.monotonic() + 180
+    while pending and time.monotonic() < deadline:
+        pending = {name: check for name, check in pending.items() if not check()}
+        if pending:
+            time.sleep(0.5)
+    assert not pending, (sorted(pending), run.console()[-5000:])
+    after = {which(cmd): pid for pid, cmd in children_of(run.proc.pid).items()}
+    assert all(after.get(name) not in (None, before[name]) for name in checks), (before, after)
+    assert "already in use" not in run.console(), run.console()[-5000:]
+
+
+def test_run_instances_two_starts_each_service_twice_behind_nginx(make_run):
+    """RUN_INSTANCES=2: two processes of each service, two public gateways on ports of their
+    own and nginx on the public address; what each does under a kill is test_instances.py's."""
+    if run_module.NGINX is None:
+        pytest.skip("nginx missing: make test-tools installs it")
+    gateways = free_run(2)
+    run = make_run(RUN_INSTANCES="2", RUN_GATEWAY_PORT=str(gateways))
+    run.wait_for("The system is up")
+    assert "2 instances of each service; nginx on" in run.console()
+    assert run.serves()  # through nginx
+    started = [" ".join(cmd) for cmd in children_of(run.proc.pid).values()]
+    for module in ("services.slots.service", "services.booking.service", "services.notify.service",
+                   "services.fraud.service", "services.requests.service", "gateway.public.service"):
+        assert sum(module in cmd for cmd in started) == 2, (module, started)
+    assert sum("gateway.admin.service" in cmd for cmd in started) == 1
+    assert sum("nginx" in cmd for cmd in started) == 1
+    for port in (gateways, gateways + 1):
+        assert http_health(port)

@@ -1,5 +1,6 @@
 """The counter as staff use it: slots, booking, notify and the admin gateway on a real bus,
 staff accounts made through the admin store, and clocks the tests set."""
+import functools
 import time
 from datetime import date, datetime, timedelta, timezone
 
@@ -7,19 +8,57 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import replace_dependencies
 
-from gateway.admin.accounts import new_account
+from gateway.admin.accounts import hasher, new_account
 from gateway.admin.service import AdminGateway
 from gateway.admin.store import AdminStore
 from services.booking.service import BookingService
 from services.common.timeutil import PARIS
+from services.notify.schedule import ScanSchedule
 from services.notify.service import NotifyService
 from services.slots.service import SlotsService
-from tests.conftest import free_port
-from tests.helpers import MailSink, applicant, plan
+from tests.conftest import STAFF_PASSWORD_COSTS, free_port
+from tests.helpers import Calls, MailSink, applicant, plan, wait_until
 
 PASSWORD = "correct horse battery staple"
 STAFF = {"agent": ("agent", "montpellier"), "beziers": ("agent", "beziers"),
          "chief": ("supervisor", "montpellier")}
+
+
+@pytest.fixture
+def notify_deliveries():
+    """Each event delivery notify has taken through its inbox, copies included."""
+    with Calls(NotifyService, "take_event") as calls:
+        yield calls
+
+
+@pytest.fixture
+def notify_passes():
+    """Each look of a notify process's delivery timer at its outbox."""
+    with Calls(ScanSchedule, "begin_pass") as calls:
+        yield calls
+
+
+def notify_outbox(config):
+    with ClusterRpcProxy(config, timeout=10) as rpc:
+        return rpc.notify.outbox_status()
+
+
+def timers_looked(notify_passes, processes=1):
+    """Each of `processes` delivery timers has looked at the outbox twice from now: the first
+    look began after this call, the second once the first had ended."""
+    notify_passes.wait_for(2, since=notify_passes.mark(), match=lambda args, began: began,
+                           instances=processes)
+
+
+def nothing_left_to_send(config, notify_deliveries, notify_passes, delivered, processes=1):
+    """Nothing more can be mailed, proven rather than waited out: notify has taken all
+    `delivered` event deliveries (a copy handled again would show here), nothing is left to
+    send in its outbox, and its delivery timers have looked at it since."""
+    notify_deliveries.wait_for(delivered)
+    waiting = ("pending", "in_progress", "retrying")
+    assert wait_until(lambda: not any(notify_outbox(config)[s] for s in waiting), timeout=15), \
+        notify_outbox(config)
+    timers_looked(notify_passes, processes)
 
 
 class FixedClock:
@@ -89,10 +128,18 @@ def start_counter(container_factory, counter_config, with_notify=True):
     return booking_clock, desk_clock
 
 
+@functools.lru_cache(maxsize=None)
+def staff_account(username):
+    """The account as the accounts code makes it, once per test session, hashed with the
+    tests' argon2 parameters (those of `config`: no re-hash at each login)."""
+    role, site = STAFF[username]
+    return new_account(username, PASSWORD, role, site, 0.0, hasher(STAFF_PASSWORD_COSTS))
+
+
 def add_staff(mongo):
     store = AdminStore(mongo("admin"))
-    for username, (role, site) in STAFF.items():
-        store.create_account(new_account(username, PASSWORD, role, site, time.time()))
+    for username in STAFF:
+        store.create_account(dict(staff_account(username), created_ts=time.time()))
 
 
 @pytest.fixture

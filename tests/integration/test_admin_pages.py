@@ -4,7 +4,7 @@ Screenshots land in var/screenshots/ (git-ignored), at desk width and at 320 px.
 """
 import pytest
 
-from tests.browser import DESK, PHONE, browser, new_page, screenshot  # noqa: F401 (fixtures)
+from tests.browser import DESK, PHONE, browser, focused_id, new_page, screenshot  # noqa: F401 (fixtures)
 from tests.integration.conftest import PASSWORD
 
 
@@ -12,7 +12,7 @@ def open_logged_in(new_page, counter, viewport, username="agent"):
     page = new_page(viewport=viewport)
     page.goto(counter.http.base + "/day")
     assert page.url.endswith("/login")
-    assert page.evaluate("document.activeElement.id") == "username"
+    assert focused_id(page, "username") == "username"
     page.keyboard.type(username)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
@@ -37,19 +37,20 @@ def fits(page):
 
 
 def scan(page, code, family_name, given_names):
-    """As at the desk: the scanner types the code and Enter, the agent types the names."""
-    page.click("text=Enregistrer")
-    page.wait_for_url("**/checkin")
-    assert page.evaluate("document.activeElement.id") == "code"
-    page.keyboard.type(code)
-    page.keyboard.press("Enter")
-    page.wait_for_selector("text=Saisissez le nom lu sur la pièce d'identité")
-    assert page.evaluate("document.activeElement.id") == "family_name"
+    """As at the desk, one page per arrival: the agent types the names read on the document,
+    then the scanner types the code and Enter; the outcome shows above the next person's form."""
+    if not page.url.endswith("/checkin"):
+        page.click("text=Enregistrer")
+        page.wait_for_url("**/checkin")
+    assert focused_id(page, "family_name") == "family_name"
     page.keyboard.type(family_name)
     page.keyboard.press("Tab")
     page.keyboard.type(given_names)
+    page.keyboard.press("Tab")
+    assert focused_id(page, "code") == "code"
+    page.keyboard.type(code)
     page.keyboard.press("Enter")
-    page.wait_for_selector("h1")
+    page.wait_for_selector("#outcome h1")
 
 
 @pytest.mark.parametrize("viewport, name", [(DESK, "desk"), (PHONE, "320")])
@@ -64,14 +65,19 @@ def test_the_counter_in_a_browser(counter, new_page, viewport, name):
     screenshot(page, f"admin-day-{name}")
 
     scan(page, honest["code"], "BENALI", "yasmine")
-    assert "Enregistré" in page.inner_text("h1")
+    assert "Enregistré" in page.inner_text("#outcome h1")
+    assert page.url.endswith("/checkin")  # the next person's form is on the same page
     assert fits(page)
     screenshot(page, f"admin-checked-in-{name}")
 
     scan(page, resold["code"], "Haddad", "Karim")
-    assert "Nom différent" in page.inner_text("h1")
+    assert "relisez la pièce" in page.inner_text("#outcome h1")  # a first look cancels nothing
     compare = page.inner_text("table.compare")
     assert "Martin" in compare and "Haddad" in compare and "Karim" in compare
+    assert fits(page)
+    screenshot(page, f"admin-names-differ-{name}")
+    page.click("#confirm-mismatch button")  # the agent's second, explicit decision
+    page.wait_for_selector("text=rendez-vous annulé")
     assert fits(page)
     screenshot(page, f"admin-mismatch-{name}")
 
@@ -86,7 +92,7 @@ def test_supervisor_pages_in_a_browser(counter, new_page):
     page = open_logged_in(new_page, counter, DESK, "chief")
     page.click("text=Journal")
     page.wait_for_url("**/audit")
-    assert "login" in page.inner_text("table")
+    assert "connexion" in page.inner_text("table")  # the action's label, not its code
     screenshot(page, "admin-audit-desk")
     page.click("text=Comptes")
     page.fill("#username", "new.agent")

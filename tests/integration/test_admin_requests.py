@@ -3,6 +3,7 @@ per-procedure mode switch (requests service and slots), the counts of open reque
 record of a draw, and the /requests page for agents and supervisors (in Chromium too, with
 screenshots at desk width and 320 px in var/screenshots/)."""
 from datetime import date, timedelta
+from html import unescape
 
 import pytest
 
@@ -12,6 +13,8 @@ from tests.browser import DESK, PHONE, browser, new_page, screenshot  # noqa: F4
 from tests.helpers import plan, wait_until
 from tests.integration.test_admin_gateway import csrf_of, page_session
 from tests.integration.test_admin_pages import fits, open_logged_in
+from tests.integration.test_requests_allocation import aged
+from tests.unit.test_admin_input import SWITCH_INPUT, one_per_route
 
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday"]
 AVAILABLE = {"sites": ["montpellier"],
@@ -74,18 +77,11 @@ def test_new_routes_refuse_no_session_agents_and_cookies(desk):
     assert desk.rpc.requests.modes()["renewal"] == "open"
 
 
-@pytest.mark.parametrize("path, body, field", [
-    ("/api/requests/modes/renewal", {"mode": "sometimes"}, "mode"),
-    ("/api/requests/modes/renewal", {}, "mode"),
-    ("/api/requests/modes/renewal", {"mode": {"$gt": ""}}, "mode"),
-    ("/api/requests/modes/renewal", {"mode": "$where"}, "mode"),
-    ("/api/requests/modes/passport", {"mode": "requests"}, "procedure"),
-    ("/api/requests/modes/$gt", {"mode": "requests"}, "procedure"),
-    ("/api/requests/modes/renewal", ["mode", "requests"], "_body"),
-    ("/api/requests/modes/renewal", {"mode": "requests", "by": "someone.else"}, "by"),
-])
-def test_a_bad_switch_is_400_naming_the_field_and_changes_nothing(desk, path, body, field):
-    answer = desk.http.post(path, json=body, headers=desk.bearer("chief"))
+def test_a_bad_switch_is_400_naming_the_field_and_changes_nothing(desk):
+    # every case is a unit test of the route (tests/unit/test_admin_input.py), which shows
+    # that no service is asked; here one reaches the client, and nothing changed
+    [(method, path, body, field)] = one_per_route(SWITCH_INPUT)
+    answer = desk.http.request(method, path, json=body, headers=desk.bearer("chief"))
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_request" and field in answer.json()["fields"], answer.json()
     assert set(desk.rpc.requests.modes().values()) == {"open"}
@@ -201,6 +197,26 @@ def test_draw_lookup_for_a_real_draw_and_404_for_an_unknown_one(desk, mongo):
         assert "Traceback" not in page.text
 
 
+def test_draw_lookup_says_when_a_draw_is_older_than_the_retention(desk, mongo):
+    """A draw past REQUEST_DRAW_RETENTION_DAYS is deleted: its lookup says so (not merely
+    "unknown"), in the API and on the page next to the field."""
+    _, record = release_allocated(desk, mongo)
+    aged(mongo, record["_id"], days=400)
+    chief = desk.bearer("chief")
+    assert wait_until(lambda: desk.http.get(f"/api/requests/draws/{record['_id']}",
+                                            headers=chief).status_code == 404, timeout=70)
+    answer = desk.http.get(f"/api/requests/draws/{record['_id']}", headers=chief).json()
+    assert "durée de conservation (365 jours)" in answer["message"]
+    assert "older than the retention period (365 days)" in answer["message"]
+    assert answer["fields"]["draw_id"] == ["Older than the retention period (365 days)."]
+    unknown = desk.http.get("/api/requests/draws/DRW-000000000000", headers=chief).json()
+    assert unknown["fields"]["draw_id"] == ["Unknown draw."]
+    page_session(desk.http, "chief")
+    page = desk.http.get(f"/requests?draw_id={record['_id']}")
+    assert page.status_code == 404 and "durée de conservation (365 jours)" in unescape(page.text)
+    assert 'id="draw-error"' in page.text and 'id="draw"' not in page.text
+
+
 def test_the_page_for_agents_has_no_switch_and_refuses_their_posts(desk):
     http = desk.http
     token = page_session(http, "agent")
@@ -242,7 +258,7 @@ def test_the_switch_through_the_page_needs_csrf_and_says_what_it_does(desk):
     assert answer.status_code == 400 and 'role="alert"' in answer.text and "mode :" in answer.text
     assert desk.rpc.requests.modes()["renewal"] == "requests"
     entries = http.get("/audit?object=procedure:renewal").text
-    assert "request_mode_switched" in entries
+    assert "mode d&#39;attribution changé" in entries  # the action's label, not its code
 
 
 @pytest.mark.parametrize("viewport, name", [(DESK, "desk"), (PHONE, "320")])

@@ -6,10 +6,12 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from services.common import signing
+from services.common.errors import InvalidRequest
 from services.common.timeutil import PARIS
 from tests.helpers import applicant, wait_until
 from tests.integration.conftest import PASSWORD
 from tests.integration.test_admin_gateway import csrf_of, page_session
+from tests.unit.test_admin_input import PLAN, SUPERVISION_INPUT, one_per_route
 
 NEW_JSON = [
     ("POST", "/api/plans/preview"), ("POST", "/api/plans"), ("POST", "/api/plans/plan-0123456789ab/desks"),
@@ -23,10 +25,6 @@ NEW_JSON = [
 NEW_PAGES = [("GET", "/plans"), ("POST", "/plans"), ("GET", "/releases"), ("POST", "/releases"),
              ("GET", "/review"), ("POST", "/review"), ("GET", "/waiver"), ("POST", "/waiver"),
              ("GET", "/notifications"), ("POST", "/notifications"), ("POST", "/accounts/reset")]
-FROM = date.today() + timedelta(days=30)
-PLAN = {"site": "beziers", "procedure": "first_application", "from": FROM.isoformat(),
-        "to": (FROM + timedelta(days=6)).isoformat(), "weekdays": ["monday", "tuesday"],
-        "hours": ["09:00-10:00"], "slot_minutes": 20, "desks": 2}
 
 
 def test_new_endpoints_refuse_no_session_and_agents(counter):
@@ -46,30 +44,16 @@ def test_new_endpoints_refuse_no_session_and_agents(counter):
     assert "/plans" not in http.get("/day").text  # agents do not see the links either
 
 
-@pytest.mark.parametrize("method, path, body, field", [
-    ("POST", "/api/plans/preview", dict(PLAN, desks=0), "desks"),
-    ("POST", "/api/plans/preview", dict(PLAN, hours=["10:00-09:00"]), "hours.0"),
-    ("POST", "/api/plans", dict(PLAN, site={"$gt": ""}), "site"),
-    ("POST", "/api/plans", dict(PLAN, extra="perhaps"), "extra"),
-    ("POST", "/api/plans/plan-nothex/desks", {"desks": 1}, "plan_id"),
-    ("GET", "/api/releases/schedule?procedure=$gt", None, "procedure"),
-    ("POST", "/api/releases/rel-0123456789ab/reschedule", {"due": "2030-01-01T10:00"}, "due"),
-    ("GET", "/api/figures?site=paris", None, "site"),
-    ("POST", "/api/review/decide", {"decision": "cancel"}, "case_id"),
-    ("POST", "/api/review/decide", {"case_id": "x", "decision": "burn"}, "decision"),
-    ("POST", "/api/allow-list", {"kind": "ip", "value": "1.2.3.4", "why": "x"}, "kind"),
-    ("POST", "/api/allow-list", {"kind": "client", "value": "1.2.3.4", "why": "x", "until": "soon"}, "until"),
-    ("GET", "/api/fraud/counts?since=2026-01-02&until=2026-01-01", None, "until"),
-    ("POST", "/api/waiver", {"expiry": "2026-01-01", "filing": "2026-02-01"}, "foreigner_number"),
-    ("POST", "/api/waiver", {"foreigner_number": "12", "expiry": "2026-01-01", "filing": "2026-02-01"}, "foreigner_number"),
-    ("POST", "/api/waiver", {"email": "a@example.org", "expiry": "yesterday", "filing": "2026-02-01"}, "expiry"),
-    ("POST", "/api/attestations/verify", {"attestation": {}, "signature": {"$ne": ""}}, "signature"),
-    ("POST", "/api/notifications/resend", {"key": {"$gt": ""}}, "key"),
-])
-def test_bad_input_is_400_with_the_field(counter, method, path, body, field):
-    answer = counter.http.request(method, path, json=body, headers=counter.bearer("chief"))
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["error"] == "invalid_request" and field in answer.json()["fields"], answer.json()
+def test_bad_input_reaches_the_client_as_400_with_the_field(counter):
+    # every case is a unit test of its route (tests/unit/test_admin_input.py); one per route
+    # here, and the attestation's, which the booking service checks
+    cases = one_per_route(SUPERVISION_INPUT) + [
+        ("POST", "/api/attestations/verify", {"attestation": {}, "signature": {"$ne": ""}}, "signature")]
+    for method, path, body, field in cases:
+        answer = counter.http.request(method, path, json=body, headers=counter.bearer("chief"))
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"] == "invalid_request" and field in answer.json()["fields"], \
+            (path, answer.json())
 
 
 def test_preview_then_create_then_reschedule_reaches_the_slots_service(counter):
@@ -105,7 +89,7 @@ def test_preview_then_create_then_reschedule_reaches_the_slots_service(counter):
 def test_figures_count_booked_freed_waiting_and_release_speed(counter):
     chief = counter.bearer("chief")
     kept = counter.book()
-    given_back = counter.book()
+    given_back = counter.book(family_name="Haddad", given_names="Karim")  # one booking a person
     counter.rpc.booking.cancel(given_back["reference"], given_back["token"])
     answer = counter.http.get("/api/figures?procedure=renewal&site=montpellier", headers=chief).json()
     [row] = answer["figures"]
@@ -236,6 +220,30 @@ def test_waiver_both_sides_of_the_limit_with_and_without_evidence(counter):
     assert "1112223334" not in json.dumps(entry) and "late.filer" not in json.dumps(entry)
 
 
+def test_booking_answers_the_waiver_the_page_shows(counter):
+    """M7 is answered by booking, which holds the attempts (services/common/penalty_waiver.py);
+    the staff gateway only shows its answer."""
+    chief = counter.bearer("chief")
+    recorded = _attempt(counter, "asked.twice@example.org", "2223334445")
+    expiry = datetime.fromisoformat(recorded["at"].replace("Z", "+00:00")).astimezone(PARIS).date()
+    filing = (expiry + timedelta(days=10)).isoformat()
+    answer = counter.rpc.booking.penalty_waiver("2223334445", None, expiry.isoformat(), filing)
+    assert answer["waived"] and answer["late"] and answer["days_late"] == 10
+    assert [a["reference"] for a in answer["evidence"]["attempts"]] == [recorded["reference"]]
+    shown = counter.http.post("/api/waiver", headers=chief, json={
+        "foreigner_number": "2223334445", "expiry": expiry.isoformat(), "filing": filing})
+    assert shown.json() == answer
+    by_email = counter.rpc.booking.penalty_waiver(email="Asked.Twice@example.org",
+                                                  expiry=expiry.isoformat(), filing=filing)
+    assert by_email == answer
+    not_late = counter.rpc.booking.penalty_waiver("2223334445", None, filing, filing)
+    assert not not_late["late"] and not not_late["waived"]
+    for who, day, field in ((None, filing, "foreigner_number"), ("2223334445", "soon", "filing")):
+        with pytest.raises(InvalidRequest) as caught:
+            counter.rpc.booking.penalty_waiver(who, None, expiry.isoformat(), day)
+        assert field in caught.value.fields
+
+
 def test_attestation_genuine_and_forged(counter):
     chief = counter.bearer("chief")
     recorded = _attempt(counter, "holder@example.org", "4445556667")
@@ -260,6 +268,35 @@ def test_attestation_genuine_and_forged(counter):
     assert "Attestation refusée" in page.text
     page = counter.http.post("/waiver", data={"csrf": token, "action": "verify", "attestation": "{"})
     assert page.status_code == 400 and "JSON" in page.text
+
+
+def test_the_supervisor_checks_an_attestation_by_its_code_typed_or_scanned(counter, mongo):
+    recorded = _attempt(counter, "holder@example.org", "4445556667")
+    genuine = counter.rpc.booking.attestation(recorded["reference"], recorded["token"])
+    code = genuine["code"]
+    token = page_session(counter.http, "chief")
+
+    def check(typed):
+        return counter.http.post("/waiver", data={"csrf": token, "action": "verify",
+                                                  "attestation": typed})
+    page = check(code.lower().replace("-", ""))  # typed as it comes
+    assert page.status_code == 200 and "Attestation valide" in page.text
+    assert recorded["reference"] in page.text and "4445556667" in page.text  # what it attests
+    assert "holder@example.org" in page.text and "Première demande" in page.text
+    scanned = check(f"http://127.0.0.1:8000/attestations/verify?code={code}")  # the QR's content
+    assert scanned.status_code == 200 and "Attestation valide" in scanned.text
+    unknown = check("0000-0000-0000-0000")
+    assert unknown.status_code == 200 and "Aucune attestation ne correspond" in unknown.text
+    assert recorded["reference"] not in unknown.text
+    malformed = check("ABC")
+    assert malformed.status_code == 400 and "16 lettres et chiffres" in malformed.text
+    assert 'value="ABC"' in malformed.text  # the input kept
+    # the record under the code edited: refused, and nothing shown from it
+    mongo("booking").attestations.update_one(
+        {"_id": code}, {"$set": {"attestation.applicant.foreigner_number": "9999999999"}})
+    edited = check(code)
+    assert "Attestation refusée" in edited.text and "signature invalide" in edited.text
+    assert "9999999999" not in edited.text
 
 
 def test_notifications_status_failed_and_resend(counter, sink):

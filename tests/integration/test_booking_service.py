@@ -10,9 +10,10 @@ from nameko.testing.services import replace_dependencies
 from services.booking.service import BookingService
 from services.common.lease import InstanceId
 from services.common.errors import (EmailHasBooking, InvalidRequest, NotFound,
-                                    ServiceUnavailable, SlotFull)
+                                    PersonHasBooking, ServiceUnavailable, SlotFull)
+from services.common.timeutil import parse_iso
 from services.slots.service import SlotsService
-from tests.helpers import applicant, plan, wait_until
+from tests.helpers import Calls, applicant, plan, wait_until
 
 CLIENT = {"ip": "203.0.113.7", "user_agent": "pytest"}
 
@@ -25,6 +26,13 @@ def system(container_factory, config):
     with ClusterRpcProxy(config, timeout=20) as rpc:
         rpc.slots.create_from_plan(plan(desks=2), release="now")
         yield rpc
+
+
+def announced(mongo, reference, kind):
+    """The booking's `kind` event is marked sent: no relay will send it (again). With the RPC
+    that made it answered, everything it published is on the bus (BusListener.fenced)."""
+    assert wait_until(lambda: mongo("booking")["bookings"].find_one(
+        {"_id": reference})["outbox"][kind]["state"] == "done", timeout=15)
 
 
 def a_slot(rpc, procedure="renewal"):
@@ -60,7 +68,7 @@ def test_booking_is_stored_held_and_announced(system, bus, mongo):
     assert system.slots.get(slot["id"])["booked"] == 1
 
 
-def test_confirm_makes_it_active_once_and_announces_booking_confirmed_once(system, bus):
+def test_confirm_makes_it_active_once_and_announces_booking_confirmed_once(system, bus, mongo):
     listener = bus("booking", "booking_confirmed")
     slot = a_slot(system)
     created = system.booking.create(applicant(slot["id"]), CLIENT)
@@ -70,12 +78,14 @@ def test_confirm_makes_it_active_once_and_announces_booking_confirmed_once(syste
     first = system.booking.confirm(created["reference"], created["confirm_token"])
     again = system.booking.confirm(created["reference"], created["confirm_token"])
     assert first["status"] == again["status"] == "active" and "not_final" not in first
-    events = listener.drain(settle=2)
+    announced(mongo, created["reference"], "confirmed")
+    events = listener.fenced()
     assert [e[1]["reference"] for e in events] == [created["reference"]]
     confirmed = events[0][1]
     assert confirmed["email_normalised"] == "yasmine.benali@example.org"
     assert confirmed["client"] == CLIENT and confirmed["confirmed_at"].endswith("Z")
-    assert confirmed.get("token") is None
+    # the booking's own token, for the confirmed e-mail's convocation link; never the link's
+    assert confirmed["token"] == created["token"] and confirmed.get("confirm_token") is None
 
 
 def test_a_second_confirmed_booking_on_one_email_is_refused_up_front(system):
@@ -103,6 +113,53 @@ def test_a_second_confirmed_booking_on_one_email_is_refused_up_front(system):
     assert system.booking.confirm(again["reference"], again["confirm_token"])["status"] == "active"
 
 
+def test_one_person_with_a_second_e_mail_is_refused_up_front_naming_nothing(system):
+    """Issue 25: M3 is one booking per person, not per mailbox. The same folded names and
+    birth date, or the same foreigner number, under another e-mail: refused once the first
+    is confirmed, without its reference, e-mail or which of the two matched."""
+    slot = a_slot(system)
+    first = system.booking.create(applicant(slot["id"], email="awa.first@example.org",
+                                            family_name="N'Diaye", given_names="Awa Marie"), CLIENT)
+    # a pending booking counts for nothing (anyone can type someone else's name)
+    second = system.booking.create(applicant(slot["id"], email="awa.second@example.org",
+                                             family_name="NDIAYE", given_names="awa-marie"), CLIENT)
+    system.booking.confirm(first["reference"], first["confirm_token"])
+    tries = {
+        "names and birth date": applicant(slot["id"], email="awa.third@example.org",
+                                          family_name="Ndiaye", given_names="Awa  Marie",
+                                          foreigner_number="9999999999"),
+        "foreigner number": applicant(slot["id"], email="someone@example.org", family_name="Kone",
+                                      given_names="Fanta", foreigner_number=first_number(system, first)),
+    }
+    messages = set()
+    for how, request in tries.items():
+        with pytest.raises(PersonHasBooking) as caught:
+            system.booking.create(request, CLIENT)
+        assert first["reference"] not in caught.value.message, how
+        assert "awa.first" not in caught.value.message and "Ndiaye" not in caught.value.message
+        assert caught.value.fields == {"identity": [
+            "A confirmed booking for this procedure already exists for this person."]}
+        messages.add(caught.value.message)
+    assert len(messages) == 1  # which of the two matched is not told
+    assert "annulez-le" in messages.pop()
+    # the one made before the first was confirmed cannot be confirmed now
+    with pytest.raises(PersonHasBooking):
+        system.booking.confirm(second["reference"], second["confirm_token"])
+    assert system.booking.get(second["reference"], second["token"])["status"] == "pending"
+    # another procedure is another booking; and once the first is cancelled, the person may book
+    system.slots.create_from_plan(plan(procedure="first_application", desks=2), release="now")
+    other = a_slot(system, "first_application")
+    system.booking.create(applicant(other["id"], procedure="first_application",
+                                    email="awa.third@example.org", family_name="Ndiaye",
+                                    given_names="Awa Marie", foreigner_number=None), CLIENT)
+    system.booking.cancel(first["reference"], first["token"])
+    assert system.booking.confirm(second["reference"], second["confirm_token"])["status"] == "active"
+
+
+def first_number(system, booked):
+    return system.booking.get(booked["reference"], booked["token"])["foreigner_number"]
+
+
 def test_two_confirmations_at_once_on_one_email_never_both_wait_for_nothing(system):
     # the up-front check reads then writes: at once, both may pass (fraud's M3 is the net);
     # whatever the interleaving, no booking on that e-mail is left pending
@@ -120,11 +177,12 @@ def test_two_confirmations_at_once_on_one_email_never_both_wait_for_nothing(syst
 
 
 def test_an_unconfirmed_booking_is_released_through_the_cancel_path(container_factory, config, bus):
+    sweeps = Calls(BookingService, "expire_unconfirmed", lambda service: service.instance)
     config = dict(config, BOOKING_CONFIRM_MINUTES=0.02, BOOKING_EXPIRY_SWEEP_SECONDS=0.2)
     container_factory(SlotsService, config).start()
     container_factory(BookingService, config).start()
     listener = bus("booking", "booking_cancelled")
-    with ClusterRpcProxy(config, timeout=20) as rpc:
+    with sweeps, ClusterRpcProxy(config, timeout=20) as rpc:
         rpc.slots.create_from_plan(plan(desks=2), release="now")
         slot = a_slot(rpc)
         forgotten = rpc.booking.create(applicant(slot["id"]), CLIENT)
@@ -138,7 +196,12 @@ def test_an_unconfirmed_booking_is_released_through_the_cancel_path(container_fa
         # its place went back through slots' release; the confirmed booking keeps its own
         assert rpc.slots.holds(slot["id"]) == [confirmed["reference"]]
         assert rpc.slots.get(slot["id"])["held_back"] == 1  # back at a random later instant
-        assert listener.drain(settle=1.5) == []  # the confirmed one never expires
+        # the confirmed one never expires: past its deadline, the expiry sweep has passed
+        # twice since (two passes of the one instance) and announced nothing more
+        deadline = parse_iso(confirmed["confirm_by"]).timestamp()
+        assert wait_until(lambda: time.time() > deadline + 0.1, timeout=15)
+        sweeps.wait_for(2, since=sweeps.mark())
+        assert listener.fenced() == []
         assert rpc.booking.get(confirmed["reference"], confirmed["token"])["status"] == "active"
         # too late to confirm: the answer says how it stands
         assert rpc.booking.confirm(forgotten["reference"], forgotten["confirm_token"])["status"] == "cancelled"
@@ -156,7 +219,7 @@ def test_get_needs_the_right_token(system):
         assert caught.value.message == "No booking with this reference and token."
 
 
-def test_cancel_gives_the_place_back_once_and_announces_it_once(system, bus):
+def test_cancel_gives_the_place_back_once_and_announces_it_once(system, bus, mongo):
     listener = bus("booking", "booking_cancelled")
     slot = a_slot(system)
     created = system.booking.create(applicant(slot["id"]), CLIENT)
@@ -164,7 +227,8 @@ def test_cancel_gives_the_place_back_once_and_announces_it_once(system, bus):
     second = system.booking.cancel(created["reference"], created["token"])
     assert first["status"] == second["status"] == "cancelled"
     assert first["cancel_reason"] == "applicant"
-    events = listener.drain(settle=2)
+    announced(mongo, created["reference"], "cancelled")
+    events = listener.fenced()
     assert [e[1]["reason"] for e in events] == ["applicant"]
     assert events[0][1]["reference"] == created["reference"]
     after = system.slots.get(slot["id"])
@@ -205,15 +269,25 @@ def test_full_slot_and_invalid_request(system):
 def test_no_operation_renames_a_booking():
     # the only writes to a booking after creation are status moves and delivery flags
     # (check_in moves the status; a walk-in is a new record; the others only read)
-    rpc_methods = {name for name, member in vars(BookingService).items()
+    # the service and its mixins (bookings.py, counter.py, attempts.py), not the common relay
+    rpc_methods = {name for cls in BookingService.__mro__
+                   if cls.__module__.startswith("services.booking.")
+                   for name, member in vars(cls).items()
                    if hasattr(member, "__call__") and not name.startswith("_")}
     assert rpc_methods == {"create", "get", "confirm", "cancel", "system_cancel", "statuses",
-                           "relay_outbox", "expire_unconfirmed", "holds_in_use",
+                           "outbox_routes", "expire_unconfirmed", "holds_in_use",
                            "convocation", "check_in", "day_view", "register_walk_in",
                            "walk_in_rule",
-                           # M7 evidence: these write attempts only, never a booking
+                           # the counter: a status move back (a cancellation by mistake undone,
+                           # on a new hold) and the day view's attendance mark; no name changes
+                           "undo_cancellation", "mark_attendance",
+                           # M7 evidence: these write attempts and attestations only, never a booking
                            "record_attempt", "attempts", "attestation", "verify_attestation",
-                           "health", "figures", "attempts_of"}
+                           "attestation_by_code",
+                           "health", "figures", "attempts_of", "penalty_waiver",
+                           # issue 21: a reminder mark and its outbox flag; a desk booking is a
+                           # new record; a staff convocation only reads
+                           "send_reminders", "book_for_person", "staff_convocation"}
 
 
 def test_event_survives_a_crash_between_write_and_dispatch(container_factory, config, bus, mongo):
@@ -228,7 +302,8 @@ def test_event_survives_a_crash_between_write_and_dispatch(container_factory, co
         rpc.slots.create_from_plan(plan(desks=2), release="now")
         created = rpc.booking.create(applicant(a_slot(rpc)["id"]), {"ip": "198.51.100.2"})
         crashing.kill()
-        assert listener.drain(settle=1) == []
+        # its dispatch failed and it is gone: nothing was published, nobody else could
+        assert listener.fenced() == []
         stored = mongo("booking")["bookings"].find_one({"_id": created["reference"]})
         assert stored["outbox"]["created"]["state"] == "pending"
 
@@ -238,12 +313,14 @@ def test_event_survives_a_crash_between_write_and_dispatch(container_factory, co
         assert event["reference"] == created["reference"]
         assert event["event_id"] == stored["outbox"]["created"]["event_id"]
         assert event["token"] == created["token"]
+        # the deadline the applicant was given, as notify words it (issue 20)
+        assert parse_iso(event["confirm_by"]) == parse_iso(created["confirm_by"])
         assert wait_until(lambda: mongo("booking")["bookings"].find_one(
             {"_id": created["reference"]})["outbox"]["created"]["state"] == "done")
         # once sent, not again: watch over several relay passes (a positive sign they ran)
         passes = relay_passes(mongo)
         assert wait_until(lambda: relay_passes(mongo) >= passes + 3, timeout=10)
-        assert listener.drain(settle=0.5) == []
+        assert listener.fenced() == []
 
 
 def relay_passes(mongo):
@@ -252,16 +329,23 @@ def relay_passes(mongo):
 
 def test_the_relay_runs_in_one_instance_at_a_time_and_moves_when_it_dies(
         container_factory, config, mongo):
+    relays = Calls(BookingService, "relay_outbox", lambda service: service.instance)
     containers = [container_factory(BookingService, config) for _ in range(2)]
-    for container in containers:
-        container.start()
-    leases = mongo("booking")["leases"]
-    assert wait_until(lambda: leases.find_one({"_id": "outbox_relay"}) is not None, timeout=5)
-    owners, deadline = [], time.monotonic() + 3  # six relay periods
-    while time.monotonic() < deadline:
-        owners.append(leases.find_one({"_id": "outbox_relay"})["owner"])
-        time.sleep(0.1)
-    assert len(set(owners)) == 1  # both instances tick; one holds the job
+    with relays:
+        for container in containers:
+            container.start()
+        leases = mongo("booking")["leases"]
+        assert wait_until(lambda: leases.find_one({"_id": "outbox_relay"}) is not None, timeout=5)
+        owners, since = [], relays.mark()
+
+        def both_ticked_thrice():
+            owners.append(leases.find_one({"_id": "outbox_relay"})["owner"])
+            counts = relays.by_instance(since)
+            return len(counts) == 2 and min(counts.values()) >= 3
+
+        # both instances tick (each tick tries for the lease) three times; one holds the job
+        assert wait_until(both_ticked_thrice, timeout=15, step=0.1), relays.by_instance(since)
+    assert len(set(owners)) == 1
     holder = next(c for c in containers
                   if next(d.value for d in c.dependencies if isinstance(d, InstanceId)) == owners[0])
     holder.kill()

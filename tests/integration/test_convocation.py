@@ -55,6 +55,27 @@ def test_the_convocation_page_has_everything_the_desk_needs(booked, http):
     assert outcome["result"] == "checked_in"
 
 
+def test_the_convocation_link_moves_its_token_into_the_booking_cookie(booked, http):
+    """The e-mail's convocation link: the token leaves the address bar for the cookie of the
+    booking's pages, so the letter's links back (manage page, PDF) work from it."""
+    reference, token = booked["reference"], booked["token"]
+    link = http.get(f"/bookings/{reference}/convocation", params={"token": token, "lang": "en"},
+                    allow_redirects=False)
+    assert link.status_code == 303
+    assert link.headers["Location"] == f"/bookings/{reference}/convocation"
+    assert f"booking_token={token};" in link.headers["Set-Cookie"]
+    page = http.get(link.headers["Location"])
+    assert page.status_code == 200 and '<html lang="en">' in page.text
+    assert f'href="/bookings/{reference}"' in page.text  # back to the booking
+    assert 'href="/static/site.css"' in page.text  # styled like the pages
+    text = html_lib.unescape(page.text)
+    assert "What to bring" in text and "justificatif de domicile" in text
+    assert "proof of address less than 6 months old" in text
+    assert 'viewBox="' in page.text  # the QR scales with the screen
+    assert http.get(f"/bookings/{reference}").status_code == 200
+    assert http.get(f"/bookings/{reference}/convocation.pdf").status_code == 200
+
+
 def test_the_pdf_convocation(booked, http):
     reference, token = booked["reference"], booked["token"]
     pdf = http.get(f"/bookings/{reference}/convocation.pdf", headers={"X-Booking-Token": token})
@@ -71,5 +92,7 @@ def test_without_the_right_token_the_convocation_is_not_found(booked, http):
         assert http.get(path, params={"token": "wrong"}).status_code == 404
         assert http.get(path.replace(reference, "RDV-0000-0000"),
                         params={"token": booked["token"]}).status_code == 404
-        # no token at all: the page says "not found" as for a wrong one; the API-like PDF, 400
+        # no token at all (the cookie the page's link left, gone): the page says "not found"
+        # as for a wrong one; the API-like PDF, 400
+        http.cookies.clear()
         assert http.get(path).status_code == (400 if path.endswith(".pdf") else 404)

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from services.common.errors import InvalidRequest
-from services.common.inbox import BUSY, GO, HANDLED, Inbox
+from services.common.inbox import BUSY, GO, HANDLED, EventInHand, Inbox
 from services.common.lease import Leases
 from services.common.outbox import Outbox
 from tests.helpers import booking_event
@@ -103,6 +103,47 @@ def test_an_event_in_hand_elsewhere_is_busy_until_its_lease_runs_out(db):
     assert inbox.claim("e", "booking_created") == BUSY
     now[0] += 121  # the worker that had it died: its lease ran out
     assert inbox.claim("e", "booking_created") == GO
+    # a shorter lease (INBOX_LEASE_SECONDS) is taken over sooner
+    inbox.lease_seconds = 30
+    assert inbox.claim("f", "booking_created") == GO
+    now[0] += 29
+    assert inbox.claim("f", "booking_created") == BUSY
+    now[0] += 2
+    assert inbox.claim("f", "booking_created") == GO
+
+
+def test_the_inbox_lease_comes_from_the_configuration(container_factory, config):
+    """Each service's inbox takes INBOX_LEASE_SECONDS from its settings (services/common)."""
+    from nameko.testing.services import entrypoint_hook
+
+    from services.fraud.service import FraudService
+
+    container = container_factory(FraudService, dict(config, INBOX_LEASE_SECONDS=7))
+    container.start()
+    with entrypoint_hook(container, "parked_events") as parked:
+        parked()  # a worker that reads its inbox
+    [store] = [d.store for d in container.dependencies if d.attr_name == "store"]
+    assert store.inbox.lease_seconds == 7
+
+
+def test_a_copy_of_an_event_in_hand_is_requeued_not_dropped(db, monkeypatch):
+    """Its holder may have died between the claim and the end (kill -9 of one of two
+    instances): dropping the copy lost the event (issue 23); requeued, it is handled once the
+    lease runs out."""
+    monkeypatch.setattr("services.common.inbox.BUSY_PAUSE_SECONDS", 0)
+    now = [1000.0]
+    inbox = Inbox(db["inbox"], clock=lambda: now[0])
+    event = booking_event()
+    assert inbox.claim(event["event_id"], "booking_created") == GO  # then its worker dies
+    handled = []
+    with pytest.raises(EventInHand):
+        inbox.handle("booking_created", event, handled.append)
+    assert handled == []
+    now[0] += 121
+    inbox.handle("booking_created", event, handled.append)
+    assert [e["event_id"] for e in handled] == [event["event_id"]]
+    inbox.handle("booking_created", event, handled.append)  # a later copy: handled already
+    assert len(handled) == 1
 
 
 def test_outbox_claims_hold_across_clients(mongo_uri, db_prefix, db):
@@ -124,3 +165,28 @@ def test_outbox_claims_hold_across_clients(mongo_uri, db_prefix, db):
         other.close()
     assert sorted(got[0] + got[1]) == sorted(f"d{i}" for i in range(40))
     assert not set(got[0]) & set(got[1])
+
+
+def test_a_relay_pass_sends_every_route_past_a_failing_record_and_only_under_its_lease(db):
+    from services.common.relay import relay_pass
+
+    docs = db["things"]
+    outbox = Outbox(docs, ["created", "cancelled"])
+    docs.insert_many([{"_id": i, "outbox": {"created": Outbox.entry(f"e{i}", 0.0, 0.0)}}
+                      for i in ("a", "b", "c")])
+    docs.insert_one({"_id": "d", "outbox": {"cancelled": Outbox.entry("ed", 0.0, 0.0)}})
+    sent = []
+
+    def announce(doc):
+        if doc["_id"] == "b":
+            raise RuntimeError("broker gone for this one")
+        sent.append(doc["_id"])
+
+    leases = Leases(db["leases"])
+    routes = [(outbox, "created", announce), (outbox, "cancelled", announce)]
+    assert relay_pass(leases, "other", 5.0, [], clock=lambda: 100.0) == 0
+    assert relay_pass(leases, "me", 5.0, routes, clock=lambda: 101.0) is None  # other's lease
+    assert relay_pass(leases, "me", 5.0, routes, clock=lambda: 116.0) == 3
+    assert sorted(sent) == ["a", "c", "d"]
+    # the failed one stays pending: a later pass takes it once its claim runs out
+    assert docs.find_one({"_id": "b"})["outbox"]["created"]["state"] == "pending"

@@ -29,7 +29,8 @@ def entry(reference, ts, ip="198.51.100.7", agent="Mozilla/5.0 (X11; Linux x86_6
 def test_groups_are_cut_into_window_buckets():
     booking = entry("RDV-AAAA-0001", ts=1199.0)
     assert booking["groups"] == ["email:rdv-aaaa-0001@example.org",
-                                 "person:benali|yasmine|1988-03-14", "ip:198.51.100.7:1",
+                                 "person:benali|yasmine|1988-03-14", "number:0123456789",
+                                 "ip:198.51.100.7:1",
                                  "ua:Mozilla/5.0 (X11; Linux x86_64):1"]
     # a window ending at 1201 starts at 601: buckets 1 and 2
     assert window_group_ids("ip", "198.51.100.7", 601.0, 1201.0, WINDOW) == [

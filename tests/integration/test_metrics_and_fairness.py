@@ -111,15 +111,19 @@ def test_the_fairness_page_shows_figures_and_no_personal_data(system, http, conf
     assert page.headers["Cache-Control"].startswith("public")
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     text = page.text
-    assert "Renouvellement de titre de séjour" in text and "Renewal of a residence permit" in text
-    assert "gratuit" in text and "free" in text
+    assert "Renouvellement de titre de séjour" in text and "gratuit" in text
+    english = http.get("/fairness", params={"lang": "en"}).text
+    assert "Renewal of a residence permit" in english and "free" in english
     assert "<svg" in text and "<script" not in text and "style=" not in text
+    # renewals (checked against the register) and first applications counted apart (issue 24)
+    kinds = text.split('id="h-kinds"')[1].split("</section>")[0]
+    assert 'id="kind-renewals"' in kinds and 'id="kind-first_applications"' in kinds
     renewal = text.split('id="h-renewal"')[1].split("<section")[0]
     assert re.search(r"Annulées pour trafic.*?<dd>1</dd>", renewal, re.S)
     for secret in (created["reference"], created["token"], EMAIL, "Diallo", "Amina",
                    "second.person"):
         assert secret not in text
-    assert http.get("/static/public.css").status_code == 200
+    assert http.get("/static/site.css").status_code == 200
 
     phone = new_page(viewport=PHONE)
     phone.goto(f"{http.base}/fairness")

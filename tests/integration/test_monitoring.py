@@ -12,10 +12,13 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy import rabbitmq_definitions
+from gateway.admin.monitoring import vhost_of
 from gateway.admin.service import AdminGateway
 from services.booking.service import BookingService
 from services.fraud.service import FraudService
 from services.notify.service import NotifyService
+from services.register.service import RegisterService
+from services.requests.service import RequestsService
 from services.slots.service import SlotsService
 from tests.helpers import applicant, plan
 from tests.integration.conftest import add_staff
@@ -26,7 +29,7 @@ NOTIFY_CREATED_QUEUE = "evt-booking-booking_created--notify.on_booking_created"
 
 
 def apply_definitions(config):
-    rabbitmq_definitions.apply(MANAGEMENT, rabbitmq_definitions.vhost_of(config["AMQP_URI"]))
+    rabbitmq_definitions.apply(MANAGEMENT, vhost_of(config["AMQP_URI"]))
 
 
 @pytest.fixture
@@ -35,7 +38,8 @@ def system(container_factory, counter_config, mongo, http):
     definitions applied to it; the containers by name, to stop one."""
     apply_definitions(counter_config)
     containers = {}
-    for cls in (SlotsService, BookingService, FraudService, NotifyService, AdminGateway):
+    for cls in (SlotsService, BookingService, FraudService, NotifyService, RequestsService,
+                RegisterService, AdminGateway):
         containers[cls.name] = container_factory(cls, counter_config)
         containers[cls.name].start()
     add_staff(mongo)
@@ -98,7 +102,8 @@ def test_the_view_lists_the_queues_with_consumers_and_flags_a_stopped_one(system
     assert queues["rpc-booking"]["policy"] == "rpc-queues"
     assert not [a for a in view["bus"]["alarms"] if a["kind"] == "no_consumer"]
     assert {name: h["status"] for name, h in view["services"].items()} == {
-        "slots": "ok", "booking": "ok", "fraud": "ok", "notify": "ok"}
+        "slots": "ok", "booking": "ok", "fraud": "ok", "notify": "ok", "requests": "ok",
+        "register": "ok"}
 
     system["notify"].stop()
 
@@ -168,7 +173,7 @@ def test_a_parked_event_reaches_the_dead_letter_queue(system, http, counter_conf
     assert any(a["kind"] == "dead_letters" and a["queue"] == "dead-letters.events"
                for a in view["bus"]["alarms"])
     assert view["services"]["notify"]["backlog"]["inbox"]["parked"] == 1
-    vhost = rabbitmq_definitions.vhost_of(counter_config["AMQP_URI"])
+    vhost = vhost_of(counter_config["AMQP_URI"])
     got = requests.post(f"{MANAGEMENT}/api/queues/{requests.utils.quote(vhost, safe='')}/"
                         "dead-letters.events/get", auth=("guest", "guest"), timeout=5,
                         json={"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}).json()
@@ -183,7 +188,9 @@ def test_ready_and_metrics_of_the_staff_gateway(system, http):
     text = http.get("/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     up = {s.labels["service"]: s.value for s in families["service_up"].samples}
-    assert up == {"slots": 1, "booking": 1, "fraud": 1, "notify": 1}
+    assert up == {"slots": 1, "booking": 1, "fraud": 1, "notify": 1, "requests": 1, "register": 1}
+    outbox_kinds = {(s.labels["service"], s.labels["kind"]) for s in families["outbox_records"].samples}
+    assert {("requests", "filed"), ("requests", "made"), ("booking", "recorded")} <= outbox_kinds
     mail_states = {s.labels["state"] for s in families["mail_messages"].samples}
     assert {"pending", "done", "parked"} <= mail_states
     system["fraud"].stop()

@@ -97,7 +97,9 @@ def case_of(screening, reference):
     return review and review["case_id"]
 
 
-def test_a_decoy_takes_its_e_mail_and_person_with_it_and_sends_the_address_to_review(world):
+def test_a_decoy_cancels_nobody_and_sends_what_is_linked_to_it_to_one_review_case(world):
+    """Issue 24: a decoy booking is evidence for staff, never a cancellation (honest API users
+    book decoys too); one e-mail for two people is still cancelled, by M3."""
     screening, booking, sent = world
     seller, cafe = "seller@example.org", "203.0.113.50"
     neighbour = booked(booking, "RDV-DDDD-0001", email="fatou@example.org", client={"ip": cafe, "user_agent": "x"},
@@ -106,28 +108,31 @@ def test_a_decoy_takes_its_e_mail_and_person_with_it_and_sends_the_address_to_re
                         identity=person("Traore", "Moussa", "1979-01-01"))
     same_person_here = booked(booking, "RDV-DDDD-0003", email="k1@example.org", client={"ip": cafe, "user_agent": "x"},
                               identity=person("Keita", "Salif", "1990-02-02"))
+    # for another procedure: one person may hold one booking per procedure
     same_person_elsewhere = booked(booking, "RDV-DDDD-0004", email="salif.keita@example.org",
                                    client={"ip": "192.0.2.44", "user_agent": "y"},
-                                   identity=person("KEITA", "Salif", "1990-02-02"))
+                                   identity=person("KEITA", "Salif", "1990-02-02"),
+                                   procedure="first_application")
     for event in (neighbour, same_email, same_person_here, same_person_elsewhere):
         screening.screen(event)
-    assert booking.cancelled == {}  # nothing so far: one e-mail, one person each... except Keita twice
+    assert booking.cancelled == {}  # nothing so far: one e-mail, one person per procedure each
     decoy = booked(booking, "RDV-DDDD-0005", email=seller, decoy=True, slot_id="decoy-slot",
                    client={"ip": cafe, "user_agent": "x"}, identity=person("Keita", "Salif", "1990-02-02"))
     screening.screen(decoy)
-    # the decoy booking and what is tied to its booker: same e-mail, same person from there
-    assert booking.cancelled == {"RDV-DDDD-0005": "slot_grabbing", "RDV-DDDD-0002": "slot_grabbing",
-                                 "RDV-DDDD-0003": "slot_grabbing"}
-    # an address shared, or the same person booked from elsewhere: people at a desk decide
+    # the seller's e-mail holds two people: M3 cancels both; the decoy itself cancels nothing
+    assert booking.cancelled == {"RDV-DDDD-0005": "multiple_bookings_same_email",
+                                 "RDV-DDDD-0002": "multiple_bookings_same_email"}
+    # the rest linked to the decoy booking: one strong case, people at a desk decide
     case = case_of(screening, "RDV-DDDD-0001")
-    assert case and case == case_of(screening, "RDV-DDDD-0004") and case.startswith(f"address:{cafe}:")
+    assert case and case.startswith(f"address:{cafe}:")
+    assert case == case_of(screening, "RDV-DDDD-0003") == case_of(screening, "RDV-DDDD-0004")
     [stored] = screening.store.cases_in("open", 10)
     assert stored["_id"] == case and stored["strong"]
     assert "decoy" in " ".join(stored["summary"])
     reviewed = {e["reference"]: e for e in sent if e["action"] == "review"}
-    assert set(reviewed) == {"RDV-DDDD-0001", "RDV-DDDD-0004"}
-    assert reviewed["RDV-DDDD-0001"]["evidence"]["link"] == "address"
-    assert reviewed["RDV-DDDD-0004"]["evidence"]["link"] == "identity"
+    assert set(reviewed) == {"RDV-DDDD-0001", "RDV-DDDD-0003", "RDV-DDDD-0004"}
+    assert {r: e["evidence"]["link"] for r, e in reviewed.items()} == {
+        "RDV-DDDD-0001": "address", "RDV-DDDD-0003": "identity+address", "RDV-DDDD-0004": "identity"}
 
 
 def test_a_cybercafe_cluster_goes_to_one_review_case_and_nobody_is_cancelled(world):
@@ -173,3 +178,163 @@ def test_an_accepted_offer_is_not_judged_on_its_speed(world, offer):
                                 identity=person(family, given, f"198{i}-01-01"), **extra))
     assert booking.cancelled == {}
     assert len(screening.store.cases_in("open", 10)) == (0 if offer else 1)
+
+
+def test_offers_accepted_behind_one_carrier_address_make_no_address_case(world):
+    """Issue 24: five people behind one mobile carrier's address accept their offers, then a
+    sixth books a place in open mode from there: the offers carry no network evidence (nobody
+    raced for them), so no review case holds them, nor anything that only they point at."""
+    screening, booking, sent = world
+    carrier = "198.51.100.200"
+    for i in range(5):
+        screening.screen(booked(booking, f"RDV-OOOO-000{i}", email=f"o{i}@example.org",
+                                offer_id=f"OFR-OOOO-000{i}", client={"ip": carrier, "user_agent": "x"},
+                                identity=person(f"Name{'abcde'[i]}", "Given", f"197{i}-01-01")))
+    screening.screen(booked(booking, "RDV-OOOO-0009", email="raced@example.org",
+                            client={"ip": carrier, "user_agent": "x"},
+                            identity=person("Raced", "Given", "1969-01-01")))
+    assert booking.cancelled == {} and sent == [] and screening.store.cases_in("open", 10) == []
+
+
+class ReadAfter:
+    """The fraud store as one handler sees it, held between its index write and its read:
+    `meanwhile` runs once (the other handler, whole) just before the first read."""
+
+    def __init__(self, store, meanwhile):
+        self._store, self._meanwhile = store, meanwhile
+
+    def members(self, group_ids):
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        return self._store.members(group_ids)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def screen_in_order(world, first, second, order):
+    """Screen two confirmations as two handlers would: one after the other ("sequential"), or
+    the first held between its index write and its read while the second runs ("held")."""
+    screening, booking, sent = world
+    if order == "sequential":
+        screening.screen(first)
+        screening.screen(second)
+        return
+    other = Screening(screening.store, booking, SETTINGS, screening.dispatch)
+    held = Screening(ReadAfter(screening.store, lambda: other.screen(second)), booking, SETTINGS,
+                     screening.dispatch)
+    held.screen(first)
+
+
+ORDERS = [("decoy", "real", "sequential"), ("real", "decoy", "sequential"),
+          ("decoy", "real", "held"), ("real", "decoy", "held")]
+
+
+@pytest.mark.parametrize("first,second,order", ORDERS)
+def test_a_decoy_and_a_real_booking_on_one_mailbox_end_alike_in_any_order(world, first, second, order):
+    """Issue 25: two people on one mailbox confirmed at the same instant, one on a decoy slot:
+    both are cancelled by M3 (one e-mail, two people), whichever handler reads the index first;
+    the decoy adds no cancellation of its own (issue 24)."""
+    screening, booking, sent = world
+    events = {
+        "decoy": booked(booking, "RDV-GGGG-0001", email="grab@example.org", decoy=True,
+                        slot_id="decoy-slot", client={"ip": "198.51.100.30", "user_agent": "x"},
+                        identity=person("Sylla", "Aminata", "1991-04-04")),
+        "real": booked(booking, "RDV-GGGG-0002", email="grab@example.org",
+                       client={"ip": "198.51.100.31", "user_agent": "x"},
+                       identity=person("Barry", "Ibrahima", "1987-06-06")),
+    }
+    screen_in_order(world, events[first], events[second], order)
+    assert booking.cancelled == {"RDV-GGGG-0001": "multiple_bookings_same_email",
+                                 "RDV-GGGG-0002": "multiple_bookings_same_email"}
+    assert not [d for r in ("RDV-GGGG-0001", "RDV-GGGG-0002")
+                for d in screening.store.decisions_for(r) if d["action"] == "cancel"
+                and d["rule"] != "multiple_bookings_same_email"]
+
+
+@pytest.mark.parametrize("first,second,order", ORDERS)
+def test_a_decoy_sends_its_address_neighbour_to_the_same_case_in_any_order(world, first, second, order):
+    """The address cluster too: a booking that only shares the decoy's address goes to the
+    decoy's review case whether it was screened before or after the decoy; nobody is cancelled."""
+    screening, booking, sent = world
+    cafe = "203.0.113.90"
+    events = {
+        "decoy": booked(booking, "RDV-HHHH-0001", email="script9@example.org", decoy=True,
+                        slot_id="decoy-slot", client={"ip": cafe, "user_agent": "x"},
+                        identity=person("Cisse", "Oumar", "1980-08-08")),
+        "real": booked(booking, "RDV-HHHH-0002", email="nene@example.org",
+                       client={"ip": cafe, "user_agent": "x"},
+                       identity=person("Bah", "Nene", "1993-09-09")),
+    }
+    screen_in_order(world, events[first], events[second], order)
+    assert booking.cancelled == {}
+    case = case_of(screening, "RDV-HHHH-0002")
+    assert case and case.startswith(f"address:{cafe}:") and case == case_of(screening, "RDV-HHHH-0001")
+    reviews = {e["reference"]: e["evidence"].get("link") for e in sent if e["action"] == "review"}
+    assert reviews == {"RDV-HHHH-0001": None, "RDV-HHHH-0002": "address"}
+
+
+PAIR_ORDERS = [("one", "two", "sequential"), ("two", "one", "sequential"),
+               ("one", "two", "held"), ("two", "one", "held")]
+
+
+@pytest.mark.parametrize("first,second,order", PAIR_ORDERS)
+@pytest.mark.parametrize("match", ["names", "number"])
+def test_one_person_twice_for_one_procedure_keeps_the_earliest_in_any_order(world, first, second, order, match):
+    """Issue 25: the same person (folded names and birth date, or foreigner number) confirmed
+    twice for one procedure under two e-mails at the same instant, from two addresses: the
+    later booking is cancelled with evidence, the earlier kept, whichever is screened first."""
+    screening, booking, sent = world
+    if match == "names":
+        identities = (dict(person("N'Diaye", "Awa Marie", "1990-05-05"), foreigner_number="1111111111"),
+                      dict(person("NDIAYE", "awa-marie", "1990-05-05"), foreigner_number="2222222222"))
+    else:  # a typo in the name, the same foreigner number
+        identities = (dict(person("Ndiaye", "Awa", "1990-05-05"), foreigner_number="3333333333"),
+                      dict(person("Ndiay", "Awa", "1990-05-05"), foreigner_number="3333333333"))
+    events = {
+        "one": booked(booking, "RDV-PPPP-0001", email="awa.one@example.org", identity=identities[0],
+                      client={"ip": "198.51.100.41", "user_agent": "x"}),
+        "two": booked(booking, "RDV-PPPP-0002", email="awa.two@example.org", identity=identities[1],
+                      client={"ip": "192.0.2.42", "user_agent": "y"}),
+    }
+    screen_in_order(world, events[first], events[second], order)
+    assert booking.cancelled == {"RDV-PPPP-0002": "multiple_bookings_same_person"}
+    [decision] = screening.store.decisions_for("RDV-PPPP-0002")
+    assert decision["evidence"]["kept"] == "RDV-PPPP-0001"
+    assert decision["evidence"]["bookings"] == ["RDV-PPPP-0001", "RDV-PPPP-0002"]
+    assert decision["evidence"]["matched_by"] == [
+        "names and birth date" if match == "names" else "foreigner number"]
+    assert [(e["reference"], e["action"]) for e in sent] == [("RDV-PPPP-0002", "cancelled")]
+
+
+def test_one_person_for_two_procedures_or_cancelled_first_is_left_alone(world):
+    screening, booking, sent = world
+    awa = person("Ndiaye", "Awa", "1990-05-05")
+    screening.screen(booked(booking, "RDV-QQQQ-0001", email="a1@example.org", identity=awa))
+    screening.screen(booked(booking, "RDV-QQQQ-0002", email="a2@example.org", identity=awa,
+                            procedure="first_application"))
+    booking.cancelled["RDV-QQQQ-0001"] = "applicant"  # she changed her e-mail: cancel, then book
+    screening.store.set_status("RDV-QQQQ-0001", "cancelled")
+    screening.screen(booked(booking, "RDV-QQQQ-0003", email="a3@example.org", identity=awa))
+    assert booking.cancelled == {"RDV-QQQQ-0001": "applicant"} and sent == []
+
+
+@pytest.mark.parametrize("first,second,order", ORDERS)
+def test_a_decoy_and_the_same_person_booked_elsewhere_end_alike_in_any_order(world, first, second, order):
+    """The decoy rule sends the same person from another address and e-mail to review (maybe
+    the person the trafficker booked for), with the decoy booking: the same-person rule leaves
+    decoy bookings to it, so the outcome does not depend on which was screened first."""
+    screening, booking, sent = world
+    moussa = person("Traore", "Moussa", "1979-01-01")
+    events = {
+        "decoy": booked(booking, "RDV-RRRR-0001", email="script3@example.org", decoy=True,
+                        slot_id="decoy-slot", client={"ip": "203.0.113.91", "user_agent": "x"},
+                        identity=moussa),
+        "real": booked(booking, "RDV-RRRR-0002", email="moussa@example.org",
+                       client={"ip": "192.0.2.91", "user_agent": "y"}, identity=moussa),
+    }
+    screen_in_order(world, events[first], events[second], order)
+    assert booking.cancelled == {}
+    reviews = {e["reference"]: e["evidence"].get("link") for e in sent if e["action"] == "review"}
+    assert reviews == {"RDV-RRRR-0001": None, "RDV-RRRR-0002": "identity"}

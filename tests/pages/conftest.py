@@ -18,11 +18,17 @@ def gateway_config(config, request):
 
 
 @pytest.fixture
-def site(container_factory, config, gateway_config, web_port):
+def services_config(config, request):
+    """Settings of the slots and booking services for one test (indirect parametrize)."""
+    return dict(config, **getattr(request, "param", {}))
+
+
+@pytest.fixture
+def site(container_factory, config, gateway_config, services_config, web_port):
     """Gateway, slots and booking running; renewals and 10-year renewals open at Montpellier,
     nothing at Béziers; the gateway's base URL."""
-    for cls, cls_config in ((PublicGateway, gateway_config), (SlotsService, config),
-                            (BookingService, config)):
+    for cls, cls_config in ((PublicGateway, gateway_config), (SlotsService, services_config),
+                            (BookingService, services_config)):
         container_factory(cls, cls_config).start()
     with ClusterRpcProxy(config, timeout=20) as rpc:
         # open at once: a scheduled batch opens only when the release timer gets to it

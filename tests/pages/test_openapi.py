@@ -26,7 +26,7 @@ def test_the_document_describes_every_json_operation_and_its_errors():
     assert set(paths) == {"/health", "/api/procedures", "/api/slots", "/api/bookings",
                           "/api/bookings/{reference}"}
     booking = paths["/api/bookings"]["post"]
-    assert set(booking["responses"]) == {"201", "400", "404", "409", "503"}
+    assert set(booking["responses"]) == {"201", "400", "404", "409", "429", "503"}
     assert booking["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/BookingRequest"}
     request = DOCUMENT["components"]["schemas"]["BookingRequest"]

@@ -5,7 +5,7 @@ from html import unescape
 import pytest
 from icalendar import Calendar
 
-from tests.helpers import confirm_token_of
+from tests.helpers import confirm_token_of, scheduled_slot_id
 from tests.pages.conftest import FORM, csrf_of, first_slot_path
 
 NO_FOLLOW = {"allow_redirects": False}
@@ -191,18 +191,118 @@ def test_cancel_asks_first_and_needs_the_csrf_token(http, site):
     assert free_of(http, slot_path) == 0
 
 
-def test_a_slot_taken_meanwhile_sends_back_to_the_list(http, site):
+def test_a_slot_taken_meanwhile_keeps_the_form_and_offers_the_times_still_free(http, site):
     slot_path = first_slot_path(http)
     form = http.get(slot_path)
     # someone else takes the last place between the form and its sending
     slot_id = slot_path.rsplit("/", 1)[1]
     assert http.post("/api/bookings", json=dict(FORM, procedure="renewal", slot_id=slot_id,
                                                 email="other@example.org")).status_code == 201
-    taken = http.post(slot_path, data=dict(FORM, csrf_token=csrf_of(form.text)), **NO_FOLLOW)
+    typed = dict(FORM, family_name="Nguyễn Thị", given_names="Lan", email="lan@example.org")
+    taken = http.post(slot_path, data=dict(typed, csrf_token=csrf_of(form.text)), **NO_FOLLOW)
     assert taken.status_code == 409
-    assert "Ce créneau vient d'être pris" in unescape(taken.text)
-    assert 'href="/book/renewal/montpellier"' in taken.text
-    assert slot_path not in http.get("/book/renewal/montpellier").text
+    text = unescape(taken.text)
+    assert "Ce créneau vient d'être pris" in text and "Vos informations sont conservées" in text
+    for field, value in typed.items():  # what was typed, kept
+        assert re.search(rf'<input id="{field}" name="{field}" [^>]*value="{re.escape(value)}"', text), field
+    # the times still free here, the taken one not among them; the form posts to the site
+    assert 'action="/book/renewal/montpellier"' in text
+    choices = re.findall(r'<input type="radio" name="slot_id" value="([^"]+)" id="([^"]+)">', text)
+    assert choices and slot_id not in [value for value, _ in choices]
+    assert choices[0][1] == "slot_id"  # the summary's link lands on the first choice
+    assert 'href="#slot_id"' in text and 'href="/book/renewal/montpellier"' in text
+    # sent again without a time: the same form, with the reason next to the choices
+    retry = http.post("/book/renewal/montpellier", data=dict(typed, csrf_token=csrf_of(taken.text)),
+                      **NO_FOLLOW)
+    assert retry.status_code == 400 and 'id="slot_id-error"' in retry.text
+    assert 'value="Lan"' in retry.text
+    # a time chosen: booked with the details as typed
+    chosen = choices[0][0]
+    done = http.post("/book/renewal/montpellier",
+                     data=dict(typed, slot_id=chosen, csrf_token=csrf_of(retry.text)), **NO_FOLLOW)
+    reference = booked_reference(done)
+    page = unescape(http.get(f"/bookings/{reference}").text)
+    assert "Nguyễn Thị Lan" in page and "lan@example.org" in page
+    assert free_of(http, f"/book/renewal/montpellier/{chosen}") == 0
+    # the English pages say it in English
+    english = http.get(slot_path.rsplit("/", 1)[0] + f"/{choices[1][0]}", params={"lang": "en"})
+    assert http.post("/api/bookings", json=dict(FORM, procedure="renewal", slot_id=choices[1][0],
+                                                email="third@example.org")).status_code == 201
+    taken = http.post(slot_path.rsplit("/", 1)[0] + f"/{choices[1][0]}",
+                      data=dict(typed, email="x@example.org", csrf_token=csrf_of(english.text)),
+                      **NO_FOLLOW)
+    assert taken.status_code == 409 and "This slot has just been taken" in taken.text
+    assert "Choose another time" in taken.text and 'value="x@example.org"' in taken.text
+
+
+def test_a_slot_not_released_yet_is_answered_as_an_unknown_one(http, site, config):
+    """The form's GET and POST tell nothing more of an unreleased slot than of an unknown id
+    (they answered 409 "taken" for it, 404 for an unknown one)."""
+    hidden, unknown = scheduled_slot_id(config), "0123456789abcdef"
+    csrf = csrf_of(http.get(first_slot_path(http)).text)
+    answers = {}
+    for slot_id in (hidden, unknown):
+        path = f"/book/renewal/montpellier/{slot_id}"
+        shown = http.get(path)
+        sent = http.post(path, data=dict(FORM, csrf_token=csrf), **NO_FOLLOW)
+        answers[slot_id] = [(page.status_code, page.text.replace(slot_id, "SLOT"))
+                            for page in (shown, sent)]
+    assert [status for status, _ in answers[hidden]] == [404, 404]
+    assert answers[hidden] == answers[unknown]
+
+
+@pytest.mark.parametrize("services_config, why", [
+    ({"UNCONFIRMED_PER_CLIENT": 1}, ("depuis cette connexion", "from this connection")),
+    # a share so small that the release's bound is one place
+    ({"UNCONFIRMED_RELEASE_SHARE": 0.01}, ("de cette mise en ligne", "of this release")),
+], indirect=["services_config"])
+def test_too_many_unconfirmed_shows_the_form_again_with_why(http, site, why):
+    """Past a bound of unconfirmed bookings (from one address, in one release), the form comes
+    back (429) with the input kept and what to do, in both languages; nothing was held."""
+    booked_reference(book(http, first_slot_path(http)))  # pending: not confirmed yet
+    slot_path = first_slot_path(http)
+    places = free_of(http, slot_path)
+    refused = book(http, slot_path, email="awa.diallo@example.org", family_name="Diallo")
+    assert refused.status_code == 429, refused.text
+    text = unescape(refused.text)
+    assert "Trop de rendez-vous attendent leur confirmation" in text
+    assert "Rien n'a été réservé" in text and 'value="awa.diallo@example.org"' in text
+    assert why[0] in text
+    assert free_of(http, slot_path) == places
+    english = http.post(f"{slot_path}?lang=en", data=dict(
+        FORM, email="awa.diallo@example.org", csrf_token=csrf_of(http.get(slot_path).text)),
+        **NO_FOLLOW)
+    assert english.status_code == 429
+    assert "Too many bookings are waiting for their confirmation" in unescape(english.text)
+    assert why[1] in unescape(english.text)
+
+
+def test_a_second_booking_for_one_person_or_one_e_mail_is_told_on_the_form(http, site, mongo):
+    """Issue 25: one person, one booking per procedure, whatever the e-mail; the form comes
+    back with the refusal in French and English, what to do instead, and the input kept."""
+    reference = booked_reference(book(http, first_slot_path(http)))
+    assert http.post(f"/api/bookings/{reference}/confirm", headers={
+        "X-Booking-Token": confirm_token_of(mongo, reference)}).json()["status"] == "active"
+    slot_path = first_slot_path(http)
+    again = book(http, slot_path, email="yasmine.new@example.org", family_name="BENALI")
+    assert again.status_code == 409
+    text = unescape(again.text)
+    assert "Vous avez déjà un rendez-vous pour cette démarche" in text
+    assert "annulez d'abord l'autre rendez-vous" in text and "réservez à nouveau" in text
+    assert reference not in text  # nothing about the other booking
+    assert 'value="yasmine.new@example.org"' in text and csrf_of(again.text)
+    assert free_of(http, slot_path) == 1  # nothing was booked
+    http.get("/book", params={"lang": "en"})  # in English from here on
+    again = book(http, slot_path, email="yasmine.new@example.org")
+    text = unescape(again.text)
+    assert again.status_code == 409 and '<html lang="en">' in text
+    assert "You already have an appointment for this procedure" in text and "then book again" in text
+    # the same e-mail for someone else: told on the form too, not as "slot taken"
+    other = book(http, slot_path, family_name="Diallo", given_names="Awa", foreigner_number="1111111111")
+    assert other.status_code == 409
+    text = unescape(other.text)
+    assert "This e-mail address already has an appointment" in text
+    assert "This slot has just been taken" not in text
 
 
 def test_slots_by_day_with_the_walk_in_rule_above_them(http, site):
@@ -242,7 +342,7 @@ def test_the_attempt_section_can_be_turned_off(http, site):
 
 def test_the_language_switch_is_remembered(http, site):
     home = http.get("/")
-    assert '<html lang="fr">' in home.text and 'href="/?lang=en" lang="en" hreflang="en">English</a>' in home.text
+    assert '<html lang="fr">' in home.text and 'href="/?lang=en" lang="en" hreflang="en">EN – English</a>' in home.text
     english = http.get("/book", params={"lang": "en"})
     assert '<html lang="en">' in english.text and "What is your procedure?" in english.text
     assert "lang=en" in english.headers["Set-Cookie"]
@@ -286,3 +386,75 @@ def test_the_gateway_refuses_to_start_without_its_form_secret(container_factory,
     container = container_factory(PublicGateway, dict(config, PUBLIC_FORM_SECRET=None))
     with pytest.raises(ConfigurationError, match="PUBLIC_FORM_SECRET"):
         container.start()
+
+
+def test_the_reminders_cancel_link_opens_the_confirmation_step(http, site):
+    """Issue 21: "I can no longer come" in the reminder is /bookings/{ref}/cancel?token=…: one
+    click shows the confirmation step (the token moved into the cookie, out of the address),
+    the button cancels, and the place goes back like any freed place."""
+    slot_path = first_slot_path(http)
+    reference = booked_reference(book(http, slot_path))
+    token = http.cookies.get("booking_token")
+    http.cookies.clear()  # the reminder is opened in a mail client: no cookie yet
+    link = http.get(f"/bookings/{reference}/cancel", params={"token": token}, **NO_FOLLOW)
+    assert link.status_code == 303 and link.headers["Location"] == f"/bookings/{reference}/cancel"
+    confirm = http.get(f"/bookings/{reference}/cancel")
+    assert confirm.status_code == 200 and "Oui, annuler le rendez-vous" in confirm.text
+    assert "À confirmer" in unescape(http.get(f"/bookings/{reference}").text)  # nothing yet
+    done = http.post(f"/bookings/{reference}/cancel", data={"csrf_token": csrf_of(confirm.text)},
+                     **NO_FOLLOW)
+    assert done.status_code == 303
+    assert "Ce rendez-vous est annulé" in http.get(f"/bookings/{reference}").text
+    assert free_of(http, slot_path) == 0  # held back, re-released later (issue 8)
+
+
+def e_mail_links(event_type, event, base):
+    """The links to the pages in the e-mail notify composes for this event, relative to `base`."""
+    from services.notify.compose import compose
+
+    settings = {"public_base_url": base, "report_url": "https://report.example",
+                "report_email": "r@example.fr", "mail_domain": "example.fr"}
+    text = compose(event_type, event, settings)["text"]
+    return [link[len(base):] for link in re.findall(rf"{re.escape(base)}/\S+", text)]
+
+
+@pytest.mark.parametrize("lang, heading", [("en", "Your appointment"), ("fr", "Votre rendez-vous")])
+def test_the_e_mail_links_open_the_pages_in_the_language_of_the_booking(http, site, bus, lang,
+                                                                        heading):
+    created = bus("booking", "booking_created")
+    http.get("/", params={"lang": lang})  # the person chose the language once; a cookie keeps it
+    reference = booked_reference(book(http, first_slot_path(http)))
+    _, event = created.wait_for(lambda t, p: p["reference"] == reference)
+    assert event["lang"] == lang
+    # the confirmation link, opened in another browser (the mail app's, with no cookie)
+    # (said in French, then in English: one link twice)
+    [link] = {link for link in e_mail_links("booking_created", event, site) if "/confirm?" in link}
+    other = type(http)()
+    opened = other.get(link, **NO_FOLLOW)
+    assert opened.status_code == 303 and opened.headers["Location"] == f"/bookings/{reference}/confirm"
+    assert "token" not in opened.headers["Location"] and "lang" not in opened.headers["Location"]
+    page = other.get(opened.headers["Location"])
+    assert f'<html lang="{lang}">' in page.text and f"<h1>{heading}</h1>" in page.text
+
+
+def test_the_page_after_booking_shows_where_the_e_mail_went(http, site, caplog):
+    reference = booked_reference(book(http, first_slot_path(http), email="Y.Benali+rdv@Example.org"))
+    page = http.get(f"/bookings/{reference}?booked=1")
+    text = unescape(page.text)
+    # the address as typed, in the box that says to open the e-mail
+    banner = re.search(r'<div class="[^"]*\bbanner-pending" role="status">(.*?)</div>', text, re.S).group(1)
+    assert '<strong class="email">Y.Benali+rdv@Example.org</strong>' in banner
+    assert "Ce n'est pas votre adresse ?" in banner
+    english = unescape(http.get(f"/bookings/{reference}", params={"lang": "en"}).text)
+    assert "The confirmation link was sent to" in english and "Y.Benali+rdv@Example.org" in english
+    assert "Benali+rdv" not in caplog.text  # never logged (nor in an address: it is posted)
+
+
+def test_the_foreigner_number_field_brings_up_a_digit_keypad(http, site):
+    form = http.get(first_slot_path(http)).text
+    number = re.search(r'<input id="foreigner_number"[^>]*>', form).group(0)
+    assert 'inputmode="numeric"' in number and "&#34;" not in number and "&quot;" not in number
+    email = re.search(r'<input id="email"[^>]*>', form).group(0)
+    assert 'spellcheck="false"' in email
+    # the same on the request form's field (issue 12's page shares the macro)
+    assert 'inputmode="numeric"' in http.get("/attempts/new").text

@@ -164,13 +164,10 @@ def test_the_form_shows_each_mistake_next_to_its_field_keeps_values_and_checks_c
     assert "la demande ne comptera pas" in text
     assert rpc.requests.counts()["by_procedure"] == {"renewal": {"unconfirmed": 1}}
 
-    # a second request on the same e-mail: the form again with the reason (409)
-    again = watch.post_form("/request/renewal", "/request/renewal",
-                            dict(form_data(foreigner_number="9999999999")))
-    assert again.status_code == 409
-    text = unescape(again.text)
-    assert "Vous avez déjà une demande en cours" in text
-    assert re.search(r'id="email-error">.*Une demande est déjà en cours', text)
+    # a second request on the same e-mail: filed too, an unconfirmed request claims nothing
+    # (test_a_confirmed_request_holds_its_e_mail_against_the_others)
+    second, _, _ = file(watch, filed, foreigner_number="9999999999")
+    assert second != reference
 
     # wrong or missing tokens: the not-found page
     assert follow_link(watch, reference, "wrong-token").status_code == 404
@@ -183,6 +180,60 @@ def test_the_form_shows_each_mistake_next_to_its_field_keeps_values_and_checks_c
         assert stranger("POST", f"/requests/{reference}/{action}", data={}).status_code == 404
     assert rpc.requests.get(reference, request_token)["state"] == "unconfirmed"
     watch.assert_token_never_shown(request_token)
+
+
+def test_a_confirmed_request_holds_its_e_mail_against_the_others(system, http, bus):
+    """Two requests on one e-mail: the one confirmed first counts; the other's confirmation
+    shows why it is refused (409), and a new filing on that e-mail is refused at the form."""
+    rpc, _ = system
+    filed = bus("requests", "request_filed")
+    mine, other = Watch(type(http)()), Watch(type(http)())
+    reference, token, _ = file(mine, filed)
+    stranger_ref, stranger_token, _ = file(other, filed, family_name="Martin",
+                                           given_names="Paul", foreigner_number="0223456789")
+    page = follow_link(mine, reference, token, "/confirm")
+    confirmed = mine("POST", f"/requests/{reference}/confirm", data={"csrf_token": csrf_of(page.text)})
+    assert confirmed.status_code == 303
+    page = follow_link(other, stranger_ref, stranger_token, "/confirm")
+    refused = other("POST", f"/requests/{stranger_ref}/confirm",
+                    data={"csrf_token": csrf_of(page.text)})
+    assert refused.status_code == 409
+    text = unescape(refused.text)
+    assert "Une autre demande est déjà confirmée" in text and "ne comptera pas" in text
+    assert "Confirmer ma demande" in text  # still unconfirmed, shown as it is
+    english = other("POST", f"/requests/{stranger_ref}/confirm?lang=en",
+                    data={"csrf_token": csrf_of(page.text)})
+    assert english.status_code == 409 and "Another request is already confirmed" in english.text
+    assert rpc.requests.get(stranger_ref, stranger_token)["state"] == "unconfirmed"
+    assert rpc.requests.get(reference, token)["state"] == "waiting"
+    # a new request on that e-mail: the form again with the reason (409), no mail sent
+    again = mine.post_form("/request/renewal", "/request/renewal",
+                           dict(form_data(foreigner_number="9999999999")))
+    assert again.status_code == 409
+    text = unescape(again.text)
+    assert "Vous avez déjà une demande en cours" in text
+    assert re.search(r'id="email-error">.*Une demande confirmée est déjà en cours', text)
+    # answered: whatever the refused filing published is on the bus, and it published nothing
+    # (the earlier two's relay copies, if any, carry their own references)
+    assert [e for _, e in filed.fenced() if e["reference"] not in (reference, stranger_ref)] == []
+    mine.assert_token_never_shown(token)
+    other.assert_token_never_shown(stranger_token)
+
+
+def test_the_form_sent_twice_is_one_request_and_one_e_mail(system, http, bus, mongo):
+    filed = bus("requests", "request_filed")
+    form = http.get("/request/renewal")
+    key = re.search(r'name="idempotency_key" value="([^"]+)"', form.text).group(1)
+    data = form_data() + [("csrf_token", csrf_of(form.text)), ("idempotency_key", key)]
+    first = http.post("/request/renewal", data=data, **NO_FOLLOW)
+    again = http.post("/request/renewal", data=data, **NO_FOLLOW)  # a second click, a resend
+    assert first.status_code == again.status_code == 200, again.text
+    reference = re.compile(r'id="request-reference">(REQ-[0-9A-Z]{4}-[0-9A-Z]{4})<')
+    assert reference.search(first.text).group(1) == reference.search(again.text).group(1)
+    assert [r["_id"] for r in mongo("requests")["requests"].find()] == [
+        reference.search(first.text).group(1)]
+    # both answered: all they published is on the bus, one event (relay copies share its id)
+    assert len({e["event_id"] for _, e in filed.fenced()}) == 1  # one e-mail
 
 
 def test_each_procedure_shows_its_own_path(system, http):
@@ -302,7 +353,9 @@ def test_confirm_then_an_offer_accepted_declined_lapsed_withdrawn_and_availabili
     # Mensah said Friday afternoons only: the declined place is not offered to them
     assert rpc.requests.get(people["change"][1], people["change"][2])["state"] == "waiting"
     again = browser("POST", f"/requests/{reference}/decline", data={"csrf_token": csrf_of(sure.text)})
-    assert again.status_code == 409 and "Aucune place à accepter ou refuser" in unescape(again.text)
+    # sent again (a double click, a redelivery): one decline, the request's page as it stands
+    assert (again.status_code, again.headers["Location"]) == (303, f"/requests/{reference}")
+    assert rpc.requests.get(reference, token)["state"] == "waiting"
 
     # the deadline passed: the state page again, with the reason (not a 5xx)
     browser, reference, token = people["lapse"]
@@ -327,3 +380,39 @@ def test_confirm_then_an_offer_accepted_declined_lapsed_withdrawn_and_availabili
 
     for browser, reference, token in people.values():
         browser.assert_token_never_shown(token)
+
+
+def test_a_request_filed_in_english_gets_e_mails_whose_links_open_the_english_pages(
+        system, http, bus):
+    from tests.pages.test_pages_http import e_mail_links
+
+    rpc, _ = system
+    filed, offers = bus("requests", "request_filed"), bus("requests", "offer_made")
+    mailed = bus("requests", "request_filed")  # file() takes its event from `filed`
+    confirmed = bus("booking", "booking_confirmed")
+    watch = Watch(http)
+    watch.get("/", params={"lang": "en"})  # chosen once, kept in a cookie
+    reference, token, receipt = file(watch, filed)
+    assert '<html lang="en">' in receipt.text
+    _, event = mailed.wait_for(lambda t, p: p["reference"] == reference)
+    assert event["lang"] == "en"
+    # the confirmation link, opened where the mail is read (no cookie yet): English pages
+    [link] = {link for link in e_mail_links("request_filed", event, "http://pages.example")
+              if "/confirm?" in link}
+    reader = Watch(type(http)())
+    opened = reader.get(link)
+    assert opened.status_code == 303 and opened.headers["Location"] == f"/requests/{reference}/confirm"
+    page = reader.get(opened.headers["Location"])
+    assert '<html lang="en">' in page.text and "Confirm my request" in page.text
+    reader("POST", f"/requests/{reference}/confirm", data={"csrf_token": csrf_of(page.text)})
+    assert rpc.requests.get(reference, token)["state"] == "waiting"
+    # the offer's e-mail and the booking its acceptance makes carry the request's language
+    release_now(rpc, next_tuesday())
+    _, offer = offers.wait_for(lambda t, p: p["reference"] == reference, timeout=20)
+    assert offer["lang"] == "en"
+    assert all("lang=en" in link for link in e_mail_links("offer_made", offer, "http://x"))
+    page = reader.get(f"/requests/{reference}")
+    accepted = reader("POST", f"/requests/{reference}/accept", data={"csrf_token": csrf_of(page.text)})
+    assert accepted.status_code == 303, accepted.text
+    _, booking = confirmed.wait_for(lambda t, p: p.get("offer_id") == offer["offer_id"])
+    assert booking["lang"] == "en"

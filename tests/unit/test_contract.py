@@ -32,6 +32,7 @@ def test_cancel_reasons_are_the_contract_s():
     with pytest.raises(contract.ContractError):
         booking_event(name="booking_cancelled", reason="because")
     assert set(contract.CANCEL_REASONS) == {"applicant", "multiple_bookings_same_email",
+                                            "multiple_bookings_same_person",
                                             "name_not_exact", "slot_grabbing", "name_mismatch",
                                             "staff", "not_confirmed", "email_already_used"}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.fraud import names
-from services.fraud.names import name_problem
+from services.common import exact_names as names
+from services.common.exact_names import name_problem
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

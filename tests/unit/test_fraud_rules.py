@@ -1,5 +1,8 @@
 import pytest
 from services.fraud import rules
+from services.fraud.screening import decoy_evidence
+from services.common import exact_names
+from services.common.one_email import normalise_email
 
 CFG = {"fast_seconds": 2, "quick_seconds": 10, "agent_identities": 10,
        "cancel_score": 0.8, "review_score": 0.4}
@@ -36,15 +39,15 @@ def test_email_policies_are_configurable():
 
 
 def test_identity_key_folds_spelling():
-    a = rules.identity_key({"family_name": "N'Diaye", "given_names": "Fatou", "birth_date": "1990-01-01"})
-    b = rules.identity_key({"family_name": "NDIAYE", "given_names": "fatou", "birth_date": "1990-01-01"})
-    c = rules.identity_key({"family_name": "Ndiaye", "given_names": "Fatou", "birth_date": "1991-01-01"})
+    a = exact_names.identity_key({"family_name": "N'Diaye", "given_names": "Fatou", "birth_date": "1990-01-01"})
+    b = exact_names.identity_key({"family_name": "NDIAYE", "given_names": "fatou", "birth_date": "1990-01-01"})
+    c = exact_names.identity_key({"family_name": "Ndiaye", "given_names": "Fatou", "birth_date": "1991-01-01"})
     assert a == b != c
 
 
 def test_email_key_applies_provider_rules():
-    assert rules.email_key("J.Doe+rdv@gmail.com") == rules.email_key("jdoe@googlemail.com")
-    assert rules.email_key("J.Doe+rdv@gmail.com", provider_rules=False) == "j.doe+rdv@gmail.com"
+    assert normalise_email("J.Doe+rdv@gmail.com") == normalise_email("jdoe@googlemail.com")
+    assert normalise_email("J.Doe+rdv@gmail.com", provider_rules=False) == "j.doe+rdv@gmail.com"
 
 
 def score(*args):
@@ -95,8 +98,11 @@ def decoy_entry(email, identity, ip):
 def test_what_goes_with_a_decoy_booking(other, link):
     decoy = decoy_entry("seller@x.org", "a", "1.1.1.1")
     assert rules.decoy_linked(other, decoy) == link
-    # only what ties the booking itself to the decoy's booker cancels; the rest is reviewed
-    assert (link in rules.CANCELLED_WITH_DECOY) == (link in ("email", "identity+address"))
+    # whatever the link, staff decide (issue 24): evidence for review, never a cancellation
+    evidence = decoy_evidence(other, dict(decoy, _id="RDV-DECOY"))
+    assert (evidence is None) == (link is None)
+    if link:
+        assert (evidence["link"], evidence["linked_to"]) == (link, "RDV-DECOY")
 
 
 def test_an_address_case_groups_a_window():

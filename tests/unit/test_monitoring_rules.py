@@ -5,9 +5,9 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from gateway.admin.monitoring import (DEAD_LETTERS, GROWING, NO_CONSUMER, alarms, growing,
-                                      queue_view, service_of)
+                                      queue_view, service_of, vhost_of)
 from gateway.public.fairness import bars, nice_ceiling, procedure_view
-from deploy.rabbitmq_definitions import load, vhost_of
+from deploy.rabbitmq_definitions import load
 from services.booking import figures as booking_figures
 from services.common.deadletter import notice
 from services.common.logs import JsonFormatter, scrub
@@ -73,14 +73,18 @@ def test_booking_figures_median_wait_by_week_and_trafficking():
         booking(10, created=NOW - timedelta(days=7)), booking(5, status="cancelled", reason="applicant"),
         {"procedure": "renewal", "walk_in": True, "created_at": NOW, "slot": {"start": NOW}},
         {"_id": "RDV-MARKER", "abandoned_hold": True},
-    ], ["renewal", "duplicate"])
+    ], ["renewal", "duplicate"], [{"procedure": "renewal"}, {"procedure": "renewal"},
+                                  {"procedure": "unknown"}])
     renewal = found["renewal"]
     assert renewal["bookings"] == 5 and renewal["median_wait_days"] == 40
     assert renewal["cancellations"] == {"slot_grabbing": 1, "applicant": 1}
     assert renewal["trafficking_cancelled"] == 1
+    assert renewal["failed_attempts"] == 2  # recorded (M7): the page must not say "not recorded"
     assert [w["median_wait_days"] for w in renewal["weeks"]] == [10, 45]
+    assert renewal["by_channel"] == {"web": 5, "desk": 0, "phone": 0, "partner": 0}
     assert found["duplicate"] == {"bookings": 0, "median_wait_days": None, "cancellations": {},
-                                  "trafficking_cancelled": 0, "weeks": [], "failed_attempts": None}
+                                  "trafficking_cancelled": 0, "weeks": [], "failed_attempts": 0,
+                                  "by_channel": {"web": 0, "desk": 0, "phone": 0, "partner": 0}}
 
 
 def test_slot_figures_time_to_full_next_free_and_decoys_left_out():

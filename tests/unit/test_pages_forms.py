@@ -7,6 +7,7 @@ from services.common.ics import appointment_ics
 from services.common.reference_data import DOCUMENTS, PROCEDURES, documents
 from services.common.schemas import BookingRequestSchema, load_or_raise
 from services.common.timeutil import long_date
+from services.common.request_schemas import CLAIM_TAKEN
 
 FORM = {"family_name": "Benali", "given_names": "Yasmine", "birth_date": " 1988-03-14 ",
         "email": " yasmine@example.org ", "phone": "", "foreigner_number": ""}
@@ -21,25 +22,29 @@ def schema_errors(body, schema=BookingRequestSchema):
 
 
 def test_the_form_posts_what_the_json_api_takes():
-    body = forms.booking_request("first_application", "slot1", FORM)
+    body = forms.booking_request("first_application", "slot1", FORM, "fr")
     assert body == {"procedure": "first_application", "slot_id": "slot1", "family_name": "Benali",
                     "given_names": "Yasmine", "birth_date": "1988-03-14",
-                    "email": "yasmine@example.org", "phone": None}
+                    "email": "yasmine@example.org", "phone": None, "lang": "fr"}
     assert schema_errors(body) == {}
+    # the page's language goes with it (the e-mail's links open the pages in it)
+    english = forms.booking_request("first_application", "slot1", FORM, "en")
+    assert english["lang"] == "en" and schema_errors(english) == {}
+    assert schema_errors(dict(english, lang="de")) == {"lang": ["Must be one of: fr, en, ar."]}
     # a renewal needs the foreigner number: left empty, the schema says so on that field
-    renewal = forms.booking_request("renewal", "slot1", FORM)
+    renewal = forms.booking_request("renewal", "slot1", FORM, "fr")
     assert renewal["foreigner_number"] is None and "foreigner_number" in schema_errors(renewal)
 
 
 def test_names_are_posted_as_typed():
-    body = forms.booking_request("duplicate", "s", dict(FORM, family_name="  de la Cruz "))
+    body = forms.booking_request("duplicate", "s", dict(FORM, family_name="  de la Cruz "), "fr")
     assert body["family_name"] == "  de la Cruz "  # exact name: the booking keeps it as given
 
 
 def test_schema_reasons_become_one_message_per_field_in_either_language():
     form = dict(FORM, family_name="", birth_date="2999-01-01", email="nope", phone="abc",
                 foreigner_number="12")
-    fields = schema_errors(forms.booking_request("renewal", "s", form))
+    fields = schema_errors(forms.booking_request("renewal", "s", form, "fr"))
     french, other = forms.field_errors(fields, form, "fr")
     assert set(french) == {"family_name", "birth_date", "email", "phone", "foreigner_number"}
     assert french["family_name"].startswith("Indiquez votre nom de famille")
@@ -98,7 +103,7 @@ def test_the_calendar_file_escapes_and_folds():
 # issue 12: the request form
 
 def request_schema_errors(body):
-    from services.requests.schemas import RequestFilingSchema
+    from services.common.request_schemas import RequestFilingSchema
     return schema_errors(body, RequestFilingSchema)
 
 
@@ -107,7 +112,7 @@ def test_the_request_form_posts_what_the_json_api_takes_with_half_day_windows():
     form = MultiDict(list(dict(FORM, foreigner_number="0123456789", permit_expiry=" 2031-05-02 ").items())
                      + [("sites", "montpellier"), ("sites", "beziers"), ("sites", "montpellier"),
                         ("times", "tuesday-morning"), ("times", "friday-afternoon")])
-    body = forms.request_filing("renewal", form)
+    body = forms.request_filing("renewal", form, "fr")
     assert body["procedure"] == "renewal" and body["foreigner_number"] == "0123456789"
     assert body["permit_expiry"] == "2031-05-02" and body["email"] == "yasmine@example.org"
     assert body["availability"] == {
@@ -116,14 +121,14 @@ def test_the_request_form_posts_what_the_json_api_takes_with_half_day_windows():
                   {"weekday": "friday", "from": "13:00", "to": "18:00"}]}
     assert request_schema_errors(body) == {}
     # the opening hours (08:30-12:00, 13:30-16:30) fit in the half-days
-    from services.requests.rules import can_come
+    from services.requests.allocation import can_come
     from datetime import datetime, timezone
     tuesday_11 = datetime(2030, 1, 1, 10, 40, tzinfo=timezone.utc)  # 11:40 in Paris, a Tuesday
     assert can_come(body["availability"], "montpellier", tuesday_11,
                     tuesday_11.replace(hour=11))
     # a first application: no permit, the date left empty
     first = forms.request_filing("first_application", MultiDict(
-        list(dict(FORM, permit_expiry="").items()) + [("sites", "beziers"), ("times", "monday-morning")]))
+        list(dict(FORM, permit_expiry="").items()) + [("sites", "beziers"), ("times", "monday-morning")]), "fr")
     assert first["permit_expiry"] is None and "foreigner_number" not in first
     assert request_schema_errors(first) == {}
 
@@ -131,7 +136,7 @@ def test_the_request_form_posts_what_the_json_api_takes_with_half_day_windows():
 def test_request_errors_land_next_to_their_field_and_box_group():
     from werkzeug.datastructures import MultiDict
     form = MultiDict(dict(FORM, permit_expiry="31/02/2030"))
-    body = forms.request_filing("renewal", form)
+    body = forms.request_filing("renewal", form, "fr")
     fields = request_schema_errors(body)
     errors, other = forms.request_errors(fields, form, "fr")
     assert errors["sites"] == "Cochez au moins un lieu où vous pouvez venir."
@@ -141,15 +146,15 @@ def test_request_errors_land_next_to_their_field_and_box_group():
     # a box not from the grid: refused by the schema, shown as "choose from the grid"
     bad = MultiDict([("sites", "paris"), ("times", "sunday-night")])
     errors, _ = forms.request_errors(
-        request_schema_errors(forms.request_filing("duplicate", bad)), bad, "en")
+        request_schema_errors(forms.request_filing("duplicate", bad, "fr")), bad, "en")
     assert errors["sites"] == "Choose a place from the list."
     assert errors["times"] == "Choose half-days from the grid."
-    # the requests service's refusals: M4 and "already open"
+    # the requests service's refusals: M4 and "a confirmed request already open"
     errors, _ = forms.request_errors({"family_name": ["Not an exact name (placeholder)."],
-                                      "email": ["A request is already open with this value."]},
+                                      "email": [CLAIM_TAKEN]},
                                      {"family_name": "Test", "email": "a@b.fr"}, "fr")
     assert errors["family_name"].startswith("Écrivez votre vrai nom")
-    assert errors["email"].startswith("Une demande est déjà en cours")
+    assert errors["email"].startswith("Une demande confirmée est déjà en cours")
 
 
 def test_a_stored_availability_ticks_the_half_days_it_overlaps():

@@ -1,4 +1,5 @@
-"""The release draw (M1) and the freed-place rule, as plain functions with a seeded source."""
+"""The release draw (M1, services/slots/release.py) and the freed-place rule (freed_places.py),
+as plain functions with a seeded source."""
 import random
 from collections import Counter
 from datetime import datetime, time, timedelta, timezone
@@ -6,7 +7,7 @@ from datetime import datetime, time, timedelta, timezone
 import pytest
 
 from services.common.timeutil import PARIS, as_utc
-from services.slots import release as draw
+from services.slots import freed_places, release as draw
 from services.slots.plan import expand_plan
 
 POLICY = draw.Policy(windows=[(time(9), time(12)), (time(14), time(17, 30))], lead_hours=48,
@@ -135,7 +136,7 @@ def test_a_freed_place_comes_back_in_the_configured_range():
     now = datetime(2027, 3, 1, 10, tzinfo=timezone.utc)
     start = now + timedelta(days=3)
     rng = random.Random(5)
-    delays = [draw.freed_place_delay(now, start, POLICY, rng) for _ in range(2000)]
+    delays = [freed_places.freed_place_delay(now, start, POLICY, rng) for _ in range(2000)]
     assert min(delays) >= POLICY.freed_min and max(delays) <= POLICY.freed_max
     # spread over the range, not one fixed delay a trafficker could wait out
     assert len({round(d / 300) for d in delays}) >= 10
@@ -147,25 +148,7 @@ def test_a_freed_place_on_a_close_slot_comes_back_in_what_is_left_never_at_once(
     for minutes_left in (40, 20, 2):
         start = now + timedelta(minutes=minutes_left)
         for _ in range(300):
-            delay = draw.freed_place_delay(now, start, POLICY, rng)
+            delay = freed_places.freed_place_delay(now, start, POLICY, rng)
             assert delay <= minutes_left * 60
             assert delay >= min(POLICY.freed_min, minutes_left * 60 / 2)
-    assert draw.freed_place_delay(now, now - timedelta(minutes=1), POLICY, rng) == 0.0
-
-
-# -- the gateway's listing memory ------------------------------------------------------------
-
-def test_listing_memory_serves_an_answer_again_only_while_young():
-    from gateway.public.listing_cache import ListingMemory
-
-    now = [100.0]
-    memory = ListingMemory(1.0, clock=lambda: now[0])
-    assert memory.get("k") is None
-    memory.put("k", {"slots": [1]})
-    now[0] += 0.9
-    assert memory.get("k") == {"slots": [1]}
-    now[0] += 0.2
-    assert memory.get("k") is None
-    off = ListingMemory(0, clock=lambda: now[0])
-    off.put("k", {"slots": [1]})
-    assert off.get("k") is None
+    assert freed_places.freed_place_delay(now, now - timedelta(minutes=1), POLICY, rng) == 0.0

@@ -3,9 +3,14 @@ from datetime import date, datetime, time, timedelta, timezone
 import pytest
 
 from gateway.public.client import client_address, parse_trusted
-from services.booking import rules as booking_rules
+from services.booking import events as booking_events
+from services.booking import records as booking_records
+from services.booking import references as booking_references
+from services.booking import views as booking_views
 from services.common.errors import InvalidRequest, NotFound, SlotFull, SlotNotBookable
-from services.common.normalise import normalise_email, normalise_name
+from services.common.exact_names import normalise_name
+from services.common.one_email import normalise_email
+from services.common.tokens import TokenSigner
 from services.slots import rules as slot_rules
 from services.slots.plan import decoy_slots, expand_plan
 
@@ -94,7 +99,7 @@ def test_a_bookable_slot_has_no_refusal():
 
 
 def test_references_are_readable_and_unambiguous():
-    refs = {booking_rules.new_reference() for _ in range(2000)}
+    refs = {booking_references.new_reference() for _ in range(2000)}
     assert len(refs) == 2000
     for ref in refs:
         assert ref.startswith("RDV-") and len(ref) == 13
@@ -102,22 +107,22 @@ def test_references_are_readable_and_unambiguous():
 
 
 def test_tokens_match_only_their_booking_and_key():
-    signer = booking_rules.TokenSigner("k" * 32)
+    signer = TokenSigner("k" * 32)
     token = signer.token_for("RDV-AAAA-BBBB", "salt1")
     stored = signer.hash_token(token)
     assert stored != token
     assert signer.matches(token, stored)
     assert not signer.matches(signer.token_for("RDV-AAAA-BBBC", "salt1"), stored)
     assert not signer.matches(signer.token_for("RDV-AAAA-BBBB", "salt2"), stored)
-    assert not booking_rules.TokenSigner("j" * 32).matches(
-        booking_rules.TokenSigner("j" * 32).token_for("RDV-AAAA-BBBB", "salt1"), stored)
+    assert not TokenSigner("j" * 32).matches(
+        TokenSigner("j" * 32).token_for("RDV-AAAA-BBBB", "salt1"), stored)
     assert not signer.matches(None, stored) and not signer.matches({"$ne": ""}, stored)
 
 
 def test_seconds_after_publication():
     published = datetime(2027, 1, 1, 10, tzinfo=UTC)
-    assert booking_rules.seconds_after_publication(published, published + timedelta(seconds=2.5)) == 2.5
-    assert booking_rules.seconds_after_publication(None, published) is None
+    assert booking_records.seconds_after_publication(published, published + timedelta(seconds=2.5)) == 2.5
+    assert booking_records.seconds_after_publication(None, published) is None
 
 
 def a_booking():
@@ -136,8 +141,8 @@ def a_booking():
 
 
 def test_created_event_carries_what_fraud_and_notify_need_and_is_rebuilt_identically():
-    event = booking_rules.created_event(a_booking(), "tok", "ctok")
-    assert event == booking_rules.created_event(a_booking(), "tok", "ctok")  # relay resends the same
+    event = booking_events.created_event(a_booking(), "tok", "ctok")
+    assert event == booking_events.created_event(a_booking(), "tok", "ctok")  # relay resends the same
     assert event["event_id"] == "3b5f0c52-8a7e-4d51-9f1e-2f7c3c1d0a11"
     assert event["occurred_at"] == "2027-01-04T09:00:00Z"
     assert event["email_normalised"] == "mainguyen@gmail.com"
@@ -174,25 +179,36 @@ def slot_rules_paris():
 
 def test_a_booking_is_pending_until_confirmed_and_says_so():
     booking = dict(a_booking(), status="pending", confirm_by_ts=datetime(2027, 1, 4, 10, tzinfo=UTC).timestamp())
-    view = booking_rules.applicant_view(booking)
+    view = booking_views.applicant_view(booking)
     assert view["status"] == "pending"
     assert "pas encore définitif" in view["not_final"]["fr"] and "not final" in view["not_final"]["en"]
     assert view["confirm_by"] == "2027-01-04T11:00:00+01:00"
-    assert "not_final" not in booking_rules.applicant_view(a_booking())
-    assert booking_rules.confirm_by_ts(1000.0, 60) == 4600.0
-    assert booking_rules.confirm_by_ts(1000.0, 0) is None
+    assert "not_final" not in booking_views.applicant_view(a_booking())
+    assert booking_records.confirm_by_ts(1000.0, 60) == 4600.0
+    assert booking_records.confirm_by_ts(1000.0, 0) is None
 
 
-def test_confirmed_event_repeats_the_created_facts_without_the_token():
+def test_booking_created_says_until_when_it_may_be_confirmed():
+    """The producer decides the deadline, the event says it: notify words its e-mail from it."""
+    booking = dict(a_booking(), status="pending",
+                   confirm_by_ts=datetime(2027, 1, 4, 10, tzinfo=UTC).timestamp())
+    assert booking_events.created_event(booking, "tok", "ctok")["confirm_by"] == "2027-01-04T10:00:00Z"
+    # born confirmed (an accepted offer) or BOOKING_CONFIRM_MINUTES 0: it never lapses
+    assert booking_events.created_event(dict(booking, confirm_by_ts=None), "tok", "ctok")["confirm_by"] is None
+
+
+def test_confirmed_event_repeats_the_created_facts_without_the_confirmation_token():
     booking = a_booking()
     booking["slot"]["decoy"] = True
     booking["confirmed_ts"] = datetime(2027, 1, 4, 9, 10, tzinfo=UTC).timestamp()
     booking["outbox"]["confirmed"] = {"event_id": "7d2a7e90-1d3b-4c8f-a5e6-0b9d8f7e6c33", "state": "pending"}
-    event = booking_rules.confirmed_event(booking)
-    created = booking_rules.created_event(booking, "tok", "ctok")
+    event = booking_events.confirmed_event(booking, "tok")
+    created = booking_events.created_event(booking, "tok", "ctok")
     assert event["confirmed_at"] == event["occurred_at"] == "2027-01-04T09:10:00Z"
     assert event["decoy"] is True and created["decoy"] is True
-    assert "token" not in event and "confirm_token" not in event
+    # the booking's own token, for the confirmed e-mail's convocation link; the link's token
+    # has done its work
+    assert event["token"] == "tok" and "confirm_token" not in event
     for key in ("reference", "email_normalised", "identity", "client", "seconds_after_publication"):
         assert event[key] == created[key]
 
@@ -200,15 +216,21 @@ def test_confirmed_event_repeats_the_created_facts_without_the_token():
 def test_cancelled_event_and_applicant_view():
     booking = a_booking()
     booking["status"] = "cancelled"
-    booking["cancellation"] = booking_rules.cancellation(
+    booking["cancellation"] = booking_records.cancellation(
         "multiple_bookings_same_email", {"others": ["RDV-X"]}, "fraud", datetime(2027, 1, 4, 9, 5, tzinfo=UTC))
     booking["outbox"]["cancelled"] = {"event_id": "6c2a7e90-1d3b-4c8f-a5e6-0b9d8f7e6c22", "state": "pending"}
-    event = booking_rules.cancelled_event(booking)
+    event = booking_events.cancelled_event(booking)
     assert event["reason"] == "multiple_bookings_same_email"
     assert event["evidence"] == {"others": ["RDV-X"]}
     assert event["event_id"] == "6c2a7e90-1d3b-4c8f-a5e6-0b9d8f7e6c22"
     assert event["occurred_at"] == "2027-01-04T09:05:00Z"
-    view = booking_rules.applicant_view(booking)
+    # whether the mailbox had confirmed it: notify always sends the notice of such a booking
+    assert event["was_confirmed"] is ("confirmed_ts" in booking)
+    booking["confirmed_ts"] = datetime(2027, 1, 4, 9, 0, tzinfo=UTC).timestamp()
+    assert booking_events.cancelled_event(booking)["was_confirmed"] is True
+    booking.pop("confirmed_ts")
+    assert booking_events.cancelled_event(booking)["was_confirmed"] is False
+    view = booking_views.applicant_view(booking)
     assert view["cancel_reason"] == "multiple_bookings_same_email"
     assert view["slot"]["start"] == "2027-01-07T10:00:00+01:00"
     assert "token_hash" not in view and "client" not in view
@@ -258,29 +280,21 @@ def test_normalise_name_keeps_different_names_apart():
     assert normalise_name("Li") != normalise_name("Lin")
 
 
-def test_full_slot_memory_forgets_after_its_time():
-    from gateway.public.full_slots import FullSlotMemory
-
-    now = [100.0]
-    memory = FullSlotMemory(1.0, clock=lambda: now[0])
-    assert not memory.recently_full("s1")
-    memory.remember("s1")
-    assert memory.recently_full("s1") and not memory.recently_full("s2")
-    now[0] += 1.01
-    assert not memory.recently_full("s1")
-    disabled = FullSlotMemory(0, clock=lambda: now[0])
-    disabled.remember("s1")
-    assert not disabled.recently_full("s1")
-
-
-def test_settings_keep_defaults_types_and_yes_no_strings():
+def test_settings_keep_defaults_types_and_yes_no_strings(monkeypatch):
+    from services.common import settings
     from services.common.settings import setting
 
+    # the defaults come from the one table: give these keys theirs
+    for key, default in {"A": True, "F": False, "B": 3, "D": "x", "C": 1, "E": 1.0,
+                         "missing": None, "G": False}.items():
+        monkeypatch.setitem(settings.DEFAULTS, key, default)
     config = {"A": "false", "B": None, "C": "7", "D": "", "E": "0.5", "F": True, "G": "maybe"}
-    assert setting(config, "A", True) is False  # bool("false") would say True
-    assert setting(config, "F", False) is True
-    assert setting(config, "B", 3) == 3 and setting(config, "D", "x") == "x"
-    assert setting(config, "C", 1) == 7 and setting(config, "E", 1.0) == 0.5
-    assert setting(config, "missing", None, str) is None
+    assert setting(config, "A") is False  # bool("false") would say True
+    assert setting(config, "F") is True
+    assert setting(config, "B") == 3 and setting(config, "D") == "x"
+    assert setting(config, "C") == 7 and setting(config, "E") == 0.5
+    assert setting(config, "missing") is None
     with pytest.raises(ValueError):
-        setting(config, "G", False)
+        setting(config, "G")
+    with pytest.raises(KeyError):  # a key without its one default is a mistake, not None
+        setting(config, "UNDECLARED")

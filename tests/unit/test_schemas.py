@@ -5,7 +5,7 @@ import pytest
 from gateway.public.schemas import BookingAccessSchema, SlotQuerySchema
 from services.common.errors import InvalidRequest
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
-from services.slots.schemas import OpeningPlanSchema
+from services.common.slot_schemas import OpeningPlanSchema
 from tests.helpers import applicant, plan
 
 
@@ -169,3 +169,32 @@ def test_internationalised_e_mail_addresses_are_refused_with_a_clear_message(ema
 ])
 def test_slot_search_dates_far_away_are_refused(params, field):
     assert field in reasons(dict(params, procedure="renewal"), SlotQuerySchema)
+
+
+# -- the language of the pages used (issue 21): fr, en or ar; anything else is a 400 ---------
+
+@pytest.mark.parametrize("lang", ["fr", "en", "ar"])
+def test_lang_takes_every_language_of_the_pages(lang):
+    from services.common.schemas import AttemptRequestSchema
+    assert load(dict(applicant("abc123"), lang=lang))["lang"] == lang
+    attempt = {"procedure": "renewal", "email": "a@example.org", "lang": lang}
+    assert load(attempt, AttemptRequestSchema)["lang"] == lang
+
+
+@pytest.mark.parametrize("lang", ["de", "AR", "", "arabic", {"$gt": ""}, ["ar"], 1])
+def test_an_unknown_language_is_refused_naming_the_field(lang):
+    from services.common.schemas import AttemptRequestSchema
+    from services.common.request_schemas import RequestFilingSchema
+    assert "lang" in reasons(dict(applicant("abc123"), lang=lang))
+    attempt = {"procedure": "renewal", "email": "a@example.org", "lang": lang}
+    assert "lang" in reasons(attempt, AttemptRequestSchema)
+    filing = dict(applicant(None), availability={"sites": ["montpellier"], "times": [
+        {"weekday": "monday", "from": "08:00", "to": "12:00"}]}, lang=lang)
+    filing.pop("slot_id", None)
+    assert "lang" in reasons(filing, RequestFilingSchema)
+
+
+def test_lang_is_french_when_not_given():
+    from services.common.schemas import AttemptRequestSchema
+    assert load(applicant("abc123"))["lang"] == "fr"
+    assert load({"procedure": "renewal", "email": "a@example.org"}, AttemptRequestSchema)["lang"] == "fr"

@@ -3,7 +3,7 @@ from datetime import date
 
 import pytest
 
-from gateway.admin.waiver import add_months, filing_deadline, waiver
+from services.common.penalty_waiver import add_months, filing_deadline, waiver
 
 BEFORE = {"reference": "ATT-AAAA-BBBB", "procedure": "renewal", "at": "2026-03-10T09:00:00Z"}
 # 23:30 UTC on 31 March is 1 April in Paris: after a 31 March expiry

@@ -1,0 +1,175 @@
+"""The register's rules as plain functions (no I/O): reading an export, the diff of an
+import, the matching key, which permits are due an invitation and in what order.
+
+An export is CSV (comma or semicolon, UTF-8, a header line naming the columns in any order):
+foreigner_number, family_name, given_names, birth_date, permit_kind, expiry, and optionally
+email. Dates are YYYY-MM-DD or DD/MM/YYYY (as the prefecture's software writes them). The
+first bad line stops everything: an import is whole or not at all.
+"""
+import csv
+import hashlib
+import io
+import re
+from datetime import date, datetime, timedelta
+
+from services.common.register_check import match_key
+from services.common.schemas import invisible_characters
+
+REQUIRED = ("foreigner_number", "family_name", "given_names", "birth_date", "permit_kind",
+            "expiry")
+OPTIONAL = ("email",)
+COLUMNS = REQUIRED + OPTIONAL
+# the kinds of permit and the procedure that renews each
+PERMIT_KINDS = {
+    "temporary": "renewal",      # carte de séjour temporaire (1 year)
+    "multi_year": "renewal",     # carte de séjour pluriannuelle
+    "resident_10y": "renewal_10y",  # carte de résident (10 years)
+}
+NUMBER = re.compile(r"^[0-9]{10}$")
+EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+ENTRY_FIELDS = ("family_name", "given_names", "birth_date", "permit_kind", "expiry", "email")
+MAX_NAME = 150
+
+
+class ImportProblem(ValueError):
+    """A line of the export that cannot be taken, and why (line 1 is the header)."""
+
+    def __init__(self, line, field, reason):
+        super().__init__(f"line {line}: {field}: {reason}")
+        self.line, self.field, self.reason = line, field, reason
+
+
+def _date(text):
+    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text, pattern).date()
+        except ValueError:
+            pass
+    return None
+
+
+def _text(line, field, value, required=True):
+    value = (value or "").strip()
+    if required and not value:
+        raise ImportProblem(line, field, "empty")
+    if invisible_characters(value):
+        raise ImportProblem(line, field, "control or invisible characters")
+    if value.startswith("$") or len(value) > MAX_NAME:
+        raise ImportProblem(line, field, "not a name")
+    return value
+
+
+def parse_export(text, max_lines):
+    """{foreigner_number: entry} from the export's text; ImportProblem at the first bad line.
+
+    entry: family_name, given_names, birth_date and expiry (YYYY-MM-DD), permit_kind, email
+    (or None)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ImportProblem(1, "_file", "empty file")
+    text = text.lstrip("\ufeff")  # a spreadsheet's byte-order mark
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except csv.Error as exc:
+        raise ImportProblem(1, "_header", f"not CSV ({exc})")
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ImportProblem(1, "_header", "missing column(s): " + ", ".join(missing))
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown or len(set(header)) != len(header):
+        raise ImportProblem(1, "_header", "unknown or repeated column(s): "
+                            + ", ".join(unknown or header))
+    entries = {}
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line (the last one, often)
+            if len(entries) >= max_lines:
+                raise ImportProblem(line, "_file", f"more than {max_lines} permits")
+            if len(row) != len(header):
+                raise ImportProblem(line, "_line", f"{len(row)} fields, the header has {len(header)}")
+            number, entry = _entry(line, dict(zip(header, row)))
+            if number in entries:
+                raise ImportProblem(line, "foreigner_number", "repeated (also on an earlier line)")
+            entries[number] = entry
+    except csv.Error as exc:
+        raise ImportProblem(reader.line_num, "_line", f"not CSV ({exc})")
+    if not entries:
+        raise ImportProblem(1, "_file", "no permit in the file")
+    return entries
+
+
+def _entry(line, cells):
+    number = (cells["foreigner_number"] or "").strip()
+    if not NUMBER.match(number):
+        raise ImportProblem(line, "foreigner_number", "not 10 digits")
+    entry = {"family_name": _text(line, "family_name", cells["family_name"]),
+             # some passports carry no given name
+             "given_names": _text(line, "given_names", cells["given_names"], required=False)}
+    for field in ("birth_date", "expiry"):
+        day = _date((cells[field] or "").strip())
+        if day is None or not date(1900, 1, 1) <= day <= date(2100, 1, 1):
+            raise ImportProblem(line, field, "not a date (YYYY-MM-DD or DD/MM/YYYY)")
+        entry[field] = day.isoformat()
+    kind = (cells["permit_kind"] or "").strip().lower()
+    if kind not in PERMIT_KINDS:
+        raise ImportProblem(line, "permit_kind", "one of " + ", ".join(PERMIT_KINDS))
+    entry["permit_kind"] = kind
+    email = (cells.get("email") or "").strip()
+    if email and (len(email) > 254 or not EMAIL.match(email)):
+        raise ImportProblem(line, "email", "not an e-mail address")
+    entry["email"] = email or None
+    return number, entry
+
+
+def diff(current, incoming):
+    """What an import changes: {added, changed, removed}, foreigner numbers sorted; changed
+    lists [{foreigner_number, fields}] with the names of the fields that differ."""
+    added = sorted(set(incoming) - set(current))
+    removed = sorted(set(current) - set(incoming))
+    changed = []
+    for number in sorted(set(current) & set(incoming)):
+        fields = [f for f in ENTRY_FIELDS if current[number].get(f) != incoming[number].get(f)]
+        if fields:
+            changed.append({"foreigner_number": number, "fields": fields})
+    return {"added": added, "changed": changed, "removed": removed}
+
+
+def stored_match(number, entry):
+    """The digest a renewal is looked up by: the same work whatever differs (number, birth
+    date or name), and the register's lookup never compares the fields one by one."""
+    return hashlib.sha256(match_key(number, entry["birth_date"],
+                                    entry["family_name"]).encode()).hexdigest()
+
+
+def lookup_match(foreigner_number, birth_date, family_name):
+    return hashlib.sha256(match_key(foreigner_number, birth_date, family_name).encode()).hexdigest()
+
+
+def invitation_window(today, from_days, to_days):
+    """(first, last) expiry dates (YYYY-MM-DD) invited on `today`: permits expiring between
+    to_days and from_days ahead (defaults 60 and 120)."""
+    near, far = sorted((to_days, from_days))
+    return ((today + timedelta(days=near)).isoformat(), (today + timedelta(days=far)).isoformat())
+
+
+def due_invitations(entries, today, from_days, to_days, limit):
+    """[(number, entry)] to invite now: in the window, with an e-mail, soonest expiry first
+    (ties by number, so that two passes agree)."""
+    first, last = invitation_window(today, from_days, to_days)
+    due = [(n, e) for n, e in entries if e.get("email") and first <= e["expiry"] <= last]
+    return sorted(due, key=lambda pair: (pair[1]["expiry"], pair[0]))[:limit]
+
+
+def permit_id(keyed_digest, number, entry):
+    """One invitation per permit: the same number and expiry re-imported is the same permit;
+    a renewed permit (new expiry) is another. keyed_digest: an HMAC under the register's key,
+    so that the id in the e-mail's link cannot be computed from a number."""
+    return "INV-" + keyed_digest(f"{number}|{entry['expiry']}").hex()[:24].upper()
+
+
+def procedure_for(entry):
+    return PERMIT_KINDS[entry["permit_kind"]]

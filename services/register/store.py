@@ -1,0 +1,113 @@
+"""The register database: the current permits, imported whole, and the invitations sent.
+
+An import never changes the register in place. Its entries are written under a new
+generation, then one conditional update of the `current` pointer makes them the register
+(compare-and-set on the generation the import was diffed against): readers see the old
+register or the new one, never half of one, and of two imports made side by side from the
+same register only one is applied (the other is told to look again). The previous
+generation is then deleted; one written by an import that crashed before its switch is
+never read.
+
+An invitation is one document per permit (its id derived from the foreigner number and the
+expiry): inserted once, whatever the passes, instances or re-imports, and its event rides on
+it through the outbox.
+"""
+from pymongo.errors import DuplicateKeyError
+
+from services.common.lease import Leases
+from services.common.outbox import Outbox
+
+CURRENT = "current"
+CHUNK = 500  # entries written per insert
+
+
+class SwitchRefused(Exception):
+    """Another import was applied since this one read the register."""
+
+
+class RegisterStore:
+    def __init__(self, db):
+        self.pointer = db["state"]
+        self.entries = db["entries"]
+        self.imports = db["imports"]
+        self.invitations = db["invitations"]
+        self.leases = Leases(db["leases"])
+        self.invitation_outbox = Outbox(self.invitations, ("sent",))
+        self.pending = self.invitation_outbox.pending
+
+    def ensure_indexes(self):
+        self.entries.create_index([("generation", 1), ("match", 1)])
+        self.entries.create_index([("generation", 1), ("expiry", 1)])
+        self.imports.create_index([("at_ts", -1)])
+        self.invitation_outbox.ensure_indexes()
+
+    # -- the register -------------------------------------------------------------------------
+
+    def current(self):
+        """{generation, at_ts, by, count} of the register in force, or None before any import."""
+        return self.pointer.find_one({"_id": CURRENT})
+
+    def current_entries(self, generation):
+        """{foreigner_number: entry} of a generation."""
+        if generation is None:
+            return {}
+        return {doc["number"]: {k: doc.get(k) for k in ("family_name", "given_names",
+                                                         "birth_date", "permit_kind", "expiry",
+                                                         "email")}
+                for doc in self.entries.find({"generation": generation})}
+
+    def write_generation(self, generation, docs):
+        for start in range(0, len(docs), CHUNK):
+            self.entries.insert_many(docs[start:start + CHUNK], ordered=False)
+
+    def drop_generation(self, generation):
+        self.entries.delete_many({"generation": generation})
+
+    def switch(self, base, record):
+        """Make `record["generation"]` the register if `base` is still the one in force."""
+        if base is None:
+            try:
+                self.pointer.insert_one(dict(record, _id=CURRENT))
+                return
+            except DuplicateKeyError:
+                raise SwitchRefused()
+        switched = self.pointer.find_one_and_update({"_id": CURRENT, "generation": base},
+                                                    {"$set": record})
+        if switched is None:
+            raise SwitchRefused()
+
+    def record_import(self, record):
+        self.imports.insert_one(record)
+
+    def recent_imports(self, limit):
+        return list(self.imports.find().sort("at_ts", -1).limit(limit))
+
+    def find_match(self, generation, digest):
+        return self.entries.find_one({"generation": generation, "match": digest})
+
+    def find_number(self, generation, number):
+        return self.entries.find_one({"generation": generation, "number": number})
+
+    def in_window(self, generation, first, last):
+        return [(d["number"], d) for d in self.entries.find(
+            {"generation": generation, "expiry": {"$gte": first, "$lte": last}})]
+
+    # -- invitations --------------------------------------------------------------------------
+
+    def invited(self, ids):
+        return {d["_id"] for d in self.invitations.find({"_id": {"$in": list(ids)}}, {"_id": 1})}
+
+    def add_invitation(self, doc):
+        """True when inserted; False when this permit was invited already."""
+        try:
+            self.invitations.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def get_invitation(self, invitation_id):
+        return self.invitations.find_one({"_id": invitation_id})
+
+    def count_invitations(self):
+        return self.invitations.count_documents({})
+

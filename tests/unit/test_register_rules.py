@@ -1,0 +1,128 @@
+"""The register's rules (issue 24): reading an export, the diff of an import, the matching
+key (M4's folding), the invitations due and their order."""
+from datetime import date
+
+import pytest
+
+from services.common.register_check import checked_procedures, match_key
+from services.register import rules
+
+HEADER = "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry,email\n"
+ROWS = ("0412345678,N'Diaye,Awa Marie,1990-04-02,temporary,2027-03-01,awa@example.org\n"
+        "0498765432,Benali,Karim,12/11/1985,resident_10y,2027-05-20,\n")
+
+
+def test_an_export_is_read_whole_with_both_date_forms_and_an_optional_email():
+    entries = rules.parse_export(HEADER + ROWS, max_lines=10)
+    assert entries["0412345678"] == {"family_name": "N'Diaye", "given_names": "Awa Marie",
+                                     "birth_date": "1990-04-02", "permit_kind": "temporary",
+                                     "expiry": "2027-03-01", "email": "awa@example.org"}
+    assert entries["0498765432"]["birth_date"] == "1985-11-12"
+    assert entries["0498765432"]["email"] is None
+    # semicolons, columns in another order, a byte-order mark, no email column
+    other = ("\ufeffexpiry;permit_kind;foreigner_number;family_name;given_names;birth_date\n"
+             "2027-03-01;multi_year;0412345678;Ndiaye;Awa;1990-04-02\n")
+    assert rules.parse_export(other, 10)["0412345678"]["permit_kind"] == "multi_year"
+
+
+@pytest.mark.parametrize("line, field, reason", [
+    ("041234567,A,B,1990-04-02,temporary,2027-03-01,", "foreigner_number", "not 10 digits"),
+    ("0412345678,,B,1990-04-02,temporary,2027-03-01,", "family_name", "empty"),
+    ("0412345678,A,B,1990-13-02,temporary,2027-03-01,", "birth_date", "not a date"),
+    ("0412345678,A,B,1990-04-02,visa,2027-03-01,", "permit_kind", "one of"),
+    ("0412345678,A,B,1990-04-02,temporary,soon,", "expiry", "not a date"),
+    ("0412345678,A,B,1990-04-02,temporary,2027-03-01,not-an-address", "email", "not an e-mail"),
+    ("0412345678,$gt,B,1990-04-02,temporary,2027-03-01,", "family_name", "not a name"),
+    ("0412345678,A\u200b,B,1990-04-02,temporary,2027-03-01,", "family_name", "invisible"),
+    ("0412345678,A,B,1990-04-02,temporary", "_line", "5 fields"),
+    ("0498765432,Dup,B,1990-04-02,temporary,2027-03-01,", "foreigner_number", "repeated"),
+])
+def test_a_bad_line_names_its_line_field_and_reason(line, field, reason):
+    with pytest.raises(rules.ImportProblem) as problem:
+        rules.parse_export(HEADER + ROWS + line + "\n", max_lines=10)
+    assert (problem.value.line, problem.value.field) == (4, field)
+    assert reason in problem.value.reason
+
+
+def test_a_header_without_a_required_column_or_an_empty_file_is_refused():
+    with pytest.raises(rules.ImportProblem) as problem:
+        rules.parse_export("foreigner_number,family_name\n0412345678,A\n", 10)
+    assert problem.value.line == 1 and "given_names" in problem.value.reason
+    for text in ("", HEADER):
+        with pytest.raises(rules.ImportProblem):
+            rules.parse_export(text, 10)
+    with pytest.raises(rules.ImportProblem) as problem:
+        rules.parse_export(HEADER + ROWS, max_lines=1)
+    assert "more than 1" in problem.value.reason
+
+
+def test_the_diff_says_added_changed_with_its_fields_and_removed():
+    old = rules.parse_export(HEADER + ROWS, 10)
+    new = rules.parse_export(
+        HEADER + "0412345678,N'Diaye,Awa Marie,1990-04-02,temporary,2028-03-01,awa@example.org\n"
+        "0400000001,Nouveau,Jean,1970-01-01,temporary,2027-01-01,\n", 10)
+    assert rules.diff(old, new) == {"added": ["0400000001"],
+                                    "changed": [{"foreigner_number": "0412345678",
+                                                 "fields": ["expiry"]}],
+                                    "removed": ["0498765432"]}
+    assert rules.diff(old, old) == {"added": [], "changed": [], "removed": []}
+
+
+def test_a_renewal_matches_by_number_birth_date_and_the_family_name_folded_as_m4():
+    entry = rules.parse_export(HEADER + ROWS, 10)["0412345678"]
+    stored = rules.stored_match("0412345678", entry)
+    for family in ("N'Diaye", "NDIAYE", "ndiaye", "N DIAYE", "N’Diaye"):
+        assert rules.lookup_match("0412345678", "1990-04-02", family) == stored
+    assert rules.lookup_match("0412345679", "1990-04-02", "Ndiaye") != stored
+    assert rules.lookup_match("0412345678", "1990-04-03", "Ndiaye") != stored
+    assert rules.lookup_match("0412345678", "1990-04-02", "Ndiay") != stored
+    # given names are not part of the match: the permit's spelling of them varies most
+    assert match_key("0412345678", "1990-04-02", "Ndiaye").count("|") == 2
+
+
+def test_invitations_due_are_in_the_window_with_an_email_soonest_expiry_first():
+    today = date(2027, 1, 1)
+    entries = [("1", {"expiry": "2027-03-01", "email": "a@x.org"}),   # 59 days: past the window
+               ("2", {"expiry": "2027-03-02", "email": "b@x.org"}),   # 60 days
+               ("3", {"expiry": "2027-05-01", "email": "c@x.org"}),   # 120 days
+               ("4", {"expiry": "2027-05-02", "email": "d@x.org"}),   # 121 days: not yet
+               ("5", {"expiry": "2027-04-01", "email": None}),        # no contact
+               ("6", {"expiry": "2027-03-15", "email": "f@x.org"})]
+    due = rules.due_invitations(entries, today, 120, 60, limit=10)
+    assert [n for n, _ in due] == ["2", "6", "3"]
+    assert [n for n, _ in rules.due_invitations(entries, today, 120, 60, limit=2)] == ["2", "6"]
+
+
+def test_one_invitation_id_per_permit_keyed():
+    digest = lambda text: __import__("hashlib").sha256(("k" + text).encode()).digest()  # noqa: E731
+    entry = {"expiry": "2027-03-01"}
+    same = rules.permit_id(digest, "0412345678", entry)
+    assert same == rules.permit_id(digest, "0412345678", dict(entry))
+    assert same != rules.permit_id(digest, "0412345678", {"expiry": "2028-03-01"})
+    assert same.startswith("INV-") and len(same) == 28
+
+
+def test_checked_procedures_default_to_renewals_and_none_means_none():
+    assert checked_procedures({}) == {"renewal", "renewal_10y"}
+    assert checked_procedures({"REGISTER_CHECKED_PROCEDURES": "none"}) == set()
+    assert checked_procedures({"REGISTER_CHECKED_PROCEDURES": "renewal"}) == {"renewal"}
+
+
+def test_the_fairness_page_counts_renewal_and_first_application_places_apart():
+    from gateway.public.fairness import by_kind, procedure_view
+
+    slots = {"procedures": {
+        "renewal": {"released": 10, "booked": 7, "days_to_next_free": None, "next_free": None,
+                    "median_seconds_to_full": None, "weeks": []},
+        "renewal_10y": {"released": 4, "booked": 4, "days_to_next_free": None, "next_free": None,
+                        "median_seconds_to_full": None, "weeks": []},
+        "first_application": {"released": 6, "booked": 2, "days_to_next_free": None,
+                              "next_free": None, "median_seconds_to_full": None, "weeks": []},
+        "duplicate": {"released": 50, "booked": 50, "days_to_next_free": None,
+                      "next_free": None, "median_seconds_to_full": None, "weeks": []}}}
+    sections = [procedure_view(code, slots, None) for code in
+                ("renewal", "renewal_10y", "first_application", "duplicate", "change_of_status")]
+    rows = {row["kind"]: row for row in by_kind(sections)}
+    assert (rows["renewals"]["released"], rows["renewals"]["booked"]) == (14, 11)
+    assert (rows["first_applications"]["released"], rows["first_applications"]["booked"]) == (6, 2)
+    assert by_kind([procedure_view("renewal", None, None)])[0]["booked"] is None
