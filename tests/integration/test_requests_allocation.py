@@ -839,3 +839,57 @@ def test_a_change_that_finds_a_pass_running_answers_within_its_caller_s_time(sys
     assert moved.json()["state"] == "waiting"
     assert wait_until(lambda: rpc.requests.get(one["reference"], one["token"])["state"]
                       == "offered", timeout=30)
+
+
+def release_through_a_batch(slots, day, hours):
+    """Slots opened by a release batch (not `release="now"`, which emits no event): their
+    `slots_released` event comes from slots' release pass."""
+    created = slots.create_from_plan(plan(days=1, start=day, hours=hours, desks=1))
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=0.5)).isoformat()
+    for batch in slots.schedule_for(plan_id=created["plan_id"])["batches"]:
+        slots.reschedule(batch["id"], soon, by="chief")
+
+
+@pytest.mark.parametrize("system", [{"REQUEST_TIMER_SECONDS": 60}], indirect=True)
+def test_places_opened_while_a_pass_runs_go_to_those_still_waiting_in_that_pass(
+        system, mongo, monkeypatch):
+    """A release comes in batches whose events find the pass running and its lease taken (their
+    own pass gives up): the running pass must look again once its offers are made and give the
+    places that came meanwhile. Here the second batch is released during the pass's first draw
+    and its event finds nobody to act (as when another instance holds the lease); the timer is
+    a minute away, so only the running pass can offer the second place."""
+    rpc, _ = system
+    rpc.requests.set_mode("renewal", "requests", by="chief")
+    tuesday = next_weekday(date.today() + timedelta(days=2), 1)
+    people = [claimant(rpc, "Diallo", "Aminata", "mid0@example.org", number="0933456780"),
+              claimant(rpc, "Nguyen", "Thi Lan", "mid1@example.org", number="0933456781")]
+    for one in people:
+        rpc.requests.confirm(one["reference"], one["token"])
+
+    draws, events = [], []
+    draw_and_offer, on_released = RequestsService._draw_and_offer, RequestsService._on_released
+
+    def first_draw_then_a_release(self, procedure, *args, **kwargs):
+        made = draw_and_offer(self, procedure, *args, **kwargs)
+        draws.append(made)
+        if len(draws) == 1:
+            release_through_a_batch(self.slots, tuesday, ["10:00-10:30"])
+            # the pass looks again once the new place is open (and its event on its way)
+            assert wait_until(lambda: len(self._open_places(procedure)) == 1, timeout=10)
+        return made
+
+    def only_the_first_release_allocates(self, event):
+        events.append(event["procedure"])
+        if len(events) == 1:
+            on_released(self, event)
+
+    monkeypatch.setattr(RequestsService, "_draw_and_offer", first_draw_then_a_release)
+    monkeypatch.setattr(RequestsService, "_on_released", only_the_first_release_allocates)
+    release_through_a_batch(rpc.slots, tuesday, ["09:00-09:30"])
+
+    def states():
+        return sorted(rpc.requests.get(p["reference"], p["token"])["state"] for p in people)
+    assert wait_until(lambda: states() == ["offered", "offered"], timeout=20), (states(), draws, events)
+    assert draws == [1, 1] and wait_until(lambda: len(events) == 2, timeout=10), events
+    slots_offered = {rpc.requests.get(p["reference"], p["token"])["offer"]["slot_id"] for p in people}
+    assert len(slots_offered) == 2
