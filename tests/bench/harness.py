@@ -43,7 +43,8 @@ def throwaway_secrets(register=False):
             "SLOT_ID_SECRET": uuid.uuid4().hex, "REGISTER_TOKEN_SECRET": uuid.uuid4().hex,
             "CONVOCATION_SIGNING_KEY": new_private_key_text(),
             "ATTESTATION_SIGNING_KEY": new_private_key_text(),
-            **({} if register else {"REGISTER_CHECKED_PROCEDURES": "none"})}
+            **({} if register else {"REGISTER_CHECKED_PROCEDURES": "none",
+                                    "VISA_CHECKED_PROCEDURES": "none"})}
 
 
 def new_vhost(prefix):
