@@ -42,10 +42,11 @@ VISA_FIELDS = ("family_name", "given_names", "birth_date", "visa_kind", "validit
 
 class Book:
     """One book of the register: its export's columns, the column that keys a line, how a
-    line reads (line, cells) -> (key, entry), and the fields a diff compares."""
+    line reads (line, cells) -> (key, entry), the fields a diff compares, and the digest an
+    entry is matched by (key, entry) -> hex."""
 
-    def __init__(self, name, key, required, optional, read, fields):
-        self.name, self.key, self.read, self.fields = name, key, read, fields
+    def __init__(self, name, key, required, optional, read, fields, digest):
+        self.name, self.key, self.read, self.fields, self.digest = name, key, read, fields, digest
         self.required, self.columns = required, required + optional
 
 
@@ -77,7 +78,7 @@ def _text(line, field, value, required=True):
     return value
 
 
-def parse_export(text, max_lines, book=None):
+def parse_export(text, max_lines, book=None):  # book: PERMITS when None
     """{key: entry} from the export's text; ImportProblem at the first bad line.
 
     permits (the default book): {foreigner_number: entry}, entry: family_name, given_names,
@@ -167,11 +168,6 @@ def _visa(line, cells):
     return number, entry
 
 
-PERMITS = Book("permits", "foreigner_number", REQUIRED, OPTIONAL, _permit, ENTRY_FIELDS)
-VISAS = Book("visas", "visa_number", ("visa_number", "family_name", "given_names", "birth_date",
-                                      "visa_kind", "validity_end"), (), _visa, VISA_FIELDS)
-
-
 def diff(current, incoming, book=None):
     """What an import changes: {added, changed, removed}, keys (foreigner or visa numbers)
     sorted; changed lists [{<the book's key>, fields}] with the names of the fields that
@@ -206,6 +202,13 @@ def stored_visa_match(number, entry):
 
 def lookup_visa_match(number, birth_date, family_name):
     return hashlib.sha256(visa_match_key(number, birth_date, family_name).encode()).hexdigest()
+
+
+PERMITS = Book("permits", "foreigner_number", REQUIRED, OPTIONAL, _permit, ENTRY_FIELDS,
+               stored_match)
+VISAS = Book("visas", "visa_number", ("visa_number", "family_name", "given_names", "birth_date",
+                                      "visa_kind", "validity_end"), (), _visa, VISA_FIELDS,
+             stored_visa_match)
 
 
 def invitation_window(today, from_days, to_days):

@@ -78,15 +78,16 @@ class RegisterService(relay.OutboxRelay):
     def import_register(self, csv, by, apply=True):
         """Read an export whole, diff it against the register in force, and (apply) make it
         the register. A bad line refuses the whole file (400, the line and the reason)."""
-        return self._import(rules.PERMITS, self.store, rules.stored_match, csv, by, apply)
+        return self._import(rules.PERMITS, self.store, csv, by, apply)
 
     @rpc(expected_exceptions=EXPECTED)
     def import_visas(self, csv, by, apply=True):
         """The long-stay visas' export, as import_register (its own book, diff and records)."""
-        return self._import(rules.VISAS, self.store.visas, rules.stored_visa_match, csv, by,
-                            apply)
+        return self._import(rules.VISAS, self.store.visas, csv, by, apply)
 
-    def _import(self, book, generations, stored_match, csv, by, apply):
+    def _import(self, book, generations, csv, by, apply):
+        """An export of `book` read whole, diffed against `generations` (its store) in force,
+        and (apply) switched in: the same for permits and visas."""
         args = validated(IMPORT, csv=csv, by=by, apply=apply)
         try:
             incoming = rules.parse_export(args["csv"], self._setting("REGISTER_MAX_LINES"), book)
@@ -105,7 +106,7 @@ class RegisterService(relay.OutboxRelay):
             return answer
         generation = uuid.uuid4().hex
         docs = [dict(entry, _id=f"{generation}:{number}", generation=generation, number=number,
-                     match=stored_match(number, entry))
+                     match=book.digest(number, entry))
                 for number, entry in incoming.items()]
         generations.write_generation(generation, docs)
         now = time.time()
