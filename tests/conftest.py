@@ -92,6 +92,8 @@ def config(rabbit_config, mongo_uri, db_prefix, web_port):
         # renewals filed in other tests are not in any register: the register's tests ask for
         # the check (tests/integration/test_register.py)
         REGISTER_CHECKED_PROCEDURES="none",
+        # nor are first applications' visas: the visas' tests ask for the check
+        VISA_CHECKED_PROCEDURES="none",
         # staff log in hundreds of times: argon2 at its production cost (0.2 s of CPU each)
         # would be a large share of the suite. tests/integration/test_admin_accounts.py
         # checks the defaults and the re-hash to them

@@ -61,6 +61,8 @@ AUDIT_ACTION_FR = {
     "offer_letter_printed": "lettre de proposition imprimée",
     "register_imported": "registre des titres importé",
     "register_previewed": "registre des titres : aperçu",
+    "visas_imported": "registre des visas importé",
+    "visas_previewed": "registre des visas : aperçu",
 }
 # what each service's outbox announces (monitoring's backlog)
 OUTBOX_FR = {"created": "réservations créées", "confirmed": "confirmations",

@@ -1,9 +1,11 @@
-"""The register of current permits in the staff gateway (issue 24): supervisors import the
-prefecture's export (CSV), see what it changes (added, changed, removed) before applying it or
-once applied, and see when the register in force was imported and by whom. JSON for programs
-(`Authorization: Bearer`, body `text/csv`) and a page (session cookie, CSRF, file upload).
-Every import applied, and every preview, goes into the audit log (counts only). Nothing here
-lists the register's entries: a diff names foreigner numbers and changed fields, no more.
+"""The register of current permits and of long-stay visas in the staff gateway (issue 24):
+supervisors import the prefecture's exports (CSV), see what one changes (added, changed,
+removed) before applying it or once applied, and see when the book in force was imported and
+by whom. JSON for programs (`Authorization: Bearer`, body `text/csv`) and a page (session
+cookie, CSRF, file upload), the same code for both books (`BOOKS`): permits under
+/api/register and /register, visas under /api/register/visas and /register/visas. Every import
+applied, and every preview, goes into the audit log (counts only). Nothing here lists the
+register's entries: a diff names foreigner or visa numbers and changed fields, no more.
 
 A mixin of AdminGateway (gateway/admin/service.py), which supplies sessions, CSRF, rendering
 and the audit log (`_api_staff`, `_page`, `_check_csrf`, `_render`, `_record`).
@@ -15,6 +17,29 @@ from services.common.errors import (DomainError, InvalidRequest, PayloadTooLarge
 
 CSV_TYPES = ("text/csv", "text/plain", "application/csv")
 FIELD = "csv"
+# the register's books: the register service's RPCs, the page's address and words, the audit
+# log's actions
+BOOKS = {
+    "permits": {"import": "import_register", "status": "status", "path": "/register",
+                "audit": "register", "count": "permits", "key": "foreigner_number",
+                "title": ("Registre des titres en cours", "Register of current permits"),
+                "noun": "titres",
+                "hint": "Les demandes de renouvellement doivent correspondre à un titre de ce "
+                        "registre (numéro d'étranger, date de naissance, nom de famille).",
+                "columns": "foreigner_number, family_name, given_names, birth_date, "
+                           "permit_kind, expiry",
+                "optional": "email", "none": "toute demande de renouvellement est refusée"},
+    "visas": {"import": "import_visas", "status": "visa_status", "path": "/register/visas",
+              "audit": "visas", "count": "visas", "key": "visa_number",
+              "title": ("Registre des visas de long séjour", "Register of long-stay visas"),
+              "noun": "visas",
+              "hint": "Les premières demandes (VISA_CHECKED_PROCEDURES) doivent correspondre à "
+                      "un visa de ce registre (numéro du visa, date de naissance, nom de "
+                      "famille) ; sans visa, l'accueil dépose la demande.",
+              "columns": "visa_number, family_name, given_names, birth_date, visa_kind "
+                         "(vls_ts ou vls), validity_end",
+              "optional": None, "none": "toute première demande en ligne est refusée"},
+}
 
 
 def _too_large(limit):
@@ -39,6 +64,44 @@ class RegisterAdmin:
     @route("POST", "/api/register/import", expected_exceptions=EXPECTED_HERE)
     def api_register_import(self, request):
         """Body: the export as `text/csv`; `?preview=1` diffs without applying."""
+        return self._api_import(request, "permits")
+
+    @route("GET", "/api/register", expected_exceptions=EXPECTED_HERE)
+    def api_register_status(self, request):
+        self._api_staff(request, SUPERVISOR)
+        return self.register_service.status()
+
+    @route("POST", "/api/register/visas/import", expected_exceptions=EXPECTED_HERE)
+    def api_visas_import(self, request):
+        """The long-stay visas' export, as /api/register/import."""
+        return self._api_import(request, "visas")
+
+    @route("GET", "/api/register/visas", expected_exceptions=EXPECTED_HERE)
+    def api_visas_status(self, request):
+        self._api_staff(request, SUPERVISOR)
+        return self.register_service.visa_status()
+
+    # -- pages -----------------------------------------------------------------------------------
+
+    @route("GET", "/register", expected_exceptions=EXPECTED_HERE)
+    def register_page(self, request):
+        return self._page(request, SUPERVISOR, lambda staff: self._register_form(staff))
+
+    @route("POST", "/register", expected_exceptions=EXPECTED_HERE)
+    def register_submit(self, request):
+        return self._submit(request, "permits")
+
+    @route("GET", "/register/visas", expected_exceptions=EXPECTED_HERE)
+    def visas_page(self, request):
+        return self._page(request, SUPERVISOR, lambda staff: self._register_form(staff, "visas"))
+
+    @route("POST", "/register/visas", expected_exceptions=EXPECTED_HERE)
+    def visas_submit(self, request):
+        return self._submit(request, "visas")
+
+    # -- the work --------------------------------------------------------------------------------
+
+    def _api_import(self, request, book):
         staff = self._api_staff(request, SUPERVISOR)
         if request.mimetype not in CSV_TYPES:
             raise UnsupportedMediaType("Send the export as text/csv.",
@@ -54,25 +117,13 @@ class RegisterAdmin:
         if len(raw) > limit:
             raise _too_large(limit)
         preview = request.args.get("preview", "") in ("1", "true", "yes")
-        return self._import(staff, _text(raw), apply=not preview)
+        return self._import(staff, _text(raw), apply=not preview, book=book)
 
-    @route("GET", "/api/register", expected_exceptions=EXPECTED_HERE)
-    def api_register_status(self, request):
-        self._api_staff(request, SUPERVISOR)
-        return self.register_service.status()
-
-    # -- page ------------------------------------------------------------------------------------
-
-    @route("GET", "/register", expected_exceptions=EXPECTED_HERE)
-    def register_page(self, request):
-        return self._page(request, SUPERVISOR, lambda staff: self._register_form(staff))
-
-    @route("POST", "/register", expected_exceptions=EXPECTED_HERE)
-    def register_submit(self, request):
+    def _submit(self, request, book):
         def handle(staff):
             limit = self._import_limit()
             if request.content_length and request.content_length > limit + 64 * 1024:
-                return self._register_form(staff, error=_too_large(limit))
+                return self._register_form(staff, book, error=_too_large(limit))
             self._check_csrf(request, staff)
             upload = request.files.get(FIELD)
             apply = request.form.get("action") == "apply"
@@ -83,18 +134,18 @@ class RegisterAdmin:
                 raw = upload.stream.read(limit + 1)
                 if len(raw) > limit:
                     raise _too_large(limit)
-                result = self._import(staff, _text(raw), apply=apply)
+                result = self._import(staff, _text(raw), apply=apply, book=book)
             except DomainError as error:
-                return self._register_form(staff, error=error)
-            return self._register_form(staff, result=result)
+                return self._register_form(staff, book, error=error)
+            return self._register_form(staff, book, result=result)
         return self._page(request, SUPERVISOR, handle)
 
-    # -- the work --------------------------------------------------------------------------------
-
-    def _import(self, staff, text, apply):
-        result = self.register_import.import_register(text, staff["username"], apply)
+    def _import(self, staff, text, apply, book="permits"):
+        words = BOOKS[book]
+        result = getattr(self.register_import, words["import"])(text, staff["username"], apply)
         # counts only: the audit log keeps who changed the register and how much
-        self._record(staff["username"], "register_imported" if apply else "register_previewed",
+        self._record(staff["username"],
+                     f"{words['audit']}_imported" if apply else f"{words['audit']}_previewed",
                      "register", {"generation": result.get("previous")},
                      {"generation": result.get("generation"), **result["counts"]})
         return result
@@ -102,13 +153,14 @@ class RegisterAdmin:
     def _import_limit(self):
         return self.settings.register_import_max_bytes
 
-    def _register_form(self, staff, result=None, error=None):
+    def _register_form(self, staff, book="permits", result=None, error=None):
+        words = BOOKS[book]
         status, message = (error.status, error.message) if error else (200, None)
         try:
-            state = self.register_service.status()
+            state = getattr(self.register_service, words["status"])()
         except DomainError as unavailable:
             state, message = None, message or unavailable.message
             status = max(status, unavailable.status)
         return self._render(staff, "register.html.j2", status=status, state=state,
-                            result=result, message=message,
+                            result=result, message=message, book=words,
                             errors=error.fields if error else {})

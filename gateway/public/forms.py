@@ -168,7 +168,7 @@ HALF_DAYS = (("morning", "08:00", "13:00", "matin", "morning"),
 GRID_DAYS = (("monday", "Lundi", "Monday"), ("tuesday", "Mardi", "Tuesday"),
              ("wednesday", "Mercredi", "Wednesday"), ("thursday", "Jeudi", "Thursday"),
              ("friday", "Vendredi", "Friday"))
-REQUEST_FIELDS = FIELDS + ("permit_expiry",)
+REQUEST_FIELDS = FIELDS + ("permit_expiry", "visa_number")
 REQUEST_MESSAGES = {
     **MESSAGES,
     ("family_name", "not_exact"): (
@@ -183,6 +183,12 @@ REQUEST_MESSAGES = {
     ("foreigner_number", "taken"): (
         "Une demande confirmée est déjà en cours avec ce numéro d'étranger pour cette démarche.",
         "A confirmed request is already open with this foreigner number for this procedure."),
+    ("visa_number", "missing"): (
+        "Indiquez le numéro de votre visa de long séjour : il est inscrit sur la vignette collée dans votre passeport.",
+        "Enter your long-stay visa's number: it is on the sticker in your passport."),
+    ("visa_number", "invalid"): (
+        "Le numéro du visa compte de 6 à 20 lettres et chiffres, tel qu'il est inscrit sur la vignette.",
+        "The visa number has 6 to 20 letters and digits, as written on the sticker."),
     ("permit_expiry", "invalid"): (
         "La date de fin du titre doit être une vraie date (jour, mois, année), ou restez vide.",
         "The permit's end date must be a real date (day, month, year), or leave it empty."),
@@ -238,6 +244,9 @@ def request_filing(procedure, form, lang):
     expiry = form.get("permit_expiry", "").strip()
     body = dict({"procedure": procedure, "lang": lang}, **applicant(procedure, form),
                 permit_expiry=expiry or None, availability=availability(form))
+    visa = form.get("visa_number", "").strip()
+    if visa:  # a first application's long-stay visa (issue 24): the requests service checks it
+        body["visa_number"] = visa
     if form.get("invitation") or form.get("invitation_token"):
         # a renewal invitation's link (issue 24): the requests service checks it
         body["invitation"] = {"id": form.get("invitation", ""),

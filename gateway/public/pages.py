@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 from gateway import csrf
 from gateway.html import page_response
 from gateway.public import notices
-from services.common import i18n
+from services.common import i18n, register_check
 from services.common.errors import DomainError, InvalidRequest, NotFound
 from services.common.i18n import LANGS
 from services.common.reference_data import WAIVER_RULE
@@ -68,6 +68,8 @@ class PageSettings(DependencyProvider):
         # what the notices state (gateway/public/notices.py)
         self.retention = notices.retention(config)
         self.host = setting(config, "PUBLIC_HOST")
+        # issue 24: the request forms that ask for the long-stay visa's number
+        self.visa_procedures = register_check.visa_checked_procedures(config)
 
     def get_dependency(self, worker_ctx):
         return self

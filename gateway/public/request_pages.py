@@ -83,6 +83,11 @@ class RequestPages:
                 # not in the register: one message whichever field differs (issue 24)
                 return self._request_form(current, procedure, form, {}, status=error.status,
                                           problem="not_in_register", key=key)
+            if error.fields.get(register_check.VISA_MISMATCH_FIELD) == [
+                    register_check.VISA_MISMATCH_REASON]:
+                # no such long-stay visa: one message whichever field differs (issue 24)
+                return self._request_form(current, procedure, form, {}, status=error.status,
+                                          problem="visa_not_found", key=key)
             errors, _ = forms.request_errors(error.fields, form, current.lang)
             return self._request_form(current, procedure, form, errors, status=error.status,
                                       problem="already_open" if isinstance(error, Refused) else None,
@@ -266,7 +271,8 @@ class RequestPages:
                               values=values, errors=errors, problem=problem,
                               cells=forms.grid_cells(current.lang), sites=SITES,
                               chosen_sites=chosen["sites"], chosen_times=forms.ticked(chosen),
-                              idempotency_key=key or uuid.uuid4().hex)
+                              idempotency_key=key or uuid.uuid4().hex,
+                              asks_visa=procedure["code"] in self.page_settings.visa_procedures)
 
     @staticmethod
     def _when(iso, lang):

@@ -1,11 +1,16 @@
-"""Renewals checked against the prefecture's register of current permits (issue 24): what
-requests and the pages share with the register service.
+"""Renewals checked against the prefecture's register of current permits, and first
+applications against its register of long-stay visas (issue 24): what requests and the pages
+share with the register service.
 
 A renewal request must match a permit in the register: the foreigner number, the birth date
-and the family name folded as M4 folds names (services/common/exact_names.py). The refusal
-is one message whichever of them is wrong, so that it tells nothing of what the register
-holds; it says what to check and how to come in without the internet.
+and the family name folded as M4 folds names (services/common/exact_names.py). A first
+application must likewise match a long-stay visa: the visa number, the birth date and the
+folded family name. The refusal is one message whichever of them is wrong, so that it tells
+nothing of what the register holds; it says what to check and how to come in without the
+internet (or without a visa: an agent at the desk files the request).
 """
+import re
+
 from services.common.exact_names import normalise_name
 from services.common.reference_data import SITES
 from services.common.settings import setting
@@ -27,6 +32,24 @@ MISMATCH = (
 MISMATCH_REASON = ("Check the foreigner number, the birth date and the family name as written "
                    "on the permit.")
 
+# a first application whose long-stay visa is not in the register: the same one refusal
+VISA_MISMATCH_FIELD = "visa"
+VISA_MISMATCH = (
+    "Nous ne trouvons pas de visa de long séjour qui corresponde à ces informations. Vérifiez "
+    "le numéro du visa (sur la vignette collée dans votre passeport), la date de naissance et "
+    "le nom de famille tel qu'il est écrit sur le visa. Si tout est exact, ou si vous n'êtes "
+    "pas entré en France avec un visa de long séjour, présentez-vous avec votre passeport à "
+    f"l'accueil du guichet des étrangers ({_DESKS_FR}) ou appelez l'accueil de la préfecture : "
+    "un agent dépose la demande pour vous. / We find no long-stay visa matching this "
+    "information. Check the visa number (on the sticker in your passport), the birth date and "
+    "the family name as written on the visa. If all is right, or if you did not come to France "
+    "with a long-stay visa, come with your passport to the foreigners' desk reception "
+    "(addresses above) or call the prefecture's reception: an agent files the request for you.")
+VISA_MISMATCH_REASON = ("Check the visa number, the birth date and the family name as written "
+                        "on the visa.")
+VISA_MISSING = "Required for this procedure: the number of your long-stay visa."
+_NOT_VISA_CHARACTERS = re.compile(r"[\s.-]")
+
 
 def match_key(foreigner_number, birth_date, family_name):
     """What a renewal must share with a register entry: the number, the birth date
@@ -34,8 +57,28 @@ def match_key(foreigner_number, birth_date, family_name):
     return "|".join((foreigner_number or "", birth_date or "", normalise_name(family_name)))
 
 
+def visa_number(text):
+    """A visa number as the register keys it: upper case, without spaces, dots or hyphens
+    (as people copy it from the sticker)."""
+    return _NOT_VISA_CHARACTERS.sub("", text or "").upper()
+
+
+def visa_match_key(number, birth_date, family_name):
+    """What a first application must share with a visa: as match_key, with the visa number."""
+    return "|".join(("visa", visa_number(number), birth_date or "", normalise_name(family_name)))
+
+
+def _procedures(config, key):
+    return {p.strip() for p in setting(config, key).split(",") if p.strip() and p.strip() != "none"}
+
+
+def visa_checked_procedures(config):
+    """The procedures whose requests must match a long-stay visa (VISA_CHECKED_PROCEDURES,
+    comma-separated; `none` for none: an empty value means the default)."""
+    return _procedures(config, "VISA_CHECKED_PROCEDURES")
+
+
 def checked_procedures(config):
     """The procedures whose requests must match the register (REGISTER_CHECKED_PROCEDURES,
     comma-separated; `none` for none: an empty value means the default)."""
-    return {p.strip() for p in setting(config, "REGISTER_CHECKED_PROCEDURES").split(",")
-            if p.strip() and p.strip() != "none"}
+    return _procedures(config, "REGISTER_CHECKED_PROCEDURES")

@@ -13,6 +13,10 @@ REQUEST_REFERENCE = validate.Regexp(r"^REQ-[0-9A-Z]{4}-[0-9A-Z]{4}$",
 # the reason given for the field (email, foreigner_number) another open request claims: the
 # gateway's forms turn it into the page's message
 CLAIM_TAKEN = "Another confirmed request is open with this value."
+# a long-stay visa's number as typed (issue 24: first applications; spaces, dots and hyphens
+# are folded away before it is compared with the register)
+VISA_NUMBER = validate.Regexp(r"^(?=(?:[ .-]*[A-Za-z0-9]){6,20}[ .-]*$)[A-Za-z0-9 .-]{6,30}$",
+                              error="The visa number: 6 to 20 letters and digits.")
 HHMM = validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", error="A time HH:MM.")
 
 
@@ -55,6 +59,9 @@ class RequestFilingSchema(ApplicantSchema):
     permit_expiry = fields.Date(load_default=None, allow_none=True,
                                 metadata={"doc": "the current permit's end of validity"})
     availability = fields.Nested(AvailabilitySchema, required=True)
+    visa_number = SafeString(load_default=None, allow_none=True, validate=VISA_NUMBER,
+                             metadata={"doc": "the long-stay visa's number (first applications, "
+                                              "VISA_CHECKED_PROCEDURES)"})
     invitation = fields.Nested(InvitationRefSchema, load_default=None, allow_none=True,
                                metadata={"doc": "a renewal invitation's id and token: filed "
                                                 "from the invited mailbox, no confirmation"})

@@ -1,6 +1,7 @@
 """What the register's RPCs take (the staff gateway and requests check the same)."""
 from marshmallow import Schema, fields, validate
 
+from services.common.request_schemas import VISA_NUMBER
 from services.common.schemas import SafeString
 
 FOREIGNER_NUMBER = validate.Regexp(r"^[0-9]{10}$", error="Exactly 10 digits.")
@@ -16,6 +17,12 @@ class ImportSchema(Schema):
 
 class MatchSchema(Schema):
     foreigner_number = SafeString(required=True, validate=FOREIGNER_NUMBER)
+    birth_date = fields.Date(required=True)
+    family_name = SafeString(required=True, validate=validate.Length(min=1, max=150))
+
+
+class VisaMatchSchema(Schema):
+    visa_number = SafeString(required=True, validate=VISA_NUMBER)
     birth_date = fields.Date(required=True)
     family_name = SafeString(required=True, validate=validate.Length(min=1, max=150))
 

@@ -1,4 +1,5 @@
-"""Register service (issue 24): the prefecture's register of current permits.
+"""Register service (issue 24): the prefecture's register of current permits and of
+long-stay visas.
 
 Supervisors import the register (a CSV export) through the staff gateway; an import is whole
 or nothing, answers its diff (added, changed, removed), and can be previewed without being
@@ -7,6 +8,11 @@ date and the folded family name must be those of a permit in force, and the prio
 register's expiry. Nothing here answers the public: the staff gateway and requests call it
 over RPC, and `match` says only whether there is a match (and the permit's expiry when there
 is).
+
+Long-stay visas (VLS-TS and the like: most first applications follow one) are a second book
+imported the same way (`import_visas`, `visa_status`: the same reading, diff and switch,
+`_import`); requests asks `match_visa` before it accepts a first application (the visa
+number, the birth date and the folded family name), and the answer is as `match`'s.
 
 Invitations: a timer (one instance through a lease) takes the permits expiring within the
 renewal window that have an e-mail, soonest expiry first, and records one invitation per
@@ -38,12 +44,14 @@ from services.common.timeutil import PARIS
 from services.common.tokens import Tokens, TokenSigner, new_salt
 from services.common.views import iso_from_ts
 from services.register import rules
-from services.register.schemas import ImportSchema, InvitationSchema, MatchSchema
+from services.register.schemas import (ImportSchema, InvitationSchema, MatchSchema,
+                                       VisaMatchSchema)
 from services.register.store import RegisterStore, SwitchRefused
 
 log = logging.getLogger(__name__)
 
 IMPORT, MATCH, INVITATION, LISTING = ImportSchema(), MatchSchema(), InvitationSchema(), ListingSchema()
+VISA_MATCH = VisaMatchSchema()
 DIFF_SHOWN = 1000  # numbers listed per kind of change (the counts are whole)
 INVITE_JOB = "invite"
 NO_INVITATION = "No invitation with this reference and token, or its permit changed."
@@ -70,55 +78,74 @@ class RegisterService(relay.OutboxRelay):
     def import_register(self, csv, by, apply=True):
         """Read an export whole, diff it against the register in force, and (apply) make it
         the register. A bad line refuses the whole file (400, the line and the reason)."""
+        return self._import(rules.PERMITS, self.store, csv, by, apply)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def import_visas(self, csv, by, apply=True):
+        """The long-stay visas' export, as import_register (its own book, diff and records)."""
+        return self._import(rules.VISAS, self.store.visas, csv, by, apply)
+
+    def _import(self, book, generations, csv, by, apply):
+        """An export of `book` read whole, diffed against `generations` (its store) in force,
+        and (apply) switched in: the same for permits and visas."""
         args = validated(IMPORT, csv=csv, by=by, apply=apply)
         try:
-            incoming = rules.parse_export(args["csv"], self._setting("REGISTER_MAX_LINES"))
+            incoming = rules.parse_export(args["csv"], self._setting("REGISTER_MAX_LINES"), book)
         except rules.ImportProblem as problem:
             raise InvalidRequest(
                 f"Ligne {problem.line} : {problem.reason}. Rien n'a été importé. / Line "
                 f"{problem.line}: {problem.reason}. Nothing was imported.",
                 {"csv": [f"line {problem.line}, {problem.field}: {problem.reason}"]})
-        current = self.store.current()
+        current = generations.current()
         base = current["generation"] if current else None
-        diff = rules.diff(self.store.current_entries(base), incoming)
-        counts = {"permits": len(incoming), **{k: len(v) for k, v in diff.items()}}
+        diff = rules.diff(generations.current_entries(base), incoming, book)
+        counts = {book.name: len(incoming), **{k: len(v) for k, v in diff.items()}}
         answer = {"applied": False, "counts": counts, "diff": _shown(diff),
                   "previous": base}
         if not args["apply"]:
             return answer
         generation = uuid.uuid4().hex
         docs = [dict(entry, _id=f"{generation}:{number}", generation=generation, number=number,
-                     match=rules.stored_match(number, entry))
+                     match=book.digest(number, entry))
                 for number, entry in incoming.items()]
-        self.store.write_generation(generation, docs)
+        generations.write_generation(generation, docs)
         now = time.time()
         record = {"generation": generation, "at_ts": now, "by": args["by"], "counts": counts}
         try:
-            self.store.switch(base, record)
+            generations.switch(base, record)
         except SwitchRefused:
-            self.store.drop_generation(generation)
+            generations.drop_generation(generation)
             raise Refused("Un autre import a été appliqué entre-temps : importez à nouveau pour "
                           "voir ses différences. / Another import was applied meanwhile: import "
                           "again to see its differences.", {"csv": ["The register changed."]})
-        self.store.record_import(dict(record, _id=generation, previous=base))
+        generations.record_import(dict(record, _id=generation, previous=base))
         if base is not None:
-            self.store.drop_generation(base)
+            generations.drop_generation(base)
         # counts only: never a number or a name in the log
-        log.info("register imported by %s: %s", args["by"], counts)
+        log.info("register (%s) imported by %s: %s", book.name, args["by"], counts)
         return dict(answer, applied=True, generation=generation, at=iso_from_ts(now))
 
     @rpc(expected_exceptions=EXPECTED)
     def status(self, limit=10):
         """The register in force (when, by whom, how many permits) and the last imports with
         their counts; never an entry."""
+        return dict(self._status(rules.PERMITS, self.store, limit),
+                    invitations=self.store.count_invitations())
+
+    @rpc(expected_exceptions=EXPECTED)
+    def visa_status(self, limit=10):
+        """The long-stay visas in force (when, by whom, how many) and their last imports."""
+        return self._status(rules.VISAS, self.store.visas, limit)
+
+    def _status(self, book, generations, limit):
         args = validated(LISTING, limit=limit)
-        current = self.store.current()
+        current = generations.current()
         imports = [{"generation": r["_id"], "at": iso_from_ts(r["at_ts"]), "by": r["by"],
-                    "counts": r["counts"]} for r in self.store.recent_imports(args["limit"])]
+                    "counts": r["counts"]} for r in generations.recent_imports(args["limit"])]
         return {"current": {"generation": current["generation"], "at": iso_from_ts(current["at_ts"]),
-                            "by": current["by"], "permits": current["counts"]["permits"]}
+                            "by": current["by"], book.name: current["counts"][book.name]}
                 if current else None,
-                "imports": imports, "invitations": self.store.count_invitations()}
+                "imports": imports}
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -137,6 +164,22 @@ class RegisterService(relay.OutboxRelay):
             return {"matched": False}
         return {"matched": True, "expiry": entry["expiry"], "permit_kind": entry["permit_kind"],
                 "procedure": rules.procedure_for(entry)}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def match_visa(self, visa_number, birth_date, family_name):
+        """{"matched": True, "validity_end", "visa_kind", "procedure"} for a long-stay visa
+        in the register with this number, birth date and folded family name; {"matched":
+        False} otherwise, as `match` (the same answer and reads whichever differs)."""
+        args = validated(VISA_MATCH, visa_number=visa_number, birth_date=birth_date,
+                         family_name=family_name)
+        current = self.store.visas.current() or {}
+        digest = rules.lookup_visa_match(args["visa_number"], args["birth_date"].isoformat(),
+                                         args["family_name"])
+        entry = self.store.visas.find_match(current.get("generation"), digest)
+        if entry is None:
+            return {"matched": False}
+        return {"matched": True, "validity_end": entry["validity_end"],
+                "visa_kind": entry["visa_kind"], "procedure": rules.VISA_KINDS[entry["visa_kind"]]}
 
     @rpc(expected_exceptions=EXPECTED)
     def invitation(self, invitation, token):

@@ -1,4 +1,5 @@
-"""The register database: the current permits, imported whole, and the invitations sent.
+"""The register database: the current permits and the long-stay visas, each imported whole,
+and the invitations sent.
 
 An import never changes the register in place. Its entries are written under a new
 generation, then one conditional update of the `current` pointer makes them the register
@@ -6,7 +7,8 @@ generation, then one conditional update of the `current` pointer makes them the 
 register or the new one, never half of one, and of two imports made side by side from the
 same register only one is applied (the other is told to look again). The previous
 generation is then deleted; one written by an import that crashed before its switch is
-never read.
+never read. Permits and visas are two books kept the same way (`Generations`): their entries
+in collections of their own, their pointers side by side in `state`.
 
 An invitation is one document per permit (its id derived from the foreigner number and the
 expiry): inserted once, whatever the passes, instances or re-imports, and its event rides on
@@ -16,8 +18,10 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common.lease import Leases
 from services.common.outbox import Outbox
+from services.register.rules import ENTRY_FIELDS as PERMIT_FIELDS, VISA_FIELDS
 
-CURRENT = "current"
+CURRENT = "current"  # the permits' pointer (its id from before the visas)
+VISAS = "visas"
 CHUNK = 500  # entries written per insert
 
 
@@ -25,35 +29,27 @@ class SwitchRefused(Exception):
     """Another import was applied since this one read the register."""
 
 
-class RegisterStore:
-    def __init__(self, db):
-        self.pointer = db["state"]
-        self.entries = db["entries"]
-        self.imports = db["imports"]
-        self.invitations = db["invitations"]
-        self.leases = Leases(db["leases"])
-        self.invitation_outbox = Outbox(self.invitations, ("sent",))
-        self.pending = self.invitation_outbox.pending
+class Generations:
+    """One book of the register, imported whole: its entries by generation, the pointer to
+    the one in force, and the record of its imports."""
+
+    def __init__(self, pointer, entries, imports, pointer_id, fields):
+        self.pointer, self.entries, self.imports = pointer, entries, imports
+        self.pointer_id, self.fields = pointer_id, fields
 
     def ensure_indexes(self):
         self.entries.create_index([("generation", 1), ("match", 1)])
-        self.entries.create_index([("generation", 1), ("expiry", 1)])
         self.imports.create_index([("at_ts", -1)])
-        self.invitation_outbox.ensure_indexes()
-
-    # -- the register -------------------------------------------------------------------------
 
     def current(self):
-        """{generation, at_ts, by, count} of the register in force, or None before any import."""
-        return self.pointer.find_one({"_id": CURRENT})
+        """{generation, at_ts, by, count} of the book in force, or None before any import."""
+        return self.pointer.find_one({"_id": self.pointer_id})
 
     def current_entries(self, generation):
-        """{foreigner_number: entry} of a generation."""
+        """{key (foreigner or visa number): entry} of a generation."""
         if generation is None:
             return {}
-        return {doc["number"]: {k: doc.get(k) for k in ("family_name", "given_names",
-                                                         "birth_date", "permit_kind", "expiry",
-                                                         "email")}
+        return {doc["number"]: {k: doc.get(k) for k in self.fields}
                 for doc in self.entries.find({"generation": generation})}
 
     def write_generation(self, generation, docs):
@@ -64,14 +60,14 @@ class RegisterStore:
         self.entries.delete_many({"generation": generation})
 
     def switch(self, base, record):
-        """Make `record["generation"]` the register if `base` is still the one in force."""
+        """Make `record["generation"]` the book in force if `base` is still the one in force."""
         if base is None:
             try:
-                self.pointer.insert_one(dict(record, _id=CURRENT))
+                self.pointer.insert_one(dict(record, _id=self.pointer_id))
                 return
             except DuplicateKeyError:
                 raise SwitchRefused()
-        switched = self.pointer.find_one_and_update({"_id": CURRENT, "generation": base},
+        switched = self.pointer.find_one_and_update({"_id": self.pointer_id, "generation": base},
                                                     {"$set": record})
         if switched is None:
             raise SwitchRefused()
@@ -87,6 +83,25 @@ class RegisterStore:
 
     def find_number(self, generation, number):
         return self.entries.find_one({"generation": generation, "number": number})
+
+
+class RegisterStore(Generations):
+    """The permits' book (the methods above, on `entries`), the visas' (`visas`), and the
+    invitations."""
+
+    def __init__(self, db):
+        super().__init__(db["state"], db["entries"], db["imports"], CURRENT, PERMIT_FIELDS)
+        self.visas = Generations(db["state"], db["visas"], db["visa_imports"], VISAS, VISA_FIELDS)
+        self.invitations = db["invitations"]
+        self.leases = Leases(db["leases"])
+        self.invitation_outbox = Outbox(self.invitations, ("sent",))
+        self.pending = self.invitation_outbox.pending
+
+    def ensure_indexes(self):
+        super().ensure_indexes()
+        self.entries.create_index([("generation", 1), ("expiry", 1)])
+        self.visas.ensure_indexes()
+        self.invitation_outbox.ensure_indexes()
 
     def in_window(self, generation, first, last):
         return [(d["number"], d) for d in self.entries.find(

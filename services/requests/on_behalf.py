@@ -321,8 +321,10 @@ class OnBehalf:
         keys = []
         email_key = one_email.mailbox_key(data["email"], self.config) if data.get("email") else None
         if channel == "partner":
-            # a partner's renewal matches the register as the site's does (issue 24); an
-            # agent at the desk has the permit in hand, and is the way in when it does not
+            # a partner's renewal matches the register as the site's does, and its first
+            # application a long-stay visa (issue 24); an agent at the desk has the permit or
+            # the passport in hand, and is the way in when it does not match (or there is no
+            # visa)
             self._register_check(data, email_key)
         if claim_email:
             keys.append(f"email:{procedure}:{email_key}")

@@ -159,7 +159,8 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
     store = RequestsMongo()
     slots = BoundedRpcProxy("slots")
     booking = BoundedRpcProxy("booking")
-    register = BoundedRpcProxy("register")  # renewals checked against the permits (issue 24)
+    # renewals checked against the permits, first applications against the visas (issue 24)
+    register = BoundedRpcProxy("register")
     dispatch = EventDispatcher()
     tokens = Tokens("REQUEST_TOKEN_SECRET")
     clock = Clock()
@@ -266,7 +267,8 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
     def _register_check(self, data, email_key):
         """Renewals (REGISTER_CHECKED_PROCEDURES) must match a permit in the register: the
         foreigner number, birth date and folded family name; `data["permit_expiry"]` becomes
-        the register's. One refusal whichever differs. True when an invitation vouches for
+        the register's. First applications (VISA_CHECKED_PROCEDURES) must match a long-stay
+        visa (_visa_check). One refusal whichever differs. True when an invitation vouches for
         the mailbox. The register not answering is a 503: nothing is accepted unchecked."""
         invitation = data.pop("invitation", None)
         typed = register_check.match_key(data.get("foreigner_number"),
@@ -283,6 +285,8 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
                               {register_check.MISMATCH_FIELD: [register_check.MISMATCH_REASON]})
             data["permit_expiry"] = date.fromisoformat(invited["expiry"])
             return one_email.mailbox_key(invited["email"], self.config) == email_key
+        if data["procedure"] in register_check.visa_checked_procedures(self.config):
+            self._visa_check(data)
         if data["procedure"] not in register_check.checked_procedures(self.config):
             return False
         found = self.register.match(data["foreigner_number"], data["birth_date"].isoformat(),
@@ -292,6 +296,19 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
                           {register_check.MISMATCH_FIELD: [register_check.MISMATCH_REASON]})
         data["permit_expiry"] = date.fromisoformat(found["expiry"])
         return False
+
+    def _visa_check(self, data):
+        """First applications (VISA_CHECKED_PROCEDURES) must match a long-stay visa in the
+        register: the visa number, birth date and folded family name (400 without a number;
+        one refusal whichever differs; 503 when the register does not answer)."""
+        if not data.get("visa_number"):
+            raise InvalidRequest(register_check.VISA_MISSING,
+                                 {"visa_number": [register_check.VISA_MISSING]})
+        found = self.register.match_visa(data["visa_number"], data["birth_date"].isoformat(),
+                                         data["family_name"])
+        if not found["matched"]:
+            raise Refused(register_check.VISA_MISMATCH, {
+                register_check.VISA_MISMATCH_FIELD: [register_check.VISA_MISMATCH_REASON]})
 
     def _filed_answer(self, request):
         """A filed request's answer again, its token rebuilt from the stored salt."""

@@ -34,8 +34,9 @@ STORED = ("slots", "booking", "fraud", "notify", "requests", "register")
 
 def throwaway_secrets(register=False):
     """Every key the services refuse to start without, made fresh for one benchmark run.
-    register: a register process runs, so renewals are checked against it (the production
-    default); without one, a renewal request would be 503 (the register not answering)."""
+    register: a register process runs, so renewals (and first applications, against its
+    long-stay visas) are checked against it (the production default); without one, such a
+    request would be 503 (the register not answering)."""
     from services.common.signing import new_private_key_text
 
     return {"BOOKING_TOKEN_SECRET": uuid.uuid4().hex, "REQUEST_TOKEN_SECRET": uuid.uuid4().hex,
@@ -43,7 +44,8 @@ def throwaway_secrets(register=False):
             "SLOT_ID_SECRET": uuid.uuid4().hex, "REGISTER_TOKEN_SECRET": uuid.uuid4().hex,
             "CONVOCATION_SIGNING_KEY": new_private_key_text(),
             "ATTESTATION_SIGNING_KEY": new_private_key_text(),
-            **({} if register else {"REGISTER_CHECKED_PROCEDURES": "none"})}
+            **({} if register else {"REGISTER_CHECKED_PROCEDURES": "none",
+                                    "VISA_CHECKED_PROCEDURES": "none"})}
 
 
 def new_vhost(prefix):

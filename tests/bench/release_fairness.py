@@ -34,7 +34,13 @@ imported (the register service's import, as the staff gateway's `POST /api/regis
 does) with every real person who has a permit to renew, honest or buyer (a buyer's permit is
 real), under their true expiry, and never an invented one; renewal requests are checked
 against it (REGISTER_CHECKED_PROCEDURES, its default). The export carries no e-mail, so
-nobody is invited: everyone files on the pages.
+nobody is invited: everyone files on the pages. Likewise the register of long-stay visas is
+imported (as `POST /api/register/visas/import` does) with the visa of every real first
+applicant, honest or buyer (a buyer's visa is real, under the true identity the trafficker
+files with), never an invented one; first applications are checked against it
+(VISA_CHECKED_PROCEDURES, its default): the trafficker types a made-up visa number for the
+people it invents, and the form refuses them. (Open mode books slots directly: no check before
+the counter there.)
 
 Figures per mode and kind: places; the share that reaches a real person who comes to the
 counter; places wasted on invented people; the trafficker's advantage, the chance of a place
@@ -99,6 +105,10 @@ class Person:
         self.n, self.role, self.kind, self.family, self.given = n, role, kind, family, given
         self.birth = f"{1950 + n % 50}-{1 + n % 12:02d}-{1 + n % 28:02d}"
         self.number = f"{5 + KINDS.index(kind)}{n:09d}" if kind == "renewal" else ""
+        # a first applicant's long-stay visa (the sticker's number); the trafficker makes one
+        # up for the people it invents, in the same form
+        self.visa = f"FRA{random.randint(10 ** 8, 10 ** 9 - 1)}" if kind == "first_application" \
+            else ""
         # a renewal's true expiry (the register's): within the next months
         self.permit_expiry = (today + timedelta(days=random.randint(20, 150))).isoformat() \
             if kind == "renewal" else ""
@@ -208,6 +218,8 @@ class Phase:
         self.pause(person)  # fills the form in
         data = list(person.fields().items()) + [("permit_expiry", person.expiry),
                                                 ("sites", SITE)]
+        if person.visa:
+            data.append(("visa_number", person.visa))
         data += [("times", f"{self.weekday}-{half}") for half in ("morning", "afternoon")]
         receipt = browser.submit(form, f"/request/{person.kind}", data)
         found = re.search(r'id="request-reference">(REQ-[0-9A-Z-]+)<', receipt.text)
@@ -296,6 +308,20 @@ def register_export(people):
         if p.kind == "renewal" and p.role != "invented":
             writer.writerow([p.number, p.family, p.given, p.birth, "temporary",
                              p.permit_expiry])
+    return out.getvalue()
+
+
+def visa_export(people):
+    """The long-stay visas' CSV export (the columns of `POST /api/register/visas/import`):
+    the visas of the real people who file a first application; invented people have none."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["visa_number", "family_name", "given_names", "birth_date", "visa_kind",
+                     "validity_end"])
+    for p in people:
+        if p.kind == "first_application" and p.role != "invented":
+            writer.writerow([p.visa, p.family, p.given, p.birth, "vls_ts",
+                             (date.today() + timedelta(days=30 + p.n % 60)).isoformat()])
     return out.getvalue()
 
 
@@ -420,8 +446,9 @@ def main():
                 people, n = people + batch, n + len(batch)
             phases.append((mode, people))
         with ClusterRpcProxy({"AMQP_URI": system.amqp_uri}, timeout=60) as rpc:
-            imported = rpc.register.import_register(
-                register_export([p for _, people in phases for p in people]), by="bench")
+            everybody = [p for _, people in phases for p in people]
+            imported = rpc.register.import_register(register_export(everybody), by="bench")
+            visas = rpc.register.import_visas(visa_export(everybody), by="bench")
         steal = CpuSteal()
         results = []
         for mode, people in phases:
@@ -439,7 +466,8 @@ def main():
           f"{math.ceil(args.real_factor * places)} real people per kind "
           f"({args.buyers:.0%} of them buyers), {round(args.invented * places)} invented; "
           f"span {args.span:.0f} s, think {args.think:g} s; register: "
-          f"{imported['counts']['permits']} permits (the real people who renew)")
+          f"{imported['counts']['permits']} permits (the real people who renew), "
+          f"{visas['counts']['visas']} long-stay visas (the real first applicants)")
     print(f"CPU steal {stolen:.1f} % (a machine shared with other engineers' test runs)")
     for mode, people, statuses, took, released_at in results:
         print(f"\nmode {mode} (phase took {took:.0f} s)")

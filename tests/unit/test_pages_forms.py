@@ -157,6 +157,23 @@ def test_request_errors_land_next_to_their_field_and_box_group():
     assert errors["email"].startswith("Une demande confirmée est déjà en cours")
 
 
+def test_a_first_applications_visa_number_is_posted_trimmed_and_its_errors_read():
+    from werkzeug.datastructures import MultiDict
+    from services.common.register_check import VISA_MISSING
+    cells = [("sites", "beziers"), ("times", "monday-morning")]
+    body = forms.request_filing("first_application", MultiDict(
+        list(dict(FORM, visa_number=" FRA 1234 5678 ").items()) + cells), "fr")
+    assert body["visa_number"] == "FRA 1234 5678" and request_schema_errors(body) == {}
+    empty = forms.request_filing("first_application", MultiDict(
+        list(dict(FORM, visa_number="").items()) + cells), "fr")
+    assert "visa_number" not in empty  # not given: the requests service says it is required
+    errors, _ = forms.request_errors({"visa_number": [VISA_MISSING]}, {"visa_number": ""}, "fr")
+    assert "vignette collée dans votre passeport" in errors["visa_number"]
+    errors, _ = forms.request_errors({"visa_number": ["The visa number: 6 to 20 letters and digits."]},
+                                     {"visa_number": "F1"}, "ar")
+    assert errors["visa_number"] == "يتكوّن رقم التأشيرة من 6 إلى 20 حرفًا ورقمًا، كما هو مكتوب على الملصق."
+
+
 def test_a_stored_availability_ticks_the_half_days_it_overlaps():
     assert forms.ticked({"times": [{"weekday": "tuesday", "from": "08:00", "to": "12:00"},
                                    {"weekday": "friday", "from": "11:00", "to": "15:00"}]}) == {

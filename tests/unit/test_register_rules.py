@@ -4,7 +4,8 @@ from datetime import date
 
 import pytest
 
-from services.common.register_check import checked_procedures, match_key
+from services.common.register_check import (checked_procedures, match_key, visa_checked_procedures,
+                                           visa_match_key, visa_number)
 from services.register import rules
 
 HEADER = "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry,email\n"
@@ -126,3 +127,97 @@ def test_the_fairness_page_counts_renewal_and_first_application_places_apart():
     assert (rows["renewals"]["released"], rows["renewals"]["booked"]) == (14, 11)
     assert (rows["first_applications"]["released"], rows["first_applications"]["booked"]) == (6, 2)
     assert by_kind([procedure_view("renewal", None, None)])[0]["booked"] is None
+
+
+# -- long-stay visas (first applications) ------------------------------------------------------
+
+VISA_HEADER = "visa_number,family_name,given_names,birth_date,visa_kind,validity_end\n"
+VISA_ROWS = ("FRA123456789,N'Diaye,Awa Marie,1990-04-02,vls_ts,2027-03-01\n"
+             "fra 9876-54321,Benali,Karim,12/11/1985,VLS-TS,2027-05-20\n")
+
+
+def test_a_visa_export_is_read_by_the_same_code_its_numbers_folded():
+    visas = rules.parse_export(VISA_HEADER + VISA_ROWS, 10, rules.VISAS)
+    assert visas["FRA123456789"] == {"family_name": "N'Diaye", "given_names": "Awa Marie",
+                                     "birth_date": "1990-04-02", "visa_kind": "vls_ts",
+                                     "validity_end": "2027-03-01"}
+    # as copied from a sticker: spaces, hyphens, lower case; the kind as the software writes it
+    assert visas["FRA987654321"]["visa_kind"] == "vls_ts"
+    assert visas["FRA987654321"]["birth_date"] == "1985-11-12"
+    # a permits' export is not a visas' one, nor the reverse
+    with pytest.raises(rules.ImportProblem) as problem:
+        rules.parse_export(HEADER + ROWS, 10, rules.VISAS)
+    assert problem.value.field == "_header" and "visa_number" in problem.value.reason
+    with pytest.raises(rules.ImportProblem):
+        rules.parse_export(VISA_HEADER + VISA_ROWS, 10)
+    with pytest.raises(rules.ImportProblem) as problem:
+        rules.parse_export(VISA_HEADER + VISA_ROWS, 1, rules.VISAS)
+    assert "more than 1 visas" in problem.value.reason
+    with pytest.raises(rules.ImportProblem) as problem:
+        rules.parse_export(VISA_HEADER, 10, rules.VISAS)
+    assert "no visa in the file" in problem.value.reason
+
+
+@pytest.mark.parametrize("line, field, reason", [
+    ("FRA1,A,B,1990-04-02,vls_ts,2027-03-01", "visa_number", "6 to 20"),
+    ("FRA12345678$,A,B,1990-04-02,vls_ts,2027-03-01", "visa_number", "6 to 20"),
+    ("FRA000000001,,B,1990-04-02,vls_ts,2027-03-01", "family_name", "empty"),
+    ("FRA000000001,A,B,1990-02-30,vls_ts,2027-03-01", "birth_date", "not a date"),
+    ("FRA000000001,A,B,1990-04-02,schengen_c,2027-03-01", "visa_kind", "one of"),
+    ("FRA000000001,A,B,1990-04-02,vls_ts,later", "validity_end", "not a date"),
+    ("FRA 1234 56789,Dup,B,1990-04-02,vls_ts,2027-03-01", "visa_number", "repeated"),
+])
+def test_a_bad_visa_line_names_its_line_field_and_reason(line, field, reason):
+    with pytest.raises(rules.ImportProblem) as problem:
+        rules.parse_export(VISA_HEADER + VISA_ROWS + line + "\n", 10, rules.VISAS)
+    assert (problem.value.line, problem.value.field) == (4, field)
+    assert reason in problem.value.reason
+
+
+def test_the_visas_diff_is_keyed_by_visa_number():
+    old = rules.parse_export(VISA_HEADER + VISA_ROWS, 10, rules.VISAS)
+    new = rules.parse_export(VISA_HEADER + "FRA123456789,N'Diaye,Awa Marie,1990-04-02,vls,"
+                                           "2027-03-01\n", 10, rules.VISAS)
+    assert rules.diff(old, new, rules.VISAS) == {
+        "added": [], "removed": ["FRA987654321"],
+        "changed": [{"visa_number": "FRA123456789", "fields": ["visa_kind"]}]}
+
+
+def test_a_first_application_matches_by_visa_number_birth_date_and_folded_family_name():
+    entry = rules.parse_export(VISA_HEADER + VISA_ROWS, 10, rules.VISAS)["FRA123456789"]
+    stored = rules.stored_visa_match("FRA123456789", entry)
+    for number, family in (("FRA123456789", "N'Diaye"), ("fra 123 456 789", "NDIAYE"),
+                           ("FRA-123456789", "n diaye")):
+        assert rules.lookup_visa_match(number, "1990-04-02", family) == stored
+    assert rules.lookup_visa_match("FRA123456788", "1990-04-02", "Ndiaye") != stored
+    assert rules.lookup_visa_match("FRA123456789", "1990-04-03", "Ndiaye") != stored
+    assert rules.lookup_visa_match("FRA123456789", "1990-04-02", "Ndiay") != stored
+    # a visa's key is never a permit's, whatever the digits
+    assert visa_match_key("0412345678", "1990-04-02", "Ndiaye") != match_key(
+        "0412345678", "1990-04-02", "Ndiaye")
+    assert visa_number(" fra.123-456 789 ") == "FRA123456789"
+
+
+def test_visa_checked_procedures_default_to_first_applications_and_none_means_none():
+    assert visa_checked_procedures({}) == {"first_application"}
+    assert visa_checked_procedures({"VISA_CHECKED_PROCEDURES": "none"}) == set()
+    assert visa_checked_procedures({"VISA_CHECKED_PROCEDURES": ""}) == {"first_application"}
+    assert visa_checked_procedures(
+        {"VISA_CHECKED_PROCEDURES": "first_application, change_of_status"}) == {
+        "first_application", "change_of_status"}
+
+
+def test_the_filing_schema_takes_a_visa_number_as_typed_and_refuses_operators():
+    from services.common.request_schemas import RequestFilingSchema
+    from marshmallow import ValidationError
+
+    base = {"procedure": "first_application", "family_name": "Diop", "given_names": "Awa",
+            "birth_date": "1990-04-02", "email": "awa@example.org",
+            "availability": {"sites": ["montpellier"],
+                             "times": [{"weekday": "monday", "from": "08:00", "to": "12:00"}]}}
+    assert RequestFilingSchema().load(base)["visa_number"] is None
+    assert RequestFilingSchema().load(dict(base, visa_number="fra 1234 5678"))["visa_number"]
+    for bad in ("F1", "FRA$12345678", "-- -- -- --", "A" * 21, {"$gt": ""}):
+        with pytest.raises(ValidationError) as error:
+            RequestFilingSchema().load(dict(base, visa_number=bad))
+        assert "visa_number" in error.value.messages
