@@ -267,8 +267,10 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
     def _register_check(self, data, email_key):
         """Renewals (REGISTER_CHECKED_PROCEDURES) must match a permit in the register: the
         foreigner number, birth date and folded family name; `data["permit_expiry"]` becomes
-        the register's. First applications (VISA_CHECKED_PROCEDURES) must match a long-stay
-        visa (_visa_check). One refusal whichever differs. True when an invitation vouches for
+        the register's; a permit renewed by another procedure (renewal and renewal_10y) is refused
+        naming that procedure, once the identity matched. First applications
+        (VISA_CHECKED_PROCEDURES) must match a long-stay visa (_visa_check). One refusal
+        whichever of the identity's fields differs. True when an invitation vouches for
         the mailbox. The register not answering is a 503: nothing is accepted unchecked."""
         invitation = data.pop("invitation", None)
         typed = register_check.match_key(data.get("foreigner_number"),
@@ -279,10 +281,13 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
             except (NotFound, InvalidRequest):
                 raise InvalidRequest(INVITATION_GONE, {"invitation": [INVITATION_GONE]})
             identity = invited["identity"]
-            if invited["procedure"] != data["procedure"] or typed != register_check.match_key(
+            if typed != register_check.match_key(
                     identity["foreigner_number"], identity["birth_date"], identity["family_name"]):
                 raise Refused(register_check.MISMATCH,
                               {register_check.MISMATCH_FIELD: [register_check.MISMATCH_REASON]})
+            if invited["procedure"] != data["procedure"]:
+                # the invited permit, filed for another procedure: told as without invitation
+                raise Refused(*register_check.wrong_procedure(invited["procedure"]))
             data["permit_expiry"] = date.fromisoformat(invited["expiry"])
             return one_email.mailbox_key(invited["email"], self.config) == email_key
         if data["procedure"] in register_check.visa_checked_procedures(self.config):
@@ -294,6 +299,10 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
         if not found["matched"]:
             raise Refused(register_check.MISMATCH,
                           {register_check.MISMATCH_FIELD: [register_check.MISMATCH_REASON]})
+        if register_check.wrong_renewal(data["procedure"], found["procedure"]):
+            # the identity matched (the person knows the permit's number, birth date and name):
+            # told which procedure renews it, so the honest person files for the right one
+            raise Refused(*register_check.wrong_procedure(found["procedure"]))
         data["permit_expiry"] = date.fromisoformat(found["expiry"])
         return False
 

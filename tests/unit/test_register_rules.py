@@ -4,8 +4,9 @@ from datetime import date
 
 import pytest
 
-from services.common.register_check import (checked_procedures, match_key, visa_checked_procedures,
-                                           visa_match_key, visa_number)
+from services.common.register_check import (WRONG_PROCEDURE_FIELD, checked_procedures, match_key,
+                                           visa_checked_procedures, visa_match_key, visa_number,
+                                           wrong_procedure, wrong_renewal)
 from services.register import rules
 
 HEADER = "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry,email\n"
@@ -221,3 +222,23 @@ def test_the_filing_schema_takes_a_visa_number_as_typed_and_refuses_operators():
         with pytest.raises(ValidationError) as error:
             RequestFilingSchema().load(dict(base, visa_number=bad))
         assert "visa_number" in error.value.messages
+
+
+def test_a_permit_is_renewed_by_the_procedure_of_its_kind_and_another_renewal_is_wrong():
+    assert [rules.procedure_for({"permit_kind": k}) for k in ("temporary", "multi_year",
+                                                               "resident_10y")] == [
+        "renewal", "renewal", "renewal_10y"]
+    assert wrong_renewal("renewal_10y", "renewal") and wrong_renewal("renewal", "renewal_10y")
+    assert not wrong_renewal("renewal", "renewal")
+    assert not wrong_renewal("renewal_10y", "renewal_10y")
+    # a procedure that is not a renewal (checked against the permits by a supervisor's
+    # choice) is not compared: no permit kind is renewed by it
+    assert not wrong_renewal("change_of_status", "renewal")
+
+
+def test_the_wrong_procedure_refusal_names_the_right_one_in_both_languages():
+    message, fields = wrong_procedure("renewal_10y")
+    assert fields == {WRONG_PROCEDURE_FIELD: ["renewal_10y"]}
+    assert "Renouvellement de la carte de résident de 10 ans" in message
+    assert "Renewal of a 10-year resident card" in message
+    assert "Rien n'a été déposé" in message and "Nothing was filed" in message
