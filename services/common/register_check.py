@@ -10,6 +10,7 @@ nothing of what the register holds; it says what to check and how to come in wit
 internet (or without a visa: an agent at the desk files the request).
 """
 import re
+from datetime import date, timedelta
 
 from services.common.exact_names import normalise_name
 from services.common.reference_data import PROCEDURES, SITES
@@ -80,6 +81,14 @@ def wrong_procedure(renewed_by):
                f"permit is renewed through the procedure \"{labels['label_en']}\": choose it and "
                "file your request for it. Nothing was filed.")
     return message, {WRONG_PROCEDURE_FIELD: [renewed_by]}
+
+
+def visa_in_time(validity_end, today, grace_days):
+    """True when a long-stay visa valid until `validity_end` (YYYY-MM-DD, as the register
+    keeps it) may still lead to a first application on `today` (a date): it has not ended, or
+    ended at most `grace_days` ago (VISA_VALIDITY_GRACE_DAYS). A visa long expired is refused
+    with the one visa mismatch: the refusal tells nothing of what the register holds."""
+    return date.fromisoformat(validity_end) >= today - timedelta(days=grace_days)
 
 
 def match_key(foreigner_number, birth_date, family_name):

@@ -308,14 +308,18 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
 
     def _visa_check(self, data):
         """First applications (VISA_CHECKED_PROCEDURES) must match a long-stay visa in the
-        register: the visa number, birth date and folded family name (400 without a number;
-        one refusal whichever differs; 503 when the register does not answer)."""
+        register: the visa number, birth date and folded family name, its validity not ended
+        more than VISA_VALIDITY_GRACE_DAYS ago (400 without a number; one refusal whichever
+        differs or when the visa is too old; 503 when the register does not answer)."""
         if not data.get("visa_number"):
             raise InvalidRequest(register_check.VISA_MISSING,
                                  {"visa_number": [register_check.VISA_MISSING]})
         found = self.register.match_visa(data["visa_number"], data["birth_date"].isoformat(),
                                          data["family_name"])
-        if not found["matched"]:
+        # a visa whose validity ended more than VISA_VALIDITY_GRACE_DAYS ago: the same answer
+        if not found["matched"] or not register_check.visa_in_time(
+                found["validity_end"], rules.paris_today(self.clock.now()),
+                self._setting("VISA_VALIDITY_GRACE_DAYS")):
             raise Refused(register_check.VISA_MISMATCH, {
                 register_check.VISA_MISMATCH_FIELD: [register_check.VISA_MISMATCH_REASON]})
 

@@ -5,8 +5,8 @@ from datetime import date
 import pytest
 
 from services.common.register_check import (WRONG_PROCEDURE_FIELD, checked_procedures, match_key,
-                                           visa_checked_procedures, visa_match_key, visa_number,
-                                           wrong_procedure, wrong_renewal)
+                                           visa_checked_procedures, visa_in_time, visa_match_key,
+                                           visa_number, wrong_procedure, wrong_renewal)
 from services.register import rules
 
 HEADER = "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry,email\n"
@@ -242,3 +242,21 @@ def test_the_wrong_procedure_refusal_names_the_right_one_in_both_languages():
     assert "Renouvellement de la carte de résident de 10 ans" in message
     assert "Renewal of a 10-year resident card" in message
     assert "Rien n'a été déposé" in message and "Nothing was filed" in message
+
+
+def test_a_visa_leads_to_a_first_application_until_its_grace_after_its_end():
+    today = date(2027, 3, 1)
+    assert visa_in_time("2027-09-01", today, 90)  # valid for months yet
+    assert visa_in_time("2027-03-01", today, 90)  # its last day
+    assert visa_in_time("2026-12-01", today, 90)  # ended 90 days ago: the last day of grace
+    assert not visa_in_time("2026-11-30", today, 90)  # 91 days ago
+    assert not visa_in_time("2020-01-01", today, 90)
+    assert visa_in_time("2026-11-30", today, 91)  # the grace is the setting's
+    assert not visa_in_time("2027-02-28", today, 0)  # no grace: the visa in force only
+    assert visa_in_time("2027-03-01", today, 0)
+
+
+def test_the_visa_grace_defaults_to_ninety_days():
+    from services.common.settings import setting
+    assert setting({}, "VISA_VALIDITY_GRACE_DAYS") == 90
+    assert setting({"VISA_VALIDITY_GRACE_DAYS": "30"}, "VISA_VALIDITY_GRACE_DAYS") == 30
