@@ -175,7 +175,9 @@ def test_a_renewal_matches_the_register_whose_expiry_sets_its_place(system, mong
     assert filed.json()["permit_expiry"] == day(200)
     stored = mongo("requests")["requests"].find_one({"_id": filed.json()["reference"]})
     assert stored["permit_expiry"] == day(200)
+    assert stored["verified_by"] == "permits"  # what vouched for the person
     assert rpc.requests.counts()["by_expiry_month"]["renewal"] == {day(200)[:7]: 1}
+    assert rpc.requests.counts()["by_verified"]["renewal"] == {"permits": 1}
     # Karim types a far expiry, the register says 40 days: the draw puts him first
     karim = public.post("/api/requests", json=renewal(
         family="Benali", number="0498765432", birth="1985-11-12", given_names="Karim",
@@ -335,6 +337,8 @@ def test_an_invitation_is_mailed_once_and_files_a_verified_request(
     # the register proved the mailbox: waiting at once, its token given, no e-mail asking
     assert filed.json()["state"] == "waiting" and filed.json()["token"]
     assert filed.json()["permit_expiry"] == day(70)
+    stored = mongo("requests")["requests"].find_one({"_id": filed.json()["reference"]})
+    assert stored["verified_by"] == "invitation"
     # the link's page: the form filled in from the register, the invitation kept in it
     page = public.get(f"/request/renewal?invitation={link.group(1)}&token=forged")
     assert page.status_code == 404 and "plus valable" in page.text
@@ -421,6 +425,8 @@ def test_a_partners_renewal_is_checked_against_the_register_too(system, mongo):
     body.pop("email")
     filed = rpc.requests.partner_file(partner["id"], body)
     assert filed["permit_expiry"] == day(200)
+    # the register matched: counted as the permits' (the partner's name is on filed_by)
+    assert mongo("requests")["requests"].find_one()["verified_by"] == "permits"
     with pytest.raises(Refused) as refused:
         rpc.requests.partner_file(partner["id"], dict(body, family_name="Benali"))
     assert refused.value.message == MISMATCH

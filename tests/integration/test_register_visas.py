@@ -149,6 +149,8 @@ def test_a_first_application_must_match_a_visa(system, mongo):
     filed = public.post("/api/requests", json=first(family="NDIAYE", visa="fra 1234 56789"))
     assert filed.status_code == 201, filed.text
     assert filed.json()["state"] == "unconfirmed"  # still confirmed from the mailbox
+    stored = mongo("requests")["requests"].find_one({"_id": filed.json()["reference"]})
+    assert stored["verified_by"] == "visas"
 
     # a wrong visa number, birth date or family name: one answer, whichever it is
     answers = [public.post("/api/requests", json=body) for body in (
@@ -268,6 +270,7 @@ def test_the_desk_files_without_a_visa_and_a_partner_is_checked(system, mongo):
     assert refused.value.message == VISA_MISMATCH
     filed = rpc.requests.partner_file(partner["id"], body)
     assert filed["state"] in ("waiting", "offered")
+    assert rpc.requests.counts()["by_verified"]["first_application"] == {"desk": 1, "visas": 1}
     assert mongo("requests")["requests"].count_documents({}) == 2
     usage = rpc.requests.partner(partner["id"])
     assert usage["quotas"] == {"first_application": 5}
