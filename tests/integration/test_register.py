@@ -271,6 +271,21 @@ def test_a_permit_renewed_by_the_other_procedure_is_refused_naming_it(system, mo
         rpc.requests.partner_file(partner["id"], body)
     assert refused.value.fields == {WRONG_PROCEDURE_FIELD: ["renewal"]}
     assert rpc.requests.partner(partner["id"])["usage"]["renewal_10y"]["used"] == 0
+    # its pages say it at the top, the form kept
+    login = public.get("/partners/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    public.post("/partners/login", data={"csrf_token": token, "api_key": partner["api_key"]})
+    home = public.get("/partners")
+    form = {"procedure": "renewal_10y", "family_name": "Ndiaye", "given_names": "Awa Marie",
+            "birth_date": "1990-04-02", "foreigner_number": "0412345678", "mailbox": "partner",
+            "sites": "montpellier", "times": "tuesday-morning",
+            "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', home.text).group(1),
+            "idempotency_key": re.search(r'name="idempotency_key" value="([^"]+)"',
+                                         home.text).group(1)}
+    said = public.post("/partners", data=form)
+    assert said.status_code == 409, said.text[:2000]
+    assert "se renouvelle par la démarche « Renouvellement de titre de séjour »" in said.text
+    assert 'value="Ndiaye"' in said.text
     # the desk files whatever the register says (the agent has the permit in hand)
     person = dict(renewal(procedure="renewal_10y", family="Ndiaye", given_names="Awa Marie"),
                   channel="desk", phone="0612345678")
