@@ -21,6 +21,9 @@ from services.common.schemas import load_or_raise
 AGENT = "agent"
 MODE_SWITCH, DRAW_QUERY = ModeSwitchSchema(), DrawQuerySchema()
 OPEN_STATES = ("unconfirmed", "waiting", "offered")  # what requests.counts() counts
+# how open requests came in (requests.counts()'s by_verified, services/requests/service.py
+# VERIFIED_BY and "none"), in the page's order
+VERIFIED_BY = ("permits", "visas", "invitation", "partner", "desk", "none")
 RECENT_DRAWS = 20  # the draws a supervisor sees listed (with their ids) on the page
 NO_PERMIT = "none"  # requests.counts()'s month for a request without a permit
 MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
@@ -137,12 +140,14 @@ class Allocation:
         # draw ids are found here (supervisors only): a draw is made by the service, not staff
         draws = (ask(lambda: self.requests.recent_draws(RECENT_DRAWS))
                  if allowed(staff["role"], SUPERVISOR) else None)
-        counts = ask(self.requests.counts) or {"by_procedure": {}, "by_expiry_month": {}}
+        counts = ask(self.requests.counts) or {"by_procedure": {}, "by_expiry_month": {},
+                                                "by_verified": {}}
         by_month = counts["by_expiry_month"]
         months = {code: months_in_order(by_month[code]) for code in pages.PROCEDURES
                   if code in by_month}  # the procedures in the order of every other table
         return self._render(staff, "requests.html.j2", status=status, modes=modes,
                             by_procedure=counts["by_procedure"], months=months,
+                            by_verified=counts.get("by_verified") or {}, verified=VERIFIED_BY,
                             states=OPEN_STATES, message=message, errors=errors or {},
                             draw=draw, draw_id=draw_id, draws=draws or [],
                             switched=switched if modes and switched in modes else None)

@@ -83,6 +83,12 @@ class RequestPages:
                 # not in the register: one message whichever field differs (issue 24)
                 return self._request_form(current, procedure, form, {}, status=error.status,
                                           problem="not_in_register", key=key)
+            renewed_by = error.fields.get(register_check.WRONG_PROCEDURE_FIELD) or [None]
+            if renewed_by[0] in register_check.RENEWALS:
+                # the permit matched, another procedure renews it: that one's form is linked
+                return self._request_form(current, procedure, form, {}, status=error.status,
+                                          problem="wrong_procedure", key=key,
+                                          renewed_by=procedure_view(renewed_by[0]))
             if error.fields.get(register_check.VISA_MISMATCH_FIELD) == [
                     register_check.VISA_MISMATCH_REASON]:
                 # no such long-stay visa: one message whichever field differs (issue 24)
@@ -261,9 +267,9 @@ class RequestPages:
         return values
 
     def _request_form(self, current, procedure, form, errors, status=200, problem=None,
-                      key=None):
+                      key=None, renewed_by=None):
         """key: the form's idempotency key, kept when the form is shown again (a new form, a
-        new key)."""
+        new key). renewed_by: the procedure that renews the permit (problem wrong_procedure)."""
         values = {field: form.get(field, "") for field in
                   forms.REQUEST_FIELDS + ("invitation", "invitation_token")}
         chosen = forms.availability(form)
@@ -271,7 +277,7 @@ class RequestPages:
                               values=values, errors=errors, problem=problem,
                               cells=forms.grid_cells(current.lang), sites=SITES,
                               chosen_sites=chosen["sites"], chosen_times=forms.ticked(chosen),
-                              idempotency_key=key or uuid.uuid4().hex,
+                              idempotency_key=key or uuid.uuid4().hex, renewed_by=renewed_by,
                               asks_visa=procedure["code"] in self.page_settings.visa_procedures)
 
     @staticmethod

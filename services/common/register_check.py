@@ -10,9 +10,10 @@ nothing of what the register holds; it says what to check and how to come in wit
 internet (or without a visa: an agent at the desk files the request).
 """
 import re
+from datetime import date, timedelta
 
 from services.common.exact_names import normalise_name
-from services.common.reference_data import SITES
+from services.common.reference_data import PROCEDURES, SITES
 from services.common.settings import setting
 
 # the fields a refusal names: always all three, never the one that differed
@@ -49,6 +50,45 @@ VISA_MISMATCH_REASON = ("Check the visa number, the birth date and the family na
                         "on the visa.")
 VISA_MISSING = "Required for this procedure: the number of your long-stay visa."
 _NOT_VISA_CHARACTERS = re.compile(r"[\s.-]")
+
+# the kinds of permit in the register and the procedure that renews each (the register's
+# rules read them from here: services/register/rules.py PERMIT_KINDS)
+RENEWED_BY = {
+    "temporary": "renewal",      # carte de séjour temporaire (1 year)
+    "multi_year": "renewal",     # carte de séjour pluriannuelle
+    "resident_10y": "renewal_10y",  # carte de résident (10 years)
+}
+RENEWALS = frozenset(RENEWED_BY.values())
+# a renewal whose permit matched but is renewed by another procedure: the field of its refusal,
+# whose one reason is that procedure's code (the pages link to its form)
+WRONG_PROCEDURE_FIELD = "permit_procedure"
+
+
+def wrong_renewal(requested, renewed_by):
+    """True when a request for `requested` matched a permit that `renewed_by` renews, and
+    `requested` is another renewal: the person must file for `renewed_by` instead. A procedure
+    that is not a renewal (a supervisor checked it against the permits too) is not compared."""
+    return requested in RENEWALS and requested != renewed_by
+
+
+def wrong_procedure(renewed_by):
+    """(message, fields) of the refusal of a renewal filed for the other procedure. Only told
+    once the foreigner number, birth date and family name matched the permit: who knows them
+    may learn how the permit is renewed, never anybody else (they get MISMATCH)."""
+    labels = PROCEDURES[renewed_by]
+    message = (f"Ce titre de séjour se renouvelle par la démarche « {labels['label_fr']} » : "
+               "choisissez-la et déposez votre demande pour elle. Rien n'a été déposé. / This "
+               f"permit is renewed through the procedure \"{labels['label_en']}\": choose it and "
+               "file your request for it. Nothing was filed.")
+    return message, {WRONG_PROCEDURE_FIELD: [renewed_by]}
+
+
+def visa_in_time(validity_end, today, grace_days):
+    """True when a long-stay visa valid until `validity_end` (YYYY-MM-DD, as the register
+    keeps it) may still lead to a first application on `today` (a date): it has not ended, or
+    ended at most `grace_days` ago (VISA_VALIDITY_GRACE_DAYS). A visa long expired is refused
+    with the one visa mismatch: the refusal tells nothing of what the register holds."""
+    return date.fromisoformat(validity_end) >= today - timedelta(days=grace_days)
 
 
 def match_key(foreigner_number, birth_date, family_name):

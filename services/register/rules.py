@@ -16,19 +16,16 @@ import io
 import re
 from datetime import date, datetime, timedelta
 
-from services.common.register_check import match_key, visa_match_key, visa_number
+from services.common.register_check import RENEWED_BY, match_key, visa_match_key, visa_number
 from services.common.schemas import invisible_characters
 
 REQUIRED = ("foreigner_number", "family_name", "given_names", "birth_date", "permit_kind",
             "expiry")
 OPTIONAL = ("email",)
 COLUMNS = REQUIRED + OPTIONAL
-# the kinds of permit and the procedure that renews each
-PERMIT_KINDS = {
-    "temporary": "renewal",      # carte de séjour temporaire (1 year)
-    "multi_year": "renewal",     # carte de séjour pluriannuelle
-    "resident_10y": "renewal_10y",  # carte de résident (10 years)
-}
+# the kinds of permit and the procedure that renews each (shared with requests, which
+# compares it with the procedure filed for)
+PERMIT_KINDS = RENEWED_BY
 NUMBER = re.compile(r"^[0-9]{10}$")
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 ENTRY_FIELDS = ("family_name", "given_names", "birth_date", "permit_kind", "expiry", "email")

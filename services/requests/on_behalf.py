@@ -324,8 +324,10 @@ class OnBehalf:
             # a partner's renewal matches the register as the site's does, and its first
             # application a long-stay visa (issue 24); an agent at the desk has the permit or
             # the passport in hand, and is the way in when it does not match (or there is no
-            # visa)
-            self._register_check(data, email_key)
+            # visa). verified_by: the register's book that matched, else who vouched
+            data["verified_by"] = self._register_check(data, email_key)[0] or "partner"
+        else:
+            data["verified_by"] = "desk"
         if claim_email:
             keys.append(f"email:{procedure}:{email_key}")
         if data.get("foreigner_number"):
@@ -374,7 +376,7 @@ class OnBehalf:
             "filed_ts": now.timestamp(), "filed_day": rules.paris_today(now).isoformat(),
             # confirmed in the same call; a crash before leaves it to expire like any
             "confirm_by_ts": now.timestamp() + 3600 * self._setting("REQUEST_CONFIRM_HOURS"),
-            "missed": 0, "claim_keys": keys,
+            "missed": 0, "claim_keys": keys, "verified_by": data["verified_by"],
             "token_hash": TokenSigner.hash_token(self.tokens.token_for(reference, salt)),
             "token_salt": salt, "outbox": {},
         }

@@ -62,6 +62,12 @@ NOT_FOUND = "No request with this reference and token."
 NOT_FILED = "The request was not filed. Please try again."
 INVITATION_GONE = ("Cette invitation n'est plus valable : déposez la demande sans elle. / This "
                    "invitation is no longer valid: file the request without it.")
+# what vouched for a request's person, stored on it as `verified_by` (issue 24) and counted on
+# the staff's /requests page: the register's permits (a renewal matched), its long-stay visas (a
+# first application matched), a renewal invitation (the register and the invited mailbox), an
+# agent at the desk (who had the papers in hand), a partner (for a procedure no register
+# checks); None: nothing but the mailbox (a procedure no register checks, filed on the site)
+VERIFIED_BY = ("permits", "visas", "invitation", "desk", "partner")
 # Crockford's alphabet, as booking references: read aloud at a counter without ambiguity
 _ALPHABET = idempotency.ALPHABET
 RENEW_EVERY = 20  # offers made between two renewals of the allocation lease
@@ -129,9 +135,10 @@ def claim_keys_of(data, email_key):
 
 
 def request_document(reference, data, email_key, keys, token_hash, salt, now, confirm_hours,
-                     outbox):
+                     outbox, verified_by=None):
     """A filed request as stored (unconfirmed): `data` is the loaded filing. Shared with the
-    allocation bench's set-up (tests/bench/allocation_pass.py), which stores many at once."""
+    allocation bench's set-up (tests/bench/allocation_pass.py), which stores many at once.
+    verified_by: what vouched for the person (VERIFIED_BY), None when nothing did."""
     return {
         "_id": reference,
         "procedure": data["procedure"],
@@ -147,7 +154,7 @@ def request_document(reference, data, email_key, keys, token_hash, salt, now, co
         "filed_day": rules.paris_today(now).isoformat(),
         "confirm_by_ts": now.timestamp() + 3600 * confirm_hours,
         "missed": 0,
-        "claim_keys": keys,
+        "claim_keys": keys, "verified_by": verified_by,
         "token_hash": token_hash, "token_salt": salt,
         "outbox": outbox,
     }
@@ -232,7 +239,7 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
         email_key = one_email.mailbox_key(data["email"], self.config)
         # issue 24: a renewal matches a permit in the register, whose expiry sets its place
         # in line (never the one typed); an invitation's mailbox needs no confirmation
-        verified = self._register_check(data, email_key)
+        verified_by, verified = self._register_check(data, email_key)
         # one open request per e-mail (M3: one e-mail, one person), per foreigner number and
         # per person (folded names and birth date, whatever the e-mail), claimed at
         # confirmation; a confirmed one already open is said now, before any mail
@@ -247,7 +254,8 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
             reference, data, email_key, keys, TokenSigner.hash_token(token), salt, now,
             self._setting("REQUEST_CONFIRM_HOURS"),
             # a request the register's invitation verified asks for no confirmation e-mail
-            {} if verified else {"filed": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())})
+            {} if verified else {"filed": Outbox.entry(str(uuid.uuid4()), time.time(), self._grace())},
+            verified_by=verified_by)
         try:
             made = idempotency.insert_once(self.store.insert, self.store.get, doc, fingerprint)
         except DuplicateKeyError:
@@ -267,9 +275,13 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
     def _register_check(self, data, email_key):
         """Renewals (REGISTER_CHECKED_PROCEDURES) must match a permit in the register: the
         foreigner number, birth date and folded family name; `data["permit_expiry"]` becomes
-        the register's. First applications (VISA_CHECKED_PROCEDURES) must match a long-stay
-        visa (_visa_check). One refusal whichever differs. True when an invitation vouches for
-        the mailbox. The register not answering is a 503: nothing is accepted unchecked."""
+        the register's; a permit renewed by another procedure (renewal and renewal_10y) is refused
+        naming that procedure, once the identity matched. First applications
+        (VISA_CHECKED_PROCEDURES) must match a long-stay visa (_visa_check). One refusal
+        whichever of the identity's fields differs. The register not answering is a 503:
+        nothing is accepted unchecked. (verified_by, mailbox): which of the register's books
+        matched ("permits", "visas", "invitation", or None when no check applies), and True
+        when an invitation vouches for the mailbox."""
         invitation = data.pop("invitation", None)
         typed = register_check.match_key(data.get("foreigner_number"),
                                          data["birth_date"].isoformat(), data["family_name"])
@@ -279,34 +291,47 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
             except (NotFound, InvalidRequest):
                 raise InvalidRequest(INVITATION_GONE, {"invitation": [INVITATION_GONE]})
             identity = invited["identity"]
-            if invited["procedure"] != data["procedure"] or typed != register_check.match_key(
+            if typed != register_check.match_key(
                     identity["foreigner_number"], identity["birth_date"], identity["family_name"]):
                 raise Refused(register_check.MISMATCH,
                               {register_check.MISMATCH_FIELD: [register_check.MISMATCH_REASON]})
+            if invited["procedure"] != data["procedure"]:
+                # the invited permit, filed for another procedure: told as without invitation
+                raise Refused(*register_check.wrong_procedure(invited["procedure"]))
             data["permit_expiry"] = date.fromisoformat(invited["expiry"])
-            return one_email.mailbox_key(invited["email"], self.config) == email_key
+            return "invitation", one_email.mailbox_key(invited["email"], self.config) == email_key
+        verified_by = None
         if data["procedure"] in register_check.visa_checked_procedures(self.config):
             self._visa_check(data)
+            verified_by = "visas"
         if data["procedure"] not in register_check.checked_procedures(self.config):
-            return False
+            return verified_by, False
         found = self.register.match(data["foreigner_number"], data["birth_date"].isoformat(),
                                     data["family_name"])
         if not found["matched"]:
             raise Refused(register_check.MISMATCH,
                           {register_check.MISMATCH_FIELD: [register_check.MISMATCH_REASON]})
+        if register_check.wrong_renewal(data["procedure"], found["procedure"]):
+            # the identity matched (the person knows the permit's number, birth date and name):
+            # told which procedure renews it, so the honest person files for the right one
+            raise Refused(*register_check.wrong_procedure(found["procedure"]))
         data["permit_expiry"] = date.fromisoformat(found["expiry"])
-        return False
+        return "permits", False
 
     def _visa_check(self, data):
         """First applications (VISA_CHECKED_PROCEDURES) must match a long-stay visa in the
-        register: the visa number, birth date and folded family name (400 without a number;
-        one refusal whichever differs; 503 when the register does not answer)."""
+        register: the visa number, birth date and folded family name, its validity not ended
+        more than VISA_VALIDITY_GRACE_DAYS ago (400 without a number; one refusal whichever
+        differs or when the visa is too old; 503 when the register does not answer)."""
         if not data.get("visa_number"):
             raise InvalidRequest(register_check.VISA_MISSING,
                                  {"visa_number": [register_check.VISA_MISSING]})
         found = self.register.match_visa(data["visa_number"], data["birth_date"].isoformat(),
                                          data["family_name"])
-        if not found["matched"]:
+        # a visa whose validity ended more than VISA_VALIDITY_GRACE_DAYS ago: the same answer
+        if not found["matched"] or not register_check.visa_in_time(
+                found["validity_end"], rules.paris_today(self.clock.now()),
+                self._setting("VISA_VALIDITY_GRACE_DAYS")):
             raise Refused(register_check.VISA_MISMATCH, {
                 register_check.VISA_MISMATCH_FIELD: [register_check.VISA_MISMATCH_REASON]})
 
@@ -532,16 +557,21 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
 
     @rpc(expected_exceptions=EXPECTED)
     def counts(self):
-        """Open requests by procedure and state, and by permit expiry month: never the order
-        of a draw before it is made."""
-        by_procedure, by_month = {}, {}
+        """Open requests by procedure and state, by permit expiry month, and by what verified
+        them (`verified_by`, "none" for nothing): counts only, never the order of a draw
+        before it is made nor a request."""
+        by_procedure, by_month, by_verified = {}, {}, {}
         for request in self.store.open_requests():
+            verified = by_verified.setdefault(request["procedure"], {})
+            how = request.get("verified_by") or "none"
+            verified[how] = verified.get(how, 0) + 1
             states = by_procedure.setdefault(request["procedure"], {})
             states[request["state"]] = states.get(request["state"], 0) + 1
             months = by_month.setdefault(request["procedure"], {})
             month = rules.expiry_month(request)
             months[month] = months.get(month, 0) + 1
-        return {"by_procedure": by_procedure, "by_expiry_month": by_month}
+        return {"by_procedure": by_procedure, "by_expiry_month": by_month,
+                "by_verified": by_verified}
 
     @rpc(expected_exceptions=EXPECTED)
     def recent_draws(self, limit=20):

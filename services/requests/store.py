@@ -140,7 +140,8 @@ class RequestStore:
 
     def open_requests(self, limit=20000):
         return list(self.requests.find({"state": {"$in": list(OPEN_STATES)}},
-                                       {"procedure": 1, "state": 1, "permit_expiry": 1})
+                                       {"procedure": 1, "state": 1, "permit_expiry": 1,
+                                        "verified_by": 1})
                     .limit(limit))
 
     def unconfirmed_due(self, now_ts, limit=200):

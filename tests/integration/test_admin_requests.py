@@ -2,6 +2,7 @@
 per-procedure mode switch (requests service and slots), the counts of open requests, the audit
 record of a draw, and the /requests page for agents and supervisors (in Chromium too, with
 screenshots at desk width and 320 px in var/screenshots/)."""
+import re
 from datetime import date, timedelta
 from html import unescape
 
@@ -151,6 +152,35 @@ def test_counts_by_state_and_expiry_month(desk):
         assert "sans titre (première demande) / no permit (first application)" in table
         row = page.text.split('id="state-change_of_status"')[1].split("</tr>")[0]
         assert [c.split(">")[-1] for c in row.split("</td>")[1:4]] == ["1", "3", "0"], row
+
+
+def test_counts_by_what_verified_the_requests(desk):
+    """verified_by (issue 24): no register checks change_of_status here, so the site's requests
+    count as "none", the desk's as "desk", a partner's as "partner"; counts only."""
+    assert switch(desk, "change_of_status", "requests").status_code == 200
+    file(desk, "change_of_status", 0)
+    file(desk, "change_of_status", 1, confirm=False)
+    person = {"procedure": "change_of_status", "family_name": "Mendes", "given_names": "Rui",
+              "birth_date": "1980-01-01", "availability": AVAILABLE, "channel": "desk",
+              "phone": "0612345678"}
+    desk.rpc.requests.file_for_person(person, "agent")
+    partner = desk.rpc.requests.create_partner({
+        "name": "Association d'accueil", "contact_email": "accueil@example.org",
+        "quotas": {"change_of_status": 2}, "expires": (date.today() + timedelta(days=30)).isoformat(),
+        "by": "chief"})
+    beneficiary = {k: v for k, v in person.items() if k != "channel"}
+    desk.rpc.requests.partner_file(partner["id"], dict(
+        beneficiary, family_name="Kovalenko", given_names="Olena", mailbox="partner"))
+    counts = desk.http.get("/api/requests/counts", headers=desk.bearer("agent")).json()
+    assert counts["by_verified"] == {"change_of_status": {"none": 2, "desk": 1, "partner": 1}}
+    http = type(desk.http)()
+    page_session(http, "chief")
+    page = http.get("/requests")
+    row = page.text.split('id="verified-change_of_status"')[1].split("</tr>")[0]
+    shown = dict(re.findall(r'data-verified="(\w+)">(\d+)<', row))
+    assert shown == {"permits": "0", "visas": "0", "invitation": "0", "partner": "1",
+                     "desk": "1", "none": "2"}, row
+    assert "Mendes" not in page.text and "Kovalenko" not in page.text  # never a list
 
 
 def release_allocated(desk, mongo):

@@ -12,7 +12,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from gateway.admin.service import AdminGateway
 from gateway.public.service import PublicGateway
-from services.common.register_check import MISMATCH
+from services.common.register_check import MISMATCH, WRONG_PROCEDURE_FIELD, wrong_procedure
 from services.notify.service import NotifyService
 from services.register.service import RegisterService
 from services.requests.allocation import draw
@@ -175,7 +175,9 @@ def test_a_renewal_matches_the_register_whose_expiry_sets_its_place(system, mong
     assert filed.json()["permit_expiry"] == day(200)
     stored = mongo("requests")["requests"].find_one({"_id": filed.json()["reference"]})
     assert stored["permit_expiry"] == day(200)
+    assert stored["verified_by"] == "permits"  # what vouched for the person
     assert rpc.requests.counts()["by_expiry_month"]["renewal"] == {day(200)[:7]: 1}
+    assert rpc.requests.counts()["by_verified"]["renewal"] == {"permits": 1}
     # Karim types a far expiry, the register says 40 days: the draw puts him first
     karim = public.post("/api/requests", json=renewal(
         family="Benali", number="0498765432", birth="1985-11-12", given_names="Karim",
@@ -209,6 +211,88 @@ def test_a_renewal_matches_the_register_whose_expiry_sets_its_place(system, mong
                                                       foreigner_number=None,
                                                       email="first@example.org"))
     assert first.status_code == 201 and first.json()["state"] == "unconfirmed"
+
+
+def test_a_permit_renewed_by_the_other_procedure_is_refused_naming_it(system, mongo):
+    """renewal and renewal_10y renew different permit kinds: a request for one that matches a
+    permit of the other is refused (409) with the procedure to choose, told only to who gave
+    the permit's number, birth date and name; anybody else gets the one mismatch."""
+    staff, public, rpc = system["staff"], system["public"], system["rpc"]
+    silva = ("0422222222", "Silva", "Ana", "1975-06-07", "resident_10y", day(110), "")
+    assert upload(staff, bearer(staff, "chief"), export(AWA, silva)).status_code == 200
+    rpc.requests.set_mode("renewal_10y", "requests", by="chief")
+    # a temporary permit (renewed by "renewal") filed as a 10-year card, and the reverse
+    wrong = public.post("/api/requests", json=renewal(procedure="renewal_10y"))
+    assert wrong.status_code == 409, wrong.text
+    assert wrong.json()["fields"] == {WRONG_PROCEDURE_FIELD: ["renewal"]}
+    assert wrong.json()["message"] == wrong_procedure("renewal")[0]
+    ana = dict(family_name="SILVA", given_names="Ana", birth_date="1975-06-07",
+               foreigner_number="0422222222", email="ana@example.org")
+    reverse = public.post("/api/requests", json=renewal(**ana))
+    assert reverse.status_code == 409, reverse.text
+    assert reverse.json()["fields"] == {WRONG_PROCEDURE_FIELD: ["renewal_10y"]}
+    assert mongo("requests")["requests"].count_documents({}) == 0
+    # an identity that does not match gets the one mismatch, whatever the procedure
+    strangers = [public.post("/api/requests", json=body) for body in (
+        renewal(procedure="renewal_10y", family="Diop", email="s1@example.org"),
+        renewal(procedure="renewal_10y", birth="1990-04-03", email="s2@example.org"),
+        renewal(family="Silva", number="0422222222", birth="1975-06-08", email="s3@example.org"))]
+    assert [s.status_code for s in strangers] == [409] * 3
+    assert all(s.json()["message"] == MISMATCH and list(s.json()["fields"]) == ["identity"]
+               for s in strangers)
+    # the right procedure: filed
+    assert public.post("/api/requests", json=renewal(procedure="renewal_10y", **ana)).status_code == 201
+    assert public.post("/api/requests", json=renewal()).status_code == 201
+
+    # the form says it again with the form, and links to the right procedure's form
+    page = public.get("/request/renewal_10y")
+    filled = dict(re.findall(r'name="(\w+)"[^>]*value="([^"]*)"', page.text))
+    form = [("family_name", "Ndiaye"), ("given_names", "Awa Marie"), ("birth_date", "1990-04-02"),
+            ("email", "awa2@example.org"), ("foreigner_number", "0412345678"),
+            ("csrf_token", filled["csrf_token"]), ("idempotency_key", filled["idempotency_key"]),
+            ("sites", "montpellier"), ("times", "tuesday-morning")]
+    shown = public.post("/request/renewal_10y", data=form, allow_redirects=False)
+    assert shown.status_code == 409, shown.text
+    assert "Ce titre se renouvelle par une autre démarche" in shown.text
+    assert '<a href="/request/renewal">Renouvellement de titre de séjour</a>' in shown.text
+    assert 'value="Ndiaye"' in shown.text and 'value="0412345678"' in shown.text
+    arabic = public.post("/request/renewal_10y?lang=ar", data=form, allow_redirects=False)
+    public.get("/request/renewal_10y?lang=fr")  # back to French (the language is remembered)
+    assert arabic.status_code == 409 and "تُجدَّد هذه البطاقة عبر إجراء آخر" in arabic.text
+
+    # a partner is checked like the public: refused, its quota place given back
+    partner = rpc.requests.create_partner({
+        "name": "Association d'accueil", "contact_email": "accueil@example.org",
+        "quotas": {"renewal_10y": 1}, "expires": day(30), "by": "chief"})
+    body = dict(renewal(procedure="renewal_10y", family="Ndiaye", email=None), mailbox="partner")
+    body.pop("email")
+    from services.common.errors import Refused
+    with pytest.raises(Refused) as refused:
+        rpc.requests.partner_file(partner["id"], body)
+    assert refused.value.fields == {WRONG_PROCEDURE_FIELD: ["renewal"]}
+    assert rpc.requests.partner(partner["id"])["usage"]["renewal_10y"]["used"] == 0
+    # its pages say it at the top, the form kept
+    login = public.get("/partners/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    public.post("/partners/login", data={"csrf_token": token, "api_key": partner["api_key"]})
+    home = public.get("/partners")
+    form = {"procedure": "renewal_10y", "family_name": "Ndiaye", "given_names": "Awa Marie",
+            "birth_date": "1990-04-02", "foreigner_number": "0412345678", "mailbox": "partner",
+            "sites": "montpellier", "times": "tuesday-morning",
+            "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', home.text).group(1),
+            "idempotency_key": re.search(r'name="idempotency_key" value="([^"]+)"',
+                                         home.text).group(1)}
+    said = public.post("/partners", data=form)
+    assert said.status_code == 409, said.text[:2000]
+    assert "se renouvelle par la démarche « Renouvellement de titre de séjour »" in said.text
+    assert 'value="Ndiaye"' in said.text
+    # the desk files whatever the register says (the agent has the permit in hand)
+    person = dict(renewal(procedure="renewal_10y", family="Ndiaye", given_names="Awa Marie"),
+                  channel="desk", phone="0612345678")
+    person.pop("email")
+    mongo("requests")["requests"].delete_many({"procedure": "renewal_10y"})
+    desk = rpc.requests.file_for_person(person, "agent")
+    assert desk["state"] in ("waiting", "offered")
 
 
 def test_a_renewal_is_503_while_the_register_does_not_answer(system, mongo):
@@ -256,11 +340,20 @@ def test_an_invitation_is_mailed_once_and_files_a_verified_request(
             "birth_date": "1980-02-03", "email": "chinedu@example.org",
             "foreigner_number": "0411111111", "availability": AVAILABILITY,
             "invitation": {"id": link.group(1), "token": link.group(2)}}
+    rpc.requests.set_mode("renewal_10y", "requests", by="chief")
+    other = public.post("/api/requests", json=dict(body, procedure="renewal_10y"))
+    assert other.status_code == 409, other.text  # as without the invitation
+    assert other.json()["fields"] == {WRONG_PROCEDURE_FIELD: ["renewal"]}
+    stranger = public.post("/api/requests", json=dict(body, procedure="renewal_10y",
+                                                      birth_date="1980-02-04"))
+    assert stranger.status_code == 409 and stranger.json()["message"] == MISMATCH
     filed = public.post("/api/requests", json=body)
     assert filed.status_code == 201, filed.text
     # the register proved the mailbox: waiting at once, its token given, no e-mail asking
     assert filed.json()["state"] == "waiting" and filed.json()["token"]
     assert filed.json()["permit_expiry"] == day(70)
+    stored = mongo("requests")["requests"].find_one({"_id": filed.json()["reference"]})
+    assert stored["verified_by"] == "invitation"
     # the link's page: the form filled in from the register, the invitation kept in it
     page = public.get(f"/request/renewal?invitation={link.group(1)}&token=forged")
     assert page.status_code == 404 and "plus valable" in page.text
@@ -347,6 +440,8 @@ def test_a_partners_renewal_is_checked_against_the_register_too(system, mongo):
     body.pop("email")
     filed = rpc.requests.partner_file(partner["id"], body)
     assert filed["permit_expiry"] == day(200)
+    # the register matched: counted as the permits' (the partner's name is on filed_by)
+    assert mongo("requests")["requests"].find_one()["verified_by"] == "permits"
     with pytest.raises(Refused) as refused:
         rpc.requests.partner_file(partner["id"], dict(body, family_name="Benali"))
     assert refused.value.message == MISMATCH

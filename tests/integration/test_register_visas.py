@@ -149,6 +149,8 @@ def test_a_first_application_must_match_a_visa(system, mongo):
     filed = public.post("/api/requests", json=first(family="NDIAYE", visa="fra 1234 56789"))
     assert filed.status_code == 201, filed.text
     assert filed.json()["state"] == "unconfirmed"  # still confirmed from the mailbox
+    stored = mongo("requests")["requests"].find_one({"_id": filed.json()["reference"]})
+    assert stored["verified_by"] == "visas"
 
     # a wrong visa number, birth date or family name: one answer, whichever it is
     answers = [public.post("/api/requests", json=body) for body in (
@@ -213,6 +215,31 @@ def test_the_form_asks_for_the_visa_and_says_a_mismatch_in_every_language(system
     assert right.status_code == 200 and "REQ-" in right.text
 
 
+def test_a_visa_ended_longer_ago_than_the_grace_gets_the_one_mismatch(system, mongo):
+    """VISA_VALIDITY_GRACE_DAYS (90 by default): a visa that ended 89 days ago still leads to
+    a first application; one that ended 91 days ago is refused, and the answer is the very one
+    a visa not in the register gets (nothing says the register holds it)."""
+    staff, public = system["staff"], system["public"]
+    recent = ("FRA111111111", "Diallo", "Mariam", "1992-03-04", "vls_ts", day(-89))
+    old = ("FRA222222222", "Traore", "Moussa", "1988-07-08", "vls", day(-91))
+    assert upload(staff, bearer(staff, "chief"), export(recent, old)).status_code == 200
+    accepted = public.post("/api/requests", json=first(
+        family="Diallo", given_names="Mariam", birth="1992-03-04", visa="FRA111111111",
+        email="mariam@example.org"))
+    assert accepted.status_code == 201, accepted.text
+    refused = public.post("/api/requests", json=first(
+        family="Traore", given_names="Moussa", birth="1988-07-08", visa="FRA222222222",
+        email="moussa@example.org"))
+    unknown = public.post("/api/requests", json=first(
+        family="Traore", given_names="Moussa", birth="1988-07-08", visa="FRA333333333",
+        email="moussa2@example.org"))
+    assert refused.status_code == unknown.status_code == 409, refused.text
+    assert refused.json() == unknown.json()
+    assert refused.json()["message"] == VISA_MISMATCH
+    assert day(-91) not in refused.text
+    assert mongo("requests")["requests"].count_documents({}) == 1
+
+
 def test_a_first_application_is_503_while_the_register_does_not_answer(system, mongo):
     staff, public = system["staff"], system["public"]
     assert upload(staff, bearer(staff, "chief"), export(AWA)).status_code == 200
@@ -243,6 +270,7 @@ def test_the_desk_files_without_a_visa_and_a_partner_is_checked(system, mongo):
     assert refused.value.message == VISA_MISMATCH
     filed = rpc.requests.partner_file(partner["id"], body)
     assert filed["state"] in ("waiting", "offered")
+    assert rpc.requests.counts()["by_verified"]["first_application"] == {"desk": 1, "visas": 1}
     assert mongo("requests")["requests"].count_documents({}) == 2
     usage = rpc.requests.partner(partner["id"])
     assert usage["quotas"] == {"first_application": 5}

@@ -4,8 +4,9 @@ from datetime import date
 
 import pytest
 
-from services.common.register_check import (checked_procedures, match_key, visa_checked_procedures,
-                                           visa_match_key, visa_number)
+from services.common.register_check import (WRONG_PROCEDURE_FIELD, checked_procedures, match_key,
+                                           visa_checked_procedures, visa_in_time, visa_match_key,
+                                           visa_number, wrong_procedure, wrong_renewal)
 from services.register import rules
 
 HEADER = "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry,email\n"
@@ -221,3 +222,41 @@ def test_the_filing_schema_takes_a_visa_number_as_typed_and_refuses_operators():
         with pytest.raises(ValidationError) as error:
             RequestFilingSchema().load(dict(base, visa_number=bad))
         assert "visa_number" in error.value.messages
+
+
+def test_a_permit_is_renewed_by_the_procedure_of_its_kind_and_another_renewal_is_wrong():
+    assert [rules.procedure_for({"permit_kind": k}) for k in ("temporary", "multi_year",
+                                                               "resident_10y")] == [
+        "renewal", "renewal", "renewal_10y"]
+    assert wrong_renewal("renewal_10y", "renewal") and wrong_renewal("renewal", "renewal_10y")
+    assert not wrong_renewal("renewal", "renewal")
+    assert not wrong_renewal("renewal_10y", "renewal_10y")
+    # a procedure that is not a renewal (checked against the permits by a supervisor's
+    # choice) is not compared: no permit kind is renewed by it
+    assert not wrong_renewal("change_of_status", "renewal")
+
+
+def test_the_wrong_procedure_refusal_names_the_right_one_in_both_languages():
+    message, fields = wrong_procedure("renewal_10y")
+    assert fields == {WRONG_PROCEDURE_FIELD: ["renewal_10y"]}
+    assert "Renouvellement de la carte de résident de 10 ans" in message
+    assert "Renewal of a 10-year resident card" in message
+    assert "Rien n'a été déposé" in message and "Nothing was filed" in message
+
+
+def test_a_visa_leads_to_a_first_application_until_its_grace_after_its_end():
+    today = date(2027, 3, 1)
+    assert visa_in_time("2027-09-01", today, 90)  # valid for months yet
+    assert visa_in_time("2027-03-01", today, 90)  # its last day
+    assert visa_in_time("2026-12-01", today, 90)  # ended 90 days ago: the last day of grace
+    assert not visa_in_time("2026-11-30", today, 90)  # 91 days ago
+    assert not visa_in_time("2020-01-01", today, 90)
+    assert visa_in_time("2026-11-30", today, 91)  # the grace is the setting's
+    assert not visa_in_time("2027-02-28", today, 0)  # no grace: the visa in force only
+    assert visa_in_time("2027-03-01", today, 0)
+
+
+def test_the_visa_grace_defaults_to_ninety_days():
+    from services.common.settings import setting
+    assert setting({}, "VISA_VALIDITY_GRACE_DAYS") == 90
+    assert setting({"VISA_VALIDITY_GRACE_DAYS": "30"}, "VISA_VALIDITY_GRACE_DAYS") == 30
