@@ -48,7 +48,7 @@ from tests.bench.harness import API, People, free_port, real_names, run_on_syste
 from tests.helpers import BusListener  # noqa: E402
 
 
-def requests_mix(slot_ids, honest):
+def requests_mix(slot_ids, honest, scripts=1):
     names = real_names(heldout=False)
     people = People(names)
     run = people.run  # the database outlives a run: new addresses each time
@@ -60,15 +60,16 @@ def requests_mix(slot_ids, honest):
 
     for i in range(honest):
         jobs.append(("honest", people.address(i), people.booking(i, "duplicate", random.choice(slot_ids))))
-    for seller in range(5):  # one e-mail, many names
+    for seller in range(5 * scripts):  # one e-mail, many names
         for j in range(4):
             family, given = names[(seller * 7 + j * 13) % len(names)]
             jobs.append(("trafficker", f"172.16.{seller}.{j + 1}",
                          body(0, family, given, f"seller{seller}.{run}+{j}@gmail.com", f"197{j}-02-0{j + 1}")))
-    for j in range(20):  # placeholders
-        jobs.append(("trafficker", f"172.17.0.{j + 1}", body(0, random.choice(["test", "xxx", "Nom", "client"]),
-                                                           "rdv", f"holder{j}-{run}@example.org")))
-    for cafe in range(2):  # one address, many identities
+    for j in range(20 * scripts):  # placeholders
+        jobs.append(("trafficker", f"172.17.{j // 250}.{j % 250 + 1}",
+                     body(0, random.choice(["test", "xxx", "Nom", "client"]), "rdv",
+                          f"holder{j}-{run}@example.org")))
+    for cafe in range(2 * scripts):  # one address, many identities
         for j in range(15):
             family, given = names[(cafe * 50 + j * 3 + 5) % len(names)]
             jobs.append(("trafficker", f"203.0.113.{cafe + 10}",
@@ -211,6 +212,9 @@ def main():
     parser.add_argument("--honest", type=int, default=600)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--clients", type=int, default=60)
+    parser.add_argument("--scripts", type=int, default=1,
+                        help="trafficker groups, in units of 5 resellers, 20 placeholders and 2 "
+                             "cafés: more cancellations to take percentiles over")
     parser.add_argument("--slots", type=int, default=100, help="slots of the release")
     parser.add_argument("--desks", type=int, default=20, help="places per slot")
     parser.add_argument("--start", action="store_true", help="start an own system on free ports")
@@ -250,7 +254,7 @@ def measure(args, mailbox, pids=None):
     # by default 2000 places: nobody is refused for want of one
     _, slot_ids = release_slots(args.amqp_uri, args.slots, args.desks)
     listener = TimedListener(args.amqp_uri, "booking", "#")
-    jobs = requests_mix(slot_ids, args.honest)
+    jobs = requests_mix(slot_ids, args.honest, args.scripts)
     backlog = Backlog(args.amqp_uri)
     load_before = open("/proc/loadavg").read().split()[:3]
     steal = CpuSteal()
