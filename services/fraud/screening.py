@@ -96,13 +96,21 @@ class Screening:
     def screen(self, event):
         settings = self.settings
         entry = index_entry(event, settings)
-        self.store.add_booking(entry, settings["group_caps"])
-        # the allow-list is read only when a rule fires: most bookings never need it
+        # M4 needs nothing but the booking itself: decided and carried out before the index
+        # is written (two round trips less before the cancellation, issue 22), the entry
+        # then written as cancelled. The allow-list is read only when a rule fires: most
+        # bookings never need it.
         problem = name_problem(event["identity"]["family_name"], event["identity"]["given_names"],
                                event["email"], event.get("procedure"))
         if problem and self.not_exempt([entry]):
             field, reason = problem
-            self.act(entry["_id"], NAME_NOT_EXACT, rules.CANCEL, {"field": field, "reason": reason})
+            self.act(entry["_id"], NAME_NOT_EXACT, rules.CANCEL, {"field": field, "reason": reason},
+                     indexed=False)
+            entry.update(status=CANCELLED, status_ts=time.time())  # as set_status writes it
+        if not self.store.add_booking(entry, settings["group_caps"]) and entry["status"] == CANCELLED:
+            # indexed before (a copy handled again, or an entry written by an earlier version
+            # as active): its state follows, as act() would have written it
+            self.store.set_status(entry["_id"], CANCELLED)
         # one read for every rule: the groups this booking has just joined, and the window
         watched = watched_groups(entry, settings["window"])
         found = self.store.members([i for ids in watched.values() for i in ids])
@@ -262,8 +270,9 @@ class Screening:
             pool = eventlet.GreenPool(min(len(decisions), PARALLEL_CANCELS))
             list(pool.starmap(self.act, decisions))  # raises the first error
 
-    def act(self, reference, rule, action, evidence, actor="fraud", case=None):
-        """Record the decision (once), carry it out, announce it (once). A review joins `case`."""
+    def act(self, reference, rule, action, evidence, actor="fraud", case=None, indexed=True):
+        """Record the decision (once), carry it out, announce it (once). A review joins `case`.
+        indexed: the booking has its index entry (else its status is the caller's to write)."""
         decision_id = f"{reference}:{rule}:{action}"
         decision = self.store.add_decision({
             "_id": decision_id, "reference": reference, "rule": rule, "action": action,
@@ -271,7 +280,8 @@ class Screening:
         })
         if action == rules.CANCEL:
             self.booking.system_cancel(reference, rule, decision["evidence"], actor)  # idempotent
-            self.store.set_status(reference, CANCELLED)
+            if indexed:
+                self.store.set_status(reference, CANCELLED)
             self.cancelled.add(reference)
         else:
             self.store.open_review({"_id": reference, "state": "open", "rule": rule,

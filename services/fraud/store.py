@@ -87,11 +87,13 @@ class FraudStore:
 
         caps: the most members a bucketed group keeps, by kind ("ip", "ua"); past it, later
         bookings are not entered (the rules only need to know that the count is high).
+        True when the booking was not indexed before.
         """
         try:
             self.bookings.insert_one(entry)
+            inserted = True
         except DuplicateKeyError:
-            pass
+            inserted = False
         ref = entry["_id"]
         writes = []
         for group_id in entry["groups"]:
@@ -111,6 +113,7 @@ class FraudStore:
         except BulkWriteError as exc:
             if any(error["code"] != DUPLICATE_KEY for error in exc.details["writeErrors"]):
                 raise
+        return inserted
 
     def set_status(self, reference, status, at_ts=None):
         """`at_ts`: when the change happened (an event's occurred_at; now when None). An older

@@ -103,8 +103,9 @@ def test_release_fairness():
 
 
 def test_fraud_latency():
-    out = run_bench("fraud_latency.py", "--start", "--honest", "10", "--rate", "50", "--slots", "10",
-                    "--desks", "20", "--clients", "10")
+    # notify and its SMTP sink beside the services fraud needs: not all of them, for the time
+    out = run_bench("fraud_latency.py", "--start", "--only", "notify", "--honest", "10", "--rate", "50",
+                    "--slots", "10", "--desks", "20", "--clients", "10")
     assert figure(out, rf"^{NUMBER} bookings in")[0] > 0
     # 80 bookings on 10 slots picked at random: with 10 places a slot some slot overflowed in
     # most runs, now and then under an honest booking (CI saw 9 of 10); with 20, P < 0.0003
@@ -113,7 +114,10 @@ def test_fraud_latency():
     assert re.search(r"^honest refused by reason\s+\{\}$", out, re.MULTILINE), out
     cancelled, traffickers = figure(out, rf"^trafficker bookings cancelled\s+{NUMBER} of {NUMBER}")
     assert 0 < cancelled <= traffickers
-    figure(out, rf"^booking_created -> cancelled, from the evidence: p50 {NUMBER} ms")
+    # from the confirmation that completes the evidence (issue 22), split at the bus
+    figure(out, rf"^booking_confirmed -> cancelled, from the evidence: p50 {NUMBER} ms")
+    figure(out, rf"^  event on the bus -> cancellation\s+p50 {NUMBER} ms")
+    figure(out, rf"^messages waiting by consumer\s+peak ")
 
 
 def test_notify_throughput():

@@ -58,6 +58,59 @@ def test_a_placeholder_name_is_cancelled_and_announced_once(world):
         ("RDV-AAAA-0001", "name_not_exact", "cancelled")]
 
 
+PLACEHOLDER = {"family_name": "Test", "given_names": "Test", "birth_date": "1990-01-01"}
+
+
+def index_of(store, reference):
+    """(the booking's status in the index, its status in each group it joined but its user
+    agent's, whose members carry no status)."""
+    entry = store.bookings.find_one({"_id": reference})
+    groups = {g["_id"]: g["members"][reference]["status"]
+              for g in store.groups.find({"_id": {"$in": entry["groups"]}})
+              if not g["_id"].startswith("ua:")}
+    return entry["status"], groups
+
+
+def test_a_placeholder_name_is_cancelled_before_indexing_then_indexed_as_cancelled(world):
+    """M4 needs nothing but the booking: the cancellation does not wait on the index writes
+    (issue 22), and the index then says cancelled, in every group, as before."""
+    screening, booking, sent = world
+    indexed_at_cancel = []
+    cancel = booking.system_cancel
+
+    def system_cancel(reference, *args, **kwargs):
+        indexed_at_cancel.append(screening.store.bookings.find_one({"_id": reference}) is not None)
+        return cancel(reference, *args, **kwargs)
+
+    booking.system_cancel = system_cancel
+    screening.screen(booked(booking, "RDV-AAAA-0001", identity=PLACEHOLDER))
+    assert indexed_at_cancel == [False]
+    assert booking.cancelled == {"RDV-AAAA-0001": "name_not_exact"}
+    status, groups = index_of(screening.store, "RDV-AAAA-0001")
+    assert status == "cancelled" and len(groups) >= 3  # its e-mail, its person, its address
+    assert set(groups.values()) == {"cancelled"}
+    # a later booking on the same e-mail is not judged against it: it no longer counts
+    booking.active.discard("RDV-AAAA-0001")
+    screening.screen(booked(booking, "RDV-AAAA-0002", email="yasmine.benali@example.org"))
+    assert "RDV-AAAA-0002" not in booking.cancelled
+    assert [e["reference"] for e in sent] == ["RDV-AAAA-0001"]
+
+
+def test_a_placeholder_indexed_as_active_before_is_indexed_as_cancelled_when_screened_again(world):
+    """An entry written active by an earlier handling (a version that indexed first, cut
+    short by a crash): the copy handled again leaves it cancelled, in its groups too."""
+    from services.fraud.screening import index_entry
+
+    screening, booking, sent = world
+    event = booked(booking, "RDV-AAAA-0003", identity=PLACEHOLDER)
+    screening.store.add_booking(index_entry(event, SETTINGS), SETTINGS["group_caps"])
+    assert set(index_of(screening.store, "RDV-AAAA-0003")[1].values()) == {"active"}
+    screening.screen(event)
+    status, groups = index_of(screening.store, "RDV-AAAA-0003")
+    assert status == "cancelled" and set(groups.values()) == {"cancelled"}
+    assert booking.cancelled == {"RDV-AAAA-0003": "name_not_exact"} and len(sent) == 1
+
+
 def test_one_email_for_two_people_cancels_both(world):
     screening, booking, sent = world
     screening.screen(booked(booking, "RDV-AAAA-0001", email="seller@gmail.com"))
