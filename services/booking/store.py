@@ -19,11 +19,26 @@ from services.common.contract import ACTIVE, CANCELLED, CHECKED_IN, PENDING
 from services.common.daily_limit import DailyLimit
 from services.common.lease import Leases
 from services.common.outbox import Outbox
+from services.common.retention import ERASED, erase_batch, erasure
 
 OUTBOX_KINDS = ("created", "confirmed", "cancelled", "checked_in", "reminder", "restored")
 
 
 ABANDONED_HOLD = "abandoned_hold"
+
+# what the erasure of a booking past BOOKING_RETENTION_DAYS blanks (services/common/retention.py):
+# who it was (names, birth date, foreigner number, e-mail and the keys made from them, phone,
+# postal address, network address); status, procedure, slot, dates, attendance, the reason of
+# a cancellation and the tokens' hashes stay, for the figures and the audit
+BOOKING_ERASED = {"identity.family_name": None, "identity.given_names": None,
+                  "identity.birth_date": None, "identity.foreigner_number": None,
+                  "email": None, "email_key": None, "person_key": None, "phone": None,
+                  "postal_address": None, "client": {}}
+# the cancellation's evidence (typed names at the counter, an e-mail key from fraud), the
+# request's fingerprint and the unconfirmed claims (a network address, a mail domain)
+BOOKING_UNSET = ("cancellation.evidence", "idempotency", "unconfirmed_claims")
+ATTEMPT_ERASED = {"email": None, "email_key": None, "foreigner_number": None, "file": None}
+ERASABLE_STATUSES = (PENDING, ACTIVE, CANCELLED, CHECKED_IN)
 
 
 class BookingStore:
@@ -70,6 +85,7 @@ class BookingStore:
         self.attempts.create_index([("foreigner_number", 1), ("at_ts", 1)])
         self.attempts.create_index([("email_key", 1), ("at_ts", 1)])
         self.attestations.create_index([("file", 1), ("issued_ts", 1)])
+        self.attestations.create_index([("issued_ts", 1)])  # their erasure
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -131,7 +147,8 @@ class BookingStore:
         cancellations, this one last; the unsent event of the cancellation dropped (its relay
         would give the new place back). None when it is no longer such a cancellation."""
         return self.bookings.find_one_and_update(
-            {"_id": reference, "status": CANCELLED, "cancellation.reason": "name_mismatch"},
+            {"_id": reference, "status": CANCELLED, "cancellation.reason": "name_mismatch",
+             ERASED: {"$exists": False}},
             {"$set": {"status": ACTIVE, "hold_id": hold_id, "place_released": False,
                       "restored": restored, Outbox.field("restored"): outbox_entry},
              "$unset": {"cancellation": "", Outbox.field("cancelled"): ""}},
@@ -214,7 +231,8 @@ class BookingStore:
         checked in, or, for an expiry, confirmed meanwhile).
         """
         return self.bookings.find_one_and_update(
-            {"_id": reference, "status": {"$in": list(statuses)}},
+            # an erased booking (past its retention) has nobody left to tell: not cancelled
+            {"_id": reference, "status": {"$in": list(statuses)}, ERASED: {"$exists": False}},
             {"$set": {"status": CANCELLED, "cancellation": cancellation,
                       Outbox.field("cancelled"): outbox_entry, "place_released": False}},
             return_document=ReturnDocument.AFTER,
@@ -303,6 +321,36 @@ class BookingStore:
         """Recorded attempts since then, their procedure only: the domain figures."""
         return list(self.attempts.find({"at_ts": {"$gte": since_ts}}, {"procedure": 1})
                     .limit(limit))
+
+    # -- retention (services/common/retention.py) ----------------------------------------------
+
+    def erase_bookings(self, before, now_ts, limit):
+        """Erase who made the bookings whose appointment started before `before` (a datetime),
+        at most `limit`; those with an event still to announce wait for it. How many."""
+        done = 0
+        # one query per status: each through the (status, slot.start) index
+        for status in ERASABLE_STATUSES:
+            query = {"status": status, "slot.start": {"$lt": before}}
+            query.update({f"outbox.{kind}.state": {"$ne": "pending"} for kind in OUTBOX_KINDS})
+            done += erase_batch(self.bookings, query, erasure(BOOKING_ERASED, now_ts, BOOKING_UNSET),
+                                limit - done)
+            if done >= limit:
+                break
+        return done
+
+    def erase_attempts(self, before_ts, now_ts, limit):
+        """Erase who made the attempts recorded before `before_ts` (their receipt sent)."""
+        query = {"at_ts": {"$lt": before_ts}, "outbox.recorded.state": {"$ne": "pending"}}
+        return erase_batch(self.attempts, query, erasure(ATTEMPT_ERASED, now_ts), limit)
+
+    def delete_attestations(self, before_ts, limit):
+        """Attestations issued before `before_ts`: their record (the signed copy, with who it
+        is about) deleted; the applicant's own copy can still be checked, its attempts erased."""
+        ids = [doc["_id"] for doc in self.attestations.find(
+            {"issued_ts": {"$lt": before_ts}}, {"_id": 1}).limit(limit)]
+        if not ids:
+            return 0
+        return self.attestations.delete_many({"_id": {"$in": ids}}).deleted_count
 
     def ping(self):
         self.bookings.find_one({}, {"_id": 1})

@@ -1,0 +1,77 @@
+"""Erasure of personal data once it is no longer needed: the rule, and the pass each service
+runs on its own data (a service never touches another's database).
+
+A record past its retention period keeps what the figures and the audit read without
+identity (its state, procedure, slot, dates, the reason of a cancellation, tokens' hashes) and
+loses who it was about: names, birth date, foreigner number, e-mail and its keys, phone,
+postal address, network address, the e-mails' recipient and body. The erased fields are set
+to None (or an empty value) rather than removed, so that readers keep the shape they know;
+the record gets `erased_ts` (epoch seconds: the stand-in mishandles datetimes in $set), which
+readers use to say "erased" instead of showing blanks.
+
+Each service runs the pass from a timer (`RETENTION_TIMER_SECONDS`) under a lease, so one
+instance acts at a time; a pass erases at most `RETENTION_BATCH` records per collection, then
+gives its worker back (the next tick goes on), so it never holds the service for long. Every
+write is one conditional update on records not yet erased: a pass killed mid-way, or two
+passes at once, leave each record either as it was or erased, and the next pass finishes.
+"""
+import logging
+import time
+
+from services.common.settings import setting
+
+log = logging.getLogger(__name__)
+
+ERASED = "erased_ts"
+DAY = 86400.0
+
+
+def cutoff_ts(now_ts, days):
+    """Records whose reference instant is before this are due for erasure."""
+    return now_ts - days * DAY
+
+
+def is_due(reference_ts, now_ts, days):
+    """The rule: erased once `days` have passed since the reference instant (an appointment's
+    day, a request's closing, a message's creation); None (not known) is never due."""
+    return reference_ts is not None and reference_ts < cutoff_ts(now_ts, days)
+
+
+def erased(doc):
+    return bool(doc and doc.get(ERASED))
+
+
+def erasure(fields, now_ts, unset=()):
+    """The update that erases `fields` ({path: empty value}) and marks the record."""
+    update = {"$set": dict(fields, **{ERASED: now_ts})}
+    if unset:
+        update["$unset"] = {path: "" for path in unset}
+    return update
+
+
+def erase_batch(collection, query, update, limit):
+    """Erase up to `limit` records matching `query` (not yet erased): how many were."""
+    if limit <= 0:  # a find's limit(0) is no limit at all
+        return 0
+    query = dict(query, **{ERASED: {"$exists": False}})
+    ids = [doc["_id"] for doc in collection.find(query, {"_id": 1}).limit(limit)]
+    if not ids:
+        return 0
+    # the same condition again: a record changed meanwhile (erased by another pass) is skipped
+    return collection.update_many(dict(query, _id={"$in": ids}), update).modified_count
+
+
+def run_pass(leases, job, owner, config, erase):
+    """The timer's body: take the lease on `job`, run `erase(now_ts, limit)` (it returns
+    {what: count}), give the lease back. None when another instance holds it."""
+    interval = setting(config, "RETENTION_TIMER_SECONDS")
+    if not leases.acquire(job, owner, max(3 * interval, 60.0), time.time()):
+        return None
+    try:
+        done = erase(time.time(), setting(config, "RETENTION_BATCH"))
+    finally:
+        leases.release(job, owner)
+    if any(done.values()):
+        # counts only: never who
+        log.info("retention: erased %s", ", ".join(f"{n} {what}" for what, n in done.items() if n))
+    return done
