@@ -331,7 +331,6 @@ class BookingStore:
         # one query per status: each through the (status, slot.start) index
         for status in ERASABLE_STATUSES:
             query = {"status": status, "slot.start": {"$lt": before}}
-            query.update({f"outbox.{kind}.state": {"$ne": "pending"} for kind in OUTBOX_KINDS})
             done += erase_batch(self.bookings, query, erasure(BOOKING_ERASED, now_ts, BOOKING_UNSET),
                                 limit - done)
             if done >= limit:
@@ -340,8 +339,8 @@ class BookingStore:
 
     def erase_attempts(self, before_ts, now_ts, limit):
         """Erase who made the attempts recorded before `before_ts` (their receipt sent)."""
-        query = {"at_ts": {"$lt": before_ts}, "outbox.recorded.state": {"$ne": "pending"}}
-        return erase_batch(self.attempts, query, erasure(ATTEMPT_ERASED, now_ts), limit)
+        return erase_batch(self.attempts, {"at_ts": {"$lt": before_ts}},
+                           erasure(ATTEMPT_ERASED, now_ts), limit)
 
     def delete_attestations(self, before_ts, limit):
         """Attestations issued before `before_ts`: their record (the signed copy, with who it

@@ -49,15 +49,27 @@ def erasure(fields, now_ts, unset=()):
     return update
 
 
+def announced(doc):
+    """No event of the record is still to announce (its outbox, services/common/outbox.py): a
+    record waits for its events before it is erased, since they are built from it."""
+    return all((entry or {}).get("state") != "pending"
+               for entry in (doc.get("outbox") or {}).values())
+
+
 def erase_batch(collection, query, update, limit):
-    """Erase up to `limit` records matching `query` (not yet erased): how many were."""
+    """Erase up to `limit` records matching `query` (not yet erased, their events announced):
+    how many were."""
     if limit <= 0:  # a find's limit(0) is no limit at all
         return 0
     query = dict(query, **{ERASED: {"$exists": False}})
-    ids = [doc["_id"] for doc in collection.find(query, {"_id": 1}).limit(limit)]
+    # the outbox is checked here rather than in the query: the stand-in finds nothing for a
+    # {"$ne": ...} on a path some documents lack (its count finds them)
+    ids = [doc["_id"] for doc in collection.find(query, {"_id": 1, "outbox": 1}).limit(limit)
+           if announced(doc)]
     if not ids:
         return 0
-    # the same condition again: a record changed meanwhile (erased by another pass) is skipped
+    # the same condition again: a record changed meanwhile (erased by another pass, moved to
+    # another state with an event to announce) is skipped
     return collection.update_many(dict(query, _id={"$in": ids}), update).modified_count
 
 

@@ -148,14 +148,12 @@ class RequestStore:
         with an event still to announce wait for it): how many. A request booked before
         `closed_ts` was recorded on booking counts from its filing."""
         update = erasure(REQUEST_ERASED, now_ts, REQUEST_UNSET)
-        sent = {"outbox.filed.state": {"$ne": "pending"}}
         done = 0
         for state in CLOSED_STATES:
-            done += erase_batch(self.requests, dict(sent, state=state, closed_ts={"$lt": before_ts}),
+            done += erase_batch(self.requests, {"state": state, "closed_ts": {"$lt": before_ts}},
                                 update, limit - done)
-        if done < limit:
-            done += erase_batch(self.requests, dict(sent, state=BOOKED, closed_ts={"$exists": False},
-                                                    filed_ts={"$lt": before_ts}), update, limit - done)
+        done += erase_batch(self.requests, {"state": BOOKED, "closed_ts": {"$exists": False},
+                                            "filed_ts": {"$lt": before_ts}}, update, limit - done)
         return done
 
     def waiting(self, procedure):

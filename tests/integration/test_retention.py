@@ -1,0 +1,257 @@
+"""Erasure of personal data past its retention (services/common/retention.py): each service's
+real timer pass, run through its entrypoint against the stand-in store, erases what is due and
+keeps what is too recent; what staff and applicants see of an erased record still answers."""
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.testing.services import entrypoint_hook, replace_dependencies
+
+from services.booking.service import BookingService
+from services.common.errors import NotFound
+from services.common.lease import Leases
+from services.notify.service import NotifyService
+from services.requests.service import RequestsService
+from tests.integration.conftest import FixedClock, paris
+from tests.integration.test_admin_gateway import page_session
+from tests.helpers import wait_until
+
+DAY = 86400
+
+
+def announced(mongo, reference):
+    """Every event of the booking is marked sent (marks are written in batches): a booking
+    with an event still to announce waits for it before it is erased."""
+    assert wait_until(lambda: all(entry["state"] == "done" for entry in mongo("booking")["bookings"]
+                                  .find_one({"_id": reference})["outbox"].values()), timeout=15)
+
+
+def run_pass(container):
+    with entrypoint_hook(container, "erase_expired") as erase:
+        return erase()
+
+
+@pytest.fixture
+def booking_instance(counter, container_factory, counter_config):
+    """A second booking instance on the counter's booking clock: the test runs its timer's
+    pass through the entrypoint (the timer itself fires once an hour)."""
+    second = container_factory(BookingService, counter_config)
+    replace_dependencies(second, clock=counter.booking_clock)
+    second.start()
+    return second
+
+
+def test_a_booking_past_its_retention_is_erased_and_a_recent_one_kept(
+        counter, booking_instance, mongo, http):
+    bookings = mongo("booking")["bookings"]
+    old = counter.book(family_name="Erased", given_names="Anna", phone="+33 6 00 00 00 01")
+    kept = counter.book(family_name="Kept", given_names="Bruno")
+    # the kept one comes ten days later (the whole document: the stand-in keeps a bare
+    # datetime given to $set as text)
+    later = bookings.find_one({"_id": kept["reference"]})
+    later["slot"]["start"] += timedelta(days=10)
+    later["slot"]["end"] += timedelta(days=10)
+    bookings.replace_one({"_id": kept["reference"]}, later)
+    announced(mongo, old["reference"])
+
+    # the last minute of the 365th day after the appointment's: too recent, nothing erased
+    counter.booking_clock.at = paris(counter.day + timedelta(days=365), 23, 59)
+    assert run_pass(booking_instance)["bookings"] == 0
+    assert bookings.find_one({"_id": old["reference"]})["identity"]["family_name"] == "Erased"
+
+    # the day after: the old one is erased, the one ten days later is kept
+    counter.booking_clock.at = paris(counter.day + timedelta(days=366), 0, 1)
+    assert run_pass(booking_instance)["bookings"] == 1
+    erased = bookings.find_one({"_id": old["reference"]})
+    assert erased["erased_ts"] > 0
+    assert erased["identity"] == {"family_name": None, "given_names": None, "birth_date": None,
+                                  "foreigner_number": None}
+    assert erased["email"] is None and erased["email_key"] is None and erased["phone"] is None
+    assert erased["person_key"] is None and erased["client"] == {}
+    assert "idempotency" not in erased and "unconfirmed_claims" not in erased
+    # what the figures and the audit read stays
+    assert erased["status"] == "active" and erased["procedure"] == "renewal"
+    assert erased["slot"]["id"] == counter.slot["id"] and erased["created_at"]
+    assert erased["token_hash"]
+    still = bookings.find_one({"_id": kept["reference"]})
+    assert still["identity"]["family_name"] == "Kept" and "erased_ts" not in still
+
+    # a pass again changes nothing (idempotent); the figures still count it
+    assert run_pass(booking_instance)["bookings"] == 0
+    assert bookings.find_one({"_id": old["reference"]})["erased_ts"] == erased["erased_ts"]
+    figures = counter.rpc.booking.figures(days=56)
+    assert figures["procedures"]
+
+    # the applicant's view says erased; there is no convocation left; no cancellation
+    view = counter.rpc.booking.get(old["reference"], old["token"])
+    assert view["erased"] is True and view["family_name"] is None and view["email"] is None
+    with pytest.raises(NotFound):
+        counter.rpc.booking.convocation(old["reference"], old["token"])
+    assert counter.rpc.booking.get(kept["reference"], kept["token"])["erased"] is False
+
+    # the staff day view of that day: JSON and page
+    headers = counter.bearer("agent")
+    day = f"site=montpellier&date={counter.day.isoformat()}"
+    api = counter.http.get(f"/api/day?{day}", headers=headers)
+    assert api.status_code == 200, api.text
+    rows = {b["id"]: b for b in api.json()["bookings"]}
+    assert rows[old["reference"]]["erased"] is True
+    assert rows[old["reference"]]["family_name"] is None
+    page_session(counter.http, "agent")
+    page = counter.http.get(f"/day?{day}")
+    assert page.status_code == 200
+    assert "effacé" in page.text and "None" not in page.text
+    assert counter.http.get(f"/day?{day}&q=non").status_code == 200  # no "None" to match
+
+
+def test_the_lease_keeps_the_pass_to_one_instance(counter, booking_instance, mongo):
+    old = counter.book()
+    announced(mongo, old["reference"])
+    counter.booking_clock.at = paris(counter.day + timedelta(days=400), 12)
+    leases = Leases(mongo("booking")["leases"])
+    assert leases.acquire("retention", "another-instance", 600, time.time())
+    assert run_pass(booking_instance) is None  # another instance holds it: nothing done
+    bookings = mongo("booking")["bookings"]
+    assert "erased_ts" not in bookings.find_one({"_id": old["reference"]})
+    leases.release("retention", "another-instance")
+    assert run_pass(booking_instance)["bookings"] == 1
+    assert bookings.find_one({"_id": old["reference"]})["identity"]["given_names"] is None
+    # given back after the pass: the next one need not wait the lease out
+    assert leases.state("retention")["until_ts"] == 0
+
+
+def test_attempts_are_erased_and_attestation_records_deleted_past_the_retention(
+        counter, booking_instance, mongo):
+    db = mongo("booking")
+    now = counter.booking_clock.at = datetime.now(timezone.utc)
+    old_ts, recent_ts = (now - timedelta(days=400)).timestamp(), (now - timedelta(days=10)).timestamp()
+
+    def attempt(reference, at_ts):
+        return {"_id": reference, "file": "file-" + uuid.uuid4().hex[:24], "procedure": "renewal",
+                "email": f"{reference.lower()}@example.org", "email_key": f"{reference.lower()}@example.org",
+                "foreigner_number": "1234567890", "lang": "fr",
+                "at": datetime.fromtimestamp(at_ts, timezone.utc), "at_ts": at_ts,
+                "token_hash": "h", "token_salt": "s", "outbox": {"recorded": {"state": "done"}}}
+
+    db["attempts"].insert_many([attempt("ATT-OLD0-0001", old_ts), attempt("ATT-NEW0-0001", recent_ts)])
+    db["attestations"].insert_many([
+        {"_id": "OLDCODE", "file": "f", "attestation": {"applicant": {"email": "a@example.org"}},
+         "signature": "x", "issued_ts": old_ts},
+        {"_id": "NEWCODE", "file": "f", "attestation": {"applicant": {"email": "a@example.org"}},
+         "signature": "x", "issued_ts": recent_ts}])
+    done = run_pass(booking_instance)
+    assert done["attempts"] == 1 and done["attestations"] == 1
+    old = db["attempts"].find_one({"_id": "ATT-OLD0-0001"})
+    assert old["email"] is None and old["foreigner_number"] is None and old["file"] is None
+    assert old["procedure"] == "renewal" and old["at_ts"] == old_ts and old["erased_ts"]
+    assert db["attempts"].find_one({"_id": "ATT-NEW0-0001"})["email"] == "att-new0-0001@example.org"
+    assert db["attestations"].find_one({"_id": "OLDCODE"}) is None
+    assert db["attestations"].find_one({"_id": "NEWCODE"}) is not None
+    # staff looking the applicant up find only what is kept; the figures still count both
+    found = counter.rpc.booking.attempts_of(foreigner_number="1234567890")["attempts"]
+    assert [a["reference"] for a in found] == ["ATT-NEW0-0001"]
+    assert run_pass(booking_instance) == {"bookings": 0, "attempts": 0, "attestations": 0}
+
+
+@pytest.fixture
+def requests_instance(container_factory, config):
+    clock = FixedClock()
+    container = container_factory(RequestsService, config)
+    replace_dependencies(container, clock=clock)
+    container.start()
+    return container, clock
+
+
+def stored_request(reference, state, closed_ts=None, filed_ts=None, **extra):
+    doc = {"_id": reference, "procedure": "renewal", "state": state,
+           "identity": {"family_name": "Benali", "given_names": "Yasmine",
+                        "birth_date": "1988-03-14", "foreigner_number": "1234567890"},
+           "permit_expiry": "2027-01-31", "email": "yasmine@example.org",
+           "email_key": "yasmine@example.org", "phone": "+33 6 12 34 56 78", "lang": "fr",
+           "availability": {"days": ["mon"]}, "filed_ts": filed_ts or time.time() - 500 * DAY,
+           "filed_day": "2025-08-01", "confirm_by_ts": 0, "missed": 0,
+           "claim_keys": ["email:renewal:yasmine@example.org", "number:renewal:1234567890"],
+           "token_hash": "h", "token_salt": "s", "outbox": {"filed": {"state": "done"}}}
+    if closed_ts is not None:
+        doc["closed_ts"] = closed_ts
+    doc.update(extra)
+    return doc
+
+
+def test_closed_requests_past_their_retention_lose_their_identity(requests_instance, mongo):
+    container, clock = requests_instance
+    requests = mongo("requests")["requests"]
+    now = time.time()
+    requests.insert_many([
+        stored_request("REQ-OLD-EXPIRED", "expired", closed_ts=now - 400 * DAY),
+        stored_request("REQ-OLD-WITHDRAWN", "withdrawn", closed_ts=now - 366 * DAY),
+        # booked before `closed_ts` was recorded on booking: counted from its filing
+        stored_request("REQ-OLD-BOOKED", "booked", booking_reference="RDV-AAAA-BBBB"),
+        stored_request("REQ-RECENT-EXPIRED", "expired", closed_ts=now - 300 * DAY),
+        stored_request("REQ-STILL-WAITING", "waiting"),  # filed 500 days ago, still open
+        stored_request("REQ-UNSENT", "withdrawn", closed_ts=now - 400 * DAY,
+                       outbox={"filed": {"state": "pending"}}),  # its event still to announce
+    ])
+    assert run_pass(container) == {"requests": 3}
+    for reference in ("REQ-OLD-EXPIRED", "REQ-OLD-WITHDRAWN", "REQ-OLD-BOOKED"):
+        doc = requests.find_one({"_id": reference})
+        assert doc["identity"] == {"family_name": None, "given_names": None, "birth_date": None,
+                                   "foreigner_number": None}, reference
+        assert doc["email"] is None and doc["email_key"] is None and doc["phone"] is None
+        assert "claim_keys" not in doc and doc["erased_ts"]
+        assert doc["procedure"] == "renewal" and doc["permit_expiry"] == "2027-01-31"
+        assert doc["availability"] == {"days": ["mon"]}
+    for reference in ("REQ-RECENT-EXPIRED", "REQ-STILL-WAITING", "REQ-UNSENT"):
+        doc = requests.find_one({"_id": reference})
+        assert doc["identity"]["family_name"] == "Benali" and "erased_ts" not in doc, reference
+    assert requests.find_one({"_id": "REQ-OLD-BOOKED"})["booking_reference"] == "RDV-AAAA-BBBB"
+    assert run_pass(container) == {"requests": 0}  # idempotent
+    # a year on, the recent one's turn
+    clock.at = datetime.now(timezone.utc) + timedelta(days=70)
+    assert run_pass(container) == {"requests": 1}
+    assert requests.find_one({"_id": "REQ-RECENT-EXPIRED"})["email"] is None
+
+
+def message(key, state, days_ago, **extra):
+    created = datetime.now(timezone.utc) - timedelta(days=days_ago)
+    doc = {"_id": key, "event_type": "booking_confirmed", "reference": "RDV-AAAA-BBBB",
+           "attempts": 1, "next_attempt_ts": created.timestamp(), "created_at": created,
+           "last_error": None, "kind": "confirmed", "to": "yasmine@example.org",
+           "subject": "Rendez-vous confirmé", "text": "Bonjour Yasmine Benali", "html": "<p>Bonjour</p>",
+           "ics": None, "state": state}
+    doc.update(extra)
+    return doc
+
+
+def test_messages_past_their_retention_lose_recipient_and_body(container_factory, config, mongo):
+    container = container_factory(NotifyService, dict(config, NOTIFY_RETENTION_DAYS=90))
+    container.start()
+    messages = mongo("notify")["messages"]
+    messages.insert_many([
+        message("old-sent:confirmed", "done", 91, sent_ts=1.0),
+        message("old-parked:confirmed", "parked", 200, last_error="550", failed_ts=1.0,
+                event={"email": "yasmine@example.org"}),
+        message("old-capped:confirmed", "capped", 120),
+        message("recent-sent:confirmed", "done", 89),
+        # still waiting for a retry, however old: it may yet be sent
+        message("old-retrying:confirmed", "retrying", 200, next_attempt_ts=time.time() + 3600),
+    ])
+    assert run_pass(container) == {"messages": 3}
+    for key in ("old-sent:confirmed", "old-parked:confirmed", "old-capped:confirmed"):
+        doc = messages.find_one({"_id": key})
+        assert doc["to"] is None and doc["text"] is None and doc["html"] is None, key
+        assert doc["subject"] is None and doc.get("event") is None and doc["erased_ts"]
+        assert doc["kind"] == "confirmed" and doc["reference"] == "RDV-AAAA-BBBB"
+    for key in ("recent-sent:confirmed", "old-retrying:confirmed"):
+        assert messages.find_one({"_id": key})["to"] == "yasmine@example.org", key
+    assert run_pass(container) == {"messages": 0}
+    with ClusterRpcProxy(config, timeout=20) as rpc:
+        # staff see the erased failed message, and cannot send it again
+        failed = {m["id"]: m for m in rpc.notify.failed_messages()}
+        assert failed["old-parked:confirmed"]["erased"] and failed["old-parked:confirmed"]["to"] is None
+        with pytest.raises(NotFound):
+            rpc.notify.resend("old-parked:confirmed")
+        counts = rpc.notify.outbox_status()  # still counted
+        assert counts["done"] == 2 and counts["parked"] == 1 and counts["retrying"] == 1
