@@ -30,7 +30,6 @@ from services.common.settings import setting
 from services.common.tokens import Tokens
 from services.common.timers import config_timer
 from services.common.timeutil import utcnow
-from services.booking.views import day_bounds, paris_day
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +126,8 @@ class BookingService(bookings.Bookings, counter.Counter, attempts.Attempts,
     def _erase(self, now_ts, limit):
         days = setting(self.config, "BOOKING_RETENTION_DAYS")
         now = self.clock.now()
-        # the appointment's day ended, and `days` more: from the start of a Paris day
-        before, _ = day_bounds(paris_day(now - timedelta(days=days)))
+        # the appointment's day ended, and `days` more
+        before = retention.days_after_day(now, days)
         before_ts = retention.cutoff_ts(now.timestamp(), days)
         return {"bookings": self.store.erase_bookings(before, now_ts, limit),
                 "attempts": self.store.erase_attempts(before_ts, now_ts, limit),

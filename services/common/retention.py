@@ -17,8 +17,10 @@ passes at once, leave each record either as it was or erased, and the next pass 
 """
 import logging
 import time
+from datetime import datetime, time as day_start, timedelta
 
 from services.common.settings import setting
+from services.common.timeutil import PARIS, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,15 @@ def is_due(reference_ts, now_ts, days):
     """The rule: erased once `days` have passed since the reference instant (an appointment's
     day, a request's closing, a message's creation); None (not known) is never due."""
     return reference_ts is not None and reference_ts < cutoff_ts(now_ts, days)
+
+
+def days_after_day(now, days):
+    """Appointments that started before this instant (UTC) had their Paris day end at least
+    `days` days ago: the start of the Paris day `days` before now's."""
+    # on the Paris wall clock: `days` calendar days, whatever summer time did in between
+    wall = as_utc(now).astimezone(PARIS).replace(tzinfo=None)
+    day = (wall - timedelta(days=days)).date()
+    return as_utc(datetime.combine(day, day_start(0), tzinfo=PARIS))
 
 
 def erased(doc):
