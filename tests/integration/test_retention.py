@@ -12,6 +12,8 @@ from nameko.testing.services import entrypoint_hook, replace_dependencies
 from services.booking.service import BookingService
 from services.common.errors import NotFound
 from services.common.lease import Leases
+from services.fraud.service import FraudService
+from services.fraud.store import FraudStore, group_ids
 from services.notify.service import NotifyService
 from services.requests.service import RequestsService
 from tests.integration.conftest import FixedClock, paris
@@ -255,3 +257,73 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
             rpc.notify.resend("old-parked:confirmed")
         counts = rpc.notify.outbox_status()  # still counted
         assert counts["done"] == 2 and counts["parked"] == 1 and counts["retrying"] == 1
+
+
+def fraud_entry(reference, email, person, created_ts, ip="203.0.113.9"):
+    entry = {"_id": reference, "status": "active", "email_key": email, "identity_key": person,
+             "client_ip": ip, "user_agent": "", "created_ts": created_ts,
+             "seconds_after_publication": 30.0, "decoy": False, "slot_id": "s1",
+             "procedure": "renewal", "foreigner_number": "1234567890"}
+    entry["groups"] = group_ids(entry, 600.0)
+    return entry
+
+
+def test_fraud_forgets_old_bookings_and_the_evidence_of_old_decisions(container_factory, config, mongo):
+    container = container_factory(FraudService, config)
+    container.start()
+    db = mongo("fraud")
+    store = FraudStore(db)
+    now = time.time()
+    old_ts, recent_ts = now - 400 * DAY, now - 10 * DAY
+    caps = {"ip": 500, "ua": 30}
+    # two bookings on one e-mail, a year apart; one alone on its own e-mail, long ago
+    store.add_booking(fraud_entry("RDV-OLD0-0001", "shared@example.org", "p-old", old_ts), caps)
+    store.add_booking(fraud_entry("RDV-NEW0-0001", "shared@example.org", "p-new", recent_ts), caps)
+    store.add_booking(fraud_entry("RDV-OLD0-0002", "alone@example.org", "p-alone", old_ts), caps)
+    evidence = {"email": "shared@example.org", "client_ip": "203.0.113.9"}
+    db["decisions"].insert_many([
+        {"_id": "d-old", "reference": "RDV-OLD0-0001", "rule": "multiple_bookings_same_email",
+         "action": "cancel", "evidence": evidence, "at_ts": old_ts,
+         "outbox": {"detected": {"state": "done"}}},
+        {"_id": "d-new", "reference": "RDV-NEW0-0001", "rule": "multiple_bookings_same_email",
+         "action": "cancel", "evidence": evidence, "at_ts": recent_ts,
+         "outbox": {"detected": {"state": "done"}}}])
+    db["reviews"].insert_many([
+        {"_id": "RDV-OLD0-0001", "state": "cleared", "rule": "slot_grabbing", "evidence": evidence,
+         "at_ts": old_ts, "case_id": "address:203.0.113.9:1"},
+        {"_id": "RDV-OLD0-0002", "state": "open", "rule": "slot_grabbing", "evidence": evidence,
+         "at_ts": old_ts}])
+    db["cases"].insert_many([
+        {"_id": "address:203.0.113.9:1", "kind": "address", "client_ip": "203.0.113.9",
+         "state": "decided", "evidence": evidence, "at_ts": old_ts},
+        {"_id": "address:203.0.113.9:2", "kind": "address", "client_ip": "203.0.113.9",
+         "state": "open", "evidence": evidence, "at_ts": old_ts}])
+
+    done = run_pass(container)
+    assert done == {"index": 2, "decisions": 1, "reviews": 2}
+    assert db["bookings"].find_one({"_id": "RDV-OLD0-0001"}) is None
+    assert db["bookings"].find_one({"_id": "RDV-NEW0-0001"}) is not None
+    # the shared e-mail's group keeps the recent booking only; the lone one's group is gone
+    members = store.members(["email:shared@example.org", "email:alone@example.org",
+                             "person:p-old", "person:p-new"])
+    assert [m["_id"] for m in members["email:shared@example.org"]] == ["RDV-NEW0-0001"]
+    assert members["email:alone@example.org"] == [] and members["person:p-old"] == []
+    assert db["groups"].find_one({"_id": "email:alone@example.org"}) is None
+    assert db["groups"].find_one({"_id": "person:p-old"}) is None
+    assert db["groups"].find_one({"_id": f"ip:203.0.113.9:{int(old_ts // 600)}"}) is None
+    assert db["groups"].find_one({"_id": f"ip:203.0.113.9:{int(recent_ts // 600)}"}) is not None
+    # the audit keeps who was decided what and why, not the evidence
+    old = db["decisions"].find_one({"_id": "d-old"})
+    assert old["evidence"] == {} and old["rule"] == "multiple_bookings_same_email"
+    assert old["action"] == "cancel" and old["reference"] == "RDV-OLD0-0001" and old["erased_ts"]
+    assert db["decisions"].find_one({"_id": "d-new"})["evidence"] == evidence
+    cleared = db["reviews"].find_one({"_id": "RDV-OLD0-0001"})
+    assert cleared["evidence"] == {} and "case_id" not in cleared and cleared["state"] == "cleared"
+    assert db["reviews"].find_one({"_id": "RDV-OLD0-0002"})["evidence"] == evidence  # still open
+    assert db["cases"].find_one({"_id": "address:203.0.113.9:1"}) is None
+    assert db["cases"].find_one({"_id": "address:203.0.113.9:2"}) is not None
+    assert run_pass(container) == {"index": 0, "decisions": 0, "reviews": 0}
+    with ClusterRpcProxy(config, timeout=20) as rpc:  # staff lists still answer
+        assert rpc.fraud.review_queue(state="cleared")
+        assert rpc.fraud.decisions_for("RDV-OLD0-0001")
+        assert rpc.fraud.cases(state="open")
