@@ -146,7 +146,8 @@ class FraudService(relay.OutboxRelay, event_inbox.TakesEvents):
         before_ts = retention.cutoff_ts(time.time(), setting(self.config, "BOOKING_RETENTION_DAYS"))
         return {"index": self.store.erase_index(before_ts, limit),
                 "decisions": self.store.erase_decisions(before_ts, now_ts, limit),
-                "reviews": self.store.erase_reviews(before_ts, now_ts, limit)}
+                "reviews": self.store.erase_reviews(before_ts, now_ts, limit),
+                "events": self.store.inbox.erase_before(before_ts, now_ts, limit)}
 
     # requeue on error: the inbox counts the tries and parks the event after FRAUD_MAX_ATTEMPTS.
     # Fraud screens confirmed bookings only: a pending booking (anyone can type someone

@@ -181,7 +181,8 @@ class NotifyService(event_inbox.TakesEvents):
     def _erase(self, now_ts, limit):
         days = setting(self.config, "NOTIFY_RETENTION_DAYS")
         before = utcnow() - timedelta(days=days)
-        return {"messages": self.store.erase_before(before, now_ts, limit)}
+        return {"messages": self.store.erase_before(before, now_ts, limit),
+                "events": self.store.inbox.erase_before(before.timestamp(), now_ts, limit)}
 
     @rpc(expected_exceptions=EXPECTED)
     def outbox_status(self):

@@ -600,7 +600,8 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
     def _erase(self, now_ts, limit):
         before_ts = retention.cutoff_ts(self.clock.now().timestamp(),
                                         self._setting("REQUEST_RETENTION_DAYS"))
-        return {"requests": self.store.erase_closed(before_ts, now_ts, limit)}
+        return {"requests": self.store.erase_closed(before_ts, now_ts, limit),
+                "events": self.store.inbox.erase_before(before_ts, now_ts, limit)}
 
     def _lapse_due(self):
         for offer in self.store.lapsed_due(self.clock.now().timestamp()):

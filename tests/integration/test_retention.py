@@ -196,7 +196,7 @@ def test_closed_requests_past_their_retention_lose_their_identity(requests_insta
         stored_request("REQ-UNSENT", "withdrawn", closed_ts=now - 400 * DAY,
                        outbox={"filed": {"state": "pending"}}),  # its event still to announce
     ])
-    assert run_pass(container) == {"requests": 3}
+    assert run_pass(container) == {"requests": 3, "events": 0}
     for reference in ("REQ-OLD-EXPIRED", "REQ-OLD-WITHDRAWN", "REQ-OLD-BOOKED"):
         doc = requests.find_one({"_id": reference})
         assert doc["identity"] == {"family_name": None, "given_names": None, "birth_date": None,
@@ -209,10 +209,10 @@ def test_closed_requests_past_their_retention_lose_their_identity(requests_insta
         doc = requests.find_one({"_id": reference})
         assert doc["identity"]["family_name"] == "Benali" and "erased_ts" not in doc, reference
     assert requests.find_one({"_id": "REQ-OLD-BOOKED"})["booking_reference"] == "RDV-AAAA-BBBB"
-    assert run_pass(container) == {"requests": 0}  # idempotent
+    assert run_pass(container) == {"requests": 0, "events": 0}  # idempotent
     # a year on, the recent one's turn
     clock.at = datetime.now(timezone.utc) + timedelta(days=70)
-    assert run_pass(container) == {"requests": 1}
+    assert run_pass(container) == {"requests": 1, "events": 0}
     assert requests.find_one({"_id": "REQ-RECENT-EXPIRED"})["email"] is None
 
 
@@ -240,7 +240,23 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
         # still waiting for a retry, however old: it may yet be sent
         message("old-retrying:confirmed", "retrying", 200, next_attempt_ts=time.time() + 3600),
     ])
-    assert run_pass(container) == {"messages": 3}
+    # copies of events kept after a failure: a parked one and one handled after retries
+    inbox = mongo("notify")["inbox"]
+    payload = {"event_id": "e-old", "email": "yasmine@example.org"}
+    inbox.insert_many([
+        {"_id": "e-old", "event_type": "booking_confirmed", "state": "parked", "attempts": 8,
+         "event": payload, "at_ts": time.time() - 100 * DAY},
+        {"_id": "e-old-done", "event_type": "booking_confirmed", "state": "done", "attempts": 2,
+         "event": payload, "at_ts": time.time() - 100 * DAY},
+        {"_id": "e-recent", "event_type": "booking_confirmed", "state": "parked", "attempts": 8,
+         "event": payload, "at_ts": time.time() - 10 * DAY},
+        {"_id": "e-plain", "event_type": "booking_confirmed", "state": "done", "attempts": 0,
+         "at_ts": time.time() - 100 * DAY}])  # handled at once: no copy kept
+    assert run_pass(container) == {"messages": 3, "events": 2}
+    assert inbox.find_one({"_id": "e-old"})["event"] is None
+    assert inbox.find_one({"_id": "e-old-done"})["event"] is None
+    assert inbox.find_one({"_id": "e-recent"})["event"] == payload
+    assert "event" not in inbox.find_one({"_id": "e-plain"})
     for key in ("old-sent:confirmed", "old-parked:confirmed", "old-capped:confirmed"):
         doc = messages.find_one({"_id": key})
         assert doc["to"] is None and doc["text"] is None and doc["html"] is None, key
@@ -248,13 +264,15 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
         assert doc["kind"] == "confirmed" and doc["reference"] == "RDV-AAAA-BBBB"
     for key in ("recent-sent:confirmed", "old-retrying:confirmed"):
         assert messages.find_one({"_id": key})["to"] == "yasmine@example.org", key
-    assert run_pass(container) == {"messages": 0}
+    assert run_pass(container) == {"messages": 0, "events": 0}
     with ClusterRpcProxy(config, timeout=20) as rpc:
         # staff see the erased failed message, and cannot send it again
         failed = {m["id"]: m for m in rpc.notify.failed_messages()}
         assert failed["old-parked:confirmed"]["erased"] and failed["old-parked:confirmed"]["to"] is None
         with pytest.raises(NotFound):
             rpc.notify.resend("old-parked:confirmed")
+        with pytest.raises(NotFound):  # an erased event cannot be replayed
+            rpc.notify.replay("e-old")
         counts = rpc.notify.outbox_status()  # still counted
         assert counts["done"] == 2 and counts["parked"] == 1 and counts["retrying"] == 1
 
@@ -300,7 +318,7 @@ def test_fraud_forgets_old_bookings_and_the_evidence_of_old_decisions(container_
          "state": "open", "evidence": evidence, "at_ts": old_ts}])
 
     done = run_pass(container)
-    assert done == {"index": 2, "decisions": 1, "reviews": 2}
+    assert done == {"index": 2, "decisions": 1, "reviews": 2, "events": 0}
     assert db["bookings"].find_one({"_id": "RDV-OLD0-0001"}) is None
     assert db["bookings"].find_one({"_id": "RDV-NEW0-0001"}) is not None
     # the shared e-mail's group keeps the recent booking only; the lone one's group is gone
@@ -322,7 +340,7 @@ def test_fraud_forgets_old_bookings_and_the_evidence_of_old_decisions(container_
     assert db["reviews"].find_one({"_id": "RDV-OLD0-0002"})["evidence"] == evidence  # still open
     assert db["cases"].find_one({"_id": "address:203.0.113.9:1"}) is None
     assert db["cases"].find_one({"_id": "address:203.0.113.9:2"}) is not None
-    assert run_pass(container) == {"index": 0, "decisions": 0, "reviews": 0}
+    assert run_pass(container) == {"index": 0, "decisions": 0, "reviews": 0, "events": 0}
     with ClusterRpcProxy(config, timeout=20) as rpc:  # staff lists still answer
         assert rpc.fraud.review_queue(state="cleared")
         assert rpc.fraud.decisions_for("RDV-OLD0-0001")
