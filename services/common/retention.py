@@ -67,21 +67,69 @@ def announced(doc):
                for entry in (doc.get("outbox") or {}).values())
 
 
-def erase_batch(collection, query, update, limit):
-    """Erase up to `limit` records matching `query` (not yet erased, their events announced):
-    how many were."""
+def _erase(collection, query, update, limit):
+    """(erased, exhausted): erase up to `limit` records matching `query` (not yet erased, their
+    events announced); exhausted when every such record was seen (fewer than `limit` found)
+    and none had to wait for its events."""
     if limit <= 0:  # a find's limit(0) is no limit at all
-        return 0
+        return 0, False
     query = dict(query, **{ERASED: {"$exists": False}})
     # the outbox is checked here rather than in the query: the stand-in finds nothing for a
     # {"$ne": ...} on a path some documents lack (its count finds them)
-    ids = [doc["_id"] for doc in collection.find(query, {"_id": 1, "outbox": 1}).limit(limit)
-           if announced(doc)]
+    found = list(collection.find(query, {"_id": 1, "outbox": 1}).limit(limit))
+    ids = [doc["_id"] for doc in found if announced(doc)]
+    exhausted = len(found) < limit and len(ids) == len(found)
     if not ids:
-        return 0
+        return 0, exhausted
     # the same condition again: a record changed meanwhile (erased by another pass, moved to
     # another state with an event to announce) is skipped
-    return collection.update_many(dict(query, _id={"$in": ids}), update).modified_count
+    return collection.update_many(dict(query, _id={"$in": ids}), update).modified_count, exhausted
+
+
+def erase_batch(collection, query, update, limit):
+    """Erase up to `limit` records matching `query` (not yet erased, their events announced):
+    how many were."""
+    return _erase(collection, query, update, limit)[0]
+
+
+class Watermark:
+    """How far a collection's erasure is complete, so that a pass need not read again the
+    records it erased before (the stand-in filters `erased_ts` after the index: a pass would
+    otherwise grow with every record ever erased). `through_ts` of `name`: every record whose
+    time is before it is erased. It only moves when a pass found every record of its window
+    and erased them all (none waiting for its events, none left for the next batch)."""
+
+    def __init__(self, collection):
+        self.marks = collection
+
+    def through(self, name):
+        doc = self.marks.find_one({"_id": name})
+        return doc.get("through_ts") if doc else None
+
+    def advance(self, name, ts):
+        self.marks.update_one({"_id": name}, {"$set": {"through_ts": ts}}, upsert=True)
+
+
+def erase_windowed(collection, marks, name, parts, before_ts, update, limit, as_value=float,
+                   blocked=None):
+    """Erase, for each (query, time field) of `parts`, the records whose time is before
+    `before_ts` and after the watermark `name` (less a day: clocks of instances differ), at
+    most `limit` in all; the watermark moves to `before_ts` when all of them were erased and
+    `blocked(window)` (a record of the window not erasable yet, in a state that will become
+    erasable) is None. `as_value`: epoch seconds -> the field's type. How many were erased."""
+    through = marks.through(name)
+    window = {"$lt": as_value(before_ts)}
+    if through is not None:
+        window["$gte"] = as_value(min(through, before_ts) - DAY)
+    done, complete = 0, True
+    for query, field in parts:
+        erased_now, exhausted = _erase(collection, dict(query, **{field: window}), update,
+                                       limit - done)
+        done += erased_now
+        complete = complete and exhausted
+    if complete and (blocked is None or blocked(window) is None):
+        marks.advance(name, before_ts)
+    return done
 
 
 def run_pass(leases, job, owner, config, erase):

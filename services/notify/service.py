@@ -180,9 +180,9 @@ class NotifyService(event_inbox.TakesEvents):
 
     def _erase(self, now_ts, limit):
         days = setting(self.config, "NOTIFY_RETENTION_DAYS")
-        before = utcnow() - timedelta(days=days)
-        return {"messages": self.store.erase_before(before, now_ts, limit),
-                "events": self.store.inbox.erase_before(before.timestamp(), now_ts, limit)}
+        before_ts = (utcnow() - timedelta(days=days)).timestamp()
+        return {"messages": self.store.erase_before(before_ts, now_ts, limit),
+                "events": self.store.inbox.erase_before(before_ts, now_ts, limit)}
 
     @rpc(expected_exceptions=EXPECTED)
     def outbox_status(self):

@@ -4,6 +4,7 @@ Scheduling fields are epoch seconds (numbers), updated with plain $set: portable
 MongoDB and the embedded stand-in, which mishandles datetimes given to $set.
 """
 import uuid
+from datetime import datetime, timezone
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -12,7 +13,7 @@ from services.common.daily_limit import DailyLimit
 from services.common.delivery import count_states
 from services.common.inbox import Inbox
 from services.common.lease import Leases
-from services.common.retention import ERASED, erase_batch, erasure
+from services.common.retention import ERASED, Watermark, erase_windowed, erasure
 from services.notify.rules import CAPPED, DONE, IN_PROGRESS, PARKED, PENDING, RETRYING, WAITING
 
 
@@ -34,6 +35,7 @@ class OutboxStore:
         # messages counted per normalised address and Paris day (MAIL_PER_ADDRESS_PER_DAY)
         self.daily = DailyLimit(db["mail_days"])
         self.leases = Leases(db["leases"])
+        self.retention_marks = Watermark(db["retention_marks"])  # services/common/retention.py
 
     def ensure_indexes(self):
         self.inbox.ensure_indexes()
@@ -143,14 +145,18 @@ class OutboxStore:
             update["$set"][f"resent_by.{request_key}"] = now_ts
         return self.messages.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
 
-    def erase_before(self, before, now_ts, limit):
-        """Erase the recipient and body of the messages made before `before` (a datetime) and
-        finished with, at most `limit`: how many."""
-        done = 0
-        for state in ERASABLE_STATES:
-            done += erase_batch(self.messages, {"state": state, "created_at": {"$lt": before}},
-                                erasure(MESSAGE_ERASED, now_ts), limit - done)
-        return done
+    def erase_before(self, before_ts, now_ts, limit):
+        """Erase the recipient and body of the messages made before `before_ts` and finished
+        with, at most `limit`: how many. A message still waiting to be sent in that window
+        keeps the watermark where it is (it becomes erasable once sent or parked)."""
+        def blocked(window):
+            return self.messages.find_one({"state": {"$in": WAITING + [IN_PROGRESS]},
+                                           "created_at": window}, {"_id": 1})
+        return erase_windowed(self.messages, self.retention_marks, "messages",
+                              [({"state": state}, "created_at") for state in ERASABLE_STATES],
+                              before_ts, erasure(MESSAGE_ERASED, now_ts), limit,
+                              as_value=lambda ts: datetime.fromtimestamp(ts, timezone.utc),
+                              blocked=blocked)
 
     def counts(self):
         return count_states(self.messages)

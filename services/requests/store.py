@@ -23,7 +23,7 @@ from services.common.inbox import Inbox
 from services.common.lease import Leases
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
-from services.common.retention import erase_batch, erasure
+from services.common.retention import Watermark, erase_windowed, erasure
 from services.common.settings import DEFAULTS, setting
 from services.requests.rules import (ACCEPTING, BOOKED, CLOSED_STATES, DECLINED, HOLDING,
                                      LAPSED, MADE, OFFERED, OPEN_STATES, UNCONFIRMED, VOID,
@@ -55,6 +55,7 @@ class RequestStore:
         self.draws = db["draws"]
         self.mode_changes = db["mode_changes"]
         self.leases = Leases(db["leases"])
+        self.retention_marks = Watermark(db["retention_marks"])  # services/common/retention.py
         self.inbox = Inbox(db["events"])
         # `request_filed` rides on the request, `offer_made` on the offer
         self.request_outbox = Outbox(self.requests, ("filed",))
@@ -147,14 +148,10 @@ class RequestStore:
         """Erase who the requests closed before `before_ts` were from (at most `limit`; those
         with an event still to announce wait for it): how many. A request booked before
         `closed_ts` was recorded on booking counts from its filing."""
-        update = erasure(REQUEST_ERASED, now_ts, REQUEST_UNSET)
-        done = 0
-        for state in CLOSED_STATES:
-            done += erase_batch(self.requests, {"state": state, "closed_ts": {"$lt": before_ts}},
-                                update, limit - done)
-        done += erase_batch(self.requests, {"state": BOOKED, "closed_ts": {"$exists": False},
-                                            "filed_ts": {"$lt": before_ts}}, update, limit - done)
-        return done
+        parts = [({"state": state}, "closed_ts") for state in CLOSED_STATES]
+        parts.append(({"state": BOOKED, "closed_ts": {"$exists": False}}, "filed_ts"))
+        return erase_windowed(self.requests, self.retention_marks, "requests", parts, before_ts,
+                              erasure(REQUEST_ERASED, now_ts, REQUEST_UNSET), limit)
 
     def waiting(self, procedure):
         """Every waiting request of the procedure, with what the draw, the allocation and the

@@ -145,3 +145,4 @@ def test_retention_pass():
     assert figure(out, rf"^erased\s+{NUMBER}\s+in {NUMBER} batches") == [120, 3]
     figure(out, rf"^batch time\s+median\s+{NUMBER} ms")
     figure(out, rf"^caught-up pass\s+{NUMBER} ms")
+    figure(out, rf"^steady pass\s+{NUMBER} ms")

@@ -10,6 +10,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import entrypoint_hook, replace_dependencies
 
 from services.booking.service import BookingService
+from services.booking.store import BookingStore
 from services.common.errors import NotFound
 from services.common.lease import Leases
 from services.fraud.service import FraudService
@@ -345,3 +346,48 @@ def test_fraud_forgets_old_bookings_and_the_evidence_of_old_decisions(container_
         assert rpc.fraud.review_queue(state="cleared")
         assert rpc.fraud.decisions_for("RDV-OLD0-0001")
         assert rpc.fraud.cases(state="open")
+
+
+def test_the_watermark_moves_only_over_a_window_erased_whole(mongo):
+    """A pass reads only from where the erasure is complete (less a day), so that it does not
+    grow with every record ever erased; the mark never passes a record left behind."""
+    store = BookingStore(mongo("booking"))
+    store.ensure_indexes()
+    bookings = store.bookings
+    now = datetime.now(timezone.utc)
+
+    def stored(reference, days_ago, pending=False):
+        start = now - timedelta(days=days_ago)
+        bookings.insert_one({
+            "_id": reference, "status": "active", "procedure": "renewal",
+            "slot": {"id": "s", "site": "montpellier", "start": start, "end": start},
+            "identity": {"family_name": "Benali", "given_names": "Yasmine",
+                         "birth_date": "1988-03-14", "foreigner_number": "1234567890"},
+            "email": "y@example.org", "created_at": start,
+            "outbox": {"created": {"state": "pending" if pending else "done"}}})
+
+    def erased(reference):
+        return "erased_ts" in bookings.find_one({"_id": reference})
+
+    stored("A", 500)
+    stored("B", 450)
+    stored("C", 420, pending=True)  # its event not announced yet
+    before = now - timedelta(days=365)
+    # the batch is full (2 of 2): more may be left, the mark stays unset
+    assert store.erase_bookings(before, time.time(), 2) == 2
+    assert store.retention_marks.through("bookings") is None
+    # all seen, but C waits for its event: the mark still stays
+    assert store.erase_bookings(before, time.time(), 200) == 0
+    assert store.retention_marks.through("bookings") is None and not erased("C")
+    bookings.update_one({"_id": "C"}, {"$set": {"outbox.created.state": "done"}})
+    assert store.erase_bookings(before, time.time(), 200) == 1 and erased("C")
+    assert store.retention_marks.through("bookings") == pytest.approx(before.timestamp(), abs=0.01)
+    # the next passes read from the mark (less a day), not from the beginning
+    stored("D", 364)  # not due yet
+    later = now - timedelta(days=360)
+    assert store.erase_bookings(later, time.time(), 200) == 1 and erased("D")
+    assert store.retention_marks.through("bookings") == pytest.approx(later.timestamp(), abs=0.01)
+    # a record older than the mark less a day is not read again (none can appear there: a
+    # booking's appointment is never in the past when it is made)
+    stored("E", 380)
+    assert store.erase_bookings(later, time.time(), 200) == 0 and not erased("E")
