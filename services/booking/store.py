@@ -337,11 +337,13 @@ class BookingStore:
         at most `limit`; those with an event still to announce wait for it. How many."""
         # every status at once, through the slot.start index from the watermark (markers of
         # abandoned holds have no slot); the stand-in scans the collection for each query, so
-        # one query rather than one per status
+        # one query rather than one per status. Guarded by the status as read: a cancellation
+        # or an undo between the read and the write (an event to announce) keeps the booking
+        # for the next pass
         return erase_windowed(self.bookings, self.retention_marks, "bookings",
                               [({}, "slot.start")],
                               before.timestamp(), erasure(BOOKING_ERASED, now_ts, BOOKING_UNSET),
-                              limit, as_value=_utc)
+                              limit, as_value=_utc, guard="status")
 
     def erase_attempts(self, before_ts, now_ts, limit):
         """Erase who made the attempts recorded before `before_ts` (their receipt sent)."""

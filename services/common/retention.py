@@ -67,23 +67,31 @@ def announced(doc):
                for entry in (doc.get("outbox") or {}).values())
 
 
-def _erase(collection, query, update, limit):
+def _erase(collection, query, update, limit, guard=None):
     """(erased, exhausted): erase up to `limit` records matching `query` (not yet erased, their
     events announced); exhausted when every such record was seen (fewer than `limit` found)
-    and none had to wait for its events."""
+    and none had to wait for its events. `guard`: a field every write that records an event
+    changes (a booking's status): the erasure writes only records where it is as read."""
     if limit <= 0:  # a find's limit(0) is no limit at all
         return 0, False
     query = dict(query, **{ERASED: {"$exists": False}})
     # the outbox is checked here rather than in the query: the stand-in finds nothing for a
     # {"$ne": ...} on a path some documents lack (its count finds them)
-    found = list(collection.find(query, {"_id": 1, "outbox": 1}).limit(limit))
-    ids = [doc["_id"] for doc in found if announced(doc)]
-    exhausted = len(found) < limit and len(ids) == len(found)
-    if not ids:
-        return 0, exhausted
-    # the same condition again: a record changed meanwhile (erased by another pass, moved to
-    # another state with an event to announce) is skipped
-    return collection.update_many(dict(query, _id={"$in": ids}), update).modified_count, exhausted
+    fields = {"_id": 1, "outbox": 1, **({guard: 1} if guard else {})}
+    found = list(collection.find(query, fields).limit(limit))
+    ready = [doc for doc in found if announced(doc)]
+    exhausted = len(found) < limit and len(ready) == len(found)
+    # the same condition again, and the guard as read: a record erased meanwhile by another
+    # pass, or changed with an event to announce (a cancellation), is left for the next pass
+    groups = {}
+    for doc in ready:
+        groups.setdefault(doc.get(guard) if guard else None, []).append(doc["_id"])
+    done = 0
+    for value, ids in groups.items():
+        condition = dict(query, _id={"$in": ids}, **({guard: value} if guard else {}))
+        done += collection.update_many(condition, update).modified_count
+    # one left as it was (changed meanwhile) keeps the window open: the watermark waits
+    return done, exhausted and done == len(ready)
 
 
 def erase_batch(collection, query, update, limit):
@@ -111,12 +119,13 @@ class Watermark:
 
 
 def erase_windowed(collection, marks, name, parts, before_ts, update, limit, as_value=float,
-                   blocked=None):
+                   blocked=None, guard=None):
     """Erase, for each (query, time field) of `parts`, the records whose time is before
     `before_ts` and after the watermark `name` (less a day: clocks of instances differ), at
     most `limit` in all; the watermark moves to `before_ts` when all of them were erased and
     `blocked(window)` (a record of the window not erasable yet, in a state that will become
-    erasable) is None. `as_value`: epoch seconds -> the field's type. How many were erased."""
+    erasable) is None. `as_value`: epoch seconds -> the field's type; `guard`: see _erase.
+    How many were erased."""
     through = marks.through(name)
     window = {"$lt": as_value(before_ts)}
     if through is not None:
@@ -124,7 +133,7 @@ def erase_windowed(collection, marks, name, parts, before_ts, update, limit, as_
     done, complete = 0, True
     for query, field in parts:
         erased_now, exhausted = _erase(collection, dict(query, **{field: window}), update,
-                                       limit - done)
+                                       limit - done, guard)
         done += erased_now
         complete = complete and exhausted
     if complete and (blocked is None or blocked(window) is None):

@@ -155,3 +155,50 @@ def test_a_record_with_an_event_to_announce_waits():
     assert retention.announced({"outbox": {}}) and retention.announced({})
     assert not retention.announced({"outbox": {"created": {"state": "done"},
                                                "cancelled": {"state": "pending"}}})
+
+
+class FakeCollection:
+    """find() answers the documents given; update_many() records its condition and modifies
+    those of its ids still matching `current` (what the store holds at the write)."""
+
+    def __init__(self, docs, current=None):
+        self.docs, self.current, self.conditions = docs, current or {}, []
+
+    def find(self, query, fields):
+        docs = self.docs
+
+        class Cursor:
+            def limit(self, n):
+                return docs[:n]
+        return Cursor()
+
+    def update_many(self, condition, update):
+        self.conditions.append(condition)
+        ids = condition["_id"]["$in"]
+        count = sum(1 for i in ids if all(self.current.get(i, {}).get(k) == v
+                                          for k, v in condition.items() if k == "status"))
+
+        class Result:
+            modified_count = count
+        return Result()
+
+
+def test_an_erasure_writes_only_what_it_read_and_says_when_a_window_is_done():
+    docs = [{"_id": "A", "status": "active", "outbox": {}},
+            {"_id": "B", "status": "cancelled", "outbox": {"cancelled": {"state": "done"}}},
+            {"_id": "C", "status": "active", "outbox": {"cancelled": {"state": "pending"}}}]
+    current = {"A": {"status": "active"}, "B": {"status": "cancelled"}}
+    collection = FakeCollection(docs, current)
+    done, exhausted = retention._erase(collection, {"slot.start": {"$lt": 1}}, {}, 10, "status")
+    assert done == 2 and not exhausted  # C waits for its event: the window is not done
+    assert sorted((c["status"], tuple(c["_id"]["$in"])) for c in collection.conditions) == [
+        ("active", ("A",)), ("cancelled", ("B",))]
+    assert all(c["erased_ts"] == {"$exists": False} for c in collection.conditions)
+    # all read and all written: done; a full batch: maybe more, not done
+    assert retention._erase(FakeCollection(docs[:2], current), {}, {}, 10, "status") == (2, True)
+    assert retention._erase(FakeCollection(docs[:2], current), {}, {}, 2, "status") == (2, False)
+    # A cancelled between the read and the write: left as it is, and the window stays open
+    moved = {"A": {"status": "cancelled"}, "B": {"status": "cancelled"}}
+    assert retention._erase(FakeCollection(docs[:2], moved), {}, {}, 10, "status") == (1, False)
+    assert retention._erase(FakeCollection([], {}), {}, {}, 10) == (0, True)
+    assert retention._erase(FakeCollection(docs, current), {}, {}, 0) == (0, False)
