@@ -16,7 +16,9 @@ from services.common.lease import Leases
 from services.fraud.service import FraudService
 from services.fraud.store import FraudStore, group_ids
 from services.notify.service import NotifyService
+from services.register.service import RegisterService
 from services.requests.service import RequestsService
+from services.common.tokens import TokenSigner
 from tests.integration.conftest import FixedClock, paris
 from tests.integration.test_admin_gateway import page_session
 from tests.helpers import wait_until
@@ -391,3 +393,37 @@ def test_the_watermark_moves_only_over_a_window_erased_whole(mongo):
     # booking's appointment is never in the past when it is made)
     stored("E", 380)
     assert store.erase_bookings(later, time.time(), 200) == 0 and not erased("E")
+
+
+OLD_INV, NEW_INV, UNSENT_INV = ("INV-" + c * 24 for c in "ABC")
+
+
+def test_renewal_invitations_past_their_retention_lose_who_they_were_for(
+        container_factory, config, mongo):
+    container = container_factory(RegisterService, config)
+    container.start()
+    invitations = mongo("register")["invitations"]
+    signer_tokens = {}
+
+    def invitation(ref, days_ago, pending=False):
+        token = uuid.uuid4().hex
+        signer_tokens[ref] = token
+        return {"_id": ref, "number": "1234567890", "expiry": "2026-01-31",
+                "email": "y@example.org", "procedure": "renewal", "family_name": "Benali",
+                "given_names": "Yasmine", "at_ts": time.time() - days_ago * DAY,
+                "token_salt": "s", "token_hash": TokenSigner.hash_token(token),
+                "outbox": {"sent": {"state": "pending" if pending else "done"}}}
+
+    invitations.insert_many([invitation(OLD_INV, 400), invitation(NEW_INV, 30),
+                             invitation(UNSENT_INV, 400, pending=True)])
+    assert run_pass(container) == {"invitations": 1}
+    old = invitations.find_one({"_id": OLD_INV})
+    assert old["number"] is None and old["email"] is None and old["family_name"] is None
+    assert old["given_names"] is None and old["erased_ts"]
+    assert old["procedure"] == "renewal" and old["expiry"] == "2026-01-31" and old["token_hash"]
+    for ref in (NEW_INV, UNSENT_INV):
+        assert invitations.find_one({"_id": ref})["email"] == "y@example.org", ref
+    assert run_pass(container) == {"invitations": 0}
+    with ClusterRpcProxy(config, timeout=20) as rpc:  # its link opens nothing, the same 404
+        with pytest.raises(NotFound):
+            rpc.register.invitation(OLD_INV, signer_tokens[OLD_INV])

@@ -124,9 +124,9 @@ def test_the_notices_state_the_configured_retention_and_host(http, site):
     assert "300 jours après la clôture de la demande, puis effacés" in data
     assert "60 jours après le courriel, puis effacés" in data
     assert "400 jours après la prise du rendez-vous, puis effacés" in data
-    # what is not erased yet is said as it is
-    assert data.count("aucun effacement automatique") == 1
-    assert "Registre des titres en cours et invitations à renouveler" in data
+    assert "300 jours après l'invitation, puis effacés" in data
+    assert "remplacé en entier à chaque import" in data
+    assert "aucun effacement automatique" not in data  # no longer true of anything
     assert "pref-etrangers@herault.gouv.fr" in data and "CNIL" in data
     english = unescape(http.get("/donnees-personnelles", params={"lang": "en"}).text)
     assert "cancelled after 45 minutes" in english and "200 days, then deleted" in english
