@@ -16,7 +16,7 @@ def shown(bookings, q="", show="all"):
         if statuses and booking["status"] not in statuses:
             continue
         if wanted and not (wanted.upper() in booking["id"] or folded in normalise_name(
-                f"{booking['family_name']} {booking['given_names']}")):
+                f"{booking['family_name'] or ''} {booking['given_names'] or ''}")):
             continue
         found.append(booking)
     return found

@@ -29,6 +29,10 @@ def retention(config):
         "booking_confirm_minutes": round(setting(config, "BOOKING_CONFIRM_MINUTES")),
         "request_confirm_hours": round(setting(config, "REQUEST_CONFIRM_HOURS")),
         "draw_days": round(setting(config, "REQUEST_DRAW_RETENTION_DAYS")),
+        # personal data erased by each service's pass (services/common/retention.py)
+        "booking_days": round(setting(config, "BOOKING_RETENTION_DAYS")),
+        "request_days": round(setting(config, "REQUEST_RETENTION_DAYS")),
+        "notify_days": round(setting(config, "NOTIFY_RETENTION_DAYS")),
         "daily_counter_days": DAILY_COUNTER_DAYS,
         "admin_session_hours": round(setting(config, "ADMIN_SESSION_SECONDS") / 3600),
     }

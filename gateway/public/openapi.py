@@ -15,7 +15,8 @@ ERRORS = {
     404: "unknown booking or slot, or wrong token (the same answer)",
     409: "the slot is full or no longer bookable (`slot_full`, `slot_not_bookable`), or one "
          "e-mail or one person already holds a confirmed booking (`email_has_booking`, "
-         "`person_has_booking`)",
+         "`person_has_booking`), or a booking erased past its retention cannot be cancelled "
+         "(`refused`)",
     429: "too_many_unconfirmed: too many bookings wait for their confirmation (from this "
          "address, at this e-mail domain, or in this release); nothing was held",
     503: "a service did not answer in time",
@@ -72,7 +73,8 @@ def build():
                 "responses": _answers(200, BookingSchema, "the booking", 400, 404, 503)},
         "delete": {"summary": "cancel your booking (again: no error)",
                    "parameters": token_parameters,
-                   "responses": _answers(200, BookingSchema, "the booking, cancelled", 400, 404, 503)},
+                   "responses": _answers(200, BookingSchema, "the booking, cancelled", 400, 404,
+                                         409, 503)},
     })
     return spec.to_dict()
 

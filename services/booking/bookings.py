@@ -18,6 +18,7 @@ from services.common.errors import (EXPECTED, EmailHasBooking, InvalidRequest, N
                                     PersonHasBooking, Refused, ServiceUnavailable,
                                     TooManyUnconfirmed)
 from services.common.outbox import Outbox
+from services.common.retention import erased
 from services.common.rpc import rpc
 from services.common.schemas import BookingRequestSchema, ClientSchema, load_or_raise
 from services.common.schemas import idempotency_key as idempotency_key_or_none
@@ -32,6 +33,9 @@ NOT_FOUND = "No booking with this reference and token."
 CONFIRM_BY_LINK = ("Confirmez avec le lien envoyé à votre adresse électronique. / Confirm with the "
                    "link sent to your e-mail address.")
 NOT_MADE = "The booking was not made. Please try again."
+# past BOOKING_RETENTION_DAYS (services/common/retention.py): its appointment is long past
+ERASED_REFUSAL = ("This booking's appointment is long past and its personal data were erased: "
+                  "there is nothing left to cancel.")
 # time kept for the insert itself after the last deadline check: a booking stored after its
 # caller gave up would be one the applicant was told was not made
 INSERT_MARGIN_SECONDS = 0.5
@@ -268,7 +272,8 @@ class Bookings:
     @rpc(expected_exceptions=EXPECTED)
     def cancel(self, reference, token):
         """The applicant cancels with their token; cancelling again changes nothing."""
-        self._owned(reference, token)
+        if erased(self._owned(reference, token)):
+            raise Refused(ERASED_REFUSAL)
         return applicant_view(self._cancel(reference, "applicant", {}, "applicant"))
 
     @rpc(expected_exceptions=EXPECTED)

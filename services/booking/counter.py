@@ -19,6 +19,7 @@ from services.common.contract import CANCELLED, CHECKED_IN
 from services.common.errors import (EXPECTED, InvalidRequest, NotFound, PersonHasBooking,
                                     Refused, ServiceUnavailable, SlotFull)
 from services.common.outbox import Outbox
+from services.common.retention import erased
 from services.common.rpc import rpc
 from services.common.schemas import load_or_raise
 from services.common.schemas import idempotency_key as idempotency_key_or_none
@@ -125,6 +126,9 @@ class Counter:
             self._release_quietly(reference)
 
     def _convocation_of(self, booking):
+        if erased(booking):  # past BOOKING_RETENTION_DAYS: no name left to convoke
+            raise NotFound("This booking's personal data were erased at the end of the retention "
+                           "period: it has no convocation any more.")
         fields = convocations.convocation_fields(booking)
         signature = signing.sign(self.convocation_key.key, fields)
         return dict(fields, status=booking["status"], procedure=booking["procedure"],

@@ -24,9 +24,11 @@ from services.common.outbox import dispatched
 from services.common import relay
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.reference_data import PROCEDURES
+from services.common import retention
 from services.common.schemas import FiguresSchema, validated
 from services.common.settings import setting
 from services.common.tokens import Tokens
+from services.common.timers import config_timer
 from services.common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,24 @@ class BookingService(bookings.Bookings, counter.Counter, attempts.Attempts,
         attempts = self.store.attempts_since(since.timestamp())
         return {"days": args["days"],
                 "procedures": booking_figures.figures(found, PROCEDURES, attempts)}
+
+    @config_timer("RETENTION_TIMER_SECONDS")
+    def erase_expired(self):
+        """Erase who the bookings were for BOOKING_RETENTION_DAYS after their appointment day,
+        and who recorded attempts that long after (their attestations' records deleted):
+        services/common/retention.py. One instance per pass (a lease), bounded batches."""
+        return retention.run_pass(self.store.leases, "retention", self.instance, self.config,
+                                  self._erase)
+
+    def _erase(self, now_ts, limit):
+        days = setting(self.config, "BOOKING_RETENTION_DAYS")
+        now = self.clock.now()
+        # the appointment's day ended, and `days` more
+        before = retention.days_after_day(now, days)
+        before_ts = retention.cutoff_ts(now.timestamp(), days)
+        return {"bookings": self.store.erase_bookings(before, now_ts, limit),
+                "attempts": self.store.erase_attempts(before_ts, now_ts, limit),
+                "attestations": self.store.delete_attestations(before_ts, limit)}
 
     def outbox_routes(self):
         """What the relay (services/common/relay.py) sends when a dispatch did not happen; a

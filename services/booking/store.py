@@ -11,6 +11,8 @@ reference it was taken for (hold id == reference == `_id`): the late insert of t
 fails on the unique `_id`, so a booking can never appear after its place was given back.
 Whichever write comes first wins, atomically. Markers are not bookings: reads skip them.
 """
+from datetime import datetime, timezone
+
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
@@ -19,11 +21,29 @@ from services.common.contract import ACTIVE, CANCELLED, CHECKED_IN, PENDING
 from services.common.daily_limit import DailyLimit
 from services.common.lease import Leases
 from services.common.outbox import Outbox
+from services.common.retention import ERASED, Watermark, erase_windowed, erasure
 
 OUTBOX_KINDS = ("created", "confirmed", "cancelled", "checked_in", "reminder", "restored")
 
 
 ABANDONED_HOLD = "abandoned_hold"
+
+# what the erasure of a booking past BOOKING_RETENTION_DAYS blanks (services/common/retention.py):
+# who it was (names, birth date, foreigner number, e-mail and the keys made from them, phone,
+# postal address, network address); status, procedure, slot, dates, attendance, the reason of
+# a cancellation and the tokens' hashes stay, for the figures and the audit
+BOOKING_ERASED = {"identity.family_name": None, "identity.given_names": None,
+                  "identity.birth_date": None, "identity.foreigner_number": None,
+                  "email": None, "email_key": None, "person_key": None, "phone": None,
+                  "postal_address": None, "client": {}}
+# the cancellation's evidence (typed names at the counter, an e-mail key from fraud), the
+# request's fingerprint and the unconfirmed claims (a network address, a mail domain)
+BOOKING_UNSET = ("cancellation.evidence", "idempotency", "unconfirmed_claims")
+ATTEMPT_ERASED = {"email": None, "email_key": None, "foreigner_number": None, "file": None}
+
+
+def _utc(ts):
+    return datetime.fromtimestamp(ts, timezone.utc)
 
 
 class BookingStore:
@@ -40,6 +60,8 @@ class BookingStore:
         self.pending = self.outbox.pending + self.attempt_outbox.pending
         # pending bookings counted per client address and mailbox domain (unconfirmed.py)
         self.claims = Claims(db["unconfirmed_claims"])
+        # how far the erasure of bookings and attempts is complete (services/common/retention.py)
+        self.retention_marks = Watermark(db["retention_marks"])
 
     def ensure_indexes(self):
         self.outbox.ensure_indexes()
@@ -70,6 +92,8 @@ class BookingStore:
         self.attempts.create_index([("foreigner_number", 1), ("at_ts", 1)])
         self.attempts.create_index([("email_key", 1), ("at_ts", 1)])
         self.attestations.create_index([("file", 1), ("issued_ts", 1)])
+        self.attestations.create_index([("issued_ts", 1)])  # their erasure
+        self.bookings.create_index([("slot.start", 1)])  # their erasure, from the watermark
 
     def insert(self, booking):
         self.bookings.insert_one(booking)
@@ -131,7 +155,8 @@ class BookingStore:
         cancellations, this one last; the unsent event of the cancellation dropped (its relay
         would give the new place back). None when it is no longer such a cancellation."""
         return self.bookings.find_one_and_update(
-            {"_id": reference, "status": CANCELLED, "cancellation.reason": "name_mismatch"},
+            {"_id": reference, "status": CANCELLED, "cancellation.reason": "name_mismatch",
+             ERASED: {"$exists": False}},
             {"$set": {"status": ACTIVE, "hold_id": hold_id, "place_released": False,
                       "restored": restored, Outbox.field("restored"): outbox_entry},
              "$unset": {"cancellation": "", Outbox.field("cancelled"): ""}},
@@ -214,7 +239,8 @@ class BookingStore:
         checked in, or, for an expiry, confirmed meanwhile).
         """
         return self.bookings.find_one_and_update(
-            {"_id": reference, "status": {"$in": list(statuses)}},
+            # an erased booking (past its retention) has nobody left to tell: not cancelled
+            {"_id": reference, "status": {"$in": list(statuses)}, ERASED: {"$exists": False}},
             {"$set": {"status": CANCELLED, "cancellation": cancellation,
                       Outbox.field("cancelled"): outbox_entry, "place_released": False}},
             return_document=ReturnDocument.AFTER,
@@ -303,6 +329,35 @@ class BookingStore:
         """Recorded attempts since then, their procedure only: the domain figures."""
         return list(self.attempts.find({"at_ts": {"$gte": since_ts}}, {"procedure": 1})
                     .limit(limit))
+
+    # -- retention (services/common/retention.py) ----------------------------------------------
+
+    def erase_bookings(self, before, now_ts, limit):
+        """Erase who made the bookings whose appointment started before `before` (a datetime),
+        at most `limit`; those with an event still to announce wait for it. How many."""
+        # every status at once, through the slot.start index from the watermark (markers of
+        # abandoned holds have no slot); the stand-in scans the collection for each query, so
+        # one query rather than one per status. Guarded by the status as read: a cancellation
+        # or an undo between the read and the write (an event to announce) keeps the booking
+        # for the next pass
+        return erase_windowed(self.bookings, self.retention_marks, "bookings",
+                              [({}, "slot.start")],
+                              before.timestamp(), erasure(BOOKING_ERASED, now_ts, BOOKING_UNSET),
+                              limit, as_value=_utc, guard="status")
+
+    def erase_attempts(self, before_ts, now_ts, limit):
+        """Erase who made the attempts recorded before `before_ts` (their receipt sent)."""
+        return erase_windowed(self.attempts, self.retention_marks, "attempts", [({}, "at_ts")],
+                              before_ts, erasure(ATTEMPT_ERASED, now_ts), limit)
+
+    def delete_attestations(self, before_ts, limit):
+        """Attestations issued before `before_ts`: their record (the signed copy, with who it
+        is about) deleted; the applicant's own copy can still be checked, its attempts erased."""
+        ids = [doc["_id"] for doc in self.attestations.find(
+            {"issued_ts": {"$lt": before_ts}}, {"_id": 1}).limit(limit)]
+        if not ids:
+            return 0
+        return self.attestations.delete_many({"_id": {"$in": ids}}).deleted_count
 
     def ping(self):
         self.bookings.find_one({}, {"_id": 1})

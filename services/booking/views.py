@@ -2,6 +2,7 @@
 from datetime import datetime, time, timedelta, timezone
 
 from services.common.contract import ACTIVE, CANCELLED, CHECKED_IN, PENDING
+from services.common.retention import erased
 from services.common.timeutil import PARIS, as_utc, iso_paris, iso_utc
 
 
@@ -31,6 +32,8 @@ def applicant_view(booking):
         "email": booking["email"],
         "phone": booking.get("phone"),
         "created_at": iso_paris(booking["created_at"]),
+        # past BOOKING_RETENTION_DAYS: who it was for is erased (the fields above are None)
+        "erased": erased(booking),
     }
     if booking["status"] == PENDING:
         view["not_final"] = NOT_FINAL
@@ -67,6 +70,8 @@ def staff_view(booking):
         "family_name": identity["family_name"],
         "given_names": identity["given_names"],
         "walk_in": bool(booking.get("walk_in")),
+        # past BOOKING_RETENTION_DAYS: the names above are None (services/common/retention.py)
+        "erased": erased(booking),
         # how it came in (web, desk, phone: issue 21) and the agent who made it
         "channel": None if booking.get("walk_in") else booking.get("channel", "web"),
         "by": booking.get("by"),

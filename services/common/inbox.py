@@ -31,6 +31,7 @@ from services.common.deadletter import publish_parked
 from services.common.delivery import DONE, IN_PROGRESS, PARKED, RETRYING, backoff
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, describe
 from services.common.pending import PendingMarks
+from services.common.retention import ERASED, erase_batch, erasure
 from services.common.rpc import rpc
 from services.common.schemas import ListingSchema, SafeString, validated
 from services.common.settings import setting
@@ -157,6 +158,14 @@ class Inbox:
         if self.on_park is not None:
             self.on_park(event_id, name, reason)
 
+    def erase_before(self, before_ts, now_ts, limit):
+        """The copies of events kept after a failure (parked, or handled after retries) lose
+        their payload (who it was about) once their last try is before `before_ts`: the
+        service's retention (services/common/retention.py). How many."""
+        return erase_batch(self.events, {"state": {"$in": [DONE, PARKED]},
+                                         "at_ts": {"$lt": before_ts}, "event": {"$exists": True}},
+                           erasure({"event": None}, now_ts), limit)
+
     # -- staff -------------------------------------------------------------------------------
 
     def parked(self, limit):
@@ -168,8 +177,9 @@ class Inbox:
         handlers: {event name: handler}. Raises what the handler raises (the event then waits
         as retrying, and its requeued copies may try again).
         """
+        # an erased event (past its service's retention) has nothing left to run
         doc = self.events.find_one_and_update(
-            {"_id": event_id, "state": PARKED},
+            {"_id": event_id, "state": PARKED, ERASED: {"$exists": False}},
             {"$set": {"state": RETRYING, "attempts": 0}}, return_document=ReturnDocument.AFTER)
         if doc is None:
             return None

@@ -10,10 +10,12 @@ import logging
 import time
 
 from marshmallow import Schema, fields, validate
+from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 
-from services.common import health, one_email
+from services.common import health, one_email, retention
+from services.common.timers import config_timer
 from services.common.logs import CallIdLogging
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, Refused
 from services.common.lease import InstanceId
@@ -129,6 +131,23 @@ class FraudService(relay.OutboxRelay, event_inbox.TakesEvents):
     instance = InstanceId()
     inbox_settings = InboxSettings("FRAUD_MAX_ATTEMPTS")
     log_context = CallIdLogging()
+    config = Config()
+
+    @config_timer("RETENTION_TIMER_SECONDS")
+    def erase_expired(self):
+        """BOOKING_RETENTION_DAYS after a booking was made (its appointment long past), it
+        leaves fraud's index and groups; decisions and decided reviews that old keep their
+        booking, rule and action, not their evidence: services/common/retention.py. One
+        instance per pass (a lease), bounded batches."""
+        return retention.run_pass(self.store.leases, "retention", self.instance, self.config,
+                                  self._erase)
+
+    def _erase(self, now_ts, limit):
+        before_ts = retention.cutoff_ts(time.time(), setting(self.config, "BOOKING_RETENTION_DAYS"))
+        return {"index": self.store.erase_index(before_ts, limit),
+                "decisions": self.store.erase_decisions(before_ts, now_ts, limit),
+                "reviews": self.store.erase_reviews(before_ts, now_ts, limit),
+                "events": self.store.inbox.erase_before(before_ts, now_ts, limit)}
 
     # requeue on error: the inbox counts the tries and parks the event after FRAUD_MAX_ATTEMPTS.
     # Fraud screens confirmed bookings only: a pending booking (anyone can type someone

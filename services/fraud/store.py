@@ -20,6 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from services.common.inbox import Inbox
 from services.common.lease import Leases
 from services.common.outbox import Outbox
+from services.common.retention import erase_batch, erasure
 
 ACTIVE, CANCELLED = "active", "cancelled"
 DUPLICATE_KEY = 11000
@@ -29,6 +30,10 @@ BOOKING_TIED = ("multiple_bookings_same_email", "multiple_bookings_same_person",
 MEMBER_FIELDS = ("identity_key", "created_ts", "status", "email_key", "client_ip",
                  "seconds_after_publication", "decoy", "slot_id", "procedure")
 AGENT_MEMBER_FIELDS = ("identity_key", "created_ts")  # the user-agent rule counts identities only
+# bucketed groups: one window of time each, never joined again once it is past
+BUCKETED = ("ip", "ua")
+# review states once staff decided (an open review waits for them, however old)
+DECIDED_REVIEWS = ("cancelled", "cleared")
 
 
 def bucket(ts, window):
@@ -79,6 +84,7 @@ class FraudStore:
         self.reviews.create_index([("state", 1), ("at_ts", 1)])
         self.reviews.create_index([("case_id", 1)])
         self.cases.create_index([("state", 1), ("at_ts", 1)])
+        self.bookings.create_index([("created_ts", 1)])  # their erasure
 
     # -- the index ---------------------------------------------------------------------------
 
@@ -233,6 +239,49 @@ class FraudStore:
         return {doc["_id"] for doc in self.allowed.find({"_id": {"$in": list(keys)}},
                                                         {"_id": 1, "until_ts": 1})
                 if not doc.get("until_ts") or doc["until_ts"] > now_ts}
+
+    # -- retention (services/common/retention.py) ----------------------------------------------
+
+    def erase_index(self, before_ts, limit):
+        """Bookings indexed before `before_ts` leave the index and its groups (whose ids are
+        e-mail keys, persons, foreigner numbers, addresses): at most `limit`, how many. A
+        group left without members goes; a past window's address or agent group goes whole.
+        Groups first, the entry last: a pass killed in between is redone by the next."""
+        done = 0
+        for entry in self.bookings.find({"created_ts": {"$lt": before_ts}},
+                                        {"groups": 1}).limit(limit):
+            ref = entry["_id"]
+            for group_id in entry.get("groups") or ():
+                if group_kind(group_id) in BUCKETED:
+                    self.groups.delete_one({"_id": group_id})
+                    continue
+                left = self.groups.find_one_and_update(
+                    {"_id": group_id}, {"$unset": {f"members.{ref}": ""}},
+                    return_document=ReturnDocument.AFTER)
+                if left is not None and not left.get("members"):
+                    # only while still empty: a booking joining meanwhile keeps it
+                    self.groups.delete_one({"_id": group_id, "members": {}})
+            self.bookings.delete_one({"_id": ref})
+            done += 1
+        return done
+
+    def erase_decisions(self, before_ts, now_ts, limit):
+        """Decisions made before `before_ts` keep their booking, rule, action and time (the
+        audit), not their evidence (e-mail keys, names typed, addresses): how many."""
+        return erase_batch(self.decisions, {"at_ts": {"$lt": before_ts}},
+                           erasure({"evidence": {}}, now_ts), limit)
+
+    def erase_reviews(self, before_ts, now_ts, limit):
+        """Decided reviews opened before `before_ts` lose their evidence and their case (its
+        id names an address); decided cases that old are deleted. Open ones wait for staff."""
+        done = erase_batch(self.reviews, {"state": {"$in": list(DECIDED_REVIEWS)},
+                                          "at_ts": {"$lt": before_ts}},
+                           erasure({"evidence": {}}, now_ts, unset=("case_id",)), limit)
+        ids = [doc["_id"] for doc in self.cases.find(
+            {"state": "decided", "at_ts": {"$lt": before_ts}}, {"_id": 1}).limit(limit)]
+        if ids:
+            done += self.cases.delete_many({"_id": {"$in": ids}, "state": "decided"}).deleted_count
+        return done
 
     def count_open_cases(self, limit=10000):
         return len(list(self.cases.find({"state": "open"}, {"_id": 1}).limit(limit)))

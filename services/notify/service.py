@@ -9,14 +9,18 @@ message is parked as failed for staff, blocking nothing behind it.
 import functools
 import logging
 import time
+from datetime import timedelta
 from email.utils import parseaddr
 
 import eventlet
+from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from pymongo.errors import PyMongoError
 
-from services.common import health
+from services.common import health, retention
+from services.common.lease import InstanceId
+from services.common.timers import config_timer
 from services.common.daily_limit import day_key
 from services.common import inbox as event_inbox
 from services.common.logs import CallIdLogging
@@ -80,7 +84,7 @@ class Schedule(DependencyProvider):
 
 
 MESSAGE_FIELDS = ("_id", "kind", "to", "reference", "state", "attempts", "last_error",
-                  "event_type", "failed_ts", "sent_ts")
+                  "event_type", "failed_ts", "sent_ts", retention.ERASED)
 LISTING, MESSAGE_KEY, RESEND = ListingSchema(), MessageKey(), Resend()
 
 
@@ -96,6 +100,8 @@ class NotifyService(event_inbox.TakesEvents):
     settings = Settings()
     schedule = Schedule()
     log_context = CallIdLogging()
+    config = Config()
+    instance = InstanceId()
 
     # requeue: an event is only acked once its message is safely in the outbox
     @event_handler("booking", "booking_created", requeue_on_error=True)
@@ -163,6 +169,20 @@ class NotifyService(event_inbox.TakesEvents):
                                     range(self.settings["senders"])))
         if sum(drained):
             schedule.scan_by(now)  # there may be more: look again at the next tick
+
+    @config_timer("RETENTION_TIMER_SECONDS")
+    def erase_expired(self):
+        """Erase the recipient and body of the messages made NOTIFY_RETENTION_DAYS ago (sent,
+        parked or capped): services/common/retention.py. One instance per pass (a lease),
+        bounded batches."""
+        return retention.run_pass(self.store.leases, "retention", self.instance, self.config,
+                                  self._erase)
+
+    def _erase(self, now_ts, limit):
+        days = setting(self.config, "NOTIFY_RETENTION_DAYS")
+        before_ts = (utcnow() - timedelta(days=days)).timestamp()
+        return {"messages": self.store.erase_before(before_ts, now_ts, limit),
+                "events": self.store.inbox.erase_before(before_ts, now_ts, limit)}
 
     @rpc(expected_exceptions=EXPECTED)
     def outbox_status(self):

@@ -4,6 +4,7 @@ Scheduling fields are epoch seconds (numbers), updated with plain $set: portable
 MongoDB and the embedded stand-in, which mishandles datetimes given to $set.
 """
 import uuid
+from datetime import datetime, timezone
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -11,7 +12,19 @@ from pymongo.errors import DuplicateKeyError
 from services.common.daily_limit import DailyLimit
 from services.common.delivery import count_states
 from services.common.inbox import Inbox
+from services.common.lease import Leases
+from services.common.retention import ERASED, Watermark, erase_windowed, erasure
 from services.notify.rules import CAPPED, DONE, IN_PROGRESS, PARKED, PENDING, RETRYING, WAITING
+
+
+# what the erasure of a message NOTIFY_RETENTION_DAYS after it was made blanks
+# (services/common/retention.py): its recipient, subject, body, calendar and, for a message
+# that could not be composed, the event it kept; its kind, state, reference, event type,
+# attempts and dates stay for the figures and the audit
+MESSAGE_ERASED = {"to": None, "subject": None, "text": None, "html": None, "ics": None,
+                  "event": None}
+# only messages finished with: sent, parked for good, capped (a waiting one may still be sent)
+ERASABLE_STATES = (DONE, PARKED, CAPPED)
 
 
 class OutboxStore:
@@ -21,6 +34,8 @@ class OutboxStore:
         self.pending = self.inbox.pending
         # messages counted per normalised address and Paris day (MAIL_PER_ADDRESS_PER_DAY)
         self.daily = DailyLimit(db["mail_days"])
+        self.leases = Leases(db["leases"])
+        self.retention_marks = Watermark(db["retention_marks"])  # services/common/retention.py
 
     def ensure_indexes(self):
         self.inbox.ensure_indexes()
@@ -28,6 +43,7 @@ class OutboxStore:
         self.messages.create_index([("state", 1), ("next_attempt_ts", 1)])
         self.messages.create_index([("reference", 1)])
         self.messages.create_index([("claim", 1)])
+        self.messages.create_index([("state", 1), ("created_at", 1)])  # their erasure
 
     def add(self, record):
         """Store a new message; False if this key exists already (a duplicate event)."""
@@ -121,12 +137,26 @@ class OutboxStore:
         """A parked, sent or capped message goes back to the queue with fresh attempts (staff
         decide: a capped one is not counted again). `request_key`: the staff request's key,
         recorded in the same update; a request already recorded changes nothing (None)."""
-        query = {"_id": key, "state": {"$in": [PARKED, DONE, CAPPED]}}
+        # an erased message has no recipient left: it cannot be sent again
+        query = {"_id": key, "state": {"$in": [PARKED, DONE, CAPPED]}, ERASED: {"$exists": False}}
         update = {"$set": {"state": PENDING, "next_attempt_ts": now_ts, "attempts": 0}}
         if request_key:  # a field per request (keys are letters, digits, '-', '_'): no array semantics
             query[f"resent_by.{request_key}"] = {"$exists": False}
             update["$set"][f"resent_by.{request_key}"] = now_ts
         return self.messages.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+
+    def erase_before(self, before_ts, now_ts, limit):
+        """Erase the recipient and body of the messages made before `before_ts` and finished
+        with, at most `limit`: how many. A message still waiting to be sent in that window
+        keeps the watermark where it is (it becomes erasable once sent or parked)."""
+        def blocked(window):
+            return self.messages.find_one({"state": {"$in": WAITING + [IN_PROGRESS]},
+                                           "created_at": window}, {"_id": 1})
+        return erase_windowed(self.messages, self.retention_marks, "messages",
+                              [({"state": state}, "created_at") for state in ERASABLE_STATES],
+                              before_ts, erasure(MESSAGE_ERASED, now_ts), limit,
+                              as_value=lambda ts: datetime.fromtimestamp(ts, timezone.utc),
+                              blocked=blocked)
 
     def counts(self):
         return count_states(self.messages)

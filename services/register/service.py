@@ -29,7 +29,7 @@ from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 
 from services.common import contract, health
-from services.common import relay
+from services.common import relay, retention
 from services.common.clock import Clock
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, Refused
 from services.common.lease import InstanceId
@@ -188,7 +188,9 @@ class RegisterService(relay.OutboxRelay):
         wrong token or a permit no longer in force as it was invited."""
         args = load_or_raise(INVITATION, {"invitation": invitation, "token": token}, InvalidRequest)
         doc = self.store.get_invitation(args["invitation"])
-        if doc is None or not self.tokens.matches(args["token"], doc["token_hash"]):
+        # erased past REQUEST_RETENTION_DAYS: nobody left to vouch for (the same answer)
+        if doc is None or retention.erased(doc) or not self.tokens.matches(args["token"],
+                                                                           doc["token_hash"]):
             raise NotFound(NO_INVITATION)
         current = self.store.current() or {}
         entry = self.store.find_number(current.get("generation"), doc["number"])
@@ -218,6 +220,19 @@ class RegisterService(relay.OutboxRelay):
             self.invite_pass()
         finally:
             self.store.leases.release(INVITE_JOB, self.instance)
+
+    @config_timer("RETENTION_TIMER_SECONDS")
+    def erase_expired(self):
+        """Erase who the invitations were for REQUEST_RETENTION_DAYS after they were sent
+        (services/common/retention.py): one instance per pass (a lease), bounded batches. The
+        register itself holds only the permits in force: each import replaces it whole."""
+        return retention.run_pass(self.store.leases, "retention", self.instance, self.config,
+                                  self._erase)
+
+    def _erase(self, now_ts, limit):
+        before_ts = retention.cutoff_ts(self.clock.now().timestamp(),
+                                        self._setting("REQUEST_RETENTION_DAYS"))
+        return {"invitations": self.store.erase_invitations(before_ts, now_ts, limit)}
 
     def invite_pass(self):
         """Invitations for the permits due one, soonest expiry first; the number recorded.

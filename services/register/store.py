@@ -18,11 +18,16 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common.lease import Leases
 from services.common.outbox import Outbox
+from services.common.retention import Watermark, erase_windowed, erasure
 from services.register.rules import ENTRY_FIELDS as PERMIT_FIELDS, VISA_FIELDS
 
 CURRENT = "current"  # the permits' pointer (its id from before the visas)
 VISAS = "visas"
 CHUNK = 500  # entries written per insert
+# what the erasure of an invitation REQUEST_RETENTION_DAYS after it was sent blanks
+# (services/common/retention.py): who it was for; its id (one per permit: never sent twice),
+# procedure, expiry, time and token hash stay
+INVITATION_ERASED = {"number": None, "email": None, "family_name": None, "given_names": None}
 
 
 class SwitchRefused(Exception):
@@ -96,12 +101,14 @@ class RegisterStore(Generations):
         self.leases = Leases(db["leases"])
         self.invitation_outbox = Outbox(self.invitations, ("sent",))
         self.pending = self.invitation_outbox.pending
+        self.retention_marks = Watermark(db["retention_marks"])
 
     def ensure_indexes(self):
         super().ensure_indexes()
         self.entries.create_index([("generation", 1), ("expiry", 1)])
         self.visas.ensure_indexes()
         self.invitation_outbox.ensure_indexes()
+        self.invitations.create_index([("at_ts", 1)])  # their erasure
 
     def in_window(self, generation, first, last):
         return [(d["number"], d) for d in self.entries.find(
@@ -119,6 +126,12 @@ class RegisterStore(Generations):
             return True
         except DuplicateKeyError:
             return False
+
+    def erase_invitations(self, before_ts, now_ts, limit):
+        """Erase who the invitations sent before `before_ts` were for (their event sent), at
+        most `limit`: how many. Its link then opens nothing (no number to look up)."""
+        return erase_windowed(self.invitations, self.retention_marks, "invitations",
+                              [({}, "at_ts")], before_ts, erasure(INVITATION_ERASED, now_ts), limit)
 
     def get_invitation(self, invitation_id):
         return self.invitations.find_one({"_id": invitation_id})

@@ -13,6 +13,8 @@ UNCONFIRMED, WAITING, OFFERED, BOOKED, EXPIRED, WITHDRAWN = (
     "unconfirmed", "waiting", "offered", "booked", "expired", "withdrawn")
 STATES = (UNCONFIRMED, WAITING, OFFERED, BOOKED, EXPIRED, WITHDRAWN)
 OPEN_STATES = (UNCONFIRMED, WAITING, OFFERED)
+# closed for good (`closed_ts`): erased REQUEST_RETENTION_DAYS later (services/common/retention.py)
+CLOSED_STATES = (BOOKED, EXPIRED, WITHDRAWN)
 
 # offer states; ACCEPTING: taken by an acceptance in progress, out of reach of the lapse
 HOLDING, MADE, ACCEPTING, ACCEPTED, DECLINED, LAPSED, VOID = (

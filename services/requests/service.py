@@ -39,6 +39,7 @@ from services.common import one_email
 from services.common import register_check
 from services.common.outbox import Outbox, announce
 from services.common import relay
+from services.common import retention
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.schemas import ClientSchema, ListingSchema, load_or_raise, validated
 from services.common.schemas import idempotency_key as idempotency_key_or_none
@@ -488,7 +489,8 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
 
     def _booked(self, request_id, booking_reference):
         booked = self.store.move(request_id, [rules.OFFERED], {"state": rules.BOOKED,
-                                                               "booking_reference": booking_reference})
+                                                               "booking_reference": booking_reference,
+                                                               "closed_ts": time.time()})
         if booked is not None:
             self.store.free_keys(booked)
         return booked
@@ -633,6 +635,20 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
                 step()
             except Exception:
                 log.exception("requests timer: %s failed; the next tick tries again", step.__name__)
+
+    @config_timer("RETENTION_TIMER_SECONDS")
+    def erase_expired(self):
+        """Erase who the requests closed (booked, expired, withdrawn) REQUEST_RETENTION_DAYS
+        ago were from: services/common/retention.py. One instance per pass (a lease), bounded
+        batches; the booking keeps its own copy for its own period."""
+        return retention.run_pass(self.store.leases, "retention", self.instance, self.config,
+                                  self._erase)
+
+    def _erase(self, now_ts, limit):
+        before_ts = retention.cutoff_ts(self.clock.now().timestamp(),
+                                        self._setting("REQUEST_RETENTION_DAYS"))
+        return {"requests": self.store.erase_closed(before_ts, now_ts, limit),
+                "events": self.store.inbox.erase_before(before_ts, now_ts, limit)}
 
     def _lapse_due(self):
         for offer in self.store.lapsed_due(self.clock.now().timestamp()):
@@ -947,7 +963,9 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
                 "state": request["state"], "permit_expiry": request.get("permit_expiry"),
                 "availability": request["availability"],
                 "filed_at": iso_from_ts(request["filed_ts"]),
-                "booking_reference": request.get("booking_reference")}
+                "booking_reference": request.get("booking_reference"),
+                # closed REQUEST_RETENTION_DAYS ago: who it was from is erased
+                "erased": retention.erased(request)}
         if request["state"] == rules.UNCONFIRMED:
             view["confirm_by"] = iso_from_ts(request["confirm_by_ts"])
         if request["state"] == rules.OFFERED:

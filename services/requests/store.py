@@ -23,15 +23,26 @@ from services.common.inbox import Inbox
 from services.common.lease import Leases
 from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
+from services.common.retention import Watermark, erase_windowed, erasure
 from services.common.settings import DEFAULTS, setting
-from services.requests.rules import (ACCEPTING, DECLINED, HOLDING, LAPSED, MADE, OFFERED,
-                                     OPEN_STATES, UNCONFIRMED, VOID, WAITING)
+from services.requests.rules import (ACCEPTING, BOOKED, CLOSED_STATES, DECLINED, HOLDING,
+                                     LAPSED, MADE, OFFERED, OPEN_STATES, UNCONFIRMED, VOID,
+                                     WAITING)
 
 DRAWS_TTL = "draws_ttl"
 # what an allocation pass reads of each waiting request (20,000 of them: not their whole
 # documents): the draw's inputs, the availability, and what the offer's e-mail needs
 WAITING_FIELDS = {"procedure": 1, "permit_expiry": 1, "filed_day": 1, "back_day": 1,
                   "availability": 1, "email": 1, "token_salt": 1, "lang": 1}
+# what the erasure of a request closed for REQUEST_RETENTION_DAYS blanks
+# (services/common/retention.py): who it was (names, birth date, foreigner number, e-mail and
+# its key, phone, postal address) and the one-per-person keys made from them; its procedure,
+# state, dates, availability, permit expiry (the draw's priority), who filed it (a partner, an
+# agent) and its offers (which hold no identity) stay, for the figures and the draws' audit
+REQUEST_ERASED = {"identity.family_name": None, "identity.given_names": None,
+                  "identity.birth_date": None, "identity.foreigner_number": None,
+                  "email": None, "email_key": None, "phone": None, "postal_address": None}
+REQUEST_UNSET = ("claim_keys", "idempotency")
 INDEX_OPTIONS_CONFLICT = 85  # MongoDB: an index of this name exists with other options
 
 
@@ -44,6 +55,7 @@ class RequestStore:
         self.draws = db["draws"]
         self.mode_changes = db["mode_changes"]
         self.leases = Leases(db["leases"])
+        self.retention_marks = Watermark(db["retention_marks"])  # services/common/retention.py
         self.inbox = Inbox(db["events"])
         # `request_filed` rides on the request, `offer_made` on the offer
         self.request_outbox = Outbox(self.requests, ("filed",))
@@ -56,6 +68,7 @@ class RequestStore:
         # one request per (idempotency key, filing): a redelivered file finds it (sparse)
         self.requests.create_index([("idempotency", 1)], unique=True, sparse=True)
         self.offers.create_index([("state", 1), ("deadline_ts", 1)])
+        self.requests.create_index([("state", 1), ("closed_ts", 1)])  # their erasure
         self.offers.create_index([("request_id", 1)])
         self.offers.create_index([("draw_id", 1)])  # staff lookups of a deleted draw
         self._ensure_draws_ttl()  # also the index recent_draws() sorts by
@@ -130,6 +143,15 @@ class RequestStore:
         return self.requests.find_one_and_update(
             {"_id": reference, "state": {"$in": list(from_states)}}, update,
             return_document=ReturnDocument.AFTER)
+
+    def erase_closed(self, before_ts, now_ts, limit):
+        """Erase who the requests closed before `before_ts` were from (at most `limit`; those
+        with an event still to announce wait for it): how many. A request booked before
+        `closed_ts` was recorded on booking counts from its filing."""
+        parts = [({"state": state}, "closed_ts") for state in CLOSED_STATES]
+        parts.append(({"state": BOOKED, "closed_ts": {"$exists": False}}, "filed_ts"))
+        return erase_windowed(self.requests, self.retention_marks, "requests", parts, before_ts,
+                              erasure(REQUEST_ERASED, now_ts, REQUEST_UNSET), limit)
 
     def waiting(self, procedure):
         """Every waiting request of the procedure, with what the draw, the allocation and the

@@ -143,3 +143,11 @@ def test_allocation_pass():
     assert figure(out, rf"^requests with 2 places {NUMBER}") == [0]
     assert figure(out, rf"^places over capacity\s+{NUMBER}") == [0]
     figure(out, rf"^offers/s\s+{NUMBER}")
+
+
+def test_retention_pass():
+    out = run_bench("retention_pass.py", "--bookings", "300", "--due", "120", "--batch", "50")
+    assert figure(out, rf"^erased\s+{NUMBER}\s+in {NUMBER} batches") == [120, 3]
+    figure(out, rf"^batch time\s+median\s+{NUMBER} ms")
+    figure(out, rf"^caught-up pass\s+{NUMBER} ms")
+    figure(out, rf"^steady pass\s+{NUMBER} ms")

@@ -112,15 +112,29 @@ def test_the_design_system_is_served_by_the_gateway(http, site):
 
 @pytest.mark.parametrize("gateway_config", [{
     "BOOKING_CONFIRM_MINUTES": 45, "REQUEST_DRAW_RETENTION_DAYS": 200,
+    "BOOKING_RETENTION_DAYS": 400, "REQUEST_RETENTION_DAYS": 300, "NOTIFY_RETENTION_DAYS": 60,
     "PUBLIC_HOST": "Hébergeur d'essai, 1 rue de l'Exemple, 34000 Montpellier"}], indirect=True)
 def test_the_notices_state_the_configured_retention_and_host(http, site):
     data = unescape(http.get("/donnees-personnelles").text)
     assert "annulé au bout de 45 minutes" in data
     assert "200 jours, puis effacés" in data
-    assert "aucun effacement automatique" in data  # said as it is
+    # the erasure of personal data (services/common/retention.py), each period from its setting
+    assert "400 jours après le jour du rendez-vous, puis effacés" in data
+    assert "400 jours après la tentative ou l'attestation, puis effacées" in data
+    assert "300 jours après la clôture de la demande, puis effacés" in data
+    assert "60 jours après le courriel, puis effacés" in data
+    assert "400 jours après la prise du rendez-vous, puis effacés" in data
+    assert "300 jours après l'invitation, puis effacés" in data
+    assert "remplacé en entier à chaque import" in data
+    assert "aucun effacement automatique" not in data  # no longer true of anything
     assert "pref-etrangers@herault.gouv.fr" in data and "CNIL" in data
     english = unescape(http.get("/donnees-personnelles", params={"lang": "en"}).text)
     assert "cancelled after 45 minutes" in english and "200 days, then deleted" in english
+    assert "400 days after the day of the appointment, then erased" in english
+    assert "300 days after the request closed, then erased" in english
+    assert "60 days after the e-mail, then erased" in english
+    arabic = unescape(http.get("/donnees-personnelles", params={"lang": "ar"}).text)
+    assert "400 يومًا بعد يوم الموعد" in arabic and "60 يومًا بعد الرسالة" in arabic
     legal = unescape(http.get("/mentions-legales", params={"lang": "fr"}).text)
     assert "Hébergeur d'essai, 1 rue de l'Exemple, 34000 Montpellier" in legal
     assert "Directeur de la publication : le préfet de l'Hérault" in legal
