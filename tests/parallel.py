@@ -80,6 +80,15 @@ def failed_tests(output):
     return ids
 
 
+def excusable(returncode, output, named):
+    """A shard whose failures may be run again: pytest's "some tests failed" (exit 1) after
+    running them all (no -x stop, no interruption), each failure and error named once."""
+    if returncode != 1 or not named or "Interrupted" in output or "stopping after" in output:
+        return False
+    counts = summary_counts(output)
+    return counts.get("failed", 0) + counts.get("errors", 0) == len(named)
+
+
 def rerun(command, ids):
     """Run the tests that failed once more, in one process; True when they all pass."""
     print(f"\n===== a second run of the {len(ids)} test(s) that failed =====", flush=True)
@@ -160,13 +169,13 @@ def main(args):
                 failed.append(i + 1)
                 named = failed_tests(output)
                 failed_ids.extend(named)
-                unnamed = unnamed or not named
+                unnamed = unnamed or not excusable(proc.returncode, output, named)
         time.sleep(0.5)
     elapsed = time.monotonic() - started
     if record:
         record_durations(outputs)
     flaky = []
-    # a shard that failed without naming a test (it crashed, or a collection error) is not rerun
+    # a shard that crashed, stopped early, or failed without naming each failure is not rerun
     if failed and not unnamed and len(failed_ids) <= MAX_RERUNS and reruns_allowed():
         if rerun(command, failed_ids):
             flaky, failed = failed_ids, []

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.parallel import ROOT, failed_tests, merged_durations, summary_counts
+from tests.parallel import ROOT, excusable, failed_tests, merged_durations, summary_counts
 
 
 def test_each_file_goes_to_one_shard_heaviest_first_to_the_lightest():
@@ -107,3 +107,19 @@ def test_a_test_failing_once_passes_the_run_and_is_named_flaky_one_failing_twice
         """)
     assert always.returncode == 1
     assert "FLAKY" not in always.stdout and "second run" in always.stdout
+
+
+def test_only_a_shard_that_ran_everything_and_named_each_failure_is_excused():
+    named = ["tests/a.py::test_x"]
+    ran = "F....\nFAILED tests/a.py::test_x - assert\n1 failed, 4 passed in 2.0s\n"
+    assert excusable(1, ran, named)
+    # stopped early (-x), interrupted, crashed, or an internal error: what did not run is unknown
+    assert not excusable(1, "F\n!!! stopping after 1 failures !!!\n" + ran, named)
+    assert not excusable(2, "!!! Interrupted: 1 error during collection !!!\n" + ran, named)
+    assert not excusable(-9, ran, named)
+    assert not excusable(3, ran, named)
+    # a test failing and erroring at teardown: two counted, one named
+    both = ("FAILED tests/a.py::test_x - assert\nERROR tests/a.py::test_x - teardown\n"
+            "1 failed, 4 passed, 1 error in 2.0s\n")
+    assert not excusable(1, both, failed_tests(both))
+    assert not excusable(1, ran, [])
