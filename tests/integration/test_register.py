@@ -162,7 +162,9 @@ def test_the_page_imports_with_csrf_and_shows_a_bad_line(system):
     assert system["rpc"].register.status()["current"]["permits"] == 2
     bad = staff.post("/register", data={"csrf": csrf_of(done.text), "action": "apply"},
                      files={"csv": ("x.csv", b"foreigner_number,family_name\n1,2\n", "text/csv")})
-    assert bad.status_code == 400 and "line 1, _header: missing column(s)" in bad.text
+    # the reason in French, beside the file's field
+    assert bad.status_code == 400 and "Ligne d&#39;en-tête : colonne(s) manquante(s)" in bad.text
+    assert 'aria-describedby="csv-error"' in bad.text
     assert system["rpc"].register.status()["current"]["permits"] == 2
 
 
