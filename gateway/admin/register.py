@@ -10,6 +10,8 @@ register's entries: a diff names foreigner or visa numbers and changed fields, n
 A mixin of AdminGateway (gateway/admin/service.py), which supplies sessions, CSRF, rendering
 and the audit log (`_api_staff`, `_page`, `_check_csrf`, `_render`, `_record`).
 """
+import re
+
 from gateway.admin.supervision import EXPECTED_HERE, SUPERVISOR, route
 from gateway.http import _read_bounded
 from services.common.errors import (DomainError, InvalidRequest, PayloadTooLarge,
@@ -40,6 +42,47 @@ BOOKS = {
                          "(vls_ts ou vls), validity_end",
               "optional": None, "none": "toute première demande en ligne est refusée"},
 }
+
+# the register's reasons for refusing a file (services/register/rules.py, in English for
+# programs), as a supervisor reads them on the page: (English pattern, French)
+_REASONS_FR = [
+    (r"empty file", "le fichier est vide"),
+    (r"empty", "vide"),
+    (r"control or invisible characters", "caractères de contrôle ou invisibles"),
+    (r"not a name", "ce n'est pas un nom"),
+    (r"not CSV \((.*)\)", r"ce n'est pas du CSV (\1)"),
+    (r"missing column\(s\): (.*)", r"colonne(s) manquante(s) : \1"),
+    (r"unknown or repeated column\(s\): (.*)", r"colonne(s) inconnue(s) ou en double : \1"),
+    (r"more than (\d+) permits", r"plus de \1 titres"),
+    (r"more than (\d+) visas", r"plus de \1 visas"),
+    (r"(\d+) fields, the header has (\d+)", r"\1 champs, l'en-tête en a \2"),
+    (r"repeated \(also on an earlier line\)", "en double (déjà sur une ligne plus haut)"),
+    (r"no permit in the file", "aucun titre dans le fichier"),
+    (r"no visa in the file", "aucun visa dans le fichier"),
+    (r"not a date \(YYYY-MM-DD or DD/MM/YYYY\)", "ce n'est pas une date (AAAA-MM-JJ ou JJ/MM/AAAA)"),
+    (r"not 10 digits", "il faut 10 chiffres"),
+    (r"not 6 to 20 letters and digits", "il faut de 6 à 20 lettres et chiffres"),
+    (r"one of (.*)", r"une valeur parmi \1"),
+    (r"not an e-mail address", "ce n'est pas une adresse électronique"),
+    (r"Missing\.", "Choisissez le fichier de l'export."),
+    (r"At most (\d+) bytes\.", r"\1 octets au plus."),
+]
+_WHERE_FR = {"_header": "Ligne d'en-tête", "_file": "Fichier", "_line": "Ligne {line}"}
+
+
+def problem_fr(text):
+    """A reason of `fields.csv` ("line N, field: reason") in French for the page: the line,
+    the column (its name as in the file) and why; a text it does not know, as it is."""
+    found = re.fullmatch(r"line (\d+), (\w+): (.*)", text)
+    where, reason = "", text
+    if found:
+        line, field, reason = found.groups()
+        where = _WHERE_FR.get(field, "Ligne {line}, colonne « {field} »").format(
+            line=line, field=field) + " : "
+    for pattern, french in _REASONS_FR:
+        if re.fullmatch(pattern, reason):
+            return where + re.sub(pattern, french, reason)
+    return where + reason
 
 
 def _too_large(limit):
@@ -156,6 +199,11 @@ class RegisterAdmin:
     def _register_form(self, staff, book="permits", result=None, error=None):
         words = BOOKS[book]
         status, message = (error.status, error.message) if error else (200, None)
+        file_error = None
+        if error is not None and FIELD in error.fields:
+            # the file's problem in French beside its field; the top says that nothing changed
+            file_error = " ".join(problem_fr(reason) for reason in error.fields[FIELD])
+            message = "Rien n'a été importé."
         try:
             state = getattr(self.register_service, words["status"])()
         except DomainError as unavailable:
@@ -163,4 +211,6 @@ class RegisterAdmin:
             status = max(status, unavailable.status)
         return self._render(staff, "register.html.j2", status=status, state=state,
                             result=result, message=message, book=words,
-                            errors=error.fields if error else {})
+                            file_error=file_error,
+                            errors={k: v for k, v in error.fields.items() if k != FIELD}
+                            if error else {})

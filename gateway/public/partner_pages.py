@@ -20,7 +20,8 @@ from gateway.public import forms
 from gateway.public.pages import page
 from services.common.errors import (DomainError, InvalidRequest, PartnerNotAllowed,
                                     PartnerUnknown, QuotaReached, Refused)
-from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES
+from services.common import register_check
+from services.common.reference_data import FREE_NOTICE, PROCEDURES, SITES, procedure_view
 from services.common.schemas import load_or_raise
 from services.common.settings import setting
 from services.common.request_schemas import PartnerFilingSchema
@@ -174,7 +175,8 @@ class PartnerPages:
                 errors["mailbox"] = " ".join(error.fields["mailbox"])
             # the quota, the partner's state, the person's open request: said once, at the top
             return self._partner_home(current, partner, form, errors, status=error.status,
-                                      key=key, message=None if errors else error.message)
+                                      key=key, message=None if errors else _refusal(current, error),
+                                      message_field=None if errors else _refused_field(error))
         return self._partner_home(current, self.requests.partner(partner["id"]), {}, {},
                                   filed=filed)
 
@@ -212,7 +214,7 @@ class PartnerPages:
         return partner if partner["key_id"] == key_id else None  # the key was replaced
 
     def _partner_home(self, current, partner, form, errors, status=200, key=None, message=None,
-                      filed=None):
+                      filed=None, message_field=None):
         values = {field: form.get(field, "") for field in forms.REQUEST_FIELDS + ("procedure", "mailbox")}
         chosen = forms.availability(form)
         mine = self.requests.partner_requests(partner["id"])
@@ -224,7 +226,59 @@ class PartnerPages:
         return current.render("partner_home.html.j2", status=status, partner=partner,
                               requests=mine,
                               values=values, errors=errors, message=message, filed=filed,
-                              procedures=PROCEDURES, cells=forms.grid_cells(current.lang),
+                              message_field=message_field,
+                              # with their Arabic labels (the raw data has French and English)
+                              procedures={code: procedure_view(code) for code in PROCEDURES},
+                              cells=forms.grid_cells(current.lang),
                               sites=SITES, chosen_sites=chosen["sites"],
                               chosen_times=forms.ticked(chosen),
                               idempotency_key=key or uuid.uuid4().hex)
+
+
+def _refusal(current, error):
+    """The refusal said at the top of the partner's page, in the page's language: the
+    register's three (issue 24) written here, whose service message is French / English."""
+    fields = error.fields
+    renewed_by = (fields.get(register_check.WRONG_PROCEDURE_FIELD) or [None])[0]
+    if renewed_by in register_check.RENEWALS:
+        label = procedure_view(renewed_by)[f"label_{current.lang}"]
+        return current.t(
+            "Ce titre de séjour se renouvelle par la démarche «\u00a0%(procedure)s\u00a0» : "
+            "choisissez-la dans la liste «\u00a0Démarche\u00a0» et déposez la demande à nouveau. "
+            "Rien n'a été déposé.",
+            "This permit is renewed through the procedure \"%(procedure)s\": choose it in the "
+            "\"Procedure\" list and file the request again. Nothing was filed.") % {"procedure": label}
+    if fields.get(register_check.VISA_MISMATCH_FIELD) == [register_check.VISA_MISMATCH_REASON]:
+        return current.t(
+            "Aucun visa de long séjour ne correspond à ces informations. Vérifiez le numéro du "
+            "visa (sur la vignette du passeport), la date de naissance et le nom de famille tel "
+            "qu'il est écrit sur le visa. Rien n'a été déposé. Sans visa de long séjour, la "
+            "personne se présente avec son passeport à l'accueil du guichet des étrangers.",
+            "No long-stay visa matches this information. Check the visa number (on the sticker "
+            "in the passport), the birth date and the family name as written on the visa. "
+            "Nothing was filed. Without a long-stay visa, the person comes with their passport "
+            "to the foreigners' desk reception.")
+    if fields.get(register_check.MISMATCH_FIELD) == [register_check.MISMATCH_REASON]:
+        return current.t(
+            "Aucun titre de séjour en cours ne correspond à ces informations. Vérifiez le "
+            "numéro d'étranger (10 chiffres, sur le titre), la date de naissance et le nom de "
+            "famille tel qu'il est écrit sur le titre. Rien n'a été déposé. Si tout est exact, "
+            "la personne se présente avec son titre à l'accueil du guichet des étrangers.",
+            "No current residence permit matches this information. Check the foreigner number "
+            "(10 digits, on the permit), the birth date and the family name as written on the "
+            "permit. Nothing was filed. If all is right, the person comes with their permit to "
+            "the foreigners' desk reception.")
+    return error.message
+
+
+def _refused_field(error):
+    """The form's field a register refusal sends the partner back to (the refusal stands at
+    the top, above the lists; the form is below them): its id, or None."""
+    fields = error.fields
+    if (fields.get(register_check.WRONG_PROCEDURE_FIELD) or [None])[0] in register_check.RENEWALS:
+        return "procedure"
+    if fields.get(register_check.VISA_MISMATCH_FIELD) == [register_check.VISA_MISMATCH_REASON]:
+        return "visa_number"
+    if fields.get(register_check.MISMATCH_FIELD) == [register_check.MISMATCH_REASON]:
+        return "foreigner_number"
+    return None

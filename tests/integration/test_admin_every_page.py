@@ -18,7 +18,7 @@ from gateway.admin.store import AdminStore
 from services.common.reference_data import PROCEDURES
 from services.register.service import RegisterService
 from services.requests.service import RequestsService
-from tests.browser import DESK, PHONE, browser, new_page, screenshot  # noqa: F401 (fixtures)
+from tests.browser import DESK, PHONE, browser, focused_id, new_page, screenshot  # noqa: F401 (fixtures)
 from tests.helpers import wait_until
 from tests.integration.test_admin_gateway import page_session
 from tests.integration.test_admin_pages import fits, open_logged_in
@@ -27,7 +27,7 @@ from tests.integration.test_admin_supervision import PLAN, _attempt, _book
 from tests.pages.browser_flows import BLOCKING, axe_url  # noqa: F401 (fixture)
 
 SUPERVISOR_PAGES = ["/audit", "/accounts", "/monitoring", "/plans", "/releases", "/review",
-                    "/waiver", "/notifications", "/partners", "/register"]
+                    "/waiver", "/notifications", "/partners", "/register", "/register/visas"]
 ALL_STAFF_PAGES = ["/day", "/checkin", "/walk-in", "/desk", "/requests", "/password",
                    "/desk/requests", "/desk/offers"]
 # codes that have a French label: none may show as such on a page. Codes with an underscore
@@ -53,6 +53,9 @@ def stack(counter, container_factory, counter_config, mongo):
     counter.rpc.register.import_register(  # the register page shows it (issue 24)
         "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry\n"
         "0412345678,Kaya,Ayse,1990-01-01,temporary,2030-01-01\n", "chief")
+    counter.rpc.register.import_visas(  # and the visas' page its own (issue 24)
+        "visa_number,family_name,given_names,birth_date,visa_kind,validity_end\n"
+        "FRA123456789,Okafor,Chidi,1991-07-14,vls_ts,2030-01-01\n", "chief")
     slots = counter.rpc.slots.list_open("renewal", date.today().isoformat(),
                                         (date.today() + timedelta(days=10)).isoformat())["slots"]
     people = [("Kaya", "Ayse"), ("Demir", "Mustafa"), ("Sahin", "Elif"), ("Celik", "Huseyin"),
@@ -109,7 +112,7 @@ def visit(page, base, path, name, status=200, axe=None, axe_url=None):
 
 
 @pytest.mark.parametrize("viewport, width", [(DESK, "desk"), (PHONE, "320")])
-def test_every_staff_page_for_a_supervisor(stack, new_page, viewport, width, axe_url):
+def test_every_staff_page_for_a_supervisor(stack, new_page, viewport, width, axe_url, tmp_path):
     page = open_logged_in(new_page, stack, viewport, "chief")
     base, axe = stack.http.base, axe_beside(new_page, page, viewport)
     for path in ALL_STAFF_PAGES + SUPERVISOR_PAGES:
@@ -153,8 +156,32 @@ def test_every_staff_page_for_a_supervisor(stack, new_page, viewport, width, axe
     page.wait_for_selector("#restored")
     assert "Rétabli par chief" in page.inner_text("#bookings") and fits(page)
     screenshot(page, f"staff-chief-day-restored-{width}")
+    # the visas' import with a line the register refuses: the reason said in French, by the
+    # file's field, nothing imported (issue 24)
+    bad = tmp_path / "visas.csv"
+    bad.write_text("visa_number,family_name,given_names,birth_date,visa_kind,validity_end\n"
+                   "FRA123456789,Okafor,Chidi,1991-07-14,vls_ts,2030-01-01\n"
+                   "VLS-TS,Benali,Karim,1985-11-12,vls,2030-01-01\n")
+    page.goto(base + "/register/visas")
+    page.set_input_files("#csv", str(bad))
+    page.click("button[value=preview]")
+    page.wait_for_selector("#csv-error")
+    assert page.evaluate(STATUS_JS) == 400 and fits(page)
+    error = page.inner_text("#csv-error")
+    assert "Ligne 3" in error and "visa_number" in error, error
+    assert page.get_attribute("#csv", "aria-describedby") == "csv-error"
+    assert page.inner_text("#current").startswith("1 visas en vigueur")  # nothing imported
+    assert focused_id(page, "csv") == "csv"  # where the fixed file goes
+    # at 320 px each import is a block: every number says what it counts
+    assert page.evaluate("[...document.querySelectorAll('#imports td')].every(td => td.dataset.label)")
+    screenshot(page, f"staff-chief-visas-refused-{width}")
+    assert blocking_violations(axe, base + "/register/visas", axe_url) == []
     # a draw's id is found on the requests page, and its record one click away
     page.goto(base + "/requests")
+    # what verified the open requests: the procedures that have some, no row of zeros (issue 24)
+    rows = page.evaluate("[...document.querySelectorAll('#by-verified tbody tr')].map(r => [r.id, "
+                         "r.querySelector('[data-verified=none]').textContent])")
+    assert rows == [["verified-duplicate", "3"]], rows
     page.click("#draws a")
     page.wait_for_selector("#draw-replays")
     assert page.evaluate(STATUS_JS) == 200 and fits(page)

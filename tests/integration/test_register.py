@@ -22,6 +22,9 @@ from tests.conftest import free_port
 from tests.helpers import wait_until
 from tests.integration.conftest import PASSWORD, add_staff, nothing_left_to_send
 from tests.integration.test_admin_gateway import csrf_of, page_session
+from tests.browser import PHONE, browser, focused_id, new_page, screenshot  # noqa: F401 (fixtures)
+from tests.integration.test_admin_pages import fits
+from tests.pages.browser_flows import axe_url  # noqa: F401 (fixture)
 from tests.integration.test_partners import Http
 
 HEADER = "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry,email\n"
@@ -162,7 +165,9 @@ def test_the_page_imports_with_csrf_and_shows_a_bad_line(system):
     assert system["rpc"].register.status()["current"]["permits"] == 2
     bad = staff.post("/register", data={"csrf": csrf_of(done.text), "action": "apply"},
                      files={"csv": ("x.csv", b"foreigner_number,family_name\n1,2\n", "text/csv")})
-    assert bad.status_code == 400 and "line 1, _header: missing column(s)" in bad.text
+    # the reason in French, beside the file's field
+    assert bad.status_code == 400 and "Ligne d&#39;en-tête : colonne(s) manquante(s)" in bad.text
+    assert 'aria-describedby="csv-error"' in bad.text
     assert system["rpc"].register.status()["current"]["permits"] == 2
 
 
@@ -213,7 +218,8 @@ def test_a_renewal_matches_the_register_whose_expiry_sets_its_place(system, mong
     assert first.status_code == 201 and first.json()["state"] == "unconfirmed"
 
 
-def test_a_permit_renewed_by_the_other_procedure_is_refused_naming_it(system, mongo):
+def test_a_permit_renewed_by_the_other_procedure_is_refused_naming_it(system, mongo, new_page,
+                                                                      axe_url):
     """renewal and renewal_10y renew different permit kinds: a request for one that matches a
     permit of the other is refused (409) with the procedure to choose, told only to who gave
     the permit's number, birth date and name; anybody else gets the one mismatch."""
@@ -284,8 +290,50 @@ def test_a_permit_renewed_by_the_other_procedure_is_refused_naming_it(system, mo
                                          home.text).group(1)}
     said = public.post("/partners", data=form)
     assert said.status_code == 409, said.text[:2000]
-    assert "se renouvelle par la démarche « Renouvellement de titre de séjour »" in said.text
+    # French spacing: the guillemets never left alone at a line's end
+    assert "se renouvelle par la démarche «\xa0Renouvellement de titre de séjour\xa0»" in said.text
+    assert "This permit is renewed" not in said.text  # the page's language only
     assert 'value="Ndiaye"' in said.text
+    form["csrf_token"] = re.search(r'name="csrf_token" value="([^"]+)"', said.text).group(1)
+    arabic = public.post("/partners?lang=ar", data=form)
+    public.get("/partners?lang=fr")
+    assert arabic.status_code == 409 and "اختره من قائمة «الإجراء»" in arabic.text
+    assert "تجديد بطاقة الإقامة" in arabic.text and "se renouvelle" not in arabic.text
+    # in Chromium at 320 px: said at the top, nothing wider than the screen, axe (issue 24)
+    phone = new_page(viewport=PHONE)
+    phone.goto(public.base + "/partners/login")
+    phone.fill("#api_key", partner["api_key"])
+    phone.click("button[type=submit]")
+    phone.wait_for_url("**/partners")
+    phone.select_option("#procedure", "renewal_10y")
+    for field in ("family_name", "given_names", "birth_date", "foreigner_number"):
+        phone.fill(f"#{field}", form[field])
+    phone.check("#sites")
+    phone.check("#times")
+    phone.click("text=Déposer la demande")
+    phone.wait_for_selector(".error-summary")
+    assert "choisissez-la dans la liste" in phone.inner_text(".error-summary")
+    phone.click("#to-field")  # the form is below the lists: one tap to the list to change
+    assert focused_id(phone, "procedure") == "procedure"
+    screenshot(phone, "partner-wrong-procedure-320")
+    assert fits(phone)
+    axe = new_page(viewport=PHONE, bypass_csp=True)
+    axe.context.add_cookies(phone.context.cookies())
+    axe.goto(public.base + "/partners/login")  # the form sent again there: the same state
+    axe.fill("#api_key", partner["api_key"])
+    axe.click("button[type=submit]")
+    axe.wait_for_url("**/partners")
+    axe.select_option("#procedure", "renewal_10y")
+    for field in ("family_name", "given_names", "birth_date", "foreigner_number"):
+        axe.fill(f"#{field}", form[field])
+    axe.check("#sites")
+    axe.check("#times")
+    axe.click("text=Déposer la demande")
+    axe.wait_for_selector(".error-summary")
+    axe.add_script_tag(url=axe_url)
+    found = axe.evaluate("axe.run({resultTypes: ['violations']}).then(r => r.violations.filter("
+                         "v => ['serious', 'critical'].includes(v.impact)).map(v => v.id))")
+    assert found == [], found
     # the desk files whatever the register says (the agent has the permit in hand)
     person = dict(renewal(procedure="renewal_10y", family="Ndiaye", given_names="Awa Marie"),
                   channel="desk", phone="0612345678")

@@ -79,14 +79,20 @@ class Checks:
             "axe.run({resultTypes: ['violations']}).then(r => r.violations.map("
             "v => [v.id, v.impact, v.nodes.slice(0, 3).map(n => n.target.join(' '))]))")
 
-    def visit(self, page, name, submit=None):
+    def visit(self, page, name, submit=None, fill=()):
         """Screenshot, nothing wider than the screen, and axe on the same page (submit: the
-        button to press in the sibling first, to check a form's error state)."""
+        button to press in the sibling first, to check a form's error state; fill: what to
+        type there before, (selector, text) pairs, True for a box to tick)."""
         screenshot(page, f"{self.width}-{name}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name}: {overflow} px wider than the screen"
         self.context.add_cookies(page.context.cookies())
         self.sibling.goto(page.url)
+        for selector, value in fill:
+            if value is True:
+                self.sibling.locator(selector).check()
+            else:
+                self.sibling.locator(selector).fill(value)
         if submit:
             self.sibling.get_by_role("button", name=submit).click()
             self.sibling.wait_for_load_state()
@@ -225,17 +231,18 @@ def keyboard_and_walk_in_rule(live_site, new_page, check):
 
 
 @contextmanager
-def requests_system(config, tmp_path, **env):
-    """Gateway, slots, booking and requests as `nameko run` processes (env: settings of
-    their own): an RPC proxy and a listener of request_filed (the e-mail's token)."""
+def requests_system(config, tmp_path, more=(), **env):
+    """Gateway, slots, booking and requests (and `more`) as `nameko run` processes (env:
+    settings of their own): an RPC proxy and a listener of request_filed (the e-mail's token)."""
     system = System(config, tmp_path)
     system.env.update(env)
-    for name in ("slots", "booking", "requests", "public_gateway"):
+    for name in ("slots", "booking", "requests", *more, "public_gateway"):
         system.start(name)
     listener = BusListener(config["AMQP_URI"], "requests", "request_filed")
     try:
         system.wait_ready()
-        system.wait_consuming("rpc-requests")
+        for name in ("requests", *more):
+            system.wait_consuming(f"rpc-{name}")
         with system.rpc() as rpc:
             yield rpc, listener
     finally:
@@ -347,9 +354,21 @@ def offer_a_tuesday_morning(rpc, reference, token, weeks):
 @pytest.fixture
 def one_way_site(config, tmp_path, web_port):
     """Requests as the configured default (issue 24: nobody switched anything), and a place
-    released next Wednesday afternoon for first applications that nobody asked for yet."""
-    with requests_system(config, tmp_path, PROCEDURE_MODE_DEFAULT="requests") as (rpc, listener):
+    released next Wednesday afternoon for first applications that nobody asked for yet. The
+    register runs, as configured by default: renewals checked against its permits, first
+    applications against its long-stay visas (Okafor's visa, Kaya's 10-year card)."""
+    with requests_system(config, tmp_path, more=("register",), PROCEDURE_MODE_DEFAULT="requests",
+                         REGISTER_CHECKED_PROCEDURES="renewal,renewal_10y",
+                         VISA_CHECKED_PROCEDURES="first_application",
+                         REGISTER_TOKEN_SECRET=config["REGISTER_TOKEN_SECRET"]) as (rpc, listener):
         assert rpc.requests.modes()["first_application"] == "requests"
+        end = (date.today() + timedelta(days=60)).isoformat()
+        rpc.register.import_visas(
+            "visa_number,family_name,given_names,birth_date,visa_kind,validity_end\n"
+            f"FRA123456789,Okafor,Chidi,1991-07-14,vls_ts,{end}\n", "chief")
+        rpc.register.import_register(
+            "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry\n"
+            f"0412345678,Kaya,Ayse,1990-01-01,resident_10y,{end}\n", "chief")
         day = date.today() + timedelta(days=3)
         day += timedelta(days=(2 - day.weekday()) % 7)
         rpc.slots.create_from_plan(plan(procedure="first_application", days=1, start=day,
@@ -378,6 +397,7 @@ def test_one_flow_from_the_home_page_to_an_offer_booked_in_the_same_sitting_on_a
     page.get_by_label("Nom de famille").fill("Okafor")
     page.get_by_label("Prénoms").fill("Chidi")
     page.get_by_label("Date de naissance").fill("1991-07-14")
+    page.get_by_label("Numéro de votre visa de long séjour").fill("fra 1234 5678 9")  # as copied
     page.get_by_label("Adresse électronique").fill("chidi.okafor@example.org")
     page.get_by_label("Préfecture de l'Hérault").check()
     page.get_by_label("Mercredi après-midi").check()
@@ -401,6 +421,80 @@ def test_one_flow_from_the_home_page_to_an_offer_booked_in_the_same_sitting_on_a
     page.wait_for_url(re.compile(r".*/bookings/RDV-[0-9A-Z]{4}-[0-9A-Z]{4}\?booked=1$"))
     assert "Votre rendez-vous est confirmé" in page.locator("[role=status]").inner_text()
     check.visit(page, "o07-booked")
+    for viewport in (DESK, PHONE):
+        register_refusals(url, new_page, checks(viewport), viewport)
+
+
+def register_refusals(url, new_page, check, viewport):
+    """Issue 24's pages: a first application asks for the long-stay visa's number (its label,
+    its hint, the error linked to it); a visa not found is said once, at the top, the form kept;
+    in English a renewal filed for the wrong procedure links to the right one's form; in Arabic
+    the visa is typed left to right, aligned with its label on the right."""
+    page = check.watch(new_page(viewport=viewport))
+    page.goto(url + "/request/first_application?lang=fr")
+    visa = page.get_by_label("Numéro de votre visa de long séjour")
+    hint = page.locator("#" + visa.get_attribute("aria-describedby").split()[-1]).inner_text()
+    assert "vignette" in hint and visa.get_attribute("autocapitalize") == "characters"
+    check.visit(page, "v01-first-application-form")
+    person = (("#family_name", "Okafor"), ("#given_names", "Chidi"),
+              ("#birth_date", "1991-07-14"), ("#email", "chidi.again@example.org"),
+              ("#sites", True), ("#times-wednesday-afternoon", True))
+    for selector, value in person:
+        page.locator(selector).check() if value is True else page.locator(selector).fill(value)
+    page.get_by_role("button", name="Envoyer ma demande").click()  # no visa number
+    page.wait_for_load_state()
+    assert visa.get_attribute("aria-invalid") == "true"
+    assert "vignette" in page.locator("#visa_number-error").inner_text()
+    page.locator(".error-summary a[href='#visa_number']").click()
+    assert focused_id(page, "visa_number") == "visa_number"
+    check.visit(page, "v02-visa-missing", submit="Envoyer ma demande", fill=person)
+
+    visa.fill("FRA000000000")
+    page.get_by_role("button", name="Envoyer ma demande").click()
+    page.wait_for_load_state()
+    summary = page.locator(".error-summary")
+    assert "visa de long séjour n'a pas été trouvé" in summary.inner_text()
+    assert page.locator("#family_name").input_value() == "Okafor" and visa.input_value() == "FRA000000000"
+    # the three things to check, each a link to its field
+    assert summary.locator("a[href='#visa_number']").count() == 1
+    summary.locator("a[href='#visa_number']").click()
+    assert focused_id(page, "visa_number") == "visa_number"
+    check.visit(page, "v03-visa-not-found", submit="Envoyer ma demande",
+                fill=person + (("#visa_number", "FRA000000000"),))
+
+    # a 10-year card filed as an ordinary renewal, in English: the right form one link away
+    page.goto(url + "/request/renewal?lang=en")
+    kaya = (("#family_name", "Kaya"), ("#given_names", "Ayse"), ("#birth_date", "1990-01-01"),
+            ("#foreigner_number", "0412345678"), ("#email", "ayse.kaya@example.org"),
+            ("#sites", True), ("#times-monday-afternoon", True))
+    for selector, value in kaya:
+        page.locator(selector).check() if value is True else page.locator(selector).fill(value)
+    page.get_by_role("button", name="Send my request").click()
+    page.wait_for_load_state()
+    assert "renewed through another procedure" in page.locator(".error-summary").inner_text()
+    assert page.locator("#family_name").input_value() == "Kaya"
+    check.visit(page, "v04-wrong-procedure-en", submit="Send my request", fill=kaya)
+    page.get_by_role("link", name="Renewal of a 10-year resident card", exact=False).click()
+    page.wait_for_url("**/request/renewal_10y")
+    assert page.locator("html").get_attribute("lang") == "en"
+
+    # Arabic: the visa field on the right, typed left to right; the refusal at the top
+    page.goto(url + "/request/first_application?lang=ar")
+    in_arabic(page)
+    label = page.locator("label[for=visa_number]").bounding_box()
+    field = page.locator("#visa_number").bounding_box()
+    assert abs((label["x"] + label["width"]) - (field["x"] + field["width"])) < 2, (label, field)
+    assert page.evaluate("getComputedStyle(document.getElementById('visa_number')).direction") == "ltr"
+    check.visit(page, "v05-first-application-form-ar")
+    for selector, value in person + (("#visa_number", "FRA000000000"),):
+        page.locator(selector).check() if value is True else page.locator(selector).fill(value)
+    page.locator("main form button[type=submit]").click()
+    page.wait_for_load_state()
+    in_arabic(page)
+    assert page.locator(".error-summary a[href='#visa_number']").count() == 1
+    assert page.evaluate("getComputedStyle(document.querySelector('.fr-alert'), '::before').right") == "0px"
+    check.visit(page, "v06-visa-not-found-ar", submit="إرسال طلبي",
+                fill=person + (("#visa_number", "FRA000000000"),))
 
 
 def e_mail_link(event_type, event, base, path_part):
