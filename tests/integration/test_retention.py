@@ -9,6 +9,7 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import entrypoint_hook, replace_dependencies
 
+from services.booking import evidence
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
 from services.common.errors import NotFound
@@ -18,7 +19,9 @@ from services.fraud.store import FraudStore, group_ids
 from services.notify.service import NotifyService
 from services.register.service import RegisterService
 from services.requests.service import RequestsService
+from services.common import signing
 from services.common.tokens import TokenSigner
+from tests.conftest import ATTESTATION_KEY, TOKEN_SECRET
 from tests.integration.conftest import FixedClock, paris
 from tests.integration.test_admin_gateway import page_session
 from tests.helpers import wait_until
@@ -158,6 +161,52 @@ def test_attempts_are_erased_and_attestation_records_deleted_past_the_retention(
     found = counter.rpc.booking.attempts_of(foreigner_number="1234567890")["attempts"]
     assert [a["reference"] for a in found] == ["ATT-NEW0-0001"]
     assert run_pass(booking_instance) == {"bookings": 0, "attempts": 0, "attestations": 0}
+
+
+def test_an_erased_receipt_lists_nothing_and_gets_no_attestation(counter, booking_instance, mongo):
+    db = mongo("booking")
+    now = counter.booking_clock.at = datetime.now(timezone.utc)
+    signer = TokenSigner(TOKEN_SECRET)
+
+    def attempt(reference, at_ts, file):
+        token = signer.token_for(reference, "salt")
+        return token, {"_id": reference, "file": file, "procedure": "renewal",
+                       "email": f"{reference.lower()}@example.org",
+                       "email_key": f"{reference.lower()}@example.org",
+                       "foreigner_number": None, "lang": "fr",
+                       "at": datetime.fromtimestamp(at_ts, timezone.utc), "at_ts": at_ts,
+                       "token_hash": TokenSigner.hash_token(token), "token_salt": "salt",
+                       "outbox": {"recorded": {"state": "done"}}}
+
+    old_ts = (now - timedelta(days=400)).timestamp()
+    # two people's old attempts: once erased, both have file None
+    mine, first = attempt("ATT-MINE-0001", old_ts, "file-mine")
+    _, other = attempt("ATT-THEM-0001", old_ts + 60, "file-them")
+    db["attempts"].insert_many([first, other])
+    # an attestation signed over them while they were on record (the receipt holder kept it)
+    issued = counter.rpc.booking.attestation("ATT-MINE-0001", mine)
+    assert run_pass(booking_instance)["attempts"] == 2
+    assert db["attempts"].find_one({"_id": "ATT-MINE-0001"})["file"] is None
+
+    # the receipt (its token hash kept) opens nothing: as a wrong token
+    with pytest.raises(NotFound):
+        counter.rpc.booking.attempts("ATT-MINE-0001", mine)
+    with pytest.raises(NotFound):
+        counter.rpc.booking.attestation("ATT-MINE-0001", mine)
+    # an attestation signed over erased attempts (file None, as one issued before this fix
+    # could be) does not verify as valid: its attempts are no longer on record
+    key = signing.load_private_key(ATTESTATION_KEY)
+    erased_view = [evidence.attempt_view(db["attempts"].find_one({"_id": ref}))
+                   for ref in ("ATT-MINE-0001", "ATT-THEM-0001")]
+    forged = dict(issued["attestation"], file=None, attempts=erased_view)
+    answer = counter.rpc.booking.verify_attestation(
+        {"attestation": forged, "signature": signing.sign(key, forged)})
+    assert answer["signature_valid"] is True
+    assert answer["valid"] is False and answer["attempts_on_record"] is False
+    # the one issued before the erasure no longer verifies either
+    answer = counter.rpc.booking.verify_attestation(
+        {"attestation": issued["attestation"], "signature": issued["signature"]})
+    assert answer["valid"] is False
 
 
 @pytest.fixture
