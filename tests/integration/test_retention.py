@@ -285,7 +285,8 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
     messages = mongo("notify")["messages"]
     messages.insert_many([
         message("old-sent:confirmed", "done", 91, sent_ts=1.0),
-        message("old-parked:confirmed", "parked", 200, last_error="550", failed_ts=1.0,
+        message("old-parked:confirmed", "parked", 200, failed_ts=1.0,
+                last_error="550 5.1.1 <yasmine@example.org>: Recipient address rejected",
                 event={"email": "yasmine@example.org"}),
         message("old-capped:confirmed", "capped", 120),
         message("recent-sent:confirmed", "done", 89),
@@ -297,7 +298,8 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
     payload = {"event_id": "e-old", "email": "yasmine@example.org"}
     inbox.insert_many([
         {"_id": "e-old", "event_type": "booking_confirmed", "state": "parked", "attempts": 8,
-         "event": payload, "at_ts": time.time() - 100 * DAY},
+         "event": payload, "at_ts": time.time() - 100 * DAY,
+         "last_error": "SMTPRecipientsRefused({'yasmine@example.org': (550, b'unknown')})"},
         {"_id": "e-old-done", "event_type": "booking_confirmed", "state": "done", "attempts": 2,
          "event": payload, "at_ts": time.time() - 100 * DAY},
         {"_id": "e-recent", "event_type": "booking_confirmed", "state": "parked", "attempts": 8,
@@ -306,6 +308,7 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
          "at_ts": time.time() - 100 * DAY}])  # handled at once: no copy kept
     assert run_pass(container) == {"messages": 3, "events": 2}
     assert inbox.find_one({"_id": "e-old"})["event"] is None
+    assert inbox.find_one({"_id": "e-old"})["last_error"] is None  # it named the address
     assert inbox.find_one({"_id": "e-old-done"})["event"] is None
     assert inbox.find_one({"_id": "e-recent"})["event"] == payload
     assert "event" not in inbox.find_one({"_id": "e-plain"})
@@ -314,6 +317,7 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
         assert doc["to"] is None and doc["text"] is None and doc["html"] is None, key
         assert doc["subject"] is None and doc.get("event") is None and doc["erased_ts"]
         assert doc["kind"] == "confirmed" and doc["reference"] == "RDV-AAAA-BBBB"
+        assert doc["last_error"] is None, key  # an SMTP error names the recipient
     for key in ("recent-sent:confirmed", "old-retrying:confirmed"):
         assert messages.find_one({"_id": key})["to"] == "yasmine@example.org", key
     assert run_pass(container) == {"messages": 0, "events": 0}
@@ -321,6 +325,7 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
         # staff see the erased failed message, and cannot send it again
         failed = {m["id"]: m for m in rpc.notify.failed_messages()}
         assert failed["old-parked:confirmed"]["erased"] and failed["old-parked:confirmed"]["to"] is None
+        assert "yasmine" not in str(failed["old-parked:confirmed"])  # nor in its last error
         with pytest.raises(NotFound):
             rpc.notify.resend("old-parked:confirmed")
         with pytest.raises(NotFound):  # an erased event cannot be replayed
