@@ -268,6 +268,37 @@ def test_closed_requests_past_their_retention_lose_their_identity(requests_insta
     assert requests.find_one({"_id": "REQ-RECENT-EXPIRED"})["email"] is None
 
 
+def test_requests_closed_before_closed_ts_was_recorded_are_erased_too(requests_instance, mongo):
+    """Expired and withdrawn requests closed by an earlier release have no `closed_ts`: an
+    expired one counts from its time to confirm, a withdrawn one from its filing."""
+    container, clock = requests_instance
+    requests = mongo("requests")["requests"]
+    now = time.time()
+    requests.insert_many([
+        stored_request("REQ-LEGACY-EXPIRED", "expired", filed_ts=now - 402 * DAY,
+                       confirm_by_ts=now - 400 * DAY),
+        stored_request("REQ-LEGACY-WITHDRAWN", "withdrawn", filed_ts=now - 400 * DAY),
+        # no time to confirm on record: from its filing
+        stored_request("REQ-LEGACY-EXPIRED-NOCONF", "expired", filed_ts=now - 400 * DAY,
+                       confirm_by_ts=None),
+        stored_request("REQ-RECENT-EXPIRED", "expired", filed_ts=now - 300 * DAY,
+                       confirm_by_ts=now - 299 * DAY),
+        stored_request("REQ-RECENT-WITHDRAWN", "withdrawn", filed_ts=now - 300 * DAY),
+    ])
+    requests.update_one({"_id": "REQ-LEGACY-EXPIRED-NOCONF"}, {"$unset": {"confirm_by_ts": ""}})
+    assert run_pass(container) == {"requests": 3, "events": 0}
+    for reference in ("REQ-LEGACY-EXPIRED", "REQ-LEGACY-WITHDRAWN", "REQ-LEGACY-EXPIRED-NOCONF"):
+        doc = requests.find_one({"_id": reference})
+        assert doc["email"] is None and doc["identity"]["family_name"] is None, reference
+        assert doc["erased_ts"] and "claim_keys" not in doc, reference
+    for reference in ("REQ-RECENT-EXPIRED", "REQ-RECENT-WITHDRAWN"):
+        doc = requests.find_one({"_id": reference})
+        assert doc["email"] == "yasmine@example.org" and "erased_ts" not in doc, reference
+    # their turn comes with the days, through the watermark's window
+    clock.at = datetime.now(timezone.utc) + timedelta(days=70)
+    assert run_pass(container) == {"requests": 2, "events": 0}
+
+
 def message(key, state, days_ago, **extra):
     created = datetime.now(timezone.utc) - timedelta(days=days_ago)
     doc = {"_id": key, "event_type": "booking_confirmed", "reference": "RDV-AAAA-BBBB",
