@@ -118,8 +118,9 @@ class BookingService(bookings.Bookings, counter.Counter, attempts.Attempts,
     @config_timer("RETENTION_TIMER_SECONDS")
     def erase_expired(self):
         """Erase who the bookings were for BOOKING_RETENTION_DAYS after their appointment day,
-        and who recorded attempts that long after (their attestations' records deleted):
-        services/common/retention.py. One instance per pass (a lease), bounded batches."""
+        and who recorded attempts that long after (their attestations' records deleted), and
+        delete the counters of unconfirmed bookings (keyed by a network address, a mail
+        domain) idle that long: services/common/retention.py. One instance per pass (a lease), bounded batches."""
         return retention.run_pass(self.store.leases, "retention", self.instance, self.config,
                                   self._erase)
 
@@ -131,7 +132,10 @@ class BookingService(bookings.Bookings, counter.Counter, attempts.Attempts,
         before_ts = retention.cutoff_ts(now.timestamp(), days)
         return {"bookings": self.store.erase_bookings(before, now_ts, limit),
                 "attempts": self.store.erase_attempts(before_ts, now_ts, limit),
-                "attestations": self.store.delete_attestations(before_ts, limit)}
+                "attestations": self.store.delete_attestations(before_ts, limit),
+                # counters of unconfirmed bookings keyed by a network address or a mail
+                # domain, counting nothing for the period
+                "claims": self.store.claims.delete_idle(before_ts, limit)}
 
     def outbox_routes(self):
         """What the relay (services/common/relay.py) sends when a dispatch did not happen; a

@@ -160,7 +160,35 @@ def test_attempts_are_erased_and_attestation_records_deleted_past_the_retention(
     # staff looking the applicant up find only what is kept; the figures still count both
     found = counter.rpc.booking.attempts_of(foreigner_number="1234567890")["attempts"]
     assert [a["reference"] for a in found] == ["ATT-NEW0-0001"]
-    assert run_pass(booking_instance) == {"bookings": 0, "attempts": 0, "attestations": 0}
+    assert run_pass(booking_instance) == {"bookings": 0, "attempts": 0, "attestations": 0,
+                                          "claims": 0}
+
+
+def test_claim_documents_keyed_by_an_address_are_deleted_once_idle_for_the_period(
+        counter, booking_instance, mongo):
+    """The counters of unconfirmed bookings are keyed by a client's network address or a mail
+    domain: once they count nothing for the period, their document goes; a live one stays."""
+    claims = mongo("booking")["unconfirmed_claims"]
+    now = counter.booking_clock.at = datetime.now(timezone.utc)
+    old, recent = time.time() - 400 * DAY, time.time() - 10 * DAY
+    claims.insert_many([
+        {"_id": "client:203.0.113.9", "n": 0, "refs": {}, "changed_ts": old},
+        {"_id": "domain:example.org", "n": 0, "refs": {}},  # from before changes were timed
+        {"_id": "client:198.51.100.7", "n": 1, "refs": {"RDV-LIVE-0001": now.timestamp() + 3600},
+         "changed_ts": old},  # counts a booking: never deleted
+        {"_id": "client:192.0.2.1", "n": 0, "refs": {}, "changed_ts": recent}])
+    assert run_pass(booking_instance)["claims"] == 2
+    assert sorted(doc["_id"] for doc in claims.find({})) == ["client:192.0.2.1",
+                                                             "client:198.51.100.7"]
+    # taking and ending a claim stamp the change: it is idle from then on
+    store = BookingStore(mongo("booking"))
+    assert store.claims.take("client:192.0.2.1", 3, "RDV-NEW0-0001", time.time() + 60, time.time())
+    taken = claims.find_one({"_id": "client:192.0.2.1"})
+    assert taken["n"] == 1 and taken["changed_ts"] > recent
+    store.claims.end("client:192.0.2.1", "RDV-NEW0-0001")
+    ended = claims.find_one({"_id": "client:192.0.2.1"})
+    assert ended["n"] == 0 and ended["changed_ts"] >= taken["changed_ts"]
+    assert run_pass(booking_instance)["claims"] == 0
 
 
 def test_an_erased_receipt_lists_nothing_and_gets_no_attestation(counter, booking_instance, mongo):
