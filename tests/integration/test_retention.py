@@ -540,3 +540,40 @@ def test_renewal_invitations_past_their_retention_lose_who_they_were_for(
     with ClusterRpcProxy(config, timeout=20) as rpc:  # its link opens nothing, the same 404
         with pytest.raises(NotFound):
             rpc.register.invitation(OLD_INV, signer_tokens[OLD_INV])
+
+
+def test_a_decided_review_keeps_its_evidence_while_its_case_is_open(mongo):
+    """Staff deciding a case read the evidence of its reviews, decided ones too: a decided
+    review is erased only when it has no case, or its case is decided or gone."""
+    db = mongo("fraud")
+    store = FraudStore(db)
+    now = time.time()
+    old_ts = now - 400 * DAY
+    evidence = {"email": "shared@example.org", "client_ip": "203.0.113.9"}
+
+    def review(reference, **extra):
+        return dict({"_id": reference, "state": "cleared", "rule": "slot_grabbing",
+                     "evidence": evidence, "at_ts": old_ts}, **extra)
+
+    db["reviews"].insert_many([
+        review("RDV-OPEN-0001", case_id="address:203.0.113.9:1"),  # its case still open
+        review("RDV-OPEN-0002", case_id="address:203.0.113.9:1", state="open"),
+        review("RDV-NONE-0001"),  # no case
+        review("RDV-GONE-0001", case_id="address:203.0.113.9:0")])  # its case deleted
+    db["cases"].insert_one({"_id": "address:203.0.113.9:1", "kind": "address",
+                            "client_ip": "203.0.113.9", "state": "open", "evidence": evidence,
+                            "at_ts": old_ts})
+    before = now - 365 * DAY
+    assert store.erase_reviews(before, now, 100) == 2
+    kept = db["reviews"].find_one({"_id": "RDV-OPEN-0001"})
+    assert kept["evidence"] == evidence and kept["case_id"] == "address:203.0.113.9:1"
+    assert "erased_ts" not in kept
+    for reference in ("RDV-NONE-0001", "RDV-GONE-0001"):
+        gone = db["reviews"].find_one({"_id": reference})
+        assert gone["evidence"] == {} and "case_id" not in gone and gone["erased_ts"], reference
+    # staff decide the case: its reviews (and the case, that old) go at the next pass
+    db["reviews"].update_one({"_id": "RDV-OPEN-0002"}, {"$set": {"state": "cleared"}})
+    db["cases"].update_one({"_id": "address:203.0.113.9:1"}, {"$set": {"state": "decided"}})
+    assert store.erase_reviews(before, now, 100) == 3  # two reviews, one case
+    assert db["reviews"].find_one({"_id": "RDV-OPEN-0001"})["evidence"] == {}
+    assert db["cases"].find_one({"_id": "address:203.0.113.9:1"}) is None
