@@ -26,7 +26,7 @@ from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.reference_data import PROCEDURES
 from services.common import retention
 from services.common.schemas import FiguresSchema, validated
-from services.common.settings import setting
+from services.common.settings import retention_days, setting
 from services.common.tokens import Tokens
 from services.common.timers import config_timer
 from services.common.timeutil import utcnow
@@ -88,6 +88,8 @@ class BookingService(bookings.Bookings, counter.Counter, attempts.Attempts,
     convocation_key = ConvocationKey()
     clock = Clock()
     config = Config()
+    # refuses to start with a period below the floor (erasure cannot be undone)
+    retention_periods = retention.RetentionPeriods("BOOKING_RETENTION_DAYS")
     instance = InstanceId()
     deadline = RequestDeadline()
     attestation_key = AttestationKey()
@@ -125,7 +127,7 @@ class BookingService(bookings.Bookings, counter.Counter, attempts.Attempts,
                                   self._erase)
 
     def _erase(self, now_ts, limit):
-        days = setting(self.config, "BOOKING_RETENTION_DAYS")
+        days = retention_days(self.config, "BOOKING_RETENTION_DAYS")
         now = self.clock.now()
         # the appointment's day ended, and `days` more
         before = retention.days_after_day(now, days)

@@ -19,7 +19,9 @@ import logging
 import time
 from datetime import datetime, time as day_start, timedelta
 
-from services.common.settings import setting
+from nameko.extensions import DependencyProvider
+
+from services.common.settings import retention_days, setting
 from services.common.timeutil import PARIS, as_utc
 
 log = logging.getLogger(__name__)
@@ -155,3 +157,17 @@ def run_pass(leases, job, owner, config, erase):
         # counts only: never who
         log.info("retention: erased %s", ", ".join(f"{n} {what}" for what, n in done.items() if n))
     return done
+
+
+class RetentionPeriods(DependencyProvider):
+    """The retention periods a service erases by (settings.RETENTION_KEYS), checked at start:
+    the service refuses to start with one below settings.RETENTION_FLOOR_DAYS."""
+
+    def __init__(self, *keys):
+        self.keys = keys
+
+    def setup(self):
+        self.days = {key: retention_days(self.container.config, key) for key in self.keys}
+
+    def get_dependency(self, worker_ctx):
+        return self.days

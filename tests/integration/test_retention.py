@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from nameko.exceptions import ConfigurationError
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import entrypoint_hook, replace_dependencies
 
@@ -577,3 +578,15 @@ def test_a_decided_review_keeps_its_evidence_while_its_case_is_open(mongo):
     assert store.erase_reviews(before, now, 100) == 3  # two reviews, one case
     assert db["reviews"].find_one({"_id": "RDV-OPEN-0001"})["evidence"] == {}
     assert db["cases"].find_one({"_id": "address:203.0.113.9:1"}) is None
+
+
+@pytest.mark.parametrize("service, key", [
+    (BookingService, "BOOKING_RETENTION_DAYS"), (FraudService, "BOOKING_RETENTION_DAYS"),
+    (RequestsService, "REQUEST_RETENTION_DAYS"), (RegisterService, "REQUEST_RETENTION_DAYS"),
+    (NotifyService, "NOTIFY_RETENTION_DAYS")])
+def test_a_service_refuses_to_start_with_a_retention_period_below_the_floor(
+        container_factory, config, service, key):
+    """Erasure cannot be undone: a 0 (or -1, typed for "never") would erase current records."""
+    container = container_factory(service, dict(config, **{key: 0}))
+    with pytest.raises(ConfigurationError, match=key):
+        container.start()
