@@ -70,6 +70,7 @@ class RequestStore:
         self.offers.create_index([("state", 1), ("deadline_ts", 1)])
         self.requests.create_index([("state", 1), ("closed_ts", 1)])  # their erasure
         self.offers.create_index([("request_id", 1)])
+        self.claims.create_index([("request_id", 1)])  # those left by closed requests, erased
         self.offers.create_index([("draw_id", 1)])  # staff lookups of a deleted draw
         self._ensure_draws_ttl()  # also the index recent_draws() sorts by
         self.inbox.ensure_indexes()
@@ -156,8 +157,16 @@ class RequestStore:
         parts.append((dict(legacy, state=EXPIRED), "confirm_by_ts"))
         parts.append((dict(legacy, state=EXPIRED, confirm_by_ts={"$exists": False}), "filed_ts"))
         parts.extend((dict(legacy, state=state), "filed_ts") for state in (BOOKED, WITHDRAWN))
+        # the one-per-person claims go first: a crash between a request's closing and the
+        # freeing of its keys leaves claims (their ids are e-mail keys, foreigner numbers)
+        # that the erasure's unset of claim_keys would no longer find
         return erase_windowed(self.requests, self.retention_marks, "requests", parts, before_ts,
-                              erasure(REQUEST_ERASED, now_ts, REQUEST_UNSET), limit)
+                              erasure(REQUEST_ERASED, now_ts, REQUEST_UNSET), limit,
+                              before=self._free_claims_of)
+
+    def _free_claims_of(self, request_ids):
+        """Delete the claims closed requests still hold (their keys never freed)."""
+        self.claims.delete_many({"request_id": {"$in": list(request_ids)}})
 
     def waiting(self, procedure):
         """Every waiting request of the procedure, with what the draw, the allocation and the

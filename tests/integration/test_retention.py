@@ -328,6 +328,27 @@ def test_requests_closed_before_closed_ts_was_recorded_are_erased_too(requests_i
     assert run_pass(container) == {"requests": 2, "events": 0}
 
 
+def test_the_claims_an_erased_request_still_held_are_deleted(requests_instance, mongo):
+    """A crash between a request's closing and the freeing of its keys leaves its claims
+    (their ids are an e-mail key, a foreigner number): its erasure deletes them, and only
+    them."""
+    container, clock = requests_instance
+    db = mongo("requests")
+    now = time.time()
+    db["requests"].insert_many([
+        stored_request("REQ-OLD-CRASHED", "withdrawn", closed_ts=now - 400 * DAY),
+        stored_request("REQ-NOW-WAITING", "waiting", filed_ts=now - 10 * DAY,
+                       email="amina@example.org",
+                       claim_keys=["email:renewal:amina@example.org"])])
+    db["claims"].insert_many([
+        {"_id": "email:renewal:yasmine@example.org", "request_id": "REQ-OLD-CRASHED"},
+        {"_id": "number:renewal:1234567890", "request_id": "REQ-OLD-CRASHED"},
+        {"_id": "email:renewal:amina@example.org", "request_id": "REQ-NOW-WAITING"}])
+    assert run_pass(container) == {"requests": 1, "events": 0}
+    assert "claim_keys" not in db["requests"].find_one({"_id": "REQ-OLD-CRASHED"})
+    assert [doc["_id"] for doc in db["claims"].find({})] == ["email:renewal:amina@example.org"]
+
+
 def message(key, state, days_ago, **extra):
     created = datetime.now(timezone.utc) - timedelta(days=days_ago)
     doc = {"_id": key, "event_type": "booking_confirmed", "reference": "RDV-AAAA-BBBB",
