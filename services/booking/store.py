@@ -173,7 +173,10 @@ class BookingStore:
         self.bookings.update_one({"_id": reference}, {"$set": flags})
 
     def confirmed_on_email(self, email_key, other_than=None):
-        """A confirmed (active) booking on this e-mail, other than `other_than`, or None."""
+        """A confirmed (active) booking on this e-mail, other than `other_than`, or None (no
+        e-mail key: None, not every booking without one)."""
+        if not email_key:
+            return None
         query = {"email_key": email_key, "status": ACTIVE}
         if other_than:
             query["_id"] = {"$ne": other_than}
