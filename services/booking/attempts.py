@@ -13,6 +13,7 @@ from services.common.errors import (EXPECTED, InvalidRequest, NotFound, PlacesAv
                                     ServiceUnavailable, TooManyAttempts, UseRequest)
 from services.common.one_email import normalise_email
 from services.common.outbox import Outbox
+from services.common.retention import erased
 from services.common.rpc import rpc
 from services.common.schemas import (ApplicantLookupSchema, AttemptAccessSchema,
                                      AttemptRequestSchema, AttestationSchema,
@@ -112,7 +113,10 @@ class Attempts:
     def attestation(self, reference, token):
         """The signed attestation of every attempt in the receipt holder's file."""
         attempt = self._owned_attempt(reference, token)
-        fields = evidence.attestation_fields(self.store.attempts_in(attempt["file"]), utcnow())
+        found = self.store.attempts_in(attempt["file"])
+        if not found:  # erased meanwhile
+            raise NotFound(NO_ATTEMPT)
+        fields = evidence.attestation_fields(found, utcnow())
         issued = self.store.last_attestation(attempt["file"])
         if not evidence.same_attempts(issued, fields):
             signature = signing.sign(self.attestation_key, fields)
@@ -173,7 +177,10 @@ class Attempts:
         access = load_or_raise(ATTEMPT_ACCESS, {"reference": reference, "token": token},
                                InvalidRequest)
         attempt = self.store.get_attempt(access["reference"])
-        if attempt is None or not self.tokens.matches(access["token"], attempt["token_hash"]):
+        # an erased attempt (past its retention) is nobody's any more: its token hash stays
+        # for the audit, but its file is gone, so it lists and attests nothing (as a wrong token)
+        if attempt is None or erased(attempt) or not attempt.get("file") \
+                or not self.tokens.matches(access["token"], attempt["token_hash"]):
             raise NotFound(NO_ATTEMPT)
         return attempt
 

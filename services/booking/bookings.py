@@ -365,6 +365,10 @@ class Bookings:
             return True
 
     def _refuse_second_booking(self, email_key, other_than=None):
+        if not email_key:
+            # no e-mail (a desk or phone booking, an erased one): nothing to compare; a query
+            # on None would find every other booking without one
+            return
         try:
             held = self.store.confirmed_on_email(email_key, other_than)
         except PyMongoError:

@@ -107,14 +107,17 @@ def attestation_fields(attempts, now):
 
 
 def attempts_match(claimed, stored_by_reference, file):
-    """True when every attempt the attestation lists is on record, as listed, in that file."""
+    """True when every attempt the attestation lists is on record, as listed, in that file
+    (a file, not None, and none of them erased)."""
     if not isinstance(claimed, list) or not claimed:
         return False
     for item in claimed:
         if not isinstance(item, dict) or not isinstance(item.get("reference"), str):
             return False
         stored = stored_by_reference.get(item["reference"])
-        if stored is None or stored["file"] != file or attempt_view(stored) != item:
+        # an erased attempt (file None, erased_ts) is no longer on record for anyone
+        if stored is None or stored.get("erased_ts") or not file or stored.get("file") != file \
+                or attempt_view(stored) != item:
             return False
     return True
 

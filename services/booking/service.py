@@ -26,7 +26,7 @@ from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.reference_data import PROCEDURES
 from services.common import retention
 from services.common.schemas import FiguresSchema, validated
-from services.common.settings import setting
+from services.common.settings import retention_days, setting
 from services.common.tokens import Tokens
 from services.common.timers import config_timer
 from services.common.timeutil import utcnow
@@ -88,6 +88,8 @@ class BookingService(bookings.Bookings, counter.Counter, attempts.Attempts,
     convocation_key = ConvocationKey()
     clock = Clock()
     config = Config()
+    # refuses to start with a period below the floor (erasure cannot be undone)
+    retention_periods = retention.RetentionPeriods("BOOKING_RETENTION_DAYS")
     instance = InstanceId()
     deadline = RequestDeadline()
     attestation_key = AttestationKey()
@@ -118,20 +120,24 @@ class BookingService(bookings.Bookings, counter.Counter, attempts.Attempts,
     @config_timer("RETENTION_TIMER_SECONDS")
     def erase_expired(self):
         """Erase who the bookings were for BOOKING_RETENTION_DAYS after their appointment day,
-        and who recorded attempts that long after (their attestations' records deleted):
-        services/common/retention.py. One instance per pass (a lease), bounded batches."""
+        and who recorded attempts that long after (their attestations' records deleted), and
+        delete the counters of unconfirmed bookings (keyed by a network address, a mail
+        domain) idle that long: services/common/retention.py. One instance per pass (a lease), bounded batches."""
         return retention.run_pass(self.store.leases, "retention", self.instance, self.config,
                                   self._erase)
 
     def _erase(self, now_ts, limit):
-        days = setting(self.config, "BOOKING_RETENTION_DAYS")
+        days = retention_days(self.config, "BOOKING_RETENTION_DAYS")
         now = self.clock.now()
         # the appointment's day ended, and `days` more
         before = retention.days_after_day(now, days)
         before_ts = retention.cutoff_ts(now.timestamp(), days)
         return {"bookings": self.store.erase_bookings(before, now_ts, limit),
                 "attempts": self.store.erase_attempts(before_ts, now_ts, limit),
-                "attestations": self.store.delete_attestations(before_ts, limit)}
+                "attestations": self.store.delete_attestations(before_ts, limit),
+                # counters of unconfirmed bookings keyed by a network address or a mail
+                # domain, counting nothing for the period
+                "claims": self.store.claims.delete_idle(before_ts, limit)}
 
     def outbox_routes(self):
         """What the relay (services/common/relay.py) sends when a dispatch did not happen; a

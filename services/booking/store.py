@@ -173,7 +173,10 @@ class BookingStore:
         self.bookings.update_one({"_id": reference}, {"$set": flags})
 
     def confirmed_on_email(self, email_key, other_than=None):
-        """A confirmed (active) booking on this e-mail, other than `other_than`, or None."""
+        """A confirmed (active) booking on this e-mail, other than `other_than`, or None (no
+        e-mail key: None, not every booking without one)."""
+        if not email_key:
+            return None
         query = {"email_key": email_key, "status": ACTIVE}
         if other_than:
             query["_id"] = {"$ne": other_than}
@@ -294,6 +297,10 @@ class BookingStore:
         return self.attempts.find_one({"_id": reference})
 
     def attempts_in(self, file, limit=500):
+        """The attempts of a file, oldest first; none for no file (erased attempts have None:
+        a query on it would find every erased attempt of everyone)."""
+        if not file:
+            return []
         return list(self.attempts.find({"file": file}).sort([("at_ts", 1)]).limit(limit))
 
     def attempts_of(self, foreigner_number=None, email_key=None, email=None, limit=500):
@@ -315,6 +322,8 @@ class BookingStore:
             pass
 
     def last_attestation(self, file):
+        if not file:
+            return None
         found = list(self.attestations.find({"file": file}).sort([("issued_ts", -1)]).limit(1))
         return found[0] if found else None
 

@@ -160,11 +160,12 @@ class Inbox:
 
     def erase_before(self, before_ts, now_ts, limit):
         """The copies of events kept after a failure (parked, or handled after retries) lose
-        their payload (who it was about) once their last try is before `before_ts`: the
+        their payload (who it was about) and their last error (a handler's error may name
+        them: an address, a mailbox) once their last try is before `before_ts`: the
         service's retention (services/common/retention.py). How many."""
         return erase_batch(self.events, {"state": {"$in": [DONE, PARKED]},
                                          "at_ts": {"$lt": before_ts}, "event": {"$exists": True}},
-                           erasure({"event": None}, now_ts), limit)
+                           erasure({"event": None, "last_error": None}, now_ts), limit)
 
     # -- staff -------------------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ import logging
 import time
 from datetime import datetime, time as day_start, timedelta
 
-from services.common.settings import setting
+from nameko.extensions import DependencyProvider
+
+from services.common.settings import retention_days, setting
 from services.common.timeutil import PARIS, as_utc
 
 log = logging.getLogger(__name__)
@@ -67,11 +69,14 @@ def announced(doc):
                for entry in (doc.get("outbox") or {}).values())
 
 
-def _erase(collection, query, update, limit, guard=None):
+def _erase(collection, query, update, limit, guard=None, before=None):
     """(erased, exhausted): erase up to `limit` records matching `query` (not yet erased, their
     events announced); exhausted when every such record was seen (fewer than `limit` found)
     and none had to wait for its events. `guard`: a field every write that records an event
-    changes (a booking's status): the erasure writes only records where it is as read."""
+    changes (a booking's status): the erasure writes only records where it is as read.
+    `before(ids)`: run on the ids about to be erased, before they are (what refers to them
+    elsewhere, found by what the erasure removes: a crash in between leaves the record for
+    the next pass, never the reference without its record)."""
     if limit <= 0:  # a find's limit(0) is no limit at all
         return 0, False
     query = dict(query, **{ERASED: {"$exists": False}})
@@ -88,6 +93,8 @@ def _erase(collection, query, update, limit, guard=None):
         groups.setdefault(doc.get(guard) if guard else None, []).append(doc["_id"])
     done = 0
     for value, ids in groups.items():
+        if before is not None:
+            before(ids)
         condition = dict(query, _id={"$in": ids}, **({guard: value} if guard else {}))
         done += collection.update_many(condition, update).modified_count
     # one left as it was (changed meanwhile) keeps the window open: the watermark waits
@@ -119,12 +126,13 @@ class Watermark:
 
 
 def erase_windowed(collection, marks, name, parts, before_ts, update, limit, as_value=float,
-                   blocked=None, guard=None):
+                   blocked=None, guard=None, before=None):
     """Erase, for each (query, time field) of `parts`, the records whose time is before
     `before_ts` and after the watermark `name` (less a day: clocks of instances differ), at
     most `limit` in all; the watermark moves to `before_ts` when all of them were erased and
     `blocked(window)` (a record of the window not erasable yet, in a state that will become
-    erasable) is None. `as_value`: epoch seconds -> the field's type; `guard`: see _erase.
+    erasable) is None. `as_value`: epoch seconds -> the field's type; `guard`, `before`: see
+    _erase.
     How many were erased."""
     through = marks.through(name)
     window = {"$lt": as_value(before_ts)}
@@ -133,7 +141,7 @@ def erase_windowed(collection, marks, name, parts, before_ts, update, limit, as_
     done, complete = 0, True
     for query, field in parts:
         erased_now, exhausted = _erase(collection, dict(query, **{field: window}), update,
-                                       limit - done, guard)
+                                       limit - done, guard, before)
         done += erased_now
         complete = complete and exhausted
     if complete and (blocked is None or blocked(window) is None):
@@ -155,3 +163,17 @@ def run_pass(leases, job, owner, config, erase):
         # counts only: never who
         log.info("retention: erased %s", ", ".join(f"{n} {what}" for what, n in done.items() if n))
     return done
+
+
+class RetentionPeriods(DependencyProvider):
+    """The retention periods a service erases by (settings.RETENTION_KEYS), checked at start:
+    the service refuses to start with one below settings.RETENTION_FLOOR_DAYS."""
+
+    def __init__(self, *keys):
+        self.keys = keys
+
+    def setup(self):
+        self.days = {key: retention_days(self.container.config, key) for key in self.keys}
+
+    def get_dependency(self, worker_ctx):
+        return self.days

@@ -9,6 +9,8 @@ import deploy). deploy/config.yaml still declares `KEY: ${KEY:default}` for `nam
 this table, key for key, so the two cannot disagree.
 """
 
+from nameko.exceptions import ConfigurationError
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -166,3 +168,24 @@ def setting(config, key):
     if isinstance(default, bool):
         return as_bool(value)
     return (str if default is None else type(default))(value)
+
+
+# the retention periods of personal data (services/common/retention.py): erasure cannot be
+# undone, so a period below this (a 0 or a -1 typed for "never", a unit mistaken) would erase
+# current bookings, requests and messages for good. A service refuses to start with one
+RETENTION_FLOOR_DAYS = 30
+RETENTION_KEYS = ("BOOKING_RETENTION_DAYS", "REQUEST_RETENTION_DAYS", "NOTIFY_RETENTION_DAYS")
+
+
+def retention_days(config, key):
+    """A retention period (RETENTION_KEYS), in days; ConfigurationError when it is not a
+    number of at least RETENTION_FLOOR_DAYS."""
+    try:
+        days = setting(config, key)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key} must be a number of days, got {config.get(key)!r}")
+    if not days >= RETENTION_FLOOR_DAYS:  # NaN too
+        raise ConfigurationError(
+            f"{key} must be at least {RETENTION_FLOOR_DAYS} days (erasure cannot be undone), "
+            f"got {config.get(key)!r}")
+    return days

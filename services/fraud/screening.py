@@ -104,8 +104,16 @@ class Screening:
                                event["email"], event.get("procedure"))
         if problem and self.not_exempt([entry]):
             field, reason = problem
-            self.act(entry["_id"], NAME_NOT_EXACT, rules.CANCEL, {"field": field, "reason": reason},
-                     indexed=False)
+            try:
+                self.act(entry["_id"], NAME_NOT_EXACT, rules.CANCEL,
+                         {"field": field, "reason": reason}, indexed=False)
+            except Exception:
+                # booking down or slow: the booking is live, so it is indexed as it stands
+                # (active, visible to the other rules) before the error goes up; the
+                # redelivery cancels it and writes it cancelled. Else, once the event is
+                # parked, a live booking would never be indexed at all
+                self.store.add_booking(entry, settings["group_caps"])
+                raise
             entry.update(status=CANCELLED, status_ts=time.time())  # as set_status writes it
         if not self.store.add_booking(entry, settings["group_caps"]) and entry["status"] == CANCELLED:
             # indexed before (a copy handled again, or an entry written by an earlier version

@@ -25,7 +25,7 @@ from services.common.mongo import MongoStore
 from services.common import relay
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import ListingSchema, SafeString, validated
-from services.common.settings import setting
+from services.common.settings import retention_days, setting
 from services.common.timeutil import parse_iso
 from services.common.views import staff_view
 from services.common.queues import event_handler
@@ -132,6 +132,8 @@ class FraudService(relay.OutboxRelay, event_inbox.TakesEvents):
     inbox_settings = InboxSettings("FRAUD_MAX_ATTEMPTS")
     log_context = CallIdLogging()
     config = Config()
+    # refuses to start with a period below the floor (erasure cannot be undone)
+    retention_periods = retention.RetentionPeriods("BOOKING_RETENTION_DAYS")
 
     @config_timer("RETENTION_TIMER_SECONDS")
     def erase_expired(self):
@@ -143,7 +145,8 @@ class FraudService(relay.OutboxRelay, event_inbox.TakesEvents):
                                   self._erase)
 
     def _erase(self, now_ts, limit):
-        before_ts = retention.cutoff_ts(time.time(), setting(self.config, "BOOKING_RETENTION_DAYS"))
+        before_ts = retention.cutoff_ts(time.time(),
+                                        retention_days(self.config, "BOOKING_RETENTION_DAYS"))
         return {"index": self.store.erase_index(before_ts, limit),
                 "decisions": self.store.erase_decisions(before_ts, now_ts, limit),
                 "reviews": self.store.erase_reviews(before_ts, now_ts, limit),

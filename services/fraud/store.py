@@ -273,10 +273,17 @@ class FraudStore:
 
     def erase_reviews(self, before_ts, now_ts, limit):
         """Decided reviews opened before `before_ts` lose their evidence and their case (its
-        id names an address); decided cases that old are deleted. Open ones wait for staff."""
-        done = erase_batch(self.reviews, {"state": {"$in": list(DECIDED_REVIEWS)},
-                                          "at_ts": {"$lt": before_ts}},
-                           erasure({"evidence": {}}, now_ts, unset=("case_id",)), limit)
+        id names an address); decided cases that old are deleted. Open ones wait for staff,
+        and so does a decided review whose case is still open: staff deciding the case read
+        its evidence (erased once the case is decided, or gone)."""
+        old_decided = {"state": {"$in": list(DECIDED_REVIEWS)}, "at_ts": {"$lt": before_ts}}
+        update = erasure({"evidence": {}}, now_ts, unset=("case_id",))
+        done = erase_batch(self.reviews, dict(old_decided, case_id={"$exists": False}),
+                           update, limit)
+        open_cases = [doc["_id"] for doc in self.cases.find({"state": "open"}, {"_id": 1})]
+        done += erase_batch(self.reviews,
+                            dict(old_decided, case_id={"$exists": True, "$nin": open_cases}),
+                            update, limit - done)
         ids = [doc["_id"] for doc in self.cases.find(
             {"state": "decided", "at_ts": {"$lt": before_ts}}, {"_id": 1}).limit(limit)]
         if ids:

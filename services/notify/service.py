@@ -30,7 +30,7 @@ from services.common import one_email
 from services.common.one_email import normalise_email
 from services.common.rpc import rpc
 from services.common.schemas import ListingSchema, validated
-from services.common.settings import setting
+from services.common.settings import retention_days, setting
 from services.common.timeutil import utcnow
 from services.common.views import staff_view
 from services.common.queues import event_handler
@@ -101,6 +101,8 @@ class NotifyService(event_inbox.TakesEvents):
     schedule = Schedule()
     log_context = CallIdLogging()
     config = Config()
+    # refuses to start with a period below the floor (erasure cannot be undone)
+    retention_periods = retention.RetentionPeriods("NOTIFY_RETENTION_DAYS")
     instance = InstanceId()
 
     # requeue: an event is only acked once its message is safely in the outbox
@@ -179,7 +181,7 @@ class NotifyService(event_inbox.TakesEvents):
                                   self._erase)
 
     def _erase(self, now_ts, limit):
-        days = setting(self.config, "NOTIFY_RETENTION_DAYS")
+        days = retention_days(self.config, "NOTIFY_RETENTION_DAYS")
         before_ts = (utcnow() - timedelta(days=days)).timestamp()
         return {"messages": self.store.erase_before(before_ts, now_ts, limit),
                 "events": self.store.inbox.erase_before(before_ts, now_ts, limit)}

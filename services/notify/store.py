@@ -18,11 +18,12 @@ from services.notify.rules import CAPPED, DONE, IN_PROGRESS, PARKED, PENDING, RE
 
 
 # what the erasure of a message NOTIFY_RETENTION_DAYS after it was made blanks
-# (services/common/retention.py): its recipient, subject, body, calendar and, for a message
-# that could not be composed, the event it kept; its kind, state, reference, event type,
-# attempts and dates stay for the figures and the audit
+# (services/common/retention.py): its recipient, subject, body, calendar, its last error (an
+# SMTP server's answer names the recipient's address) and, for a message that could not be
+# composed, the event it kept; its kind, state, reference, event type, attempts and dates
+# stay for the figures and the audit
 MESSAGE_ERASED = {"to": None, "subject": None, "text": None, "html": None, "ics": None,
-                  "event": None}
+                  "event": None, "last_error": None}
 # only messages finished with: sent, parked for good, capped (a waiting one may still be sent)
 ERASABLE_STATES = (DONE, PARKED, CAPPED)
 

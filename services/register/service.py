@@ -38,7 +38,7 @@ from services.common.mongo import MongoStore
 from services.common.outbox import Outbox, announce
 from services.common.rpc import rpc
 from services.common.schemas import ListingSchema, load_or_raise, validated
-from services.common.settings import setting
+from services.common.settings import retention_days, setting
 from services.common.timers import config_timer
 from services.common.timeutil import PARIS
 from services.common.tokens import Tokens, TokenSigner, new_salt
@@ -69,6 +69,8 @@ class RegisterService(relay.OutboxRelay):
     tokens = Tokens("REGISTER_TOKEN_SECRET")
     clock = Clock()
     config = Config()
+    # refuses to start with a period below the floor (erasure cannot be undone)
+    retention_periods = retention.RetentionPeriods("REQUEST_RETENTION_DAYS")
     instance = InstanceId()
     log_context = CallIdLogging()
 
@@ -231,7 +233,7 @@ class RegisterService(relay.OutboxRelay):
 
     def _erase(self, now_ts, limit):
         before_ts = retention.cutoff_ts(self.clock.now().timestamp(),
-                                        self._setting("REQUEST_RETENTION_DAYS"))
+                                        retention_days(self.config, "REQUEST_RETENTION_DAYS"))
         return {"invitations": self.store.erase_invitations(before_ts, now_ts, limit)}
 
     def invite_pass(self):

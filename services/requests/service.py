@@ -43,7 +43,7 @@ from services.common import retention
 from services.common.rpc import BoundedRpcProxy, RequestDeadline, rpc
 from services.common.schemas import ClientSchema, ListingSchema, load_or_raise, validated
 from services.common.schemas import idempotency_key as idempotency_key_or_none
-from services.common.settings import setting
+from services.common.settings import retention_days, setting
 from services.common.timers import config_timer
 from services.common.timeutil import parse_iso
 from services.common.tokens import Tokens, TokenSigner, new_salt
@@ -173,6 +173,8 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
     tokens = Tokens("REQUEST_TOKEN_SECRET")
     clock = Clock()
     config = Config()
+    # refuses to start with a period below the floor (erasure cannot be undone)
+    retention_periods = retention.RetentionPeriods("REQUEST_RETENTION_DAYS")
     instance = InstanceId()
     deadline = RequestDeadline()  # when the caller of the current RPC stops waiting
 
@@ -646,7 +648,7 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
 
     def _erase(self, now_ts, limit):
         before_ts = retention.cutoff_ts(self.clock.now().timestamp(),
-                                        self._setting("REQUEST_RETENTION_DAYS"))
+                                        retention_days(self.config, "REQUEST_RETENTION_DAYS"))
         return {"requests": self.store.erase_closed(before_ts, now_ts, limit),
                 "events": self.store.inbox.erase_before(before_ts, now_ts, limit)}
 

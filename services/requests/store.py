@@ -25,9 +25,9 @@ from services.common.mongo import MongoStore
 from services.common.outbox import Outbox
 from services.common.retention import Watermark, erase_windowed, erasure
 from services.common.settings import DEFAULTS, setting
-from services.requests.rules import (ACCEPTING, BOOKED, CLOSED_STATES, DECLINED, HOLDING,
-                                     LAPSED, MADE, OFFERED, OPEN_STATES, UNCONFIRMED, VOID,
-                                     WAITING)
+from services.requests.rules import (ACCEPTING, BOOKED, CLOSED_STATES, DECLINED, EXPIRED,
+                                     HOLDING, LAPSED, MADE, OFFERED, OPEN_STATES, UNCONFIRMED,
+                                     VOID, WAITING, WITHDRAWN)
 
 DRAWS_TTL = "draws_ttl"
 # what an allocation pass reads of each waiting request (20,000 of them: not their whole
@@ -70,6 +70,7 @@ class RequestStore:
         self.offers.create_index([("state", 1), ("deadline_ts", 1)])
         self.requests.create_index([("state", 1), ("closed_ts", 1)])  # their erasure
         self.offers.create_index([("request_id", 1)])
+        self.claims.create_index([("request_id", 1)])  # those left by closed requests, erased
         self.offers.create_index([("draw_id", 1)])  # staff lookups of a deleted draw
         self._ensure_draws_ttl()  # also the index recent_draws() sorts by
         self.inbox.ensure_indexes()
@@ -146,12 +147,26 @@ class RequestStore:
 
     def erase_closed(self, before_ts, now_ts, limit):
         """Erase who the requests closed before `before_ts` were from (at most `limit`; those
-        with an event still to announce wait for it): how many. A request booked before
-        `closed_ts` was recorded on booking counts from its filing."""
+        with an event still to announce wait for it): how many. A request closed before
+        `closed_ts` was recorded counts from the last instant known of it: an expired one from
+        its time to confirm (it expired then), a booked or withdrawn one from its filing."""
         parts = [({"state": state}, "closed_ts") for state in CLOSED_STATES]
-        parts.append(({"state": BOOKED, "closed_ts": {"$exists": False}}, "filed_ts"))
+        legacy = {"closed_ts": {"$exists": False}}
+        # ($lt on a missing field matches nothing: one without confirm_by_ts is left to the
+        # filing's part)
+        parts.append((dict(legacy, state=EXPIRED), "confirm_by_ts"))
+        parts.append((dict(legacy, state=EXPIRED, confirm_by_ts={"$exists": False}), "filed_ts"))
+        parts.extend((dict(legacy, state=state), "filed_ts") for state in (BOOKED, WITHDRAWN))
+        # the one-per-person claims go first: a crash between a request's closing and the
+        # freeing of its keys leaves claims (their ids are e-mail keys, foreigner numbers)
+        # that the erasure's unset of claim_keys would no longer find
         return erase_windowed(self.requests, self.retention_marks, "requests", parts, before_ts,
-                              erasure(REQUEST_ERASED, now_ts, REQUEST_UNSET), limit)
+                              erasure(REQUEST_ERASED, now_ts, REQUEST_UNSET), limit,
+                              before=self._free_claims_of)
+
+    def _free_claims_of(self, request_ids):
+        """Delete the claims closed requests still hold (their keys never freed)."""
+        self.claims.delete_many({"request_id": {"$in": list(request_ids)}})
 
     def waiting(self, procedure):
         """Every waiting request of the procedure, with what the draw, the allocation and the

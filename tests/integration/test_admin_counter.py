@@ -101,6 +101,22 @@ def test_a_supervisor_undoes_a_cancellation_by_mistake_and_the_place_comes_back(
     assert counter.rpc.booking.holds_in_use([hold]) == [hold]
 
 
+def test_undo_of_a_booking_without_e_mail_is_not_refused_for_another_without_one(counter, mongo):
+    """Desk and phone bookings (and erased ones) have no e-mail key: the undo's "booked again
+    on this e-mail" check does not take another booking without one for the same e-mail."""
+    bookings = mongo("booking")["bookings"]
+    conv = counter.book(family_name="Benali", given_names="Yasmine")
+    other = counter.book(family_name="Okafor", given_names="Chinedu")
+    for reference in (conv["reference"], other["reference"]):
+        bookings.update_one({"_id": reference}, {"$set": {"email_key": None}})
+    cancelled = check_in(counter, conv, TYPO, confirm_mismatch=True)
+    assert cancelled.status_code == 409 and cancelled.json()["booking"]["status"] == "cancelled"
+    assert wait_until(lambda: slot(counter)["booked"] == 1, timeout=10)  # its place went back
+    answer = undo(counter, conv["reference"])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "active"
+
+
 def test_undo_refuses_when_the_place_was_booked_again_and_never_overbooks(counter, mongo):
     conv = counter.book(family_name="Benali", given_names="Yasmine")
     cancel_by_mismatch(counter, conv)

@@ -6,9 +6,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from nameko.exceptions import ConfigurationError
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import entrypoint_hook, replace_dependencies
 
+from services.booking import evidence
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
 from services.common.errors import NotFound
@@ -18,7 +20,9 @@ from services.fraud.store import FraudStore, group_ids
 from services.notify.service import NotifyService
 from services.register.service import RegisterService
 from services.requests.service import RequestsService
+from services.common import signing
 from services.common.tokens import TokenSigner
+from tests.conftest import ATTESTATION_KEY, TOKEN_SECRET
 from tests.integration.conftest import FixedClock, paris
 from tests.integration.test_admin_gateway import page_session
 from tests.helpers import wait_until
@@ -157,7 +161,81 @@ def test_attempts_are_erased_and_attestation_records_deleted_past_the_retention(
     # staff looking the applicant up find only what is kept; the figures still count both
     found = counter.rpc.booking.attempts_of(foreigner_number="1234567890")["attempts"]
     assert [a["reference"] for a in found] == ["ATT-NEW0-0001"]
-    assert run_pass(booking_instance) == {"bookings": 0, "attempts": 0, "attestations": 0}
+    assert run_pass(booking_instance) == {"bookings": 0, "attempts": 0, "attestations": 0,
+                                          "claims": 0}
+
+
+def test_claim_documents_keyed_by_an_address_are_deleted_once_idle_for_the_period(
+        counter, booking_instance, mongo):
+    """The counters of unconfirmed bookings are keyed by a client's network address or a mail
+    domain: once they count nothing for the period, their document goes; a live one stays."""
+    claims = mongo("booking")["unconfirmed_claims"]
+    now = counter.booking_clock.at = datetime.now(timezone.utc)
+    old, recent = time.time() - 400 * DAY, time.time() - 10 * DAY
+    claims.insert_many([
+        {"_id": "client:203.0.113.9", "n": 0, "refs": {}, "changed_ts": old},
+        {"_id": "domain:example.org", "n": 0, "refs": {}},  # from before changes were timed
+        {"_id": "client:198.51.100.7", "n": 1, "refs": {"RDV-LIVE-0001": now.timestamp() + 3600},
+         "changed_ts": old},  # counts a booking: never deleted
+        {"_id": "client:192.0.2.1", "n": 0, "refs": {}, "changed_ts": recent}])
+    assert run_pass(booking_instance)["claims"] == 2
+    assert sorted(doc["_id"] for doc in claims.find({})) == ["client:192.0.2.1",
+                                                             "client:198.51.100.7"]
+    # taking and ending a claim stamp the change: it is idle from then on
+    store = BookingStore(mongo("booking"))
+    assert store.claims.take("client:192.0.2.1", 3, "RDV-NEW0-0001", time.time() + 60, time.time())
+    taken = claims.find_one({"_id": "client:192.0.2.1"})
+    assert taken["n"] == 1 and taken["changed_ts"] > recent
+    store.claims.end("client:192.0.2.1", "RDV-NEW0-0001")
+    ended = claims.find_one({"_id": "client:192.0.2.1"})
+    assert ended["n"] == 0 and ended["changed_ts"] >= taken["changed_ts"]
+    assert run_pass(booking_instance)["claims"] == 0
+
+
+def test_an_erased_receipt_lists_nothing_and_gets_no_attestation(counter, booking_instance, mongo):
+    db = mongo("booking")
+    now = counter.booking_clock.at = datetime.now(timezone.utc)
+    signer = TokenSigner(TOKEN_SECRET)
+
+    def attempt(reference, at_ts, file):
+        token = signer.token_for(reference, "salt")
+        return token, {"_id": reference, "file": file, "procedure": "renewal",
+                       "email": f"{reference.lower()}@example.org",
+                       "email_key": f"{reference.lower()}@example.org",
+                       "foreigner_number": None, "lang": "fr",
+                       "at": datetime.fromtimestamp(at_ts, timezone.utc), "at_ts": at_ts,
+                       "token_hash": TokenSigner.hash_token(token), "token_salt": "salt",
+                       "outbox": {"recorded": {"state": "done"}}}
+
+    old_ts = (now - timedelta(days=400)).timestamp()
+    # two people's old attempts: once erased, both have file None
+    mine, first = attempt("ATT-MINE-0001", old_ts, "file-mine")
+    _, other = attempt("ATT-THEM-0001", old_ts + 60, "file-them")
+    db["attempts"].insert_many([first, other])
+    # an attestation signed over them while they were on record (the receipt holder kept it)
+    issued = counter.rpc.booking.attestation("ATT-MINE-0001", mine)
+    assert run_pass(booking_instance)["attempts"] == 2
+    assert db["attempts"].find_one({"_id": "ATT-MINE-0001"})["file"] is None
+
+    # the receipt (its token hash kept) opens nothing: as a wrong token
+    with pytest.raises(NotFound):
+        counter.rpc.booking.attempts("ATT-MINE-0001", mine)
+    with pytest.raises(NotFound):
+        counter.rpc.booking.attestation("ATT-MINE-0001", mine)
+    # an attestation signed over erased attempts (file None, as one issued before this fix
+    # could be) does not verify as valid: its attempts are no longer on record
+    key = signing.load_private_key(ATTESTATION_KEY)
+    erased_view = [evidence.attempt_view(db["attempts"].find_one({"_id": ref}))
+                   for ref in ("ATT-MINE-0001", "ATT-THEM-0001")]
+    forged = dict(issued["attestation"], file=None, attempts=erased_view)
+    answer = counter.rpc.booking.verify_attestation(
+        {"attestation": forged, "signature": signing.sign(key, forged)})
+    assert answer["signature_valid"] is True
+    assert answer["valid"] is False and answer["attempts_on_record"] is False
+    # the one issued before the erasure no longer verifies either
+    answer = counter.rpc.booking.verify_attestation(
+        {"attestation": issued["attestation"], "signature": issued["signature"]})
+    assert answer["valid"] is False
 
 
 @pytest.fixture
@@ -219,6 +297,58 @@ def test_closed_requests_past_their_retention_lose_their_identity(requests_insta
     assert requests.find_one({"_id": "REQ-RECENT-EXPIRED"})["email"] is None
 
 
+def test_requests_closed_before_closed_ts_was_recorded_are_erased_too(requests_instance, mongo):
+    """Expired and withdrawn requests closed by an earlier release have no `closed_ts`: an
+    expired one counts from its time to confirm, a withdrawn one from its filing."""
+    container, clock = requests_instance
+    requests = mongo("requests")["requests"]
+    now = time.time()
+    requests.insert_many([
+        stored_request("REQ-LEGACY-EXPIRED", "expired", filed_ts=now - 402 * DAY,
+                       confirm_by_ts=now - 400 * DAY),
+        stored_request("REQ-LEGACY-WITHDRAWN", "withdrawn", filed_ts=now - 400 * DAY),
+        # no time to confirm on record: from its filing
+        stored_request("REQ-LEGACY-EXPIRED-NOCONF", "expired", filed_ts=now - 400 * DAY,
+                       confirm_by_ts=None),
+        stored_request("REQ-RECENT-EXPIRED", "expired", filed_ts=now - 300 * DAY,
+                       confirm_by_ts=now - 299 * DAY),
+        stored_request("REQ-RECENT-WITHDRAWN", "withdrawn", filed_ts=now - 300 * DAY),
+    ])
+    requests.update_one({"_id": "REQ-LEGACY-EXPIRED-NOCONF"}, {"$unset": {"confirm_by_ts": ""}})
+    assert run_pass(container) == {"requests": 3, "events": 0}
+    for reference in ("REQ-LEGACY-EXPIRED", "REQ-LEGACY-WITHDRAWN", "REQ-LEGACY-EXPIRED-NOCONF"):
+        doc = requests.find_one({"_id": reference})
+        assert doc["email"] is None and doc["identity"]["family_name"] is None, reference
+        assert doc["erased_ts"] and "claim_keys" not in doc, reference
+    for reference in ("REQ-RECENT-EXPIRED", "REQ-RECENT-WITHDRAWN"):
+        doc = requests.find_one({"_id": reference})
+        assert doc["email"] == "yasmine@example.org" and "erased_ts" not in doc, reference
+    # their turn comes with the days, through the watermark's window
+    clock.at = datetime.now(timezone.utc) + timedelta(days=70)
+    assert run_pass(container) == {"requests": 2, "events": 0}
+
+
+def test_the_claims_an_erased_request_still_held_are_deleted(requests_instance, mongo):
+    """A crash between a request's closing and the freeing of its keys leaves its claims
+    (their ids are an e-mail key, a foreigner number): its erasure deletes them, and only
+    them."""
+    container, clock = requests_instance
+    db = mongo("requests")
+    now = time.time()
+    db["requests"].insert_many([
+        stored_request("REQ-OLD-CRASHED", "withdrawn", closed_ts=now - 400 * DAY),
+        stored_request("REQ-NOW-WAITING", "waiting", filed_ts=now - 10 * DAY,
+                       email="amina@example.org",
+                       claim_keys=["email:renewal:amina@example.org"])])
+    db["claims"].insert_many([
+        {"_id": "email:renewal:yasmine@example.org", "request_id": "REQ-OLD-CRASHED"},
+        {"_id": "number:renewal:1234567890", "request_id": "REQ-OLD-CRASHED"},
+        {"_id": "email:renewal:amina@example.org", "request_id": "REQ-NOW-WAITING"}])
+    assert run_pass(container) == {"requests": 1, "events": 0}
+    assert "claim_keys" not in db["requests"].find_one({"_id": "REQ-OLD-CRASHED"})
+    assert [doc["_id"] for doc in db["claims"].find({})] == ["email:renewal:amina@example.org"]
+
+
 def message(key, state, days_ago, **extra):
     created = datetime.now(timezone.utc) - timedelta(days=days_ago)
     doc = {"_id": key, "event_type": "booking_confirmed", "reference": "RDV-AAAA-BBBB",
@@ -236,7 +366,8 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
     messages = mongo("notify")["messages"]
     messages.insert_many([
         message("old-sent:confirmed", "done", 91, sent_ts=1.0),
-        message("old-parked:confirmed", "parked", 200, last_error="550", failed_ts=1.0,
+        message("old-parked:confirmed", "parked", 200, failed_ts=1.0,
+                last_error="550 5.1.1 <yasmine@example.org>: Recipient address rejected",
                 event={"email": "yasmine@example.org"}),
         message("old-capped:confirmed", "capped", 120),
         message("recent-sent:confirmed", "done", 89),
@@ -248,7 +379,8 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
     payload = {"event_id": "e-old", "email": "yasmine@example.org"}
     inbox.insert_many([
         {"_id": "e-old", "event_type": "booking_confirmed", "state": "parked", "attempts": 8,
-         "event": payload, "at_ts": time.time() - 100 * DAY},
+         "event": payload, "at_ts": time.time() - 100 * DAY,
+         "last_error": "SMTPRecipientsRefused({'yasmine@example.org': (550, b'unknown')})"},
         {"_id": "e-old-done", "event_type": "booking_confirmed", "state": "done", "attempts": 2,
          "event": payload, "at_ts": time.time() - 100 * DAY},
         {"_id": "e-recent", "event_type": "booking_confirmed", "state": "parked", "attempts": 8,
@@ -257,6 +389,7 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
          "at_ts": time.time() - 100 * DAY}])  # handled at once: no copy kept
     assert run_pass(container) == {"messages": 3, "events": 2}
     assert inbox.find_one({"_id": "e-old"})["event"] is None
+    assert inbox.find_one({"_id": "e-old"})["last_error"] is None  # it named the address
     assert inbox.find_one({"_id": "e-old-done"})["event"] is None
     assert inbox.find_one({"_id": "e-recent"})["event"] == payload
     assert "event" not in inbox.find_one({"_id": "e-plain"})
@@ -265,6 +398,7 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
         assert doc["to"] is None and doc["text"] is None and doc["html"] is None, key
         assert doc["subject"] is None and doc.get("event") is None and doc["erased_ts"]
         assert doc["kind"] == "confirmed" and doc["reference"] == "RDV-AAAA-BBBB"
+        assert doc["last_error"] is None, key  # an SMTP error names the recipient
     for key in ("recent-sent:confirmed", "old-retrying:confirmed"):
         assert messages.find_one({"_id": key})["to"] == "yasmine@example.org", key
     assert run_pass(container) == {"messages": 0, "events": 0}
@@ -272,6 +406,7 @@ def test_messages_past_their_retention_lose_recipient_and_body(container_factory
         # staff see the erased failed message, and cannot send it again
         failed = {m["id"]: m for m in rpc.notify.failed_messages()}
         assert failed["old-parked:confirmed"]["erased"] and failed["old-parked:confirmed"]["to"] is None
+        assert "yasmine" not in str(failed["old-parked:confirmed"])  # nor in its last error
         with pytest.raises(NotFound):
             rpc.notify.resend("old-parked:confirmed")
         with pytest.raises(NotFound):  # an erased event cannot be replayed
@@ -427,3 +562,52 @@ def test_renewal_invitations_past_their_retention_lose_who_they_were_for(
     with ClusterRpcProxy(config, timeout=20) as rpc:  # its link opens nothing, the same 404
         with pytest.raises(NotFound):
             rpc.register.invitation(OLD_INV, signer_tokens[OLD_INV])
+
+
+def test_a_decided_review_keeps_its_evidence_while_its_case_is_open(mongo):
+    """Staff deciding a case read the evidence of its reviews, decided ones too: a decided
+    review is erased only when it has no case, or its case is decided or gone."""
+    db = mongo("fraud")
+    store = FraudStore(db)
+    now = time.time()
+    old_ts = now - 400 * DAY
+    evidence = {"email": "shared@example.org", "client_ip": "203.0.113.9"}
+
+    def review(reference, **extra):
+        return dict({"_id": reference, "state": "cleared", "rule": "slot_grabbing",
+                     "evidence": evidence, "at_ts": old_ts}, **extra)
+
+    db["reviews"].insert_many([
+        review("RDV-OPEN-0001", case_id="address:203.0.113.9:1"),  # its case still open
+        review("RDV-OPEN-0002", case_id="address:203.0.113.9:1", state="open"),
+        review("RDV-NONE-0001"),  # no case
+        review("RDV-GONE-0001", case_id="address:203.0.113.9:0")])  # its case deleted
+    db["cases"].insert_one({"_id": "address:203.0.113.9:1", "kind": "address",
+                            "client_ip": "203.0.113.9", "state": "open", "evidence": evidence,
+                            "at_ts": old_ts})
+    before = now - 365 * DAY
+    assert store.erase_reviews(before, now, 100) == 2
+    kept = db["reviews"].find_one({"_id": "RDV-OPEN-0001"})
+    assert kept["evidence"] == evidence and kept["case_id"] == "address:203.0.113.9:1"
+    assert "erased_ts" not in kept
+    for reference in ("RDV-NONE-0001", "RDV-GONE-0001"):
+        gone = db["reviews"].find_one({"_id": reference})
+        assert gone["evidence"] == {} and "case_id" not in gone and gone["erased_ts"], reference
+    # staff decide the case: its reviews (and the case, that old) go at the next pass
+    db["reviews"].update_one({"_id": "RDV-OPEN-0002"}, {"$set": {"state": "cleared"}})
+    db["cases"].update_one({"_id": "address:203.0.113.9:1"}, {"$set": {"state": "decided"}})
+    assert store.erase_reviews(before, now, 100) == 3  # two reviews, one case
+    assert db["reviews"].find_one({"_id": "RDV-OPEN-0001"})["evidence"] == {}
+    assert db["cases"].find_one({"_id": "address:203.0.113.9:1"}) is None
+
+
+@pytest.mark.parametrize("service, key", [
+    (BookingService, "BOOKING_RETENTION_DAYS"), (FraudService, "BOOKING_RETENTION_DAYS"),
+    (RequestsService, "REQUEST_RETENTION_DAYS"), (RegisterService, "REQUEST_RETENTION_DAYS"),
+    (NotifyService, "NOTIFY_RETENTION_DAYS")])
+def test_a_service_refuses_to_start_with_a_retention_period_below_the_floor(
+        container_factory, config, service, key):
+    """Erasure cannot be undone: a 0 (or -1, typed for "never") would erase current records."""
+    container = container_factory(service, dict(config, **{key: 0}))
+    with pytest.raises(ConfigurationError, match=key):
+        container.start()

@@ -111,6 +111,33 @@ def test_a_placeholder_indexed_as_active_before_is_indexed_as_cancelled_when_scr
     assert booking.cancelled == {"RDV-AAAA-0003": "name_not_exact"} and len(sent) == 1
 
 
+def test_a_placeholder_is_indexed_as_active_when_booking_cannot_cancel_it(world):
+    """M4 cancels before indexing: when booking's cancel fails (down, timed out) the booking
+    is live, so it is indexed (active) before the error goes up: if the event is parked
+    after its last attempt, the booking still counts for the other rules. The redelivery
+    cancels it and leaves it cancelled."""
+    screening, booking, sent = world
+    event = booked(booking, "RDV-AAAA-0004", identity=PLACEHOLDER)
+    cancel = booking.system_cancel
+
+    def booking_down(*args, **kwargs):
+        raise TimeoutError("booking did not answer")
+
+    booking.system_cancel = booking_down
+    with pytest.raises(TimeoutError):
+        screening.screen(event)
+    status, groups = index_of(screening.store, "RDV-AAAA-0004")
+    assert status == "active" and len(groups) >= 3 and set(groups.values()) == {"active"}
+    assert booking.cancelled == {} and sent == []
+    # booking back: the redelivery cancels it, and the index says so
+    booking.system_cancel = cancel
+    screening.screen(event)
+    assert booking.cancelled == {"RDV-AAAA-0004": "name_not_exact"}
+    status, groups = index_of(screening.store, "RDV-AAAA-0004")
+    assert status == "cancelled" and set(groups.values()) == {"cancelled"}
+    assert [e["reference"] for e in sent] == ["RDV-AAAA-0004"]
+
+
 def test_one_email_for_two_people_cancels_both(world):
     screening, booking, sent = world
     screening.screen(booked(booking, "RDV-AAAA-0001", email="seller@gmail.com"))

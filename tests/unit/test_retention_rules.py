@@ -2,10 +2,14 @@
 what is erased, what is kept, and that the views of an erased record still answer."""
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
+from nameko.exceptions import ConfigurationError
+
 from gateway.admin.counter import shown
 from services.booking.store import ATTEMPT_ERASED, BOOKING_ERASED, BOOKING_UNSET
 from services.booking.views import applicant_view, staff_view
 from services.common import retention
+from services.common.settings import RETENTION_FLOOR_DAYS, RETENTION_KEYS, retention_days
 from services.common.timeutil import PARIS
 from services.notify.store import ERASABLE_STATES, MESSAGE_ERASED
 from services.requests.rules import CLOSED_STATES, OPEN_STATES
@@ -202,3 +206,22 @@ def test_an_erasure_writes_only_what_it_read_and_says_when_a_window_is_done():
     assert retention._erase(FakeCollection(docs[:2], moved), {}, {}, 10, "status") == (1, False)
     assert retention._erase(FakeCollection([], {}), {}, {}, 10) == (0, True)
     assert retention._erase(FakeCollection(docs, current), {}, {}, 0) == (0, False)
+
+
+@pytest.mark.parametrize("key", RETENTION_KEYS)
+@pytest.mark.parametrize("value", [0, -1, "0", 29.9, "nan", "-365"])
+def test_a_retention_period_below_the_floor_is_refused(key, value):
+    with pytest.raises(ConfigurationError, match=key):
+        retention_days({key: value}, key)
+
+
+@pytest.mark.parametrize("key", RETENTION_KEYS)
+def test_a_retention_period_at_or_above_the_floor_or_unset_is_taken(key):
+    assert retention_days({key: RETENTION_FLOOR_DAYS}, key) == RETENTION_FLOOR_DAYS
+    assert retention_days({key: "400"}, key) == 400.0
+    assert retention_days({}, key) >= RETENTION_FLOOR_DAYS  # the default
+
+
+def test_a_retention_period_that_is_no_number_is_refused():
+    with pytest.raises(ConfigurationError, match="number of days"):
+        retention_days({"BOOKING_RETENTION_DAYS": "a year"}, "BOOKING_RETENTION_DAYS")
