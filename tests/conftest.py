@@ -213,3 +213,4 @@ def pytest_sessionfinish(session):
     out = os.environ.get("TEST_DURATIONS_OUT")
     if out:
         Path(out).write_text(json.dumps(_seconds_by_file))
+

@@ -24,6 +24,9 @@ off). Many tests here start real processes and wait on real timers with 2 cores 
 shards; a wait that ran out on a loaded machine is not a fault of the code, while a fault shows
 again on the second run. The run still fails when the second run fails; when it passes, the test
 is named under "FLAKY" in the closing lines and appended to var/flaky-tests.log, to be mended.
+A test that hangs past its pytest-timeout ends its whole shard (the timeout's thread method, the
+one eventlet leaves it): that test is run again the same way, and the tests its shard never
+reached are run then (tests/progress.py records which they are).
 """
 import json
 import os
@@ -51,6 +54,14 @@ MAX_RERUNS = 5
 
 def reruns_allowed():
     return os.environ.get("TEST_RERUNS", "1") != "0"
+
+
+def with_root_on_path(env=None):
+    """The environment with the project importable: `-p tests.progress` is loaded before any
+    conftest puts the project's folder on sys.path."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def jobs():
@@ -89,11 +100,32 @@ def excusable(returncode, output, named):
     return counts.get("failed", 0) + counts.get("errors", 0) == len(named)
 
 
-def rerun(command, ids):
-    """Run the tests that failed once more, in one process; True when they all pass."""
-    print(f"\n===== a second run of the {len(ids)} test(s) that failed =====", flush=True)
-    code = subprocess.call([*command, *ids], cwd=ROOT)
-    return code == 0
+def progress_of(path):
+    """(hung, unrun) from a shard's TEST_PROGRESS_OUT: the tests it started and never ended,
+    and those it collected and never started."""
+    collected, started, ended = [], [], set()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return [], []
+    for line in lines:
+        kind, _, nodeid = line.partition(" ")
+        {"collected": collected.append, "start": started.append, "end": ended.add}.get(
+            kind, lambda _: None)(nodeid)
+    begun = set(started)
+    return [n for n in started if n not in ended], [n for n in collected if n not in begun]
+
+
+def rerun(command, ids, unrun=()):
+    """Run the tests that failed (or hung) once more, and those their shard never reached, in
+    one process: (True when they all pass, its closing counts)."""
+    print(f"\n===== a second run of the {len(ids)} test(s) that failed"
+          + (f", with the {len(unrun)} their shard never ran" if unrun else "") + " =====",
+          flush=True)
+    proc = subprocess.run([*command, *ids, *unrun], cwd=ROOT, env=with_root_on_path(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    print(proc.stdout, flush=True)
+    return proc.returncode == 0, summary_counts(proc.stdout)
 
 
 def log_flaky(ids):
@@ -130,12 +162,12 @@ def main(args):
     args = [a for a in args if a != RECORD]
     n = jobs()
     nameko = str(Path(sys.executable).parent / "nameko")
-    command = [nameko, "test", *args]
+    command = [nameko, "test", "-p", "tests.progress", *args]
     logs = Path(tempfile.mkdtemp(prefix="test-shards-"))
     outputs = [logs / f"durations-{i}.json" for i in range(n)] if record else []
     if n == 1:
         env = dict(os.environ, TEST_DURATIONS_OUT=str(outputs[0])) if record else None
-        code = subprocess.call(command, cwd=ROOT, env=env)
+        code = subprocess.call(command, cwd=ROOT, env=with_root_on_path(env))
         if record:
             record_durations(outputs)
         return code
@@ -143,13 +175,14 @@ def main(args):
     shards = []
     for i in range(n):
         log = open(logs / f"shard-{i}.log", "w+")
-        env = dict(os.environ, TEST_SHARD=f"{i}/{n}")
+        env = with_root_on_path(dict(os.environ, TEST_SHARD=f"{i}/{n}",
+                                     TEST_PROGRESS_OUT=str(logs / f"progress-{i}.txt")))
         if record:
             env["TEST_DURATIONS_OUT"] = str(outputs[i])
         shards.append((i, log, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                                stderr=subprocess.STDOUT)))
     print(f"running the suite as {n} shards (TEST_JOBS); their output: {logs}", flush=True)
-    totals, failed, failed_ids, unnamed = {}, [], [], False
+    totals, failed, failed_ids, unrun, unnamed = {}, [], [], [], False
     pending = list(shards)
     while pending:
         for shard in list(pending):
@@ -168,8 +201,15 @@ def main(args):
             if proc.returncode not in (0, NO_TESTS):
                 failed.append(i + 1)
                 named = failed_tests(output)
-                failed_ids.extend(named)
-                unnamed = unnamed or not excusable(proc.returncode, output, named)
+                hung, never_ran = progress_of(logs / f"progress-{i}.txt")
+                if hung and "Timeout" in output:
+                    # pytest-timeout ended the shard in the middle of a test: that one is run
+                    # again like a failure, and those after it for the first time
+                    failed_ids.extend(named + hung)
+                    unrun.extend(never_ran)
+                else:
+                    failed_ids.extend(named)
+                    unnamed = unnamed or not excusable(proc.returncode, output, named)
         time.sleep(0.5)
     elapsed = time.monotonic() - started
     if record:
@@ -177,11 +217,12 @@ def main(args):
     flaky = []
     # a shard that crashed, stopped early, or failed without naming each failure is not rerun
     if failed and not unnamed and len(failed_ids) <= MAX_RERUNS and reruns_allowed():
-        if rerun(command, failed_ids):
+        passed, counts = rerun(command, failed_ids, unrun)
+        if passed:
             flaky, failed = failed_ids, []
-            totals["passed"] = totals.get("passed", 0) + len(flaky)
-            totals["failed"] = max(0, totals.get("failed", 0) + totals.get("errors", 0) - len(flaky))
-            totals["errors"] = 0
+            totals["passed"] = totals.get("passed", 0) + counts.get("passed", 0)
+            totals["skipped"] = totals.get("skipped", 0) + counts.get("skipped", 0)
+            totals["failed"], totals["errors"] = 0, 0
             log_flaky(flaky)
         elapsed = time.monotonic() - started
     if failed:

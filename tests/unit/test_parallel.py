@@ -123,3 +123,22 @@ def test_only_a_shard_that_ran_everything_and_named_each_failure_is_excused():
             "1 failed, 4 passed, 1 error in 2.0s\n")
     assert not excusable(1, both, failed_tests(both))
     assert not excusable(1, ran, [])
+
+
+def test_a_test_hanging_once_is_run_again_and_the_tests_its_shard_never_reached_are_run(tmp_path):
+    hung = run_suite(tmp_path, """\
+        import os, time, pytest
+        @pytest.mark.timeout(3)
+        def test_hangs_the_first_time():
+            first = not os.path.exists(os.environ["MARKER"])
+            open(os.environ["MARKER"], "a").close()
+            if first:
+                time.sleep(60)
+        def test_after_it():
+            open(os.environ["MARKER"] + "-after", "a").close()
+        """)
+    assert "Timeout" in hung.stdout
+    assert hung.returncode == 0, hung.stdout[-3000:]
+    assert "FLAKY" in hung.stdout and "test_hangs_the_first_time" in (tmp_path / "flaky.log").read_text()
+    # the shard that hung never ran the second test: the second run did
+    assert "never ran" in hung.stdout and (tmp_path / "marker-after").exists()
