@@ -52,17 +52,23 @@ def system(container_factory, config, sink, mongo, web_port):
                REGISTER_CHECKED_PROCEDURES="renewal,renewal_10y",
                REGISTER_INVITE_TIMER_SECONDS=0.3,
                REGISTER_IMPORT_MAX_BYTES=8192)  # the tests' exports are smaller
+    yield from register_system(container_factory, cfg, mongo, web_port, "renewal")
+
+
+def register_system(container_factory, cfg, mongo, web_port, procedure):
+    """Slots, notify, requests, the register and both gateways (the staff one on the test's
+    web port), `procedure` in requests mode: what a register check is tested through."""
     public_port = free_port()
     for cls in (SlotsService, NotifyService, RequestsService):
         container_factory(cls, cfg).start()
     register = container_factory(RegisterService, cfg)
     register.start()
     container_factory(PublicGateway, dict(cfg, WEB_SERVER_ADDRESS=f"127.0.0.1:{public_port}")).start()
-    container_factory(AdminGateway, cfg).start()  # on the test's web port
+    container_factory(AdminGateway, cfg).start()
     add_staff(mongo)
     staff, public = Http(web_port), Http(public_port)
     with ClusterRpcProxy(cfg, timeout=20) as rpc:
-        rpc.requests.set_mode("renewal", "requests", by="chief")
+        rpc.requests.set_mode(procedure, "requests", by="chief")
         yield {"rpc": rpc, "staff": staff, "public": public, "config": cfg, "register": register}
     staff.close()
     public.close()

@@ -5,21 +5,12 @@ the register does not answer); the desk files without a visa, a partner's filing
 from datetime import date, timedelta
 
 import pytest
-from nameko.standalone.rpc import ClusterRpcProxy
 
-from gateway.admin.service import AdminGateway
-from gateway.public.service import PublicGateway
 from services.common.errors import InvalidRequest, Refused
 from services.common.register_check import VISA_MISMATCH, VISA_MISSING
-from services.notify.service import NotifyService
-from services.register.service import RegisterService
-from services.requests.service import RequestsService
-from services.slots.service import SlotsService
-from tests.conftest import free_port
-from tests.integration.conftest import add_staff
 from tests.integration.test_admin_gateway import csrf_of, page_session
 from tests.integration.test_partners import Http
-from tests.integration.test_register import AVAILABILITY, bearer
+from tests.integration.test_register import AVAILABILITY, bearer, register_system
 
 HEADER = "visa_number,family_name,given_names,birth_date,visa_kind,validity_end\n"
 
@@ -42,20 +33,7 @@ def system(container_factory, config, sink, mongo, web_port):
                REQUEST_TIMER_SECONDS=0.5,
                VISA_CHECKED_PROCEDURES="first_application",
                REGISTER_IMPORT_MAX_BYTES=8192)
-    public_port = free_port()
-    for cls in (SlotsService, NotifyService, RequestsService):
-        container_factory(cls, cfg).start()
-    register = container_factory(RegisterService, cfg)
-    register.start()
-    container_factory(PublicGateway, dict(cfg, WEB_SERVER_ADDRESS=f"127.0.0.1:{public_port}")).start()
-    container_factory(AdminGateway, cfg).start()  # on the test's web port
-    add_staff(mongo)
-    staff, public = Http(web_port), Http(public_port)
-    with ClusterRpcProxy(cfg, timeout=20) as rpc:
-        rpc.requests.set_mode("first_application", "requests", by="chief")
-        yield {"rpc": rpc, "staff": staff, "public": public, "register": register}
-    staff.close()
-    public.close()
+    yield from register_system(container_factory, cfg, mongo, web_port, "first_application")
 
 
 def upload(staff, headers, text, preview=False):
