@@ -306,18 +306,22 @@ def test_a_permit_renewed_by_the_other_procedure_is_refused_naming_it(system, mo
     assert arabic.status_code == 409 and "اختره من قائمة «الإجراء»" in arabic.text
     assert "تجديد بطاقة الإقامة" in arabic.text and "se renouvelle" not in arabic.text
     # in Chromium at 320 px: said at the top, nothing wider than the screen, axe (issue 24)
+    def file_the_wrong_procedure(browser_page):
+        """Log in with the key and file a 10-year renewal for a permit the ordinary renewal renews."""
+        browser_page.goto(public.base + "/partners/login")
+        browser_page.fill("#api_key", partner["api_key"])
+        browser_page.click("button[type=submit]")
+        browser_page.wait_for_url("**/partners")
+        browser_page.select_option("#procedure", "renewal_10y")
+        for field in ("family_name", "given_names", "birth_date", "foreigner_number"):
+            browser_page.fill(f"#{field}", form[field])
+        browser_page.check("#sites")
+        browser_page.check("#times")
+        browser_page.click("text=Déposer la demande")
+        browser_page.wait_for_selector(".error-summary")
+
     phone = new_page(viewport=PHONE)
-    phone.goto(public.base + "/partners/login")
-    phone.fill("#api_key", partner["api_key"])
-    phone.click("button[type=submit]")
-    phone.wait_for_url("**/partners")
-    phone.select_option("#procedure", "renewal_10y")
-    for field in ("family_name", "given_names", "birth_date", "foreigner_number"):
-        phone.fill(f"#{field}", form[field])
-    phone.check("#sites")
-    phone.check("#times")
-    phone.click("text=Déposer la demande")
-    phone.wait_for_selector(".error-summary")
+    file_the_wrong_procedure(phone)
     assert "choisissez-la dans la liste" in phone.inner_text(".error-summary")
     phone.click("#to-field")  # the form is below the lists: one tap to the list to change
     assert focused_id(phone, "procedure") == "procedure"
@@ -325,17 +329,7 @@ def test_a_permit_renewed_by_the_other_procedure_is_refused_naming_it(system, mo
     assert fits(phone)
     axe = new_page(viewport=PHONE, bypass_csp=True)
     axe.context.add_cookies(phone.context.cookies())
-    axe.goto(public.base + "/partners/login")  # the form sent again there: the same state
-    axe.fill("#api_key", partner["api_key"])
-    axe.click("button[type=submit]")
-    axe.wait_for_url("**/partners")
-    axe.select_option("#procedure", "renewal_10y")
-    for field in ("family_name", "given_names", "birth_date", "foreigner_number"):
-        axe.fill(f"#{field}", form[field])
-    axe.check("#sites")
-    axe.check("#times")
-    axe.click("text=Déposer la demande")
-    axe.wait_for_selector(".error-summary")
+    file_the_wrong_procedure(axe)  # the form sent again there: the same state
     axe.add_script_tag(url=axe_url)
     found = axe.evaluate("axe.run({resultTypes: ['violations']}).then(r => r.violations.filter("
                          "v => ['serious', 'critical'].includes(v.impact)).map(v => v.id))")
