@@ -53,7 +53,8 @@ def build():
     spec.path("/health", operations={"get": {
         "summary": "liveness", "responses": _answers(200, HealthSchema, "up")}})
     spec.path("/api/procedures", operations={"get": {
-        "summary": "procedures, their labels and the 10-year-card walk-in rule",
+        "summary": "procedures, their labels, what a request for each must carry and the "
+                   "10-year-card walk-in rule",
         "responses": _answers(200, ProceduresSchema, "the procedures")}})
     spec.path("/api/slots", operations={"get": {
         "summary": "bookable slots, by start",

@@ -21,7 +21,7 @@ from gateway.public import notices
 from services.common import i18n, register_check
 from services.common.errors import DomainError, InvalidRequest, NotFound
 from services.common.i18n import LANGS
-from services.common.reference_data import WAIVER_RULE
+from services.common.reference_data import PROCEDURES, WAIVER_RULE
 from services.common.schemas import load_or_raise
 from services.common.settings import setting
 
@@ -48,7 +48,8 @@ YEAR = 365 * 24 * 3600
 
 
 class PageSettings(DependencyProvider):
-    """What the pages need from configuration, read once per process."""
+    """What the pages (and the JSON API's procedures) need from configuration, read once per
+    process."""
 
     def setup(self):
         config = self.container.config
@@ -68,8 +69,15 @@ class PageSettings(DependencyProvider):
         # what the notices state (gateway/public/notices.py)
         self.retention = notices.retention(config)
         self.host = setting(config, "PUBLIC_HOST")
-        # issue 24: the request forms that ask for the long-stay visa's number
-        self.visa_procedures = register_check.visa_checked_procedures(config)
+        # issue 24: what a request for each procedure must carry, as the requests service
+        # checks it under these settings (the request form's fields, GET /api/procedures)
+        self.request_requires = {code: register_check.request_requires(code, config)
+                                 for code in PROCEDURES}
+
+    def required_fields(self, procedure):
+        """The identifiers a request for `procedure` must carry ("visa_number",
+        "foreigner_number"): the request form asks for these."""
+        return {required["field"] for required in self.request_requires[procedure]}
 
     def get_dependency(self, worker_ctx):
         return self

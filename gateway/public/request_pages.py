@@ -278,7 +278,7 @@ class RequestPages:
                               cells=forms.grid_cells(current.lang), sites=SITES,
                               chosen_sites=chosen["sites"], chosen_times=forms.ticked(chosen),
                               idempotency_key=key or uuid.uuid4().hex, renewed_by=renewed_by,
-                              asks_visa=procedure["code"] in self.page_settings.visa_procedures)
+                              asks=self.page_settings.required_fields(procedure["code"]))
 
     @staticmethod
     def _when(iso, lang):

@@ -61,12 +61,27 @@ class ErrorSchema(Schema):
                          metadata={"description": "the reasons, per field of the request"})
 
 
+class RequiredIdentifierSchema(Schema):
+    field = fields.String(required=True, validate=validate.OneOf(["visa_number", "foreigner_number"]),
+                          metadata={"description": "the field of POST /api/requests to fill"})
+    checked_against = fields.String(
+        required=True, allow_none=True, validate=validate.OneOf(["visas", "permits"]),
+        metadata={"description": "the prefecture's register it must match (the long-stay "
+                                 "visas, the current permits), null when none checks it"})
+
+
 class ProcedureSchema(Schema):
     code = fields.String(required=True)
     label_fr = fields.String(required=True)
     label_en = fields.String(required=True)
     label_ar = fields.String(required=True)
-    requires_foreigner_number = fields.Boolean(required=True)
+    requires_foreigner_number = fields.Boolean(
+        required=True, metadata={"description": "a booking (and a request) needs the foreigner number"})
+    request_requires = fields.List(
+        fields.Nested(RequiredIdentifierSchema), required=True,
+        metadata={"description": "what a request (POST /api/requests) must carry besides the "
+                                 "person's identity, under this deployment's settings; [] for "
+                                 "nothing more"})
     walk_in = fields.Nested(WalkInSchema)
 
 

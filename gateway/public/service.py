@@ -153,7 +153,11 @@ class PublicGateway(request_pages.RequestPages, partner_pages.PartnerPages):
 
     @json_http("GET", "/api/procedures")
     def procedures(self, request):
-        return {"procedures": [procedure_view(code) for code in PROCEDURES],
+        # request_requires: what a request must carry, by the rule the requests service
+        # checks with (services/common/register_check.py), under this deployment's settings
+        return {"procedures": [dict(procedure_view(code),
+                                    request_requires=self.page_settings.request_requires[code])
+                               for code in PROCEDURES],
                 "notice": FREE_NOTICE}
 
     @json_http("GET", "/api/slots")

@@ -49,6 +49,10 @@ VISA_MISMATCH = (
 VISA_MISMATCH_REASON = ("Check the visa number, the birth date and the family name as written "
                         "on the visa.")
 VISA_MISSING = "Required for this procedure: the number of your long-stay visa."
+# a procedure checked against the permits that is not a renewal (the schema asks renewals for
+# it): the number is required there too, said before the register is asked
+FOREIGNER_NUMBER_MISSING = ("Required for this procedure: the 10-digit foreigner number on "
+                            "your residence permit.")
 _NOT_VISA_CHARACTERS = re.compile(r"[\s.-]")
 
 # the kinds of permit in the register and the procedure that renews each (the register's
@@ -122,3 +126,35 @@ def checked_procedures(config):
     """The procedures whose requests must match the register (REGISTER_CHECKED_PROCEDURES,
     comma-separated; `none` for none: an empty value means the default)."""
     return _procedures(config, "REGISTER_CHECKED_PROCEDURES")
+
+
+def register_books(procedure, config):
+    """Which of the register's books a request for `procedure` must match under `config`, in
+    the order the requests service checks them: "visas" (VISA_CHECKED_PROCEDURES), then
+    "permits" (REGISTER_CHECKED_PROCEDURES). The one rule: the requests service checks by it,
+    and GET /api/procedures and the request form say what to bring by it (request_requires),
+    so what they say follows each deployment's settings."""
+    books = []
+    if procedure in visa_checked_procedures(config):
+        books.append("visas")
+    if procedure in checked_procedures(config):
+        books.append("permits")
+    return tuple(books)
+
+
+# the identifier each book is matched by (the book's names are the requests' `verified_by`)
+BOOK_FIELDS = {"visas": "visa_number", "permits": "foreigner_number"}
+
+
+def request_requires(procedure, config):
+    """The identifiers a request for `procedure` must carry besides the person's identity:
+    [{"field": "visa_number" | "foreigner_number", "checked_against": "visas" | "permits" |
+    None}], [] for none. A list: the two settings are independent, so one procedure may be in
+    both. A renewal's foreigner number is required even when no register checks it (the staff
+    find the file by it: reference_data's requires_foreigner_number), `checked_against` None."""
+    required = [{"field": BOOK_FIELDS[book], "checked_against": book}
+                for book in register_books(procedure, config)]
+    if PROCEDURES[procedure]["requires_foreigner_number"] and \
+            not any(r["field"] == "foreigner_number" for r in required):
+        required.append({"field": "foreigner_number", "checked_against": None})
+    return required

@@ -303,12 +303,17 @@ class RequestsService(relay.OutboxRelay, event_inbox.TakesEvents, on_behalf.OnBe
                 raise Refused(*register_check.wrong_procedure(invited["procedure"]))
             data["permit_expiry"] = date.fromisoformat(invited["expiry"])
             return "invitation", one_email.mailbox_key(invited["email"], self.config) == email_key
+        # which books check this procedure: the rule GET /api/procedures and the form tell
+        books = register_check.register_books(data["procedure"], self.config)
         verified_by = None
-        if data["procedure"] in register_check.visa_checked_procedures(self.config):
+        if "visas" in books:
             self._visa_check(data)
             verified_by = "visas"
-        if data["procedure"] not in register_check.checked_procedures(self.config):
+        if "permits" not in books:
             return verified_by, False
+        if not data.get("foreigner_number"):  # a checked procedure that is not a renewal
+            raise InvalidRequest(register_check.FOREIGNER_NUMBER_MISSING, {
+                "foreigner_number": [register_check.FOREIGNER_NUMBER_MISSING]})
         found = self.register.match(data["foreigner_number"], data["birth_date"].isoformat(),
                                     data["family_name"])
         if not found["matched"]:

@@ -64,6 +64,55 @@ def test_health_and_procedures(http, gateway):
     assert "gratuits" in body["notice"]["fr"] and "free" in body["notice"]["en"]
 
 
+# the register checks as deployed: an empty setting means its default (tests/conftest.py turns
+# both off for the other tests), and as another deployment might set them
+DEPLOYED = {"VISA_CHECKED_PROCEDURES": "", "REGISTER_CHECKED_PROCEDURES": ""}
+CHANGED = {"VISA_CHECKED_PROCEDURES": "change_of_status",
+           "REGISTER_CHECKED_PROCEDURES": "duplicate"}
+VISA = {"field": "visa_number", "checked_against": "visas"}
+PERMIT = {"field": "foreigner_number", "checked_against": "permits"}
+UNCHECKED_NUMBER = {"field": "foreigner_number", "checked_against": None}
+
+
+@pytest.mark.parametrize("gateway_config, expected", [
+    (DEPLOYED, {"first_application": [VISA], "renewal": [PERMIT], "renewal_10y": [PERMIT],
+                "change_of_status": [], "duplicate": []}),
+    (CHANGED, {"first_application": [], "renewal": [UNCHECKED_NUMBER],
+               "renewal_10y": [UNCHECKED_NUMBER], "change_of_status": [VISA],
+               "duplicate": [PERMIT]}),
+], indirect=["gateway_config"])
+def test_procedures_say_what_a_request_must_carry_under_the_settings(http, gateway, expected):
+    """request_requires follows VISA_CHECKED_PROCEDURES and REGISTER_CHECKED_PROCEDURES, the
+    settings the requests service checks by; the fields clients read before stay as they were."""
+    body = http.get("/api/procedures").json()
+    by_code = {p["code"]: p for p in body["procedures"]}
+    assert {code: p["request_requires"] for code, p in by_code.items()} == expected
+    assert by_code["renewal"]["requires_foreigner_number"] is True
+    assert by_code["first_application"]["requires_foreigner_number"] is False
+    assert set(by_code["renewal"]) == {"code", "label_fr", "label_en", "label_ar",
+                                       "requires_foreigner_number", "request_requires"}
+    assert "gratuits" in body["notice"]["fr"]
+
+
+@pytest.mark.parametrize("gateway_config, services, expected", [
+    (DEPLOYED, {"PROCEDURE_MODE_DEFAULT": "requests"},
+     {"first_application": {"visa_number"}, "renewal": {"foreigner_number"},
+      "change_of_status": set(), "duplicate": set()}),
+    (CHANGED, {"PROCEDURE_MODE_DEFAULT": "requests"},
+     {"first_application": set(), "renewal": {"foreigner_number"},
+      "change_of_status": {"visa_number"}, "duplicate": {"foreigner_number"}}),
+], indirect=["gateway_config", "services"])
+def test_the_request_form_asks_what_the_settings_require(http, services, expected):
+    """The request form asks for the identifiers GET /api/procedures names (one rule)."""
+    listed = {p["code"]: {r["field"] for r in p["request_requires"]}
+              for p in http.get("/api/procedures").json()["procedures"]}
+    for code, fields in expected.items():
+        page = http.get(f"/request/{code}")
+        assert page.status_code == 200, page.text
+        asked = {f for f in ("visa_number", "foreigner_number") if f'name="{f}"' in page.text}
+        assert asked == fields == listed[code], code
+
+
 def test_list_slots(http, services):
     body = http.get("/api/slots", params={"procedure": "renewal", "per_page": 3}).json()
     assert len(body["slots"]) == 3 and body["has_more"]

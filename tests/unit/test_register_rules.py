@@ -1,12 +1,14 @@
 """The register's rules (issue 24): reading an export, the diff of an import, the matching
 key (M4's folding), the invitations due and their order."""
-from datetime import date
+from datetime import date, datetime, timezone
 
 import pytest
 
 from services.common.register_check import (WRONG_PROCEDURE_FIELD, checked_procedures, match_key,
+                                           register_books, request_requires,
                                            visa_checked_procedures, visa_in_time, visa_match_key,
                                            visa_number, wrong_procedure, wrong_renewal)
+from services.common.reference_data import PROCEDURES
 from services.register import rules
 
 HEADER = "foreigner_number,family_name,given_names,birth_date,permit_kind,expiry,email\n"
@@ -208,6 +210,43 @@ def test_visa_checked_procedures_default_to_first_applications_and_none_means_no
         "first_application", "change_of_status"}
 
 
+def test_what_a_request_must_carry_follows_the_settings_by_default():
+    """One rule (register_books) for what the requests service checks and what GET
+    /api/procedures and the request form say: first applications a visa, renewals a permit."""
+    requires = {code: request_requires(code, {}) for code in PROCEDURES}
+    assert requires == {
+        "first_application": [{"field": "visa_number", "checked_against": "visas"}],
+        "renewal": [{"field": "foreigner_number", "checked_against": "permits"}],
+        "renewal_10y": [{"field": "foreigner_number", "checked_against": "permits"}],
+        "change_of_status": [], "duplicate": []}
+    assert register_books("first_application", {}) == ("visas",)
+    assert register_books("renewal", {"VISA_CHECKED_PROCEDURES": ""}) == ("permits",)
+
+
+def test_what_a_request_must_carry_follows_the_settings_changed():
+    config = {"VISA_CHECKED_PROCEDURES": "change_of_status",
+              "REGISTER_CHECKED_PROCEDURES": "renewal_10y,duplicate"}
+    assert request_requires("first_application", config) == []
+    assert request_requires("change_of_status", config) == [
+        {"field": "visa_number", "checked_against": "visas"}]
+    # a renewal no register checks still needs its number (the staff find the file by it)
+    assert request_requires("renewal", config) == [
+        {"field": "foreigner_number", "checked_against": None}]
+    assert request_requires("renewal_10y", config) == [
+        {"field": "foreigner_number", "checked_against": "permits"}]
+    # a procedure that is not a renewal, checked against the permits: its number is required
+    assert request_requires("duplicate", config) == [
+        {"field": "foreigner_number", "checked_against": "permits"}]
+    # both settings name it: both, in the order the requests service checks them
+    both = {"VISA_CHECKED_PROCEDURES": "duplicate", "REGISTER_CHECKED_PROCEDURES": "duplicate"}
+    assert register_books("duplicate", both) == ("visas", "permits")
+    assert [r["field"] for r in request_requires("duplicate", both)] == [
+        "visa_number", "foreigner_number"]
+    off = {"VISA_CHECKED_PROCEDURES": "none", "REGISTER_CHECKED_PROCEDURES": "none"}
+    assert register_books("first_application", off) == ()
+    assert request_requires("first_application", off) == []
+
+
 def test_the_filing_schema_takes_a_visa_number_as_typed_and_refuses_operators():
     from services.common.request_schemas import RequestFilingSchema
     from marshmallow import ValidationError
@@ -260,3 +299,32 @@ def test_the_visa_grace_defaults_to_ninety_days():
     from services.common.settings import setting
     assert setting({}, "VISA_VALIDITY_GRACE_DAYS") == 90
     assert setting({"VISA_VALIDITY_GRACE_DAYS": "30"}, "VISA_VALIDITY_GRACE_DAYS") == 30
+
+
+def test_the_requests_service_checks_by_the_same_rule_and_asks_for_a_missing_number():
+    """The requests service decides its checks by register_books, so what GET /api/procedures
+    says is what it checks; a procedure checked against the permits that is not a renewal
+    (the schema asks only renewals for the number) answers 400 naming the field, before the
+    register is asked, as a first application without its visa does."""
+    from nameko.testing.services import worker_factory
+    from services.common.errors import InvalidRequest
+    from services.common.register_check import FOREIGNER_NUMBER_MISSING
+    from services.requests.service import RequestsService
+
+    config = {"VISA_CHECKED_PROCEDURES": "change_of_status",
+              "REGISTER_CHECKED_PROCEDURES": "duplicate"}
+    service = worker_factory(RequestsService, config=config)
+    person = {"birth_date": date(1990, 4, 2), "family_name": "Diop"}
+    with pytest.raises(InvalidRequest) as missing:
+        service._register_check(dict(person, procedure="duplicate"), "key")
+    assert missing.value.fields == {"foreigner_number": [FOREIGNER_NUMBER_MISSING]}
+    assert not service.register.match.called
+    # unchecked under these settings: nothing asked of the register, nothing vouched
+    assert service._register_check(dict(person, procedure="first_application"), "key") == (
+        None, False)
+    service.register.match_visa.return_value = {"matched": True, "validity_end": "2100-01-01"}
+    service.clock.now.return_value = datetime(2026, 12, 8, tzinfo=timezone.utc)
+    service._setting = lambda key: 90
+    assert service._register_check(dict(person, procedure="change_of_status",
+                                        visa_number="FRA123456789"), "key") == ("visas", False)
+    assert not service.register.match.called
