@@ -2,6 +2,8 @@
 score that sends to staff review (never to cancellation)."""
 
 CANCEL, REVIEW = "cancel", "review"
+# a booking's state in fraud's index (services/fraud/store.py)
+ACTIVE, CANCELLED = "active", "cancelled"
 # what to do when one e-mail holds several active bookings
 CANCEL_ALL, KEEP_EARLIEST = "cancel_all", "keep_earliest"
 
@@ -126,3 +128,25 @@ def decoy_linked(entry, decoy_booking):
         return "identity+address" if same_ip else "identity"
     return "address" if same_ip else None
 
+
+def supersedes(change, current):
+    """Whether a status `change` replaces the `current` one in fraud's index, so that the index
+    ends in the booking's latest state whatever order its events are handled in, and however
+    many times each is. Each is (status, ts): ts the time of the event that set it (its
+    occurred_at, or when fraud itself cancelled), or None for what a confirmation writes
+    (active, and nothing about what came after). current None: nothing indexed yet.
+
+    The events come on separate queues: a booking's cancellation may be handled before its
+    confirmation. A booking is confirmed before anything can cancel it, so a confirmation
+    never replaces a status an event set (else it would bring the cancelled booking back);
+    between cancellations and restorations the later wins, and at the same instant the
+    cancellation, so that neither order nor redelivery changes the outcome.
+    """
+    if current is None:
+        return True
+    (status, ts), (current_status, current_ts) = change, current
+    if ts is None:
+        return current_ts is None and current_status == status
+    if current_ts is None or ts != current_ts:
+        return current_ts is None or ts > current_ts
+    return status == CANCELLED or current_status == status

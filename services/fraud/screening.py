@@ -115,10 +115,14 @@ class Screening:
                 self.store.add_booking(entry, settings["group_caps"])
                 raise
             entry.update(status=CANCELLED, status_ts=time.time())  # as set_status writes it
-        if not self.store.add_booking(entry, settings["group_caps"]) and entry["status"] == CANCELLED:
-            # indexed before (a copy handled again, or an entry written by an earlier version
-            # as active): its state follows, as act() would have written it
-            self.store.set_status(entry["_id"], CANCELLED)
+        decided = entry["status"]
+        # the entry then says what the index holds: a cancellation handled before this
+        # confirmation (the events come on separate queues) is kept
+        if not self.store.add_booking(entry, settings["group_caps"]) and decided == CANCELLED \
+                and entry["status"] != CANCELLED:
+            # indexed before as active (a copy handled again, or an entry written by an earlier
+            # version): its state follows, as act() would have written it
+            entry["status"] = self.store.set_status(entry["_id"], CANCELLED)
         # one read for every rule: the groups this booking has just joined, and the window
         watched = watched_groups(entry, settings["window"])
         found = self.store.members([i for ids in watched.values() for i in ids])
@@ -127,6 +131,26 @@ class Screening:
         self.check_person(entry, members["person"], members["number"])
         self.check_decoy(entry, members)
         self.check_grabbing(entry, members["ip"], members["ua"])
+
+    def booking_cancelled(self, event):
+        """booking_cancelled: the booking no longer counts, and an open review of it is closed
+        (nothing left for staff to decide). Handled before the booking's confirmation (another
+        queue), the entry is written with the status alone, and the confirmation keeps it
+        (store.add_booking); a booking never confirmed (was_confirmed false: pending, expired)
+        is never screened, so it is not written."""
+        status = self.store.set_status(event["reference"], CANCELLED,
+                                       parse_iso(event["occurred_at"]).timestamp(),
+                                       create=bool(event.get("was_confirmed")))
+        if status == CANCELLED:  # not when a later restoration was handled first
+            self.store.close_cancelled_review(event["reference"], time.time(), event.get("reason"))
+
+    def booking_restored(self, event):
+        """booking_restored (an undone counter cancellation): the booking counts again for the
+        one-of-each rules (M3), or a second booking of the same person would pass unseen.
+        Handled before the cancellation it undoes, or before the confirmation, it still wins:
+        the later event does (rules.supersedes)."""
+        self.store.set_status(event["reference"], ACTIVE, parse_iso(event["occurred_at"]).timestamp(),
+                              create=True)
 
     def check_decoy(self, entry, members):
         """A decoy slot is shown by the JSON API only. Booking one was once cancelled at sight;
@@ -166,7 +190,9 @@ class Screening:
             if evidence is not None:
                 review.append((booking, decoy, evidence))
         for booking, decoy, evidence in review:
-            if booking["_id"] in self.cancelled:  # cancelled by a booking-tied rule already
+            # cancelled by a booking-tied rule already, or known cancelled (its cancellation
+            # handled before its confirmation): nothing left for staff to decide
+            if booking["_id"] in self.cancelled or booking.get("status") != ACTIVE:
                 continue
             case = self.address_case(decoy, [
                 f"Booking {decoy['_id']} booked a decoy slot (shown by the JSON API only); these "

@@ -26,12 +26,11 @@ from services.common import relay
 from services.common.rpc import BoundedRpcProxy, rpc
 from services.common.schemas import ListingSchema, SafeString, validated
 from services.common.settings import retention_days, setting
-from services.common.timeutil import parse_iso
 from services.common.views import staff_view
 from services.common.queues import event_handler
 from services.fraud import rules
 from services.fraud.screening import SLOT_GRABBING, Screening
-from services.fraud.store import ACTIVE, CANCELLED, FraudStore
+from services.fraud.store import FraudStore
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +167,9 @@ class FraudService(relay.OutboxRelay, event_inbox.TakesEvents):
         self.take_event("booking_restored", event)
 
     def inbox_handlers(self):
-        return {"booking_confirmed": self._screening().screen,
-                "booking_cancelled": self._forget_cancelled,
-                "booking_restored": self._count_again}
+        screening = self._screening()
+        return {"booking_confirmed": screening.screen, "booking_cancelled": screening.booking_cancelled,
+                "booking_restored": screening.booking_restored}
 
     def outbox_routes(self):
         """The decisions carried out whose `fraud_detected` was not sent (crash, broker), for
@@ -305,15 +304,8 @@ class FraudService(relay.OutboxRelay, event_inbox.TakesEvents):
         return Screening(self.store, self.booking, self.settings, self.dispatch)
 
     def _carry_out(self, review, cancel, by, note):
-        if cancel:
+        # a review closed because its booking was cancelled elsewhere: nothing to carry out
+        if cancel and not review.get("cancelled_elsewhere"):
             self._screening().act(review["_id"], SLOT_GRABBING, rules.CANCEL,
                                   dict(review.get("evidence") or {}, decided_by=by, note=note),
                                   actor=by)
-
-    def _forget_cancelled(self, event):
-        self.store.set_status(event["reference"], CANCELLED, parse_iso(event["occurred_at"]).timestamp())
-
-    def _count_again(self, event):
-        """An undone counter cancellation: the booking counts again for the one-of-each rules
-        (M3), or a second booking of the same person would pass unseen."""
-        self.store.set_status(event["reference"], ACTIVE, parse_iso(event["occurred_at"]).timestamp())

@@ -21,8 +21,8 @@ from services.common.inbox import Inbox
 from services.common.lease import Leases
 from services.common.outbox import Outbox
 from services.common.retention import erase_batch, erasure
+from services.fraud.rules import ACTIVE, CANCELLED
 
-ACTIVE, CANCELLED = "active", "cancelled"
 DUPLICATE_KEY = 11000
 # cancellations for evidence about the booking itself (slot_grabbing is never one: network
 # evidence and decoys only open review cases)
@@ -34,6 +34,8 @@ AGENT_MEMBER_FIELDS = ("identity_key", "created_ts")  # the user-agent rule coun
 BUCKETED = ("ip", "ua")
 # review states once staff decided (an open review waits for them, however old)
 DECIDED_REVIEWS = ("cancelled", "cleared")
+# who closed a review whose booking was cancelled before staff decided it
+CANCELLED_ELSEWHERE = "booking"
 
 
 def bucket(ts, window):
@@ -57,6 +59,15 @@ def group_ids(entry, window):
 def window_group_ids(kind, value, since_ts, until_ts, window):
     """The bucketed groups of one address or user agent that cover [since_ts, until_ts]."""
     return [f"{kind}:{value}:{b}" for b in range(bucket(since_ts, window), bucket(until_ts, window) + 1)]
+
+
+def superseded_by(status, at_ts, field="status_ts"):
+    """The stored states that a change to `status` at `at_ts` replaces (rules.supersedes), as
+    queries on `field`, the stored change's time: none (written by a confirmation), or older
+    (for a cancellation, as old: at one instant it wins). Two queries, tried in turn, and no
+    $or: the MongoDB stand-in reads `{_id: x, $or: [a, b]}` as `_id = x AND a OR b`, which
+    matches other bookings' entries."""
+    return [{field: {"$exists": False}}, {field: {"$lte" if status == CANCELLED else "$lt": at_ts}}]
 
 
 def group_kind(group_id):
@@ -93,46 +104,98 @@ class FraudStore:
 
         caps: the most members a bucketed group keeps, by kind ("ip", "ua"); past it, later
         bookings are not entered (the rules only need to know that the count is high).
-        True when the booking was not indexed before.
+        True when the booking was not indexed before. The entry's `status` (and `status_ts`)
+        are then what the index holds: a cancellation or restoration handled before this
+        confirmation (rules.supersedes) is kept, never overwritten.
+
+        Groups first, then the entry: a status change handled meanwhile either finds the
+        members and sets them, or is found here in the entry and set on them.
         """
-        try:
-            self.bookings.insert_one(entry)
-            inserted = True
-        except DuplicateKeyError:
-            inserted = False
         ref = entry["_id"]
         writes = []
         for group_id in entry["groups"]:
             kind = group_kind(group_id)
-            fields = AGENT_MEMBER_FIELDS if kind == "ua" else MEMBER_FIELDS
-            member = {f"members.{ref}": {key: entry[key] for key in fields}}
+            fields = AGENT_MEMBER_FIELDS if kind == "ua" else MEMBER_FIELDS + ("status_ts",)
+            member = {f"members.{ref}": {key: entry[key] for key in fields if key in entry}}
+            # a member is entered once: a copy of the event handled again must not write its
+            # status over the one a later cancellation set. A group that has this booking
+            # already (or is full) matches nothing: the upsert's insert then collides on _id,
+            # which is the "no" we want
+            query = {"_id": group_id, f"members.{ref}": {"$exists": False}}
             if kind not in caps:
-                writes.append(UpdateOne({"_id": group_id}, {"$set": member}, upsert=True))
+                writes.append(UpdateOne(query, {"$set": member}, upsert=True))
             else:
-                # a full group, or one that has this booking already, matches nothing: the
-                # upsert's insert then collides on _id, which is the "no" we want
-                writes.append(UpdateOne(
-                    {"_id": group_id, "size": {"$lt": caps[kind]}, f"members.{ref}": {"$exists": False}},
-                    {"$set": member, "$inc": {"size": 1}}, upsert=True))
+                writes.append(UpdateOne(dict(query, size={"$lt": caps[kind]}),
+                                        {"$set": member, "$inc": {"size": 1}}, upsert=True))
         try:
             self.groups.bulk_write(writes, ordered=False)  # one round trip for all groups
         except BulkWriteError as exc:
             if any(error["code"] != DUPLICATE_KEY for error in exc.details["writeErrors"]):
                 raise
-        return inserted
+        try:
+            self.bookings.insert_one(entry)
+            return True
+        except DuplicateKeyError:
+            pass
+        # indexed before: a copy handled again, or a status change handled first (its entry
+        # has only the status). The booking's facts are written, its status left as it is
+        facts = {key: value for key, value in entry.items() if key not in ("_id", "status", "status_ts")}
+        stored = self.bookings.find_one_and_update({"_id": ref}, {"$set": facts},
+                                                   return_document=ReturnDocument.AFTER)
+        if stored is None:  # erased in between (retention): indexed as this event says
+            self.bookings.insert_one(entry)
+            return True
+        written = (entry["status"], entry.get("status_ts"))
+        entry.pop("status_ts", None)
+        entry.update({key: stored[key] for key in ("status", "status_ts") if key in stored})
+        if (entry["status"], entry.get("status_ts")) != written and "status_ts" in entry:
+            self._set_members(ref, entry["groups"], entry["status"], entry["status_ts"])
+        return False
 
-    def set_status(self, reference, status, at_ts=None):
+    def set_status(self, reference, status, at_ts=None, create=False):
         """`at_ts`: when the change happened (an event's occurred_at; now when None). An older
         change arriving after a newer one (a cancellation redelivered after its undo) is
-        ignored: the index keeps the booking's latest state."""
+        ignored: the index keeps the booking's latest state (rules.supersedes).
+
+        create: when the booking is not indexed yet (its confirmation not handled: the events
+        come on separate queues), its entry is written with this status alone, and the
+        confirmation, handled later, keeps it. `status` when the index now says it because of
+        this change (a cancellation's copy too), None when it changed nothing (not indexed, or
+        a later change is)."""
         at_ts = time.time() if at_ts is None else at_ts
-        entry = self.bookings.find_one_and_update(
-            {"_id": reference, "$or": [{"status_ts": {"$exists": False}}, {"status_ts": {"$lte": at_ts}}]},
-            {"$set": {"status": status, "status_ts": at_ts}})
-        for group_id in (entry or {}).get("groups") or ():
-            if group_kind(group_id) != "ua":  # user-agent members carry no status
-                self.groups.update_one({"_id": group_id, f"members.{reference}": {"$exists": True}},
-                                       {"$set": {f"members.{reference}.status": status}})
+        entry = self._change_status(reference, status, at_ts)
+        if entry is None and create:
+            try:
+                # created_ts: its erasure, if the confirmation never comes (a desk booking)
+                self.bookings.insert_one({"_id": reference, "status": status, "status_ts": at_ts,
+                                          "created_ts": at_ts, "groups": []})
+                return status
+            except DuplicateKeyError:  # indexed meanwhile: changed as any entry
+                entry = self._change_status(reference, status, at_ts)
+        if entry is None:
+            return None
+        self._set_members(reference, entry.get("groups") or (), status, at_ts)
+        return status
+
+    def _change_status(self, reference, status, at_ts):
+        change = {"$set": {"status": status, "status_ts": at_ts}}
+        for query in superseded_by(status, at_ts):
+            entry = self.bookings.find_one_and_update(dict(query, _id=reference), change,
+                                                      return_document=ReturnDocument.AFTER)
+            if entry is not None:
+                return entry
+        return None
+
+    def _set_members(self, reference, groups, status, at_ts):
+        """The booking's status in the groups it joined, under the same rule as its entry
+        (rules.supersedes): of two changes written concurrently, the later stays."""
+        member = f"members.{reference}"
+        change = {"$set": {f"{member}.status": status, f"{member}.status_ts": at_ts}}
+        writes = [UpdateOne(dict(query, _id=group_id, **{member: {"$exists": True}}), change)
+                  for group_id in groups if group_kind(group_id) != "ua"  # ua: no status
+                  for query in superseded_by(status, at_ts, f"{member}.status_ts")]
+        if writes:
+            self.groups.bulk_write(writes, ordered=True)
 
     def members(self, group_ids):
         """{group id: [booking-like dicts]} for these groups, in one read."""
@@ -186,6 +249,27 @@ class FraudStore:
             self.cases.update_one({"_id": case["_id"]},
                                   {"$set": dict(fields, state="open", at_ts=review["at_ts"])},
                                   upsert=True)
+        # a cancellation handled meanwhile closes the open review it finds (after writing the
+        # entry); it may have looked before this one was written. Written, then read: of the
+        # two, at least one sees the other
+        entry = self.bookings.find_one({"_id": review["_id"]}, {"status": 1})
+        if entry is not None and entry["status"] == CANCELLED:
+            self.close_cancelled_review(review["_id"], time.time(),
+                                        case_id=case["_id"] if case is not None else None)
+
+    def close_cancelled_review(self, reference, now_ts, reason=None, case_id=None):
+        """The booking was cancelled (by its owner, staff, the counter or a rule) before staff
+        decided its review: closed as cancelled, saying so, and its case with it when nothing
+        else in it is open. Again: nothing more."""
+        note = f"Annulée hors de cet examen / cancelled outside this review ({reason or 'cancelled'})."
+        review = self.reviews.find_one_and_update(
+            {"_id": reference, "state": "open"},
+            {"$set": {"state": "cancelled", "decided_by": CANCELLED_ELSEWHERE, "note": note,
+                      "decided_ts": now_ts, "cancelled_elsewhere": reason or CANCELLED}},
+            return_document=ReturnDocument.AFTER)
+        case_id = case_id or (review or {}).get("case_id")
+        if case_id:
+            self.close_case_if_done(case_id, CANCELLED_ELSEWHERE, note, now_ts)
 
     def reviewed_among(self, references):
         """Which of these bookings already have a review (open or decided)."""

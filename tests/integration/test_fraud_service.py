@@ -521,3 +521,75 @@ def test_an_undone_cancellation_counts_again_whatever_order_the_events_arrive_in
     dispatch("booking", "booking_cancelled", dict(cancelled, event_id=str(uuid.uuid4())))
     taken("booking_cancelled", copies=2)
     assert statuses() == ("active", "active")
+
+
+def test_a_cancellation_fraud_takes_before_the_confirmation_is_kept_and_never_reviewed(
+        container_factory, fraud_config, rpc, mongo, deliveries):
+    """booking_cancelled and booking_confirmed come on separate queues: a booking's
+    cancellation may be taken first. The index still ends cancelled (entry and groups), the
+    booking joins no review case, and copies of either event handled again change nothing.
+    Before, the confirmation wrote the booking as active and it went to staff review."""
+    config = dict(fraud_config, FRAUD_FAST_SECONDS=60)  # the speed counts: two people, one case
+    container_factory(FraudService, config).start()
+    dispatch = event_dispatcher(config)
+    ip = "203.0.113.50"
+
+    def confirmed(reference, email, family):
+        return booking_event(reference, name="booking_confirmed", email=email,
+                             email_normalised=email, seconds_after_publication=1.0,
+                             client={"ip": ip, "user_agent": "x"},
+                             identity={"family_name": family, "given_names": "Nour",
+                                       "birth_date": "1990-01-01"})
+
+    kept = confirmed("RDV-RACE-0001", "nour@example.org", "Haddad")
+    gone = confirmed("RDV-RACE-0002", "maya@example.org", "Khalil")
+    cancelled = booking_event("RDV-RACE-0002", name="booking_cancelled", reason="applicant",
+                              was_confirmed=True, email="maya@example.org",
+                              email_normalised="maya@example.org",
+                              occurred_at="2027-02-01T10:05:00Z")
+
+    def taken(event_type, reference, copies=1):
+        deliveries.wait_for(copies, match=lambda args, result: args[0] == event_type
+                            and args[1]["reference"] == reference)
+
+    def index_of(reference):
+        entry = mongo("fraud")["bookings"].find_one({"_id": reference}) or {}
+        groups = mongo("fraud")["groups"].find({"_id": {"$in": entry.get("groups") or []}})
+        return entry.get("status"), {g["members"][reference]["status"] for g in groups
+                                     if not g["_id"].startswith("ua:")}
+
+    dispatch("booking", "booking_cancelled", cancelled)
+    taken("booking_cancelled", gone["reference"])
+    dispatch("booking", "booking_confirmed", kept)
+    taken("booking_confirmed", kept["reference"])
+    dispatch("booking", "booking_confirmed", gone)
+    taken("booking_confirmed", gone["reference"])
+    assert index_of(gone["reference"]) == ("cancelled", {"cancelled"})
+    assert [r["id"] for r in rpc.fraud.review_queue()] == [kept["reference"]]
+    [case] = rpc.fraud.cases()
+    assert [b["reference"] for b in case["bookings"]] == [kept["reference"]]
+
+    # copies: the same deliveries again (the inbox drops them), and each handled again as when
+    # its "handled" mark was lost (another event id), the confirmation last
+    for event_type, event in (("booking_confirmed", gone), ("booking_cancelled", cancelled)):
+        dispatch("booking", event_type, event)
+    taken("booking_confirmed", gone["reference"], copies=2)
+    taken("booking_cancelled", gone["reference"], copies=2)
+    for event_type, event in (("booking_cancelled", cancelled), ("booking_confirmed", gone)):
+        dispatch("booking", event_type, dict(event, event_id=str(uuid.uuid4())))
+        taken(event_type, gone["reference"], copies=3)
+    assert index_of(gone["reference"]) == ("cancelled", {"cancelled"})
+    assert [r["id"] for r in rpc.fraud.review_queue()] == [kept["reference"]]
+
+    # the other one cancelled too, in the usual order: its open review learns of it, and the
+    # case, with nothing left to decide, is closed
+    dispatch("booking", "booking_cancelled", booking_event(
+        kept["reference"], name="booking_cancelled", reason="applicant", was_confirmed=True,
+        email="nour@example.org", email_normalised="nour@example.org",
+        occurred_at="2027-02-01T10:06:00Z"))
+    taken("booking_cancelled", kept["reference"])
+    assert index_of(kept["reference"]) == ("cancelled", {"cancelled"})
+    assert rpc.fraud.review_queue() == [] and rpc.fraud.cases() == []
+    [closed] = rpc.fraud.review_queue(state="cancelled")
+    assert (closed["id"], closed["decided_by"], closed["cancelled_elsewhere"]) == \
+        (kept["reference"], "booking", "applicant")

@@ -93,3 +93,16 @@ def test_a_full_group_is_no_error_but_a_real_write_error_is_not_swallowed(store)
     store.groups = FailingGroups([11000, 121])  # document failed validation: the event must retry
     with pytest.raises(BulkWriteError):
         store.add_booking(entry("RDV-AAAA-0002", ts=1000.0), {"ip": 1, "ua": 1})
+
+
+def test_a_status_change_touches_its_own_booking_only(store):
+    """The MongoDB stand-in reads `{_id: x, $or: [a, b]}` as `_id = x AND a OR b`: a status
+    change once written that way landed on another booking's entry (one whose time matched),
+    and a booking restored brought another, cancelled one back."""
+    store.add_booking(entry("RDV-AAAA-0001", ts=1000.0), {"ip": 10, "ua": 10})
+    store.add_booking(entry("RDV-AAAA-0002", ts=1001.0, ip="198.51.100.8"), {"ip": 10, "ua": 10})
+    store.set_status("RDV-AAAA-0001", CANCELLED, 1100.0)
+    store.set_status("RDV-AAAA-0002", CANCELLED, 1150.0)
+    store.set_status("RDV-AAAA-0002", "active", 1200.0)
+    statuses = {doc["_id"]: (doc["status"], doc["status_ts"]) for doc in store.bookings.find()}
+    assert statuses == {"RDV-AAAA-0001": (CANCELLED, 1100.0), "RDV-AAAA-0002": ("active", 1200.0)}

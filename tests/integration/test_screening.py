@@ -418,3 +418,150 @@ def test_a_decoy_and_the_same_person_booked_elsewhere_end_alike_in_any_order(wor
     assert booking.cancelled == {}
     reviews = {e["reference"]: e["evidence"].get("link") for e in sent if e["action"] == "review"}
     assert reviews == {"RDV-RRRR-0001": None, "RDV-RRRR-0002": "identity"}
+
+
+# -- a booking's cancellation and its confirmation come on separate queues: any order --------
+
+def cancelled_event(reference, at, **fields):
+    return booking_event(reference, name="booking_cancelled", reason="applicant",
+                         was_confirmed=True, occurred_at=at, **fields)
+
+
+def restored_event(reference, at, **fields):
+    return booking_event(reference, name="booking_restored", token="t", restored_by="chief",
+                         occurred_at=at, **fields)
+
+
+HISTORIES = {
+    # the booking's events as booking announced them, and its state once all are handled
+    "cancelled": (["confirmed", "cancelled"], "cancelled"),
+    "restored": (["confirmed", "cancelled", "restored"], "active"),
+    "cancelled again": (["confirmed", "cancelled", "restored", "cancelled again"], "cancelled"),
+}
+
+
+@pytest.mark.parametrize("history", sorted(HISTORIES))
+def test_the_index_ends_in_the_booking_s_latest_state_in_any_order_with_copies(world, history):
+    """Every order of the booking's events, each handled twice (a copy whose "handled" mark was
+    lost, after all the others or right after itself): the entry and every group end in the
+    booking's latest state. Before, a cancellation handled before the confirmation was lost
+    and a confirmation handled again set the groups back to active."""
+    import itertools
+
+    screening, booking, sent = world
+    names, expected = HISTORIES[history]
+    runs = 0
+    for order in itertools.permutations(names):
+        for copies in ("after all", "right after"):
+            runs += 1
+            reference, email = f"RDV-ORDR-{runs:04d}", f"order{runs}@example.org"
+            who = dict(email=email, email_normalised=email,
+                       identity=person("Benali", "Yasmine", f"19{50 + runs}-03-14"))
+            events = {"confirmed": booked(booking, reference, name="booking_confirmed",
+                                          occurred_at="2027-02-01T10:00:00Z",
+                                          client={"ip": f"198.51.100.{runs}", "user_agent": "x"},
+                                          **who),
+                      "cancelled": cancelled_event(reference, "2027-02-02T09:00:00Z", **who),
+                      "restored": restored_event(reference, "2027-02-02T09:30:00Z", **who),
+                      "cancelled again": cancelled_event(reference, "2027-02-02T11:00:00Z", **who)}
+            handle = {"confirmed": screening.screen, "cancelled": screening.booking_cancelled,
+                      "restored": screening.booking_restored, "cancelled again": screening.booking_cancelled}
+            handled = (list(order) * 2 if copies == "after all"
+                       else [name for name in order for _ in range(2)])
+            for name in handled:
+                handle[name](events[name])
+            status, groups = index_of(screening.store, reference)
+            assert (status, set(groups.values())) == (expected, {expected}), (order, copies)
+    assert booking.cancelled == {} and sent == []  # nobody screened out: one booking each
+
+
+class HeldBefore:
+    """A collection as one handler sees it: `meanwhile` (the other handler, whole) runs once,
+    just before the first call of `method`."""
+
+    def __init__(self, collection, method, meanwhile):
+        self._collection, self._method, self._meanwhile = collection, method, meanwhile
+
+    def __getattr__(self, name):
+        found = getattr(self._collection, name)
+        if name != self._method or self._meanwhile is None:
+            return found
+
+        def held(*args, **kwargs):
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+            return found(*args, **kwargs)
+        return held
+
+
+def test_a_cancellation_handled_between_the_group_writes_and_the_entry_write_is_kept(world, mongo):
+    """Two handlers at once: the cancellation runs whole after the confirmation entered the
+    booking in its groups and before it wrote its entry; the index ends cancelled, groups too."""
+    screening, booking, sent = world
+    reference = "RDV-HELD-0001"
+    confirmed = booked(booking, reference, name="booking_confirmed")
+    held_store = FraudStore(mongo("fraud"))
+    held_store.bookings = HeldBefore(held_store.bookings, "insert_one",
+                                     lambda: screening.booking_cancelled(cancelled_event(reference, "2027-02-02T09:00:00Z")))
+    Screening(held_store, booking, SETTINGS, screening.dispatch).screen(confirmed)
+    status, groups = index_of(screening.store, reference)
+    assert status == "cancelled" and set(groups.values()) == {"cancelled"}
+
+
+def grey_pair(booking, prefix):
+    """Two people booking from one address within a second of the release: one review case."""
+    return [booked(booking, f"RDV-{prefix}-000{i}", name="booking_confirmed",
+                   email=f"{prefix.lower()}{i}@example.org", seconds_after_publication=0.5,
+                   client={"ip": "203.0.113.44", "user_agent": "x"},
+                   identity=person(family, "Given", f"198{i}-01-01"))
+            for i, family in enumerate(("Haddad", "Khalil"))]
+
+
+def open_reviews(store):
+    return sorted(r["_id"] for r in store.review_queue("open", 100))
+
+
+def test_a_booking_cancelled_before_its_confirmation_is_handled_is_never_reviewed(world):
+    screening, booking, sent = world
+    first, second = grey_pair(booking, "GREY")
+    screening.booking_cancelled(cancelled_event(second["reference"], "2027-02-01T10:05:00Z"))
+    screening.screen(first)
+    screening.screen(second)
+    assert open_reviews(screening.store) == [first["reference"]]
+    [case] = screening.store.cases_in("open", 10)
+    assert case["evidence"]["signals"]["identities_same_address"] == 2  # it did book from there
+    assert index_of(screening.store, second["reference"])[0] == "cancelled"
+
+
+def test_an_open_review_is_closed_when_its_booking_is_cancelled(world):
+    screening, booking, sent = world
+    first, second = grey_pair(booking, "SHUT")
+    screening.screen(first)
+    screening.screen(second)
+    assert open_reviews(screening.store) == [first["reference"], second["reference"]]
+    [case] = screening.store.cases_in("open", 10)
+    cancelled = cancelled_event(second["reference"], "2027-02-01T10:05:00Z")
+    screening.booking_cancelled(cancelled)
+    screening.booking_cancelled(cancelled)  # a copy: nothing more
+    review = screening.store.review(second["reference"])
+    assert (review["state"], review["decided_by"], review["cancelled_elsewhere"]) == \
+        ("cancelled", "booking", "applicant")
+    assert open_reviews(screening.store) == [first["reference"]]
+    assert screening.store.case(case["_id"])["state"] == "open"  # the other one waits for staff
+    screening.booking_cancelled(cancelled_event(first["reference"], "2027-02-01T10:06:00Z"))
+    assert screening.store.case(case["_id"])["state"] == "decided"  # nothing left to decide
+    assert booking.cancelled == {}  # fraud cancelled nobody: the applicants did
+
+
+def test_a_review_written_after_its_booking_s_cancellation_was_handled_is_closed_at_once(world):
+    """A handler that read the booking active in its groups and writes its review after the
+    cancellation looked for one: the review is closed as it is written, its case too."""
+    screening, booking, sent = world
+    store = screening.store
+    store.set_status("RDV-LATE-0001", "cancelled", 100.0, create=True)
+    case = {"_id": "address:203.0.113.45:1", "kind": "address", "client_ip": "203.0.113.45",
+            "summary": [], "evidence": {}, "strong": False}
+    store.open_review({"_id": "RDV-LATE-0001", "state": "open", "rule": "slot_grabbing",
+                       "evidence": {}, "at_ts": 100.0}, case=case)
+    assert store.review("RDV-LATE-0001")["state"] == "cancelled"
+    assert store.case(case["_id"])["state"] == "decided"

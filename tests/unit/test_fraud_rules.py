@@ -121,3 +121,49 @@ def test_a_popular_user_agent_alone_sends_nobody_to_review():
     value, signals = score(1.0, 1, 300, 1)
     assert rules.grabbing_action(value, CFG) is None
     assert "identities_same_user_agent" not in signals
+
+
+# -- a booking's status in fraud's index: events in any order, each handled any number of times
+
+def final_status(changes):
+    """The status the index ends with, each change applied when rules.supersedes says so."""
+    current = None
+    for change in changes:
+        if rules.supersedes(change, current):
+            current = change
+    return current[0]
+
+
+CONFIRMED = ("active", None)  # what a confirmation writes: no event time of a status change
+
+
+def test_a_cancellation_handled_before_the_confirmation_is_kept():
+    cancelled = ("cancelled", 20.0)
+    assert not rules.supersedes(CONFIRMED, cancelled)  # the confirmation never resurrects it
+    assert rules.supersedes(cancelled, CONFIRMED)
+    assert final_status([cancelled, CONFIRMED]) == final_status([CONFIRMED, cancelled]) == "cancelled"
+
+
+def test_the_later_of_a_cancellation_and_its_undo_wins_whichever_is_handled_first():
+    cancelled, restored = ("cancelled", 20.0), ("active", 30.0)
+    assert rules.supersedes(restored, cancelled) and not rules.supersedes(cancelled, restored)
+    assert not rules.supersedes(CONFIRMED, restored)
+
+
+def test_at_the_same_instant_a_cancellation_wins_and_a_copy_changes_nothing():
+    assert rules.supersedes(("cancelled", 20.0), ("active", 20.0))
+    assert not rules.supersedes(("active", 20.0), ("cancelled", 20.0))
+    assert rules.supersedes(("cancelled", 20.0), ("cancelled", 20.0))  # the same event again
+    assert rules.supersedes(CONFIRMED, CONFIRMED) and rules.supersedes(CONFIRMED, None)
+
+
+@pytest.mark.parametrize("history, expected", [
+    ([CONFIRMED, ("cancelled", 20.0)], "cancelled"),
+    ([CONFIRMED, ("cancelled", 20.0), ("active", 30.0)], "active"),
+    ([CONFIRMED, ("cancelled", 20.0), ("active", 30.0), ("cancelled", 40.0)], "cancelled"),
+])
+def test_every_order_and_every_redelivery_ends_in_the_booking_s_latest_state(history, expected):
+    import itertools
+
+    for order in itertools.permutations(history + history):  # each event twice, any order
+        assert final_status(order) == expected, order
