@@ -30,6 +30,7 @@ from services.common import contract
 from services.common.deadletter import publish_parked
 from services.common.delivery import DONE, IN_PROGRESS, PARKED, RETRYING, backoff
 from services.common.errors import EXPECTED, InvalidRequest, NotFound, describe
+from services.common.mongo import one_if_any
 from services.common.pending import PendingMarks
 from services.common.retention import ERASED, erase_batch, erasure
 from services.common.rpc import rpc
@@ -121,8 +122,8 @@ class Inbox:
         except DuplicateKeyError:
             pass
         taken = self.events.find_one_and_update(
-            {"_id": event_id, "$or": [{"state": RETRYING},
-                                      {"state": IN_PROGRESS, "lease_ts": {"$lt": now}}]},
+            one_if_any(event_id, {"state": RETRYING},
+                       {"state": IN_PROGRESS, "lease_ts": {"$lt": now}}),
             {"$set": {"state": IN_PROGRESS, "lease_ts": now + self.lease_seconds}})
         if taken is not None:
             return GO

@@ -11,6 +11,8 @@ import uuid
 from nameko.extensions import DependencyProvider
 from pymongo.errors import DuplicateKeyError
 
+from services.common.mongo import one_if_any
+
 
 def owner_id():
     """A name for this process: host, pid and a random part (pids repeat across containers)."""
@@ -28,7 +30,7 @@ class Leases:
         """
         until = now_ts + seconds
         taken = self.leases.find_one_and_update(
-            {"_id": job, "$or": [{"until_ts": {"$lt": now_ts}}, {"owner": owner}]},
+            one_if_any(job, {"until_ts": {"$lt": now_ts}}, {"owner": owner}),
             {"$set": {"owner": owner, "until_ts": until}, "$inc": {"runs": 1}})
         if taken is not None:
             return True

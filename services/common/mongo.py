@@ -43,6 +43,14 @@ DEADLINE_MARGIN_SECONDS = 0.5
 _budget = threading.local()  # green-thread local under eventlet: each worker's own deadline
 
 
+def one_if_any(_id, *alternatives):
+    """The filter "the document `_id`, if it meets one of `alternatives`" (a lease, a claim).
+    The `$or` goes inside an `$and`: the MongoDB stand-in translates an `$or` beside other keys
+    into SQL without parentheses (`_id = ? AND a OR b`), so an update would take another
+    document meeting `b`; MongoDB reads both forms alike."""
+    return {"$and": [{"_id": _id}, {"$or": list(alternatives)}]}
+
+
 def connect(uri):
     # tz_aware: datetimes come back in UTC with their zone, never as ambiguous naive values
     return pymongo.MongoClient(uri, tz_aware=True, maxPoolSize=200, serverSelectionTimeoutMS=3000,

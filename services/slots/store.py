@@ -31,6 +31,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.claims import Claims
 from services.common.lease import Leases
+from services.common.mongo import one_if_any
 from services.common.outbox import Outbox
 from services.slots.rules import OPEN, SCHEDULED
 
@@ -341,12 +342,12 @@ class SlotStore:
         before it is released, for `claim_seconds` (the pass's lease: a claim outlives the
         pass that made it by no more than that). Claimed one at a time, so a crash leaves at
         most one batch half-done, not the whole backlog."""
-        waiting = {"$or": [{"state": DUE, "due_ts": {"$lte": now_ts}},
-                           {"state": RELEASING, "claim_ts": {"$lt": now_ts}}]}
-        due = self.releases.find(waiting, {"_id": 1}).sort([("due_ts", 1)]).limit(limit)
+        waiting = ({"state": DUE, "due_ts": {"$lte": now_ts}},
+                   {"state": RELEASING, "claim_ts": {"$lt": now_ts}})
+        due = self.releases.find({"$or": list(waiting)}, {"_id": 1}).sort([("due_ts", 1)]).limit(limit)
         for doc in list(due):
             taken = self.releases.find_one_and_update(
-                dict(waiting, _id=doc["_id"]),
+                one_if_any(doc["_id"], *waiting),
                 {"$set": {"state": RELEASING, "claim_ts": now_ts + claim_seconds}},
                 return_document=ReturnDocument.AFTER)
             if taken is not None:  # another instance may have claimed it in between

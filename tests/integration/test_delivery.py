@@ -27,6 +27,18 @@ def test_a_lease_is_held_by_one_owner_until_it_expires(db):
     assert leases.acquire("sweep", "a", 10, now_ts=117.0)      # released early: no wait
 
 
+def test_a_lease_held_by_another_is_refused_whatever_else_the_asker_holds(db):
+    """An owner holding one job's lease asks for another job's, held by someone else: refused,
+    and its own lease untouched (the stand-in once read the lease's filter so that the asker's
+    own lease matched: it "took" the job and two instances ran it)."""
+    leases = Leases(db["leases"])
+    assert leases.acquire("release", "a", 10, now_ts=100.0)
+    assert leases.acquire("sweep", "b", 10, now_ts=100.0)
+    assert not leases.acquire("sweep", "a", 10, now_ts=105.0)
+    assert leases.state("sweep")["owner"] == "b"
+    assert leases.state("release")["until_ts"] == 110.0 and leases.state("release")["runs"] == 1
+
+
 def test_an_outbox_record_is_claimed_by_one_relay_only(db):
     docs = db["things"]
     outbox = Outbox(docs, ["created"])
@@ -110,6 +122,19 @@ def test_an_event_in_hand_elsewhere_is_busy_until_its_lease_runs_out(db):
     assert inbox.claim("f", "booking_created") == BUSY
     now[0] += 2
     assert inbox.claim("f", "booking_created") == GO
+
+
+def test_an_event_in_hand_stays_busy_while_another_events_lease_has_run_out(db):
+    """Another event whose worker died (its lease over) takes nothing from this one's: a copy
+    of an event in hand is BUSY, and the dead worker's event is the one taken over."""
+    now = [1000.0]
+    inbox = Inbox(db["inbox"], clock=lambda: now[0])
+    assert inbox.claim("dead", "booking_created") == GO
+    now[0] += 121
+    assert inbox.claim("live", "booking_created") == GO
+    assert inbox.claim("live", "booking_created") == BUSY
+    assert db["inbox"].find_one({"_id": "dead"})["lease_ts"] == 1120.0  # not taken by "live"
+    assert inbox.claim("dead", "booking_created") == GO
 
 
 def test_the_inbox_lease_comes_from_the_configuration(container_factory, config):

@@ -1,0 +1,38 @@
+"""No store filter puts an `$or` beside other keys (services/common/mongo.py `one_if_any`):
+the MongoDB stand-in translates `{"_id": x, "$or": [a, b]}` without parentheses, as
+`_id = x AND a OR b`, and an update then takes another document (a lease "taken" while
+another instance held it, an event claimed while in hand). Read from the code's syntax."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def or_beside_other_keys(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys = [k.value if isinstance(k, ast.Constant) else None for k in node.keys]
+            if "$or" in keys and len(keys) > 1:
+                yield node.lineno
+        # dict(filter_with_or, _id=...) builds the same filter
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict" and node.keywords:
+            for arg in node.args:
+                if isinstance(arg, ast.Dict) and any(
+                        isinstance(k, ast.Constant) and k.value == "$or" for k in arg.keys):
+                    yield node.lineno
+
+
+def test_no_filter_puts_an_or_beside_other_keys():
+    found = []
+    for folder in ("services", "gateway", "deploy"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for line in or_beside_other_keys(ast.parse(path.read_text(), str(path))):
+                found.append(f"{path.relative_to(ROOT)}:{line}")
+    assert found == []
+
+
+def test_the_check_finds_the_shapes_it_looks_for():
+    bad = ast.parse('q = {"_id": job, "$or": [{"a": 1}, {"b": 2}]}\nr = dict({"$or": []}, _id=1)')
+    assert list(or_beside_other_keys(bad)) == [1, 2]
+    good = ast.parse('q = {"$and": [{"_id": job}, {"$or": [{"a": 1}]}]}\nr = {"$or": []}')
+    assert list(or_beside_other_keys(good)) == []
