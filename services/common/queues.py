@@ -14,6 +14,7 @@ broker working until its queues are deleted.
 """
 import logging
 
+from kombu import Connection
 from nameko import events as nameko_events
 from nameko.messaging import QueueConsumer as NamekoQueueConsumer
 
@@ -40,12 +41,38 @@ def declare_durable(queue, config):
     return queue
 
 
+class ConsumingConnection(Connection):
+    """The consumer's connection, which never replaces itself behind its consumers' back.
+
+    kombu's `Connection.connection` reconnects silently (to the next node of AMQP_URI) when
+    its transport says it is no longer connected, and py-amqp says so as soon as any write on
+    the socket fails: an ack sent by a worker after the node died. The consumer loop's next
+    `drain_events` (or heartbeat check) then runs on a new connection with no channel and no
+    consumer, and waits there for ever: the process stays up and consumes nothing (seen in
+    the cluster kill test: 503 for the whole outage, no "Connection to broker lost" logged).
+    Raising a connection error instead sends the loop through kombu's reconnection, which
+    sets the consumers up again on the node it reaches."""
+
+    @property
+    def connection(self):
+        if self._connection is not None and not self._closed and not self.connected:
+            raise ConnectionResetError("the consumer's connection to the broker was lost")
+        return super().connection
+
+
 class QueueConsumer(NamekoQueueConsumer):
     """nameko's consumer of a process's queues, surviving the death of the node it was
     connected to: nameko 2.14 ignores amqp's ConnectionError on an ack, not the socket's own
     error (ConnectionResetError, BrokenPipeError), which then kills the whole container. The
     broker has already taken back what a dead connection held unacknowledged and delivers it
-    again (handlers are idempotent), so there is nothing to ack: log and go on."""
+    again (handlers are idempotent), so there is nothing to ack: log and go on. The failed
+    write leaves the connection marked lost, and `ConsumingConnection` makes the consumer
+    loop reconnect from that mark."""
+
+    def create_connection(self):
+        # nameko's declaration (URI with its alternates, heartbeat, SSL, transport options),
+        # as a connection that does not reconnect silently
+        return ConsumingConnection(**self.connection.info())
 
     def ack_message(self, message):
         try:
