@@ -36,3 +36,27 @@ def test_the_check_finds_the_shapes_it_looks_for():
     assert list(or_beside_other_keys(bad)) == [1, 2]
     good = ast.parse('q = {"$and": [{"_id": job}, {"$or": [{"a": 1}]}]}\nr = {"$or": []}')
     assert list(or_beside_other_keys(good)) == []
+
+
+def test_the_check_finds_an_or_filter_merged_with_other_keys_through_a_name():
+    """The release claim's filter before `one_if_any` (services/slots/store.py claim_due) was
+    `dict(waiting, _id=...)`, `waiting` an `$or` filter named first: the same misread filter,
+    built in two steps."""
+    bad = ast.parse(
+        'def claim(x):\n'
+        '    waiting = {"$or": [{"state": 1}, {"state": 2}]}\n'
+        '    a = dict(waiting, _id=x)\n'
+        '    b = {**waiting, "_id": x}\n'
+        '    waiting["_id"] = x\n'
+        '    waiting.update(_id=x)\n')
+    assert sorted(or_beside_other_keys(bad)) == [3, 4, 5, 6]
+    # a name bound to an $or filter in another function is another variable
+    good = ast.parse(
+        'def one():\n'
+        '    query = {"$or": [{"a": 1}, {"b": 2}]}\n'
+        '    return find(query)\n'
+        'def two(x):\n'
+        '    query = {"state": 1}\n'
+        '    query["_id"] = x\n'
+        '    return dict(query, _id=x)\n')
+    assert list(or_beside_other_keys(good)) == []
