@@ -8,6 +8,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def has_or(node):
+    return isinstance(node, ast.Dict) and any(
+        isinstance(k, ast.Constant) and k.value == "$or" for k in node.keys)
+
+
 def or_beside_other_keys(tree):
     for node in ast.walk(tree):
         if isinstance(node, ast.Dict):
@@ -17,9 +22,47 @@ def or_beside_other_keys(tree):
         # dict(filter_with_or, _id=...) builds the same filter
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict" and node.keywords:
             for arg in node.args:
-                if isinstance(arg, ast.Dict) and any(
-                        isinstance(k, ast.Constant) and k.value == "$or" for k in arg.keys):
+                if has_or(arg):
                     yield node.lineno
+    # the same, in two steps: an $or filter named, then merged with other keys
+    for scope in [tree] + [n for n in ast.walk(tree)
+                           if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        yield from _or_names_merged(list(_scope_nodes(scope)))
+
+
+def _scope_nodes(scope):
+    """The nodes of one function (or of the module), not those of the functions inside it."""
+    stack = list(ast.iter_child_nodes(scope))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _or_names_merged(nodes):
+    named = {target.id for node in nodes if isinstance(node, ast.Assign) and has_or(node.value)
+             for target in node.targets if isinstance(target, ast.Name)}
+    if not named:
+        return
+
+    def is_named(node):
+        return isinstance(node, ast.Name) and node.id in named
+
+    for node in nodes:
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict" \
+                and (node.keywords or len(node.args) > 1) \
+                and any(is_named(a) for a in node.args + [k.value for k in node.keywords]):
+            yield node.lineno  # dict(waiting, _id=...)
+        elif isinstance(node, ast.Dict) and len(node.keys) > 1 and any(
+                k is None and is_named(v) for k, v in zip(node.keys, node.values)):
+            yield node.lineno  # {**waiting, "_id": ...}
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Subscript) and is_named(t.value) for t in node.targets):
+            yield node.lineno  # waiting["_id"] = ...
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "update" and is_named(node.func.value):
+            yield node.lineno  # waiting.update(...)
 
 
 def test_no_filter_puts_an_or_beside_other_keys():
