@@ -149,8 +149,10 @@ class Screening:
         one-of-each rules (M3), or a second booking of the same person would pass unseen.
         Handled before the cancellation it undoes, or before the confirmation, it still wins:
         the later event does (rules.supersedes)."""
-        self.store.set_status(event["reference"], ACTIVE, parse_iso(event["occurred_at"]).timestamp(),
-                              create=True)
+        status = self.store.set_status(event["reference"], ACTIVE,
+                                       parse_iso(event["occurred_at"]).timestamp(), create=True)
+        if status == ACTIVE:  # a review its cancellation closed waits for staff again
+            self.store.reopen_cancelled_review(event["reference"])
 
     def check_decoy(self, entry, members):
         """A decoy slot is shown by the JSON API only. Booking one was once cancelled at sight;

@@ -271,6 +271,25 @@ class FraudStore:
         if case_id:
             self.close_case_if_done(case_id, CANCELLED_ELSEWHERE, note, now_ts)
 
+    def reopen_cancelled_review(self, reference):
+        """The cancellation that closed the booking's review (close_cancelled_review) was
+        undone: the review is open again, and its case, for staff to decide. Then read, as
+        open_review does: a later cancellation handled meanwhile closes it again."""
+        review = self.reviews.find_one_and_update(
+            {"_id": reference, "state": "cancelled", "decided_by": CANCELLED_ELSEWHERE},
+            {"$set": {"state": "open"},
+             "$unset": {"decided_by": "", "note": "", "decided_ts": "", "cancelled_elsewhere": ""}},
+            return_document=ReturnDocument.AFTER)
+        if review is None:
+            return
+        if review.get("case_id"):
+            self.cases.update_one({"_id": review["case_id"]},
+                                  {"$set": {"state": "open"},
+                                   "$unset": {"decided_by": "", "note": "", "decided_ts": ""}})
+        entry = self.bookings.find_one({"_id": reference}, {"status": 1})
+        if entry is not None and entry["status"] == CANCELLED:
+            self.close_cancelled_review(reference, time.time(), case_id=review.get("case_id"))
+
     def reviewed_among(self, references):
         """Which of these bookings already have a review (open or decided)."""
         return {doc["_id"] for doc in self.reviews.find({"_id": {"$in": list(references)}}, {"_id": 1})}

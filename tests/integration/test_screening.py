@@ -565,3 +565,24 @@ def test_a_review_written_after_its_booking_s_cancellation_was_handled_is_closed
                        "evidence": {}, "at_ts": 100.0}, case=case)
     assert store.review("RDV-LATE-0001")["state"] == "cancelled"
     assert store.case(case["_id"])["state"] == "decided"
+
+
+def test_a_review_closed_by_a_counter_cancellation_opens_again_when_the_cancellation_is_undone(world):
+    """A counter's cancellation (name mismatch) closes the booking's open review; a supervisor
+    undoes it the same day (booking_restored): the booking is live again and its evidence
+    still waits for staff. Left closed, a suspected grab escapes review through the undo."""
+    screening, booking, sent = world
+    first, second = grey_pair(booking, "UNDO")
+    screening.screen(first)
+    screening.screen(second)
+    [case] = screening.store.cases_in("open", 10)
+    for one in (first, second):
+        screening.booking_cancelled(booking_event(one["reference"], name="booking_cancelled",
+                                                  reason="name_mismatch", was_confirmed=True,
+                                                  occurred_at="2027-02-01T10:05:00Z"))
+    assert open_reviews(screening.store) == []
+    assert screening.store.case(case["_id"])["state"] == "decided"
+    screening.booking_restored(restored_event(second["reference"], "2027-02-01T10:30:00Z"))
+    assert index_of(screening.store, second["reference"])[0] == "active"
+    assert open_reviews(screening.store) == [second["reference"]]
+    assert screening.store.case(case["_id"])["state"] == "open"
