@@ -78,12 +78,6 @@ def queue_types(management):
 
 
 @pytest.mark.timeout(480)  # three nodes to start on a shared machine, twice for one of them
-# A known defect, not a slow machine: in about one run of three, a service whose ack fails on
-# the dead node's socket (`ack lost` in services/common/queues.py, twice) never reconnects, and
-# bookings answer 503 for the rest of the outage. Still run and reported (XFAIL / XPASS) until
-# it is mended (issue 23, left open); strict=False so that a pass does not fail the suite.
-@pytest.mark.xfail(reason="a consumer whose ack fails on the dead node's socket may never reconnect (issue 23)",
-                   strict=False)
 def test_a_node_killed_mid_burst_loses_nothing(cluster, config, mongo, tmp_path):
     rabbitmq_definitions.apply(cluster.management.split(",")[0], "/")
     sink = MailSink(free_port(), tmp_path / "mail").start()
